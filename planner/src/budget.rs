@@ -1,0 +1,182 @@
+//! Budgets: upper bounds on costs, and the report of why a set of budgets cannot be met.
+
+use crate::error::{Error, FieldError, Result};
+use crate::problem::{CostKind, Problem};
+use serde::{Deserialize, Serialize};
+
+/// The budgets a plan must meet; any subset may be given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bops: Option<f64>,
+    /// Needs a device profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<f64>,
+    /// Weight bits averaged over all weights; a size budget in other units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_avg_bits: Option<f64>,
+}
+
+/// One budget as the solver sees it: a bound on one cost, in that cost's units.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Bound {
+    pub name: &'static str,
+    pub kind: CostKind,
+    /// The limit in the cost's own units (bytes for `max_avg_bits`).
+    pub limit: f64,
+    /// Multiplies a cost to express it in the budget's units (8 / params for average bits).
+    pub to_budget_units: f64,
+}
+
+/// Upper bounds per cost kind, `[size, bops, latency]`; the tightest budget of each kind.
+pub type Limits = [Option<f64>; 3];
+
+impl Budgets {
+    /// Whether no budget is set.
+    pub fn is_empty(&self) -> bool {
+        self.bounds_unchecked(1.0).is_empty()
+    }
+
+    fn bounds_unchecked(&self, total_params: f64) -> Vec<Bound> {
+        let mut out = Vec::new();
+        let mut push = |name, kind, value: Option<f64>, to_budget_units: f64| {
+            if let Some(v) = value {
+                out.push(Bound {
+                    name,
+                    kind,
+                    limit: v / to_budget_units,
+                    to_budget_units,
+                });
+            }
+        };
+        push("max_size_bytes", CostKind::Size, self.max_size_bytes, 1.0);
+        push("max_bops", CostKind::Bops, self.max_bops, 1.0);
+        push(
+            "max_latency_ms",
+            CostKind::Latency,
+            self.max_latency_ms,
+            1.0,
+        );
+        push(
+            "max_avg_bits",
+            CostKind::Size,
+            self.max_avg_bits,
+            8.0 / total_params,
+        );
+        out
+    }
+
+    /// Checks the budgets against a problem and returns them as bounds.
+    pub(crate) fn bounds(&self, problem: &Problem) -> Result<Vec<Bound>> {
+        let mut errors = Vec::new();
+        for (name, v) in [
+            ("max_size_bytes", self.max_size_bytes),
+            ("max_bops", self.max_bops),
+            ("max_latency_ms", self.max_latency_ms),
+            ("max_avg_bits", self.max_avg_bits),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    errors.push(FieldError::new(
+                        name,
+                        format!("must be a finite, non-negative number, not {v}"),
+                    ));
+                }
+            }
+        }
+        if self.max_latency_ms.is_some() && !problem.has_latency() {
+            errors.push(FieldError::new(
+                "max_latency_ms",
+                "a latency budget needs a device profile",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid {
+                what: "budgets",
+                errors,
+            });
+        }
+        Ok(self.bounds_unchecked(problem.manifest.total_params() as f64))
+    }
+}
+
+pub(crate) fn limits_of(bounds: &[Bound]) -> Limits {
+    let mut limits: Limits = [None; 3];
+    for b in bounds {
+        let slot = &mut limits[b.kind.index()];
+        *slot = Some(slot.map_or(b.limit, |l: f64| l.min(b.limit)));
+    }
+    limits
+}
+
+/// Why a set of budgets cannot be met, budget by budget.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Infeasibility {
+    pub budgets: Vec<BudgetReport>,
+    /// One sentence for people.
+    pub message: String,
+}
+
+/// What one budget asked for and what is achievable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetReport {
+    pub budget: &'static str,
+    pub limit: f64,
+    /// The smallest value of this cost any assignment reaches (ties and pins respected).
+    pub min_achievable: f64,
+    /// The smallest value reachable while meeting every other budget; `None` when the other
+    /// budgets cannot be met together either.
+    pub min_under_other_budgets: Option<f64>,
+    /// Whether this budget can be met on its own.
+    pub achievable_alone: bool,
+}
+
+impl Infeasibility {
+    pub(crate) fn new(budgets: Vec<BudgetReport>) -> Infeasibility {
+        let alone: Vec<String> = budgets
+            .iter()
+            .filter(|b| !b.achievable_alone)
+            .map(|b| {
+                format!(
+                    "{} {} is below the smallest achievable {}",
+                    b.budget,
+                    fmt_num(b.limit),
+                    fmt_num(b.min_achievable)
+                )
+            })
+            .collect();
+        let message = if alone.is_empty() {
+            let parts: Vec<String> = budgets
+                .iter()
+                .map(|b| match b.min_under_other_budgets {
+                    Some(m) => format!(
+                        "{} needs at least {} under the others",
+                        b.budget,
+                        fmt_num(m)
+                    ),
+                    None => format!("{} cannot be paired with the others", b.budget),
+                })
+                .collect();
+            format!(
+                "no assignment meets all budgets together, though each is achievable alone: {}",
+                parts.join("; ")
+            )
+        } else {
+            format!("no assignment fits: {}", alone.join("; "))
+        };
+        Infeasibility { budgets, message }
+    }
+}
+
+/// A number for messages: whole numbers as such, others to at most 6 decimals.
+pub fn fmt_num(v: f64) -> String {
+    if v == v.trunc() && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}

@@ -1,0 +1,254 @@
+//! Exact Pareto fronts by dynamic programming over groups.
+//!
+//! Partial assignments of the first `g` groups are states `(costs, Omega)`. A state that is no
+//! better in every tracked cost and in Omega than another can never complete to a better plan (all
+//! costs and Omega are sums), so only non-dominated states are kept. With no budget on a cost
+//! other than the front's axis this is the classic multiple-choice knapsack merge of per-group
+//! Pareto sets: each step is a K-way merge of K shifted copies of a sorted front, linear in its
+//! size. Budgets on other costs add dimensions to the dominance test. States that cannot meet a
+//! budget even with the cheapest completion are dropped as they appear.
+
+use crate::budget::Limits;
+use crate::error::{Error, Result};
+use crate::problem::{CostKind, Problem};
+
+/// Most states one step may keep before the enumeration is refused as too large.
+pub const MAX_STATES: usize = 2_000_000;
+
+/// States after one group: flat arrays, ordered by axis cost then Omega.
+#[derive(Default)]
+struct Stage {
+    axis: Vec<f64>,
+    omega: Vec<f64>,
+    /// `dims.len()` costs per state, for budgets on costs other than the axis.
+    others: Vec<f64>,
+    parent: Vec<u32>,
+    choice: Vec<u8>,
+}
+
+/// The exact front of Omega against `axis`, under `limits` and with some groups fixed.
+/// Returns choice indices per group, one vector per front point, by increasing axis cost.
+pub(crate) fn pareto_front(
+    problem: &Problem,
+    axis: CostKind,
+    limits: &Limits,
+    fixed: &[Option<usize>],
+) -> Result<Vec<Vec<usize>>> {
+    let groups = &problem.groups;
+    let a = axis.index();
+    let dims: Vec<usize> = (0..3).filter(|&k| k != a && limits[k].is_some()).collect();
+    let nd = dims.len();
+    let allowed: Vec<Vec<usize>> = (0..groups.len())
+        .map(|g| match fixed.get(g).copied().flatten() {
+            Some(c) => vec![c],
+            None => (0..groups[g].choices.len()).collect(),
+        })
+        .collect();
+
+    // Cheapest completion from group g on, per cost kind, for pruning.
+    let mut rest_min = vec![[0.0f64; 3]; groups.len() + 1];
+    for g in (0..groups.len()).rev() {
+        for k in 0..3 {
+            let m = allowed[g]
+                .iter()
+                .map(|&c| groups[g].choices[c].cost[k])
+                .fold(f64::INFINITY, f64::min);
+            rest_min[g][k] = rest_min[g + 1][k] + m;
+        }
+    }
+    let fits = |k: usize, value: f64, g_next: usize| -> bool {
+        limits[k].is_none_or(|l| value + rest_min[g_next][k] <= l + 1e-9 * l.abs().max(1.0))
+    };
+    if (0..3).any(|k| !fits(k, 0.0, 0)) {
+        return Ok(Vec::new());
+    }
+
+    let mut stages: Vec<Stage> = Vec::with_capacity(groups.len());
+    let mut cur = Stage {
+        axis: vec![0.0],
+        omega: vec![0.0],
+        others: vec![0.0; nd],
+        parent: vec![0],
+        choice: vec![0],
+    };
+    for g in 0..groups.len() {
+        let choices: Vec<(u8, f64, f64, Vec<f64>)> = allowed[g]
+            .iter()
+            .map(|&c| {
+                let ch = &groups[g].choices[c];
+                (
+                    c as u8,
+                    ch.cost[a],
+                    ch.omega,
+                    dims.iter().map(|&k| ch.cost[k]).collect(),
+                )
+            })
+            .collect();
+        let next = if nd == 0 {
+            merge_2d(&cur, &choices, |v| fits(a, v, g + 1))
+        } else {
+            merge_nd(&cur, &choices, &dims, &fits, a, g + 1)?
+        };
+        if next.axis.len() > MAX_STATES {
+            return Err(Error::TooLarge(format!(
+                "the exact front has more than {MAX_STATES} partial states at group {} of {}; narrow the budgets or use a sweep",
+                g + 1,
+                groups.len()
+            )));
+        }
+        stages.push(std::mem::replace(&mut cur, next));
+    }
+    stages.push(cur);
+
+    // Final 2-D filter: with extra dimensions the last stage can hold points dominated on (axis, Omega).
+    let last = stages.last().expect("at least the start stage");
+    let mut best = f64::INFINITY;
+    let mut keep = Vec::new();
+    for i in 0..last.axis.len() {
+        if last.omega[i] < best {
+            best = last.omega[i];
+            keep.push(i);
+        }
+    }
+    Ok(keep
+        .into_iter()
+        .map(|mut i| {
+            let mut picks = vec![0usize; groups.len()];
+            for g in (0..groups.len()).rev() {
+                let st = &stages[g + 1];
+                picks[g] = st.choice[i] as usize;
+                i = st.parent[i] as usize;
+            }
+            picks
+        })
+        .collect())
+}
+
+/// K-way merge of the K shifted copies of a 2-D front, keeping strictly decreasing Omega.
+fn merge_2d(
+    cur: &Stage,
+    choices: &[(u8, f64, f64, Vec<f64>)],
+    fits: impl Fn(f64) -> bool,
+) -> Stage {
+    let n = cur.axis.len();
+    let k = choices.len();
+    let mut out = Stage::default();
+    out.axis.reserve(n * 2);
+    let mut pos = vec![0usize; k];
+    let mut best = f64::INFINITY;
+    loop {
+        // The head with the smallest (axis, Omega) among the K cursors.
+        let mut pick: Option<(usize, f64, f64)> = None;
+        for j in 0..k {
+            let i = pos[j];
+            if i >= n {
+                continue;
+            }
+            let ax = cur.axis[i] + choices[j].1;
+            let om = cur.omega[i] + choices[j].2;
+            if pick.is_none_or(|(_, pa, po)| ax < pa || (ax == pa && om < po)) {
+                pick = Some((j, ax, om));
+            }
+        }
+        let Some((j, ax, om)) = pick else { break };
+        if !fits(ax) {
+            break; // every remaining head costs at least this much
+        }
+        let i = pos[j];
+        pos[j] += 1;
+        if om < best {
+            best = om;
+            out.axis.push(ax);
+            out.omega.push(om);
+            out.parent.push(i as u32);
+            out.choice.push(choices[j].0);
+        }
+    }
+    out
+}
+
+/// Merge with budgets on other costs: keep states not dominated in (axis, others, Omega).
+fn merge_nd(
+    cur: &Stage,
+    choices: &[(u8, f64, f64, Vec<f64>)],
+    dims: &[usize],
+    fits: &impl Fn(usize, f64, usize) -> bool,
+    a: usize,
+    g_next: usize,
+) -> Result<Stage> {
+    let nd = dims.len();
+    let n = cur.axis.len();
+    let mut cand: Vec<(f64, f64, u32, u8, usize)> = Vec::with_capacity(n * choices.len());
+    let mut other_vals: Vec<f64> = Vec::with_capacity(n * choices.len() * nd);
+    for i in 0..n {
+        'choice: for (c, ax, om, oth) in choices {
+            let ax = cur.axis[i] + ax;
+            if !fits(a, ax, g_next) {
+                continue;
+            }
+            let start = other_vals.len();
+            for d in 0..nd {
+                let v = cur.others[i * nd + d] + oth[d];
+                if !fits(dims[d], v, g_next) {
+                    other_vals.truncate(start);
+                    continue 'choice;
+                }
+                other_vals.push(v);
+            }
+            cand.push((ax, cur.omega[i] + om, i as u32, *c, start));
+        }
+    }
+    cand.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+
+    let mut out = Stage::default();
+    for (ax, om, parent, choice, start) in cand {
+        let oth = &other_vals[start..start + nd];
+        // Kept states all have axis <= this one (sorted); one no worse in Omega and every other cost dominates.
+        let dominated = (0..out.axis.len())
+            .rev()
+            .any(|m| out.omega[m] <= om && (0..nd).all(|d| out.others[m * nd + d] <= oth[d]));
+        if dominated {
+            continue;
+        }
+        if out.axis.len() >= MAX_STATES {
+            return Err(Error::TooLarge(format!(
+                "the exact front under budgets on {} costs has more than {MAX_STATES} partial states; narrow the budgets or use a sweep",
+                nd + 1
+            )));
+        }
+        out.axis.push(ax);
+        out.omega.push(om);
+        out.others.extend_from_slice(oth);
+        out.parent.push(parent);
+        out.choice.push(choice);
+    }
+    Ok(out)
+}
+
+/// Indices of up to `n` points spread evenly along a front's axis cost (ends always included).
+pub fn spread(costs: &[f64], n: usize) -> Vec<usize> {
+    if n == 0 || costs.is_empty() {
+        return Vec::new();
+    }
+    if n >= costs.len() {
+        return (0..costs.len()).collect();
+    }
+    if n == 1 {
+        return vec![costs.len() - 1];
+    }
+    let (lo, hi) = (costs[0], costs[costs.len() - 1]);
+    let mut out: Vec<usize> = Vec::with_capacity(n);
+    for t in 0..n {
+        let target = lo + (hi - lo) * t as f64 / (n - 1) as f64;
+        let i = costs.partition_point(|&c| c < target);
+        let i = if i > 0 && (i == costs.len() || target - costs[i - 1] <= costs[i] - target) {
+            i - 1
+        } else {
+            i
+        };
+        if out.last() != Some(&i) {
+            out.push(i);
+        }
+    }
+    out
+}

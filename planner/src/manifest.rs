@@ -1,0 +1,581 @@
+//! The supernet manifest: the raw JSON form, and the checked [`Manifest`] every algorithm takes.
+//!
+//! Parse, don't validate: [`Manifest::from_json`] turns the raw document into a checked value once,
+//! listing every problem with its JSON path. Nothing downstream re-checks.
+
+use crate::error::{parse_json, Error, FieldError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Largest bit-width a manifest may name.
+pub const MAX_BITS: u8 = 32;
+
+/// How activations are quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationBits {
+    /// Each layer's input activations use that layer's weight bit-width (the paper's setting).
+    Same,
+    /// Every layer's activations use this fixed bit-width.
+    Fixed(u8),
+}
+
+impl Serialize for ActivationBits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ActivationBits::Same => s.serialize_str("same"),
+            ActivationBits::Fixed(b) => s.serialize_u8(*b),
+        }
+    }
+}
+
+/// The rounding of the Double Rounding shift; must match the one the supernet was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Ties round away from zero (the default).
+    #[default]
+    HalfAwayFromZero,
+    /// Ties round to the even neighbour, as `torch.round` does.
+    HalfToEven,
+}
+
+/// A warning about accepted input that the user should know of (e.g. a clamped trace).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+}
+
+/// One weighted layer of a checked manifest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub params: u64,
+    pub macs: u64,
+    /// Trace of the layer's whole Hessian block, clamped to be non-negative.
+    pub hessian_trace: f64,
+    /// Measured `||Q_b(W) - W||^2` per bit-width (covers every allowed bit when present).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perturbation: Option<BTreeMap<u8, f64>>,
+    /// Allowed bit-widths, highest first.
+    pub bits: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tie: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<String>,
+}
+
+impl Layer {
+    /// Trace per weight (HAWQ-V3's normalisation).
+    pub fn trace_per_param(&self) -> f64 {
+        self.hessian_trace / self.params as f64
+    }
+
+    /// The bit-widths this layer may take: its own list, narrowed to the pin when pinned.
+    pub fn choices(&self) -> Vec<u8> {
+        match self.pin {
+            Some(p) => vec![p],
+            None => self.bits.clone(),
+        }
+    }
+}
+
+/// A checked supernet manifest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Manifest {
+    pub name: String,
+    /// Candidate bit-widths, highest first.
+    pub bits: Vec<u8>,
+    pub activation_bits: ActivationBits,
+    pub rounding: Rounding,
+    pub layers: Vec<Layer>,
+    /// What was accepted but changed or assumed (clamped traces); not part of the manifest itself.
+    #[serde(skip)]
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    bits: Vec<i64>,
+    #[serde(default)]
+    activation_bits: Option<serde_json::Value>,
+    #[serde(default)]
+    rounding: Option<Rounding>,
+    layers: Vec<RawLayer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    params: i64,
+    macs: i64,
+    #[serde(default)]
+    hessian_trace: Option<f64>,
+    #[serde(default)]
+    hessian_trace_per_param: Option<f64>,
+    #[serde(default)]
+    perturbation: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    bits: Option<Vec<i64>>,
+    #[serde(default)]
+    tie: Option<String>,
+    #[serde(default)]
+    pin: Option<i64>,
+    #[serde(default)]
+    weight: Option<String>,
+}
+
+const WHAT: &str = "manifest";
+
+/// Collects field errors so a user sees every problem of a document at once.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError::new(path, reason));
+    }
+}
+
+fn check_bit(value: i64, path: &str, problems: &mut Problems) -> Option<u8> {
+    if (1..=MAX_BITS as i64).contains(&value) {
+        Some(value as u8)
+    } else {
+        problems.push(path, format!("bit-width {value} is outside 1..={MAX_BITS}"));
+        None
+    }
+}
+
+fn check_bit_list(values: &[i64], path: &str, problems: &mut Problems) -> Vec<u8> {
+    if values.is_empty() {
+        problems.push(path, "must list at least one bit-width");
+    }
+    let mut out = Vec::new();
+    for (i, &v) in values.iter().enumerate() {
+        let item = format!("{path}[{i}]");
+        if let Some(b) = check_bit(v, &item, problems) {
+            if out.contains(&b) {
+                problems.push(item, format!("bit-width {b} is listed twice"));
+            } else {
+                out.push(b);
+            }
+        }
+    }
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    out
+}
+
+impl Manifest {
+    /// Parses and checks a manifest document.
+    pub fn from_json(text: &str) -> Result<Manifest> {
+        let raw: RawManifest = parse_json(WHAT, text)?;
+        Self::check(raw)
+    }
+
+    /// Parses and checks a manifest already decoded as a JSON value.
+    pub fn from_value(value: serde_json::Value) -> Result<Manifest> {
+        let raw: RawManifest = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            Error::invalid(
+                WHAT,
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })?;
+        Self::check(raw)
+    }
+
+    fn check(raw: RawManifest) -> Result<Manifest> {
+        let mut problems = Problems::default();
+        let mut warnings = Vec::new();
+
+        if raw.name.trim().is_empty() {
+            problems.push("name", "must not be empty");
+        }
+        let bits = check_bit_list(&raw.bits, "bits", &mut problems);
+        let activation_bits = match &raw.activation_bits {
+            None => ActivationBits::Same,
+            Some(serde_json::Value::String(s)) if s == "same" => ActivationBits::Same,
+            Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                Some(v) => check_bit(v, "activation_bits", &mut problems)
+                    .map_or(ActivationBits::Same, ActivationBits::Fixed),
+                None => {
+                    problems.push("activation_bits", format!("{n} is not a whole bit-width"));
+                    ActivationBits::Same
+                }
+            },
+            Some(other) => {
+                problems.push(
+                    "activation_bits",
+                    format!("must be \"same\" or a bit-width, not {other}"),
+                );
+                ActivationBits::Same
+            }
+        };
+        if raw.layers.is_empty() {
+            problems.push("layers", "must list at least one layer");
+        }
+
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut layers = Vec::with_capacity(raw.layers.len());
+        for (i, l) in raw.layers.iter().enumerate() {
+            let at = |field: &str| format!("layers[{i}].{field}");
+            if l.name.trim().is_empty() {
+                problems.push(at("name"), "must not be empty");
+            } else if let Some(first) = seen.insert(l.name.as_str(), i) {
+                problems.push(
+                    at("name"),
+                    format!(
+                        "duplicate layer name {:?} (first at layers[{first}])",
+                        l.name
+                    ),
+                );
+            }
+            if l.params <= 0 {
+                problems.push(
+                    at("params"),
+                    format!("must be a positive weight count, not {}", l.params),
+                );
+            }
+            if l.macs < 0 {
+                problems.push(at("macs"), format!("must not be negative, not {}", l.macs));
+            }
+            let params = l.params.max(1) as u64;
+
+            let trace = match (l.hessian_trace, l.hessian_trace_per_param) {
+                (Some(_), Some(_)) => {
+                    problems.push(
+                        at("hessian_trace"),
+                        "give hessian_trace or hessian_trace_per_param, not both",
+                    );
+                    0.0
+                }
+                (None, None) => {
+                    problems.push(
+                        at("hessian_trace"),
+                        "missing: give hessian_trace or hessian_trace_per_param",
+                    );
+                    0.0
+                }
+                (Some(t), None) => t,
+                (None, Some(t)) => t * params as f64,
+            };
+            let trace_field = if l.hessian_trace.is_some() {
+                "hessian_trace"
+            } else {
+                "hessian_trace_per_param"
+            };
+            let trace = if !trace.is_finite() {
+                problems.push(
+                    at(trace_field),
+                    format!("must be a finite number, not {trace}"),
+                );
+                0.0
+            } else if trace < 0.0 {
+                // Hutchinson estimates of a near-flat layer scatter around zero; a negative
+                // trace is noise, and a negative weight would reward quantization error.
+                warnings.push(Warning {
+                    path: at(trace_field),
+                    message: format!("negative Hessian trace estimate {trace} clamped to 0 (the layer is treated as insensitive)"),
+                });
+                0.0
+            } else {
+                trace
+            };
+
+            let layer_bits = match &l.bits {
+                None => bits.clone(),
+                Some(list) => {
+                    let own = check_bit_list(list, &at("bits"), &mut problems);
+                    for b in &own {
+                        if !bits.contains(b) {
+                            problems.push(
+                                at("bits"),
+                                format!("bit-width {b} is not in the manifest's bits {bits:?}"),
+                            );
+                        }
+                    }
+                    own
+                }
+            };
+
+            let pin = l.pin.and_then(|p| check_bit(p, &at("pin"), &mut problems));
+            if let Some(p) = pin {
+                if !layer_bits.contains(&p) {
+                    problems.push(
+                        at("pin"),
+                        format!(
+                            "pinned bit-width {p} is not among the layer's bits {layer_bits:?}"
+                        ),
+                    );
+                }
+            }
+
+            let perturbation = l.perturbation.as_ref().map(|map| {
+                let mut out = BTreeMap::new();
+                for (key, &value) in map {
+                    let path = format!("layers[{i}].perturbation.{key}");
+                    match key.trim().parse::<u8>() {
+                        Ok(b) if bits.contains(&b) => {
+                            if !value.is_finite() || value < 0.0 {
+                                problems.push(
+                                    path,
+                                    format!(
+                                        "must be a finite, non-negative squared error, not {value}"
+                                    ),
+                                );
+                            } else {
+                                out.insert(b, value);
+                            }
+                        }
+                        _ => problems.push(
+                            path,
+                            format!("key {key:?} is not one of the manifest's bit-widths {bits:?}"),
+                        ),
+                    }
+                }
+                for b in &layer_bits {
+                    if !map.keys().any(|k| k.trim().parse::<u8>() == Ok(*b)) {
+                        problems.push(
+                            at("perturbation"),
+                            format!(
+                                "has no value for bit-width {b}; give every allowed bit or none"
+                            ),
+                        );
+                    }
+                }
+                out
+            });
+
+            if let Some(t) = &l.tie {
+                if t.trim().is_empty() {
+                    problems.push(at("tie"), "tie label must not be empty");
+                }
+            }
+
+            layers.push(Layer {
+                name: l.name.clone(),
+                params,
+                macs: l.macs.max(0) as u64,
+                hessian_trace: trace,
+                perturbation,
+                bits: layer_bits,
+                tie: l.tie.clone(),
+                pin,
+                weight: l.weight.clone(),
+            });
+        }
+
+        check_ties(&layers, &mut problems);
+
+        if problems.0.is_empty() {
+            Ok(Manifest {
+                name: raw.name,
+                bits,
+                activation_bits,
+                rounding: raw.rounding.unwrap_or_default(),
+                layers,
+                warnings,
+            })
+        } else {
+            Err(Error::Invalid {
+                what: WHAT,
+                errors: problems.0,
+            })
+        }
+    }
+
+    /// The highest candidate bit-width (the stored integer model's).
+    pub fn highest_bits(&self) -> u8 {
+        self.bits[0]
+    }
+
+    /// Total weight count.
+    pub fn total_params(&self) -> u64 {
+        self.layers.iter().map(|l| l.params).sum()
+    }
+
+    /// Index of a layer by name.
+    pub fn layer_index(&self, name: &str) -> Option<usize> {
+        self.layers.iter().position(|l| l.name == name)
+    }
+
+    /// Names of the layers whose objective uses the trace-only proxy (no measured perturbation).
+    pub fn proxy_layers(&self) -> Vec<&str> {
+        self.layers
+            .iter()
+            .filter(|l| l.perturbation.is_none())
+            .map(|l| l.name.as_str())
+            .collect()
+    }
+
+    /// Serialises back to the manifest JSON format (checked values: clamped traces, sorted bits).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a manifest always serialises")
+    }
+}
+
+/// Tied layers must share at least one bit-width, and their pins must agree.
+fn check_ties(layers: &[Layer], problems: &mut Problems) {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, l) in layers.iter().enumerate() {
+        if let Some(t) = &l.tie {
+            groups.entry(t.as_str()).or_default().push(i);
+        }
+    }
+    for (label, members) in groups {
+        let common = common_choices(layers, &members);
+        if common.is_empty() {
+            let detail: Vec<String> = members
+                .iter()
+                .map(|&i| format!("{} {:?}", layers[i].name, layers[i].choices()))
+                .collect();
+            problems.push(
+                format!("layers[{}].tie", members[0]),
+                format!(
+                    "tie group {label:?} has no common bit-width (pins and bits: {})",
+                    detail.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Bit-widths every member of a group allows (pins included), highest first.
+pub(crate) fn common_choices(layers: &[Layer], members: &[usize]) -> Vec<u8> {
+    let mut common = layers[members[0]].choices();
+    for &m in &members[1..] {
+        let c = layers[m].choices();
+        common.retain(|b| c.contains(b));
+    }
+    common
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_paths(text: &str) -> Vec<String> {
+        match Manifest::from_json(text) {
+            Err(e) => e
+                .field_errors()
+                .iter()
+                .map(|f| format!("{} | {}", f.path, f.reason))
+                .collect(),
+            Ok(_) => panic!("expected an error for {text}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_contract_example() {
+        let m = Manifest::from_json(
+            r#"{ "name": "resnet18", "bits": [8, 6, 5, 4, 3, 2], "activation_bits": "same",
+              "layers": [ { "name": "stage1.unit1.conv1", "params": 36864, "macs": 115605504,
+                "hessian_trace": 2528.1, "perturbation": {"8": 0.0235, "4": 6.743},
+                "bits": [8, 4], "tie": "stage2.unit1.out", "pin": 8, "weight": "conv1.weight" } ] }"#,
+        )
+        .unwrap();
+        assert_eq!(m.bits, vec![8, 6, 5, 4, 3, 2]);
+        assert_eq!(m.layers[0].bits, vec![8, 4]);
+        assert_eq!(m.layers[0].pin, Some(8));
+        assert_eq!(m.layers[0].perturbation.as_ref().unwrap()[&4], 6.743);
+        assert_eq!(m.rounding, Rounding::HalfAwayFromZero);
+        assert!(m.proxy_layers().is_empty());
+    }
+
+    #[test]
+    fn per_param_trace_is_scaled_by_params() {
+        let m = Manifest::from_json(
+            r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":10,"macs":5,"hessian_trace_per_param":0.5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.layers[0].hessian_trace, 5.0);
+        assert_eq!(m.proxy_layers(), vec!["a"]);
+    }
+
+    #[test]
+    fn negative_trace_is_clamped_with_a_warning() {
+        let m = Manifest::from_json(
+            r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":10,"macs":5,"hessian_trace":-0.01}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.layers[0].hessian_trace, 0.0);
+        assert_eq!(m.warnings.len(), 1);
+        assert_eq!(m.warnings[0].path, "layers[0].hessian_trace");
+    }
+
+    #[test]
+    fn every_problem_is_named_by_path() {
+        let errs = err_paths(
+            r#"{"name":"m","bits":[8,4,4],"activation_bits":"half","layers":[
+                {"name":"a","params":0,"macs":5,"hessian_trace":1,"pin":6},
+                {"name":"a","params":3,"macs":5},
+                {"name":"b","params":3,"macs":5,"hessian_trace":1,"hessian_trace_per_param":1},
+                {"name":"c","params":3,"macs":5,"hessian_trace":1,"bits":[8],"tie":"g","perturbation":{"8":1,"7":2}},
+                {"name":"d","params":3,"macs":5,"hessian_trace":1,"bits":[4],"tie":"g"}
+            ]}"#,
+        );
+        let want = [
+            "bits[2] | bit-width 4 is listed twice",
+            "activation_bits | must be \"same\" or a bit-width",
+            "layers[0].params | must be a positive weight count",
+            "layers[0].pin | pinned bit-width 6 is not among",
+            "layers[1].name | duplicate layer name \"a\" (first at layers[0])",
+            "layers[1].hessian_trace | missing",
+            "layers[2].hessian_trace | give hessian_trace or hessian_trace_per_param, not both",
+            "layers[3].perturbation.7 | key \"7\" is not one of",
+            "layers[3].tie | tie group \"g\" has no common bit-width",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn serde_errors_carry_the_json_path() {
+        let errs = err_paths(
+            r#"{"name":"m","bits":[8],"layers":[{"name":"a","params":"many","macs":1,"hessian_trace":1}]}"#,
+        );
+        assert!(
+            errs[0].starts_with("layers[0].params | invalid type"),
+            "{errs:?}"
+        );
+        let errs = err_paths(
+            r#"{"name":"m","bits":[8],"layers":[{"name":"a","params":1,"macs":1,"hessian_trace":1,"colour":2}]}"#,
+        );
+        assert!(
+            errs[0].starts_with("layers[0].colour | unknown field `colour`"),
+            "{errs:?}"
+        );
+        let errs = err_paths(r#"{"name":"m","bits":[8],"#);
+        assert!(errs[0].contains("malformed JSON at line 1"), "{errs:?}");
+    }
+
+    #[test]
+    fn perturbation_must_cover_allowed_bits() {
+        let errs = err_paths(
+            r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":1,"macs":1,"hessian_trace":1,"perturbation":{"8":0.1}}]}"#,
+        );
+        assert_eq!(errs, vec!["layers[0].perturbation | has no value for bit-width 4; give every allowed bit or none"]);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let text = r#"{"name":"m","bits":[4,8],"activation_bits":8,"rounding":"half_to_even","layers":[
+            {"name":"a","params":2,"macs":1,"hessian_trace":1,"tie":"t","pin":8,"weight":"w","perturbation":{"8":0.1,"4":0.4}}]}"#;
+        let m = Manifest::from_json(text).unwrap();
+        let again = Manifest::from_value(m.to_json()).unwrap();
+        assert_eq!(m, again);
+        assert_eq!(again.activation_bits, ActivationBits::Fixed(8));
+        assert_eq!(again.rounding, Rounding::HalfToEven);
+    }
+}

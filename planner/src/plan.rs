@@ -1,0 +1,529 @@
+//! Planning: one solve, the exact Pareto front, the paper's iterative pool and budget sweeps,
+//! merged into one deduplicated pool of candidates.
+
+use crate::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility, Limits};
+use crate::error::{Error, Result};
+use crate::front::{pareto_front, spread};
+use crate::ilp::{self, IlpOutcome, Objective, SolveStatus};
+use crate::manifest::Warning;
+use crate::problem::{Candidate, CostKind, Problem};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Which algorithm answers a single solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// The knapsack dynamic program when at most one cost is bounded, HiGHS otherwise.
+    #[default]
+    Auto,
+    /// Always the ILP through HiGHS.
+    Highs,
+    /// The exact dynamic program (any number of budgets; may refuse very large state spaces).
+    Knapsack,
+}
+
+/// A budget sweep: solves at evenly spaced budgets of one cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub cost: CostKind,
+    pub points: usize,
+}
+
+/// What to plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    #[serde(default)]
+    pub budgets: Budgets,
+    /// Enumerate the exact front of Omega against this cost.
+    #[serde(default)]
+    pub pareto: Option<CostKind>,
+    /// Keep only this many front points, spread evenly along the cost.
+    #[serde(default)]
+    pub points: Option<usize>,
+    /// The paper's iterative pool around the budgeted optimum.
+    #[serde(default)]
+    pub paper_pool: bool,
+    #[serde(default)]
+    pub sweep: Option<Sweep>,
+    /// Time limit of each ILP solve, seconds.
+    #[serde(default = "default_time_limit")]
+    pub time_limit_s: f64,
+    #[serde(default)]
+    pub engine: Engine,
+}
+
+fn default_time_limit() -> f64 {
+    10.0
+}
+
+impl Default for PlanRequest {
+    fn default() -> Self {
+        PlanRequest {
+            budgets: Budgets::default(),
+            pareto: None,
+            points: None,
+            paper_pool: false,
+            sweep: None,
+            time_limit_s: default_time_limit(),
+            engine: Engine::Auto,
+        }
+    }
+}
+
+/// Where a candidate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The optimum under the budgets.
+    Optimal,
+    /// A point of the exact Pareto front.
+    Pareto,
+    /// The paper's pool: one group forced to another bit-width, the rest re-solved.
+    Paper,
+    /// The optimum at one budget of a sweep.
+    Sweep,
+}
+
+/// The overall status of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Every candidate is the proven optimum of its solve (or an exact front point).
+    Optimal,
+    /// Some solve stopped at its time limit; see each candidate's `solve`.
+    TimeLimit,
+    /// No assignment meets the budgets.
+    Infeasible,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Optimal => "optimal",
+            PlanStatus::TimeLimit => "time_limit",
+            PlanStatus::Infeasible => "infeasible",
+        }
+    }
+}
+
+/// A candidate of a plan, with how it was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedCandidate {
+    pub candidate: Candidate,
+    pub sources: Vec<Source>,
+    pub solve: SolveStatus,
+}
+
+/// The answer to a [`PlanRequest`].
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub status: PlanStatus,
+    /// Sorted by `sort_by`, then Omega.
+    pub candidates: Vec<PlannedCandidate>,
+    pub sort_by: CostKind,
+    pub infeasibility: Option<Infeasibility>,
+    pub solves: usize,
+    pub solve_time_ms: f64,
+    pub engine: &'static str,
+    pub warnings: Vec<Warning>,
+    pub proxy_layers: Vec<String>,
+}
+
+/// One solve's answer.
+#[derive(Debug, Clone)]
+pub enum SolveOutcome {
+    Solved {
+        picks: Vec<usize>,
+        status: SolveStatus,
+    },
+    Infeasible,
+}
+
+/// Plans: the engine behind `bitplan plan` and the service's plans.
+pub fn plan(problem: &Problem, request: &PlanRequest) -> Result<Plan> {
+    Planner::new(problem, request)?.run()
+}
+
+struct Planner<'a> {
+    problem: &'a Problem,
+    request: &'a PlanRequest,
+    bounds: Vec<Bound>,
+    limits: Limits,
+    solves: usize,
+    engines: Vec<&'static str>,
+    started: Instant,
+}
+
+impl<'a> Planner<'a> {
+    fn new(problem: &'a Problem, request: &'a PlanRequest) -> Result<Self> {
+        let bounds = request.budgets.bounds(problem)?;
+        let mut errors = Vec::new();
+        if request.pareto == Some(CostKind::Latency) && !problem.has_latency() {
+            errors.push(crate::FieldError::new(
+                "pareto",
+                "a latency front needs a device profile",
+            ));
+        }
+        if request.points == Some(0) {
+            errors.push(crate::FieldError::new("points", "must be at least 1"));
+        }
+        if request.points.is_some() && request.pareto.is_none() {
+            errors.push(crate::FieldError::new(
+                "points",
+                "only applies to a Pareto front (give pareto)",
+            ));
+        }
+        if let Some(s) = request.sweep {
+            if s.points < 2 {
+                errors.push(crate::FieldError::new(
+                    "sweep.points",
+                    "a sweep needs at least 2 points",
+                ));
+            }
+            if s.cost == CostKind::Latency && !problem.has_latency() {
+                errors.push(crate::FieldError::new(
+                    "sweep.cost",
+                    "a latency sweep needs a device profile",
+                ));
+            }
+        }
+        if !(request.time_limit_s.is_finite() && request.time_limit_s > 0.0) {
+            errors.push(crate::FieldError::new(
+                "time_limit_s",
+                "must be a positive number of seconds",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid {
+                what: "plan request",
+                errors,
+            });
+        }
+        let limits = limits_of(&bounds);
+        Ok(Planner {
+            problem,
+            request,
+            bounds,
+            limits,
+            solves: 0,
+            engines: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn run(mut self) -> Result<Plan> {
+        let mut pool = Pool::default();
+        let mut status = PlanStatus::Optimal;
+        let mut infeasibility = None;
+
+        let want_single = self.request.pareto.is_none() || self.request.paper_pool;
+        let mut base: Option<Vec<usize>> = None;
+        if want_single {
+            match self.solve(&self.limits.clone(), &[])? {
+                SolveOutcome::Solved { picks, status: s } => {
+                    pool.add(self.problem, &picks, Source::Optimal, s);
+                    base = Some(picks);
+                }
+                SolveOutcome::Infeasible => infeasibility = Some(self.infeasibility()?),
+            }
+        }
+        if let Some(axis) = self.request.pareto {
+            self.solves += 1;
+            self.engines.push("knapsack");
+            let front = pareto_front(self.problem, axis, &self.limits, &[])?;
+            if front.is_empty() && infeasibility.is_none() {
+                infeasibility = Some(self.infeasibility()?);
+            }
+            let costs: Vec<f64> = front
+                .iter()
+                .map(|p| self.problem.candidate(p).cost(axis))
+                .collect();
+            let chosen = match self.request.points {
+                Some(n) => spread(&costs, n),
+                None => (0..front.len()).collect(),
+            };
+            for i in chosen {
+                pool.add(
+                    self.problem,
+                    &front[i],
+                    Source::Pareto,
+                    SolveStatus::Optimal,
+                );
+            }
+        }
+        if self.request.paper_pool {
+            if let Some(base) = &base {
+                let mut fixed = vec![None; self.problem.groups.len()];
+                for g in 0..self.problem.groups.len() {
+                    for c in 0..self.problem.groups[g].choices.len() {
+                        if c == base[g] {
+                            continue;
+                        }
+                        fixed[g] = Some(c);
+                        if let SolveOutcome::Solved { picks, status: s } =
+                            self.solve(&self.limits.clone(), &fixed)?
+                        {
+                            pool.add(self.problem, &picks, Source::Paper, s);
+                        }
+                    }
+                    fixed[g] = None;
+                }
+            }
+        }
+        if let Some(sweep) = self.request.sweep {
+            let k = sweep.cost.index();
+            let lo = self.problem.min_cost(sweep.cost);
+            let hi = self.limits[k].map_or(self.problem.max_cost(sweep.cost), |l| {
+                l.min(self.problem.max_cost(sweep.cost))
+            });
+            for t in 0..sweep.points {
+                let mut limits = self.limits;
+                let at = lo + (hi - lo) * t as f64 / (sweep.points - 1) as f64;
+                limits[k] = Some(limits[k].map_or(at, |l| l.min(at)));
+                if let SolveOutcome::Solved { picks, status: s } = self.solve(&limits, &[])? {
+                    pool.add(self.problem, &picks, Source::Sweep, s);
+                }
+            }
+        }
+
+        if pool.items.is_empty() && infeasibility.is_none() {
+            infeasibility = Some(self.infeasibility()?);
+        }
+        if pool
+            .items
+            .iter()
+            .any(|c| matches!(c.solve, SolveStatus::TimeLimit { .. }))
+        {
+            status = PlanStatus::TimeLimit;
+        }
+        if pool.items.is_empty() {
+            status = PlanStatus::Infeasible;
+        }
+        let sort_by = self
+            .request
+            .pareto
+            .or(self.request.sweep.map(|s| s.cost))
+            .unwrap_or(CostKind::Size);
+        let mut candidates = pool.items;
+        candidates.sort_by(|a, b| {
+            a.candidate
+                .cost(sort_by)
+                .total_cmp(&b.candidate.cost(sort_by))
+                .then(a.candidate.omega.total_cmp(&b.candidate.omega))
+        });
+        self.engines.sort_unstable();
+        self.engines.dedup();
+        Ok(Plan {
+            status,
+            candidates,
+            sort_by,
+            infeasibility: if status == PlanStatus::Infeasible {
+                infeasibility
+            } else {
+                None
+            },
+            solves: self.solves,
+            solve_time_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            engine: match self.engines.as_slice() {
+                [one] => one,
+                [] => "none",
+                _ => "knapsack+highs",
+            },
+            warnings: self.problem.manifest.warnings.clone(),
+            proxy_layers: self
+                .problem
+                .manifest
+                .proxy_layers()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        })
+    }
+
+    /// One solve: minimum Omega under `limits` with some groups fixed.
+    fn solve(&mut self, limits: &Limits, fixed: &[Option<usize>]) -> Result<SolveOutcome> {
+        self.solves += 1;
+        let bounded = limits.iter().filter(|l| l.is_some()).count();
+        let engine = match self.request.engine {
+            Engine::Auto if bounded <= 1 => Engine::Knapsack,
+            Engine::Auto => Engine::Highs,
+            e => e,
+        };
+        match engine {
+            Engine::Highs => {
+                self.engines.push("highs");
+                Ok(
+                    match ilp::solve(
+                        self.problem,
+                        limits,
+                        fixed,
+                        Objective::Omega,
+                        self.request.time_limit_s,
+                    )? {
+                        IlpOutcome::Solved { picks, status } => {
+                            SolveOutcome::Solved { picks, status }
+                        }
+                        IlpOutcome::Infeasible => SolveOutcome::Infeasible,
+                    },
+                )
+            }
+            _ => {
+                self.engines.push("knapsack");
+                Ok(knapsack_optimum(self.problem, limits, fixed)?.map_or(
+                    SolveOutcome::Infeasible,
+                    |picks| SolveOutcome::Solved {
+                        picks,
+                        status: SolveStatus::Optimal,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Reports, per budget, what it asked and the least achievable alone and under the others.
+    fn infeasibility(&mut self) -> Result<Infeasibility> {
+        let mut reports = Vec::new();
+        for (i, b) in self.bounds.iter().enumerate() {
+            let k = b.kind.index();
+            let alone = self.problem.min_cost(b.kind);
+            let others: Vec<Bound> = self
+                .bounds
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, b)| b.clone())
+                .collect();
+            let other_limits = limits_of(&others);
+            self.solves += 1;
+            let under_others = match ilp::solve(
+                self.problem,
+                &other_limits,
+                &[],
+                Objective::Cost(k),
+                self.request.time_limit_s,
+            )? {
+                IlpOutcome::Solved { picks, .. } => {
+                    Some(self.problem.candidate(&picks).cost(b.kind) * b.to_budget_units)
+                }
+                IlpOutcome::Infeasible => None,
+            };
+            let min_achievable = alone * b.to_budget_units;
+            reports.push(BudgetReport {
+                budget: b.name,
+                limit: b.limit * b.to_budget_units,
+                min_achievable,
+                min_under_other_budgets: under_others,
+                achievable_alone: min_achievable <= b.limit * b.to_budget_units * (1.0 + 1e-12),
+            });
+        }
+        Ok(Infeasibility::new(reports))
+    }
+}
+
+/// The exact optimum by the knapsack dynamic program: the cheapest-Omega end of the front.
+pub(crate) fn knapsack_optimum(
+    problem: &Problem,
+    limits: &Limits,
+    fixed: &[Option<usize>],
+) -> Result<Option<Vec<usize>>> {
+    // Without any budget every group independently takes its least-Omega choice.
+    if limits.iter().all(Option::is_none) {
+        return Ok(Some(
+            problem
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(g, grp)| match fixed.get(g).copied().flatten() {
+                    Some(c) => c,
+                    None => (0..grp.choices.len())
+                        .min_by(|&a, &b| {
+                            grp.choices[a]
+                                .omega
+                                .total_cmp(&grp.choices[b].omega)
+                                .then(grp.choices[a].cost[0].total_cmp(&grp.choices[b].cost[0]))
+                        })
+                        .expect("every group has a choice"),
+                })
+                .collect(),
+        ));
+    }
+    let axis = CostKind::ALL
+        .into_iter()
+        .find(|k| limits[k.index()].is_some())
+        .expect("some limit is set");
+    Ok(pareto_front(problem, axis, limits, fixed)?.pop())
+}
+
+#[derive(Default)]
+struct Pool {
+    items: Vec<PlannedCandidate>,
+    index: HashMap<Vec<usize>, usize>,
+}
+
+impl Pool {
+    fn add(&mut self, problem: &Problem, picks: &[usize], source: Source, solve: SolveStatus) {
+        match self.index.get(picks) {
+            Some(&i) => {
+                if !self.items[i].sources.contains(&source) {
+                    self.items[i].sources.push(source);
+                }
+            }
+            None => {
+                self.index.insert(picks.to_vec(), self.items.len());
+                self.items.push(PlannedCandidate {
+                    candidate: problem.candidate(picks),
+                    sources: vec![source],
+                    solve,
+                });
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// The JSON document of `bitplan plan --format json` (also the service's plan body).
+    pub fn to_json(&self, problem: &Problem) -> Value {
+        json!({
+            "status": self.status.as_str(),
+            "sort_by": self.sort_by.as_str(),
+            "candidates": self.candidates.iter().map(|c| candidate_json(problem, c)).collect::<Vec<_>>(),
+            "infeasible": self.infeasibility,
+            "solves": self.solves,
+            "solve_time_ms": self.solve_time_ms,
+            "engine": self.engine,
+            "proxy_layers": self.proxy_layers,
+            "warnings": self.warnings,
+        })
+    }
+}
+
+/// A candidate as JSON: `bits` maps layer names to bit-widths, in manifest order.
+pub fn candidate_json(problem: &Problem, c: &PlannedCandidate) -> Value {
+    let mut v = bare_candidate_json(problem, &c.candidate);
+    let obj = v.as_object_mut().expect("an object");
+    obj.insert("sources".into(), json!(c.sources));
+    obj.insert("solve".into(), json!(c.solve));
+    v
+}
+
+/// A priced candidate as JSON, without provenance.
+pub fn bare_candidate_json(problem: &Problem, c: &Candidate) -> Value {
+    let mut bits = Map::new();
+    for (l, b) in problem.manifest.layers.iter().zip(&c.bits) {
+        bits.insert(l.name.clone(), json!(b));
+    }
+    let mut obj = Map::new();
+    obj.insert("bits".into(), Value::Object(bits));
+    obj.insert("omega".into(), json!(c.omega));
+    obj.insert("size_bytes".into(), json!(c.size_bytes));
+    obj.insert("bops".into(), json!(c.bops));
+    obj.insert("avg_bits".into(), json!(c.avg_bits));
+    if let Some(l) = c.latency_ms {
+        obj.insert("latency_ms".into(), json!(l));
+    }
+    Value::Object(obj)
+}

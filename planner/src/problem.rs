@@ -1,0 +1,310 @@
+//! A planning problem compiled from a manifest (and optionally a device): the objective and every
+//! cost of every choice, grouped by tie so each group takes one bit-width.
+//!
+//! Objective (HAWQ-V3): `Omega_i(b) = (Tr(H_i) / n_i) * ||Q_b(W_i) - W_i||^2`. With a measured
+//! perturbation the squared error is the measured one; without it the trace-only proxy models the
+//! error of a uniform quantizer with step `2^(1-b)` on weights scaled to unit max-abs
+//! (variance `step^2 / 12` per weight), so `||Q_b(W) - W||^2 ~ n * 4^-b / 3` and
+//! `Omega_i(b) = Tr(H_i) * 4^-b / 3`. The proxy ranks bit-widths and layers correctly but is on a
+//! different absolute scale than measured errors; plans say which layers used it.
+
+use crate::device::DeviceProfile;
+use crate::error::Result;
+use crate::manifest::{common_choices, ActivationBits, Manifest};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A cost that budgets bound and fronts trade against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostKind {
+    /// Model weight storage, `sum params * bits / 8`.
+    Size,
+    /// Bit-operations, `sum MACs * w_bits * a_bits`.
+    Bops,
+    /// Device latency, from the device profile's model.
+    Latency,
+}
+
+impl CostKind {
+    pub const ALL: [CostKind; 3] = [CostKind::Size, CostKind::Bops, CostKind::Latency];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The name used on the command line and in JSON (`size`, `bops`, `latency`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostKind::Size => "size",
+            CostKind::Bops => "bops",
+            CostKind::Latency => "latency",
+        }
+    }
+
+    /// The budget that bounds this cost.
+    pub fn budget_name(self) -> &'static str {
+        match self {
+            CostKind::Size => "max_size_bytes",
+            CostKind::Bops => "max_bops",
+            CostKind::Latency => "max_latency_ms",
+        }
+    }
+}
+
+impl std::str::FromStr for CostKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "size" => Ok(CostKind::Size),
+            "bops" => Ok(CostKind::Bops),
+            "latency" => Ok(CostKind::Latency),
+            other => Err(format!(
+                "unknown cost {other:?}: expected size, bops or latency"
+            )),
+        }
+    }
+}
+
+/// One bit-width a group may take, with the group's summed objective and costs at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub bits: u8,
+    pub omega: f64,
+    /// `[size_bytes, bops, latency_ms]`, indexed by [`CostKind`]; latency is 0 without a device.
+    pub cost: [f64; 3],
+}
+
+/// Layers that must share a bit-width (a tie group, or a single untied layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Tie label, or the layer's name for an untied layer.
+    pub label: String,
+    /// Indices into the manifest's layers.
+    pub layers: Vec<usize>,
+    /// Allowed bit-widths, highest first.
+    pub choices: Vec<Choice>,
+}
+
+impl Group {
+    pub(crate) fn min_cost(&self, k: usize) -> f64 {
+        self.choices
+            .iter()
+            .map(|c| c.cost[k])
+            .fold(f64::INFINITY, f64::min)
+    }
+    pub(crate) fn max_cost(&self, k: usize) -> f64 {
+        self.choices
+            .iter()
+            .map(|c| c.cost[k])
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// A compiled planning problem.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub manifest: Manifest,
+    pub device: Option<String>,
+    pub groups: Vec<Group>,
+    /// For each layer, the group it belongs to.
+    pub layer_group: Vec<usize>,
+}
+
+/// The trace-only proxy of `Omega_i(b)` (see the module docs).
+pub fn proxy_omega(hessian_trace: f64, bits: u8) -> f64 {
+    hessian_trace * 0.25f64.powi(i32::from(bits)) / 3.0
+}
+
+/// `Omega_i(b)` for one layer.
+pub fn layer_omega(layer: &crate::Layer, bits: u8) -> f64 {
+    match &layer.perturbation {
+        Some(p) => layer.trace_per_param() * p[&bits],
+        None => proxy_omega(layer.hessian_trace, bits),
+    }
+}
+
+impl Problem {
+    /// Compiles a manifest (and a device, when latency matters) into group cost tables.
+    /// Fails when the device cannot price some layer at some allowed bit-width.
+    pub fn new(manifest: &Manifest, device: Option<&DeviceProfile>) -> Result<Problem> {
+        let mut by_tie: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
+        let mut layer_group = Vec::with_capacity(manifest.layers.len());
+        for (i, l) in manifest.layers.iter().enumerate() {
+            let g = match &l.tie {
+                Some(t) => *by_tie.entry(t.as_str()).or_insert_with(|| {
+                    members.push(Vec::new());
+                    labels.push(t.clone());
+                    members.len() - 1
+                }),
+                None => {
+                    members.push(Vec::new());
+                    labels.push(l.name.clone());
+                    members.len() - 1
+                }
+            };
+            members[g].push(i);
+            layer_group.push(g);
+        }
+
+        let mut groups = Vec::with_capacity(members.len());
+        for (label, layers) in labels.into_iter().zip(members) {
+            let mut choices = Vec::new();
+            for bits in common_choices(&manifest.layers, &layers) {
+                let mut c = Choice {
+                    bits,
+                    omega: 0.0,
+                    cost: [0.0; 3],
+                };
+                for &i in &layers {
+                    let l = &manifest.layers[i];
+                    let a_bits = match manifest.activation_bits {
+                        ActivationBits::Same => bits,
+                        ActivationBits::Fixed(a) => a,
+                    };
+                    c.omega += layer_omega(l, bits);
+                    c.cost[CostKind::Size.index()] += l.params as f64 * f64::from(bits) / 8.0;
+                    c.cost[CostKind::Bops.index()] +=
+                        l.macs as f64 * f64::from(bits) * f64::from(a_bits);
+                    if let Some(d) = device {
+                        c.cost[CostKind::Latency.index()] += d.layer_latency_ms(l, bits, a_bits)?;
+                    }
+                }
+                choices.push(c);
+            }
+            groups.push(Group {
+                label,
+                layers,
+                choices,
+            });
+        }
+        Ok(Problem {
+            manifest: manifest.clone(),
+            device: device.map(|d| d.name.clone()),
+            groups,
+            layer_group,
+        })
+    }
+
+    /// Whether latency can be priced (a device was given).
+    pub fn has_latency(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// Turns a choice index per group into a priced candidate.
+    pub fn candidate(&self, picks: &[usize]) -> Candidate {
+        debug_assert_eq!(picks.len(), self.groups.len());
+        let mut omega = 0.0;
+        let mut cost = [0.0; 3];
+        for (g, &p) in self.groups.iter().zip(picks) {
+            let c = &g.choices[p];
+            omega += c.omega;
+            for (acc, v) in cost.iter_mut().zip(c.cost) {
+                *acc += v;
+            }
+        }
+        let bits = self
+            .layer_group
+            .iter()
+            .map(|&g| self.groups[g].choices[picks[g]].bits)
+            .collect();
+        let total_params = self.manifest.total_params() as f64;
+        Candidate {
+            bits,
+            omega,
+            size_bytes: cost[0],
+            bops: cost[1],
+            avg_bits: cost[0] * 8.0 / total_params,
+            latency_ms: self.has_latency().then_some(cost[2]),
+        }
+    }
+
+    /// Prices a bit-width per layer (in manifest order), checking ties, pins and allowed bits.
+    pub fn candidate_from_bits(&self, bits: &[u8]) -> Result<Candidate> {
+        let mut picks = vec![usize::MAX; self.groups.len()];
+        let mut errors = Vec::new();
+        for (i, (&b, &g)) in bits.iter().zip(&self.layer_group).enumerate() {
+            let name = &self.manifest.layers[i].name;
+            match self.groups[g].choices.iter().position(|c| c.bits == b) {
+                None => errors.push(crate::FieldError::new(
+                    name.clone(),
+                    format!(
+                        "{b} bits is not allowed here (allowed: {:?})",
+                        self.groups[g]
+                            .choices
+                            .iter()
+                            .map(|c| c.bits)
+                            .collect::<Vec<_>>()
+                    ),
+                )),
+                Some(p) if picks[g] != usize::MAX && picks[g] != p => {
+                    errors.push(crate::FieldError::new(
+                        name.clone(),
+                        format!(
+                            "tied layers of group {:?} must share one bit-width",
+                            self.groups[g].label
+                        ),
+                    ))
+                }
+                Some(p) => picks[g] = p,
+            }
+        }
+        if !errors.is_empty() {
+            return Err(crate::Error::Invalid {
+                what: "bit configuration",
+                errors,
+            });
+        }
+        Ok(self.candidate(&picks))
+    }
+
+    /// Choice index per group for a candidate's per-layer bits.
+    pub fn picks_of(&self, candidate: &Candidate) -> Vec<usize> {
+        let mut picks = vec![0; self.groups.len()];
+        for (i, &g) in self.layer_group.iter().enumerate() {
+            picks[g] = self.groups[g]
+                .choices
+                .iter()
+                .position(|c| c.bits == candidate.bits[i])
+                .unwrap_or(0);
+        }
+        picks
+    }
+
+    /// Sum over groups of the cheapest choice for cost `k` (ties and pins only, no other budget).
+    pub fn min_cost(&self, k: CostKind) -> f64 {
+        self.groups.iter().map(|g| g.min_cost(k.index())).sum()
+    }
+
+    /// Sum over groups of the most expensive choice for cost `k`.
+    pub fn max_cost(&self, k: CostKind) -> f64 {
+        self.groups.iter().map(|g| g.max_cost(k.index())).sum()
+    }
+}
+
+/// A bit-width per layer with its predicted objective and costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Bit-width per layer, in manifest order.
+    pub bits: Vec<u8>,
+    pub omega: f64,
+    pub size_bytes: f64,
+    pub bops: f64,
+    /// Weight bits averaged over all weights.
+    pub avg_bits: f64,
+    /// Present when a device was given.
+    pub latency_ms: Option<f64>,
+}
+
+impl Candidate {
+    /// The value of cost `k` (latency is 0 without a device).
+    pub fn cost(&self, k: CostKind) -> f64 {
+        match k {
+            CostKind::Size => self.size_bytes,
+            CostKind::Bops => self.bops,
+            CostKind::Latency => self.latency_ms.unwrap_or(0.0),
+        }
+    }
+}
