@@ -1,1 +1,93 @@
-fn main() {}
+//! Planner benchmarks on reproducible ResNet-scale and 1000-layer manifests.
+//!
+//! Targets (2-core machine): full exact size/Omega front of ResNet-18 <= 0.2 s; of ResNet-50 <= 2 s;
+//! one solve of the 1000-layer manifest under three budgets <= 100 ms. The baseline the issue
+//! names (PuLP + CBC, one subprocess per solve) is measured by `bench/pulp_baseline.py`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use planner::{plan, synth, Budgets, CostKind, DeviceProfile, Engine, PlanRequest, Problem};
+use std::hint::black_box;
+
+fn budgets_at(problem: &Problem, fraction: f64, kinds: &[CostKind]) -> Budgets {
+    let at = |k: CostKind| {
+        Some(problem.min_cost(k) + fraction * (problem.max_cost(k) - problem.min_cost(k)))
+    };
+    let mut b = Budgets::default();
+    for &k in kinds {
+        match k {
+            CostKind::Size => b.max_size_bytes = at(k),
+            CostKind::Bops => b.max_bops = at(k),
+            CostKind::Latency => b.max_latency_ms = at(k),
+        }
+    }
+    b
+}
+
+fn fronts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("front");
+    g.sample_size(10);
+    for (name, m) in [
+        ("resnet18", synth::resnet18(18)),
+        ("resnet50", synth::resnet50(50)),
+    ] {
+        let p = Problem::new(&m, None).unwrap();
+        let req = PlanRequest {
+            pareto: Some(CostKind::Size),
+            ..PlanRequest::default()
+        };
+        let n = plan(&p, &req).unwrap().candidates.len();
+        eprintln!("{name}: full size/omega front has {n} points");
+        g.bench_function(format!("{name}_size_full"), |b| {
+            b.iter(|| black_box(plan(&p, &req).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+fn solves(c: &mut Criterion) {
+    let device = DeviceProfile::from_json(synth::roofline_device_json()).unwrap();
+    let mut g = c.benchmark_group("solve");
+    g.sample_size(20);
+    let m = synth::random(1000, 1000);
+    let p = Problem::new(&m, Some(&device)).unwrap();
+    let req = PlanRequest {
+        budgets: budgets_at(
+            &p,
+            0.4,
+            &[CostKind::Size, CostKind::Bops, CostKind::Latency],
+        ),
+        ..PlanRequest::default()
+    };
+    g.bench_function("random1000_three_budgets_highs", |b| {
+        b.iter(|| black_box(plan(&p, &req).unwrap()))
+    });
+
+    for (name, m) in [
+        ("resnet18", synth::resnet18(18)),
+        ("resnet50", synth::resnet50(50)),
+    ] {
+        let p = Problem::new(&m, Some(&device)).unwrap();
+        for engine in [Engine::Knapsack, Engine::Highs] {
+            let req = PlanRequest {
+                budgets: budgets_at(&p, 0.3, &[CostKind::Bops]),
+                engine,
+                ..PlanRequest::default()
+            };
+            g.bench_function(
+                format!("{name}_bops_budget_{engine:?}").to_lowercase(),
+                |b| b.iter(|| black_box(plan(&p, &req).unwrap())),
+            );
+        }
+        let req = PlanRequest {
+            budgets: budgets_at(&p, 0.3, &[CostKind::Size, CostKind::Latency]),
+            ..PlanRequest::default()
+        };
+        g.bench_function(format!("{name}_two_budgets_highs"), |b| {
+            b.iter(|| black_box(plan(&p, &req).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fronts, solves);
+criterion_main!(benches);

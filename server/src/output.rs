@@ -1,0 +1,218 @@
+//! Rendering plans for people (table) and for tools (JSON, CSV).
+
+use clap::ValueEnum;
+use planner::{fmt_num, Plan, PlanStatus, Problem, Source};
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+pub fn render_plan(problem: &Problem, plan: &Plan, format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(&plan.to_json(problem)).expect("JSON") + "\n",
+        Format::Csv => csv(problem, plan),
+        Format::Table => table(problem, plan),
+    }
+}
+
+fn sources(s: &[Source]) -> String {
+    s.iter()
+        .map(|s| match s {
+            Source::Optimal => "optimal",
+            Source::Pareto => "pareto",
+            Source::Paper => "paper",
+            Source::Sweep => "sweep",
+        })
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv(problem: &Problem, plan: &Plan) -> String {
+    let latency = problem.has_latency();
+    let mut out = String::from("rank,status,sources,omega,size_bytes,bops,avg_bits");
+    if latency {
+        out.push_str(",latency_ms");
+    }
+    for l in &problem.manifest.layers {
+        out.push(',');
+        out.push_str(&csv_field(&l.name));
+    }
+    out.push('\n');
+    for (i, c) in plan.candidates.iter().enumerate() {
+        let k = &c.candidate;
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{},{}",
+            i + 1,
+            plan.status.as_str(),
+            sources(&c.sources),
+            k.omega,
+            k.size_bytes,
+            k.bops,
+            k.avg_bits
+        );
+        if let Some(l) = k.latency_ms {
+            let _ = write!(out, ",{l}");
+        }
+        for b in &k.bits {
+            let _ = write!(out, ",{b}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{} {}", fmt_num((v * 8.0).round() / 8.0), UNITS[0])
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+fn human_count(n: f64) -> String {
+    let (v, s) = if n >= 1e12 {
+        (n / 1e12, "T")
+    } else if n >= 1e9 {
+        (n / 1e9, "G")
+    } else if n >= 1e6 {
+        (n / 1e6, "M")
+    } else if n >= 1e3 {
+        (n / 1e3, "k")
+    } else {
+        (n, "")
+    };
+    format!("{v:.2}{s}")
+}
+
+/// Bits as one character per layer when all fit in a digit, else space-separated.
+fn compact_bits(bits: &[u8]) -> String {
+    if bits.iter().all(|&b| b < 10) {
+        bits.iter().map(|b| char::from(b'0' + b)).collect()
+    } else {
+        bits.iter().map(u8::to_string).collect::<Vec<_>>().join(" ")
+    }
+}
+
+fn table(problem: &Problem, plan: &Plan) -> String {
+    let m = &problem.manifest;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} layers, bits {:?}{} - status {}, {} candidate(s), {} solve(s) in {:.1} ms ({})",
+        m.name,
+        m.layers.len(),
+        m.bits,
+        problem
+            .device
+            .as_ref()
+            .map(|d| format!(", device {d}"))
+            .unwrap_or_default(),
+        plan.status.as_str(),
+        plan.candidates.len(),
+        plan.solves,
+        plan.solve_time_ms,
+        plan.engine
+    );
+    if !plan.proxy_layers.is_empty() {
+        let _ = writeln!(
+            out,
+            "trace-only proxy Omega for {} of {} layers (no measured perturbation)",
+            plan.proxy_layers.len(),
+            m.layers.len()
+        );
+    }
+    if let Some(inf) = &plan.infeasibility {
+        let _ = writeln!(out, "infeasible: {}", inf.message);
+        for b in &inf.budgets {
+            let _ = writeln!(
+                out,
+                "  {:<15} limit {:>14}  smallest achievable {:>14}  under the other budgets {}",
+                b.budget,
+                fmt_num(b.limit),
+                fmt_num(b.min_achievable),
+                b.min_under_other_budgets.map_or("-".to_string(), fmt_num)
+            );
+        }
+        return out;
+    }
+    let latency = problem.has_latency();
+    let mut header = vec![
+        "#".to_string(),
+        "omega".into(),
+        "size".into(),
+        "bops".into(),
+        "avg_bits".into(),
+    ];
+    if latency {
+        header.push("latency_ms".into());
+    }
+    header.push("from".into());
+    header.push(format!(
+        "bits ({})",
+        if m.bits.iter().all(|&b| b < 10) {
+            "one digit per layer, manifest order"
+        } else {
+            "manifest order"
+        }
+    ));
+    let mut rows = vec![header];
+    for (i, c) in plan.candidates.iter().enumerate() {
+        let k = &c.candidate;
+        let mut row = vec![
+            (i + 1).to_string(),
+            format!("{:.6e}", k.omega),
+            human_bytes(k.size_bytes),
+            human_count(k.bops),
+            format!("{:.3}", k.avg_bits),
+        ];
+        if let Some(l) = k.latency_ms {
+            row.push(format!("{l:.4}"));
+        }
+        row.push(sources(&c.sources));
+        row.push(compact_bits(&k.bits));
+        rows.push(row);
+    }
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|j| rows.iter().map(|r| r[j].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let mut line = String::new();
+        for (j, cell) in r.iter().enumerate() {
+            let w = widths[j];
+            if j + 1 == cols {
+                line.push_str(cell);
+            } else if j == 0 || (1..cols - 2).contains(&j) {
+                let _ = write!(line, "{cell:>w$}  ");
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if plan.status == PlanStatus::TimeLimit {
+        out.push_str("some solves stopped at the time limit; their gap is in --format json\n");
+    }
+    out
+}

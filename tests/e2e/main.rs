@@ -1,0 +1,31 @@
+//! End-to-end tests: run the real `bitplan` binary as CI pipelines do.
+
+mod plan_cli;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The repository root (this crate lives in `server/`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Runs `bitplan` with arguments; paths are relative to the repository root.
+pub fn bitplan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitplan"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("the binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
