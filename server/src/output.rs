@@ -118,7 +118,7 @@ fn table(problem: &Problem, plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} layers, bits {:?}{} - status {}, {} candidate(s), {} solve(s) in {:.1} ms ({})",
+        "{}: {} layers, bits {:?}{} - status {}, {} candidate(s), {} solve(s) in {:.3} ms ({})",
         m.name,
         m.layers.len(),
         m.bits,
