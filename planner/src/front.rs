@@ -34,6 +34,28 @@ pub(crate) fn pareto_front(
     limits: &Limits,
     fixed: &[Option<usize>],
 ) -> Result<Vec<Vec<usize>>> {
+    enumerate(problem, axis, limits, fixed, false)
+}
+
+/// The least-Omega assignment within `limits` (bounded on `axis`), by the same dynamic program
+/// with branch-and-bound pruning: a state whose Lagrangian lower bound exceeds a greedy incumbent
+/// cannot lead to the optimum. Returns `None` when no assignment fits.
+pub(crate) fn optimum(
+    problem: &Problem,
+    axis: CostKind,
+    limits: &Limits,
+    fixed: &[Option<usize>],
+) -> Result<Option<Vec<usize>>> {
+    Ok(enumerate(problem, axis, limits, fixed, true)?.pop())
+}
+
+fn enumerate(
+    problem: &Problem,
+    axis: CostKind,
+    limits: &Limits,
+    fixed: &[Option<usize>],
+    optimum_only: bool,
+) -> Result<Vec<Vec<usize>>> {
     let groups = &problem.groups;
     let a = axis.index();
     let dims: Vec<usize> = (0..3).filter(|&k| k != a && limits[k].is_some()).collect();
@@ -62,6 +84,16 @@ pub(crate) fn pareto_front(
     if (0..3).any(|k| !fits(k, 0.0, 0)) {
         return Ok(Vec::new());
     }
+    let bound = match limits[a] {
+        // The greedy incumbent only respects the axis budget, so it bounds nothing when others bind.
+        Some(limit) if optimum_only && nd == 0 => LagrangeBound::new(problem, a, limit, &allowed),
+        _ => None,
+    };
+    let promising = |omega: f64, axis_cost: f64, g_next: usize| -> bool {
+        bound
+            .as_ref()
+            .is_none_or(|b| b.promising(omega, axis_cost, g_next))
+    };
 
     let mut stages: Vec<Stage> = Vec::with_capacity(groups.len());
     let mut cur = Stage {
@@ -85,9 +117,14 @@ pub(crate) fn pareto_front(
             })
             .collect();
         let next = if nd == 0 {
-            merge_2d(&cur, &choices, |v| fits(a, v, g + 1))
+            merge_2d(
+                &cur,
+                &choices,
+                |v| fits(a, v, g + 1),
+                |om, ax| promising(om, ax, g + 1),
+            )
         } else {
-            merge_nd(&cur, &choices, &dims, &fits, a, g + 1)?
+            merge_nd(&cur, &choices, &dims, &fits, &promising, a, g + 1)?
         };
         if next.axis.len() > MAX_STATES {
             return Err(Error::TooLarge(format!(
@@ -129,6 +166,7 @@ fn merge_2d(
     cur: &Stage,
     choices: &[(u8, f64, f64, Vec<f64>)],
     fits: impl Fn(f64) -> bool,
+    promising: impl Fn(f64, f64) -> bool,
 ) -> Stage {
     let n = cur.axis.len();
     let k = choices.len();
@@ -158,6 +196,9 @@ fn merge_2d(
         pos[j] += 1;
         if om < best {
             best = om;
+            if !promising(om, ax) {
+                continue;
+            }
             out.axis.push(ax);
             out.omega.push(om);
             out.parent.push(i as u32);
@@ -173,6 +214,7 @@ fn merge_nd(
     choices: &[(u8, f64, f64, Vec<f64>)],
     dims: &[usize],
     fits: &impl Fn(usize, f64, usize) -> bool,
+    promising: &impl Fn(f64, f64, usize) -> bool,
     a: usize,
     g_next: usize,
 ) -> Result<Stage> {
@@ -183,7 +225,7 @@ fn merge_nd(
     for i in 0..n {
         'choice: for (c, ax, om, oth) in choices {
             let ax = cur.axis[i] + ax;
-            if !fits(a, ax, g_next) {
+            if !fits(a, ax, g_next) || !promising(cur.omega[i] + om, ax, g_next) {
                 continue;
             }
             let start = other_vals.len();
@@ -223,6 +265,104 @@ fn merge_nd(
         out.choice.push(choice);
     }
     Ok(out)
+}
+
+/// A Lagrangian bound for one budget `sum cost <= limit`: for any multiplier `lambda >= 0`, a
+/// completion of groups `g..` spending at most `r` has `Omega >= suffix[g] - lambda * r`, where
+/// `suffix[g] = sum over groups >= g of min_c (omega_c + lambda * cost_c)`. `lambda` is the LP
+/// relaxation's critical efficiency (greedy over the groups' lower convex hulls), and the greedy
+/// integer solution of that relaxation is the incumbent `ub`.
+struct LagrangeBound {
+    lambda: f64,
+    limit: f64,
+    suffix: Vec<f64>,
+    ub: f64,
+}
+
+impl LagrangeBound {
+    fn new(
+        problem: &Problem,
+        k: usize,
+        limit: f64,
+        allowed: &[Vec<usize>],
+    ) -> Option<LagrangeBound> {
+        let groups = &problem.groups;
+        // Per group: lower convex hull of (cost, omega), cheapest first, Omega strictly falling.
+        let hulls: Vec<Vec<(f64, f64)>> = allowed
+            .iter()
+            .enumerate()
+            .map(|(g, cs)| {
+                let mut pts: Vec<(f64, f64)> = cs
+                    .iter()
+                    .map(|&c| (groups[g].choices[c].cost[k], groups[g].choices[c].omega))
+                    .collect();
+                pts.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+                let mut hull: Vec<(f64, f64)> = Vec::new();
+                for p in pts {
+                    if hull.last().is_some_and(|h| p.1 >= h.1) {
+                        continue; // costs more, saves nothing
+                    }
+                    while hull.len() >= 2 {
+                        let (o, q) = (hull[hull.len() - 2], hull[hull.len() - 1]);
+                        // q is above the segment o-p: not on the lower hull
+                        if (q.1 - o.1) * (p.0 - o.0) >= (p.1 - o.1) * (q.0 - o.0) {
+                            hull.pop();
+                        } else {
+                            break;
+                        }
+                    }
+                    hull.push(p);
+                }
+                hull
+            })
+            .collect();
+        let mut spent: f64 = hulls.iter().map(|h| h[0].0).sum();
+        if spent > limit {
+            return None;
+        }
+        let mut steps: Vec<(f64, usize, usize)> = Vec::new(); // (efficiency, group, hull index reached)
+        for (g, h) in hulls.iter().enumerate() {
+            for i in 1..h.len() {
+                steps.push(((h[i - 1].1 - h[i].1) / (h[i].0 - h[i - 1].0), g, i));
+            }
+        }
+        steps.sort_by(|x, y| y.0.total_cmp(&x.0));
+        let mut at = vec![0usize; hulls.len()];
+        let mut lambda = 0.0;
+        for &(eff, g, i) in &steps {
+            if at[g] + 1 != i {
+                continue; // an earlier step of this group was skipped
+            }
+            let extra = hulls[g][i].0 - hulls[g][i - 1].0;
+            if spent + extra <= limit {
+                spent += extra;
+                at[g] = i;
+            } else if lambda == 0.0 {
+                lambda = eff; // the LP's critical step
+            }
+        }
+        let ub: f64 = at.iter().enumerate().map(|(g, &i)| hulls[g][i].1).sum();
+        let mut suffix = vec![0.0; groups.len() + 1];
+        for g in (0..groups.len()).rev() {
+            let m = hulls[g]
+                .iter()
+                .map(|&(c, o)| o + lambda * c)
+                .fold(f64::INFINITY, f64::min);
+            suffix[g] = suffix[g + 1] + m;
+        }
+        Some(LagrangeBound {
+            lambda,
+            limit,
+            suffix,
+            ub,
+        })
+    }
+
+    /// Whether a state after `g_next` groups can still complete at or below the incumbent.
+    fn promising(&self, omega: f64, axis_cost: f64, g_next: usize) -> bool {
+        let bound = omega + self.suffix[g_next] - self.lambda * (self.limit - axis_cost);
+        bound <= self.ub + 1e-9 * self.ub.abs() + 1e-300
+    }
 }
 
 /// Indices of up to `n` points spread evenly along a front's axis cost (ends always included).

@@ -44,6 +44,16 @@ struct Builder {
 }
 
 impl Builder {
+    /// The ImageNet ResNet stem: a 7x7 stride-2 conv, pinned to 8 bits.
+    fn resnet_stem(seed: u64) -> Builder {
+        let mut b = Builder {
+            rng: Rng::new(seed),
+            layers: Vec::new(),
+        };
+        b.conv("conv1".into(), 3, 64, 7, 112, None, Some(8));
+        b
+    }
+
     fn layer(
         &mut self,
         name: String,
@@ -97,11 +107,7 @@ impl Builder {
 
 /// ResNet-18 (21 weighted layers, 3 downsample ties, first and last layer pinned to 8 bits).
 pub fn resnet18(seed: u64) -> Manifest {
-    let mut b = Builder {
-        rng: Rng::new(seed),
-        layers: Vec::new(),
-    };
-    b.conv("conv1".into(), 3, 64, 7, 112, None, Some(8));
+    let mut b = Builder::resnet_stem(seed);
     let widths = [64u64, 128, 256, 512];
     let hw = [56u64, 28, 14, 7];
     let mut cin = 64;
@@ -146,11 +152,7 @@ pub fn resnet18(seed: u64) -> Manifest {
 
 /// ResNet-50 (54 weighted layers, 4 downsample ties, first and last layer pinned to 8 bits).
 pub fn resnet50(seed: u64) -> Manifest {
-    let mut b = Builder {
-        rng: Rng::new(seed),
-        layers: Vec::new(),
-    };
-    b.conv("conv1".into(), 3, 64, 7, 112, None, Some(8));
+    let mut b = Builder::resnet_stem(seed);
     let blocks = [3usize, 4, 6, 3];
     let widths = [64u64, 128, 256, 512];
     let hw = [56u64, 28, 14, 7];

@@ -286,20 +286,21 @@ fn hasb(args: HasbArgs) -> Result<u8, Failure> {
 }
 
 fn synth(args: SynthArgs) -> Result<u8, Failure> {
-    let m =
-        match args.kind.as_str() {
-            "resnet18" => planner::synth::resnet18(args.seed),
-            "resnet50" => planner::synth::resnet50(args.seed),
-            other => match other
-                .strip_prefix("random:")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                Some(n) if n > 0 => planner::synth::random(n, args.seed),
-                _ => return Err(Failure::invalid(format!(
+    let m = match args.kind.as_str() {
+        "resnet18" => planner::synth::resnet18(args.seed),
+        "resnet50" => planner::synth::resnet50(args.seed),
+        other => match other
+            .strip_prefix("random:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if n > 0 => planner::synth::random(n, args.seed),
+            _ => {
+                return Err(Failure::invalid(format!(
                     "unknown synthetic manifest {other:?}: expected resnet18, resnet50 or random:N"
-                ))),
-            },
-        };
+                )))
+            }
+        },
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&m.to_json()).expect("JSON")
