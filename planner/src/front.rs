@@ -70,12 +70,13 @@ fn enumerate(
     // Cheapest completion from group g on, per cost kind, for pruning.
     let mut rest_min = vec![[0.0f64; 3]; groups.len() + 1];
     for g in (0..groups.len()).rev() {
-        for k in 0..3 {
+        let next = rest_min[g + 1];
+        for (k, slot) in rest_min[g].iter_mut().enumerate() {
             let m = allowed[g]
                 .iter()
                 .map(|&c| groups[g].choices[c].cost[k])
                 .fold(f64::INFINITY, f64::min);
-            rest_min[g][k] = rest_min[g + 1][k] + m;
+            *slot = next[k] + m;
         }
     }
     let fits = |k: usize, value: f64, g_next: usize| -> bool {

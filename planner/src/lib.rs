@@ -37,8 +37,10 @@ mod front;
 mod hasb;
 mod ilp;
 mod manifest;
+pub mod onnx;
 mod plan;
 mod problem;
+pub mod quant;
 pub mod synth;
 
 pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};

@@ -84,6 +84,7 @@ impl Builder {
         self.layers.push(l);
     }
 
+    #[allow(clippy::too_many_arguments)] // one argument per shape field reads best at the call sites
     fn conv(
         &mut self,
         name: String,

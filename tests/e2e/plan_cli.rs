@@ -345,7 +345,7 @@ fn paper_pool_and_sweep_are_deduplicated_pools() {
                 .any(|s| s == "paper" || s == "optimal")
         })
         .count();
-    assert!(paper >= 2 && paper <= 16, "{paper}");
+    assert!((2..=16).contains(&paper), "{paper}");
     assert!(cands.iter().any(|c| c["sources"]
         .as_array()
         .unwrap()

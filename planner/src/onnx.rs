@@ -1,0 +1,370 @@
+//! Reading ONNX models: the weighted layers of a graph, their weight tensors and layouts.
+//!
+//! Weights are found as initializers or Constant nodes, in fp32 or as int8 behind a
+//! DequantizeLinear (a model already stored at its highest bit-width). Each weighted op knows its
+//! output-channel axis: Conv `[out, in/g, kh, kw]` (axis 0), ConvTranspose `[in, out/g, kh, kw]`
+//! (axis 1), Gemm `B` `[N, K]` with `transB=1` (axis 0) or `[K, N]` without (axis 1), MatMul with a
+//! constant right operand `[.., in, out]` (last axis).
+
+use crate::error::{Error, Result};
+use prost::Message;
+use std::collections::HashMap;
+
+/// The generated ONNX protobuf types.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+const WHAT: &str = "ONNX model";
+
+/// A parsed ONNX model.
+#[derive(Debug, Clone)]
+pub struct OnnxModel {
+    pub proto: pb::ModelProto,
+}
+
+/// How a weight tensor is stored in the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightSource {
+    Initializer,
+    /// The output of a Constant node.
+    Constant,
+    /// Integer weights dequantized by a DequantizeLinear node whose output the op consumes.
+    Dequantized {
+        node: String,
+        integer: String,
+    },
+}
+
+/// One layer whose weights bitplan can quantize.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedLayer {
+    /// The node's name (its first output's name when unnamed).
+    pub node: String,
+    pub op_type: String,
+    /// Name of the weight tensor the op consumes.
+    pub weight: String,
+    pub shape: Vec<usize>,
+    /// Number of output channels and elements per channel step: element `i` is in channel
+    /// `(i / inner) % channels`.
+    pub channels: usize,
+    pub inner: usize,
+    pub source: WeightSource,
+}
+
+impl WeightedLayer {
+    pub fn params(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+}
+
+fn node_name(node: &pb::NodeProto) -> String {
+    node.name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| node.output.first().cloned().unwrap_or_default())
+}
+
+fn data_type_name(t: i32) -> String {
+    pb::tensor_proto::DataType::try_from(t).map_or_else(
+        |_| format!("data type {t}"),
+        |d| d.as_str_name().to_string(),
+    )
+}
+
+/// The values of a tensor as f32 (float, or integer types converted exactly).
+pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
+    use pb::tensor_proto::DataType as D;
+    let name = t.name.clone().unwrap_or_default();
+    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
+        return Err(Error::invalid(
+            WHAT,
+            name,
+            "external tensor data is not supported; save the model with its weights inside",
+        ));
+    }
+    let n: usize = t.dims.iter().map(|&d| d.max(0) as usize).product();
+    let raw = t.raw_data.as_deref().unwrap_or(&[]);
+    let values: Vec<f32> = match D::try_from(t.data_type.unwrap_or(0)) {
+        Ok(D::Float) if !raw.is_empty() => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Ok(D::Float) => t.float_data.clone(),
+        Ok(D::Int8) if !raw.is_empty() => raw.iter().map(|&b| f32::from(b as i8)).collect(),
+        Ok(D::Uint8) if !raw.is_empty() => raw.iter().map(|&b| f32::from(b)).collect(),
+        Ok(D::Int8 | D::Uint8 | D::Int32) if raw.is_empty() => {
+            t.int32_data.iter().map(|&v| v as f32).collect()
+        }
+        Ok(D::Int32) => raw
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+            .collect(),
+        _ => {
+            return Err(Error::invalid(
+                WHAT,
+                name,
+                format!(
+                    "{} weights are not supported (float, int8, uint8, int32 are)",
+                    data_type_name(t.data_type.unwrap_or(0))
+                ),
+            ))
+        }
+    };
+    if values.len() != n {
+        return Err(Error::invalid(
+            WHAT,
+            name,
+            format!(
+                "holds {} values but its shape {:?} needs {n}",
+                values.len(),
+                t.dims
+            ),
+        ));
+    }
+    Ok(values)
+}
+
+impl OnnxModel {
+    /// Decodes an ONNX file's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel> {
+        let proto = pb::ModelProto::decode(bytes).map_err(|e| {
+            Error::invalid(
+                WHAT,
+                "",
+                format!("not an ONNX model (protobuf decoding failed: {e})"),
+            )
+        })?;
+        if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
+            return Err(Error::invalid(
+                WHAT,
+                "graph",
+                "the model has no graph nodes (is this an ONNX file?)",
+            ));
+        }
+        Ok(OnnxModel { proto })
+    }
+
+    pub fn graph(&self) -> &pb::GraphProto {
+        self.proto.graph.as_ref().expect("checked on load")
+    }
+
+    /// Every constant tensor by name: initializers and Constant node outputs.
+    pub fn constants(&self) -> HashMap<&str, (&pb::TensorProto, WeightSource)> {
+        let g = self.graph();
+        let mut out = HashMap::new();
+        for t in &g.initializer {
+            if let Some(n) = t.name.as_deref() {
+                out.insert(n, (t, WeightSource::Initializer));
+            }
+        }
+        for node in &g.node {
+            if node.op_type.as_deref() == Some("Constant") {
+                if let (Some(t), Some(o)) = (
+                    attr(node, "value").and_then(|a| a.t.as_ref()),
+                    node.output.first(),
+                ) {
+                    out.insert(o.as_str(), (t, WeightSource::Constant));
+                }
+            }
+        }
+        out
+    }
+
+    /// The weighted layers, in graph order.
+    pub fn weighted_layers(&self) -> Result<Vec<WeightedLayer>> {
+        let g = self.graph();
+        let constants = self.constants();
+        // DequantizeLinear outputs fed by a constant integer tensor: name -> (node, integer input)
+        let mut dequantized: HashMap<&str, (&pb::NodeProto, &str)> = HashMap::new();
+        for node in &g.node {
+            if node.op_type.as_deref() == Some("DequantizeLinear") {
+                if let (Some(x), Some(o)) = (node.input.first(), node.output.first()) {
+                    if constants.contains_key(x.as_str()) {
+                        dequantized.insert(o.as_str(), (node, x.as_str()));
+                    }
+                }
+            }
+        }
+        let mut layers = Vec::new();
+        for node in &g.node {
+            let op = node.op_type.as_deref().unwrap_or("");
+            let weight_input = match op {
+                "Conv" | "ConvTranspose" | "Gemm" => node.input.get(1),
+                "MatMul" => node.input.get(1).filter(|i| {
+                    constants.contains_key(i.as_str()) || dequantized.contains_key(i.as_str())
+                }),
+                _ => None,
+            };
+            let Some(weight) = weight_input else { continue };
+            let (dims, source) = if let Some((t, src)) = constants.get(weight.as_str()) {
+                (t.dims.clone(), src.clone())
+            } else if let Some((dq, integer)) = dequantized.get(weight.as_str()) {
+                (
+                    constants[integer].0.dims.clone(),
+                    WeightSource::Dequantized {
+                        node: node_name(dq),
+                        integer: integer.to_string(),
+                    },
+                )
+            } else {
+                continue; // weights computed at run time: nothing to quantize ahead of time
+            };
+            let shape: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
+            let name = node_name(node);
+            let bad_rank = |want: &str| {
+                Error::invalid(
+                    WHAT,
+                    format!("graph.node[{name}]"),
+                    format!("{op} weight {weight:?} has shape {shape:?}, expected {want}"),
+                )
+            };
+            let (channels, inner) = match op {
+                "Conv" if shape.len() >= 3 => (shape[0], shape[1..].iter().product()),
+                "ConvTranspose" if shape.len() >= 3 => (shape[1], shape[2..].iter().product()),
+                "Gemm" if shape.len() == 2 => {
+                    if attr(node, "transB").and_then(|a| a.i).unwrap_or(0) != 0 {
+                        (shape[0], shape[1])
+                    } else {
+                        (shape[1], 1)
+                    }
+                }
+                "MatMul" if shape.len() >= 2 => (shape[shape.len() - 1], 1),
+                "Conv" | "ConvTranspose" => return Err(bad_rank("rank >= 3")),
+                "Gemm" => return Err(bad_rank("rank 2")),
+                _ => return Err(bad_rank("rank >= 2")),
+            };
+            layers.push(WeightedLayer {
+                node: name,
+                op_type: op.to_string(),
+                weight: weight.clone(),
+                shape,
+                channels,
+                inner,
+                source,
+            });
+        }
+        Ok(layers)
+    }
+
+    /// The fp32 values of a layer's weight (dequantized when stored as integers).
+    pub fn weight_values(&self, layer: &WeightedLayer) -> Result<Vec<f32>> {
+        let constants = self.constants();
+        match &layer.source {
+            WeightSource::Initializer | WeightSource::Constant => {
+                tensor_values(constants[layer.weight.as_str()].0)
+            }
+            WeightSource::Dequantized { node, integer } => {
+                let dq = self
+                    .graph()
+                    .node
+                    .iter()
+                    .find(|n| &node_name(n) == node)
+                    .expect("found when listing layers");
+                let q = tensor_values(constants[integer.as_str()].0)?;
+                let value_of = |i: usize| -> Result<Vec<f32>> {
+                    match dq.input.get(i).filter(|s| !s.is_empty()) {
+                        None => Ok(vec![0.0]),
+                        Some(n) => constants.get(n.as_str()).map_or_else(
+                            || {
+                                Err(Error::invalid(
+                                    WHAT,
+                                    format!("graph.node[{node}]"),
+                                    format!("DequantizeLinear input {n:?} is not a constant"),
+                                ))
+                            },
+                            |(t, _)| tensor_values(t),
+                        ),
+                    }
+                };
+                let (scale, zero) = (value_of(1)?, value_of(2)?);
+                let rank = layer.shape.len() as i64;
+                let axis = attr(dq, "axis").and_then(|a| a.i).unwrap_or(1);
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                let inner: usize = layer
+                    .shape
+                    .get(axis + 1..)
+                    .map_or(1, |s| s.iter().product());
+                let per = scale.len();
+                Ok(q.iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let c = if per == 1 { 0 } else { (i / inner) % per };
+                        (v - zero[if zero.len() == 1 { 0 } else { c }]) * scale[c]
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// The manifest with every linked layer's `perturbation` measured from the model's real weights:
+/// `||Q_b(W) - W||^2` for each allowed bit, by Double Rounding from the highest bit-width with the
+/// manifest's rounding. Layers without a `weight` link keep what they had.
+pub fn measure_perturbations(
+    model: &OnnxModel,
+    manifest: &crate::Manifest,
+) -> Result<crate::Manifest> {
+    let layers = model.weighted_layers()?;
+    let by_weight: HashMap<&str, &WeightedLayer> =
+        layers.iter().map(|l| (l.weight.as_str(), l)).collect();
+    let by_node: HashMap<&str, &WeightedLayer> =
+        layers.iter().map(|l| (l.node.as_str(), l)).collect();
+    let mut out = manifest.clone();
+    let mut errors = Vec::new();
+    for (i, layer) in out.layers.iter_mut().enumerate() {
+        let Some(link) = &layer.weight else { continue };
+        let Some(wl) = by_weight
+            .get(link.as_str())
+            .or_else(|| by_node.get(link.as_str()))
+        else {
+            errors.push(crate::FieldError::new(
+                format!("layers[{i}].weight"),
+                format!("layer {:?} links weight {link:?}, which is not the weight of any Conv/ConvTranspose/Gemm/MatMul in the model", layer.name),
+            ));
+            continue;
+        };
+        if wl.params() as u64 != layer.params {
+            errors.push(crate::FieldError::new(
+                format!("layers[{i}].params"),
+                format!(
+                    "layer {:?} says {} weights but {link:?} in the model has {} (shape {:?})",
+                    layer.name,
+                    layer.params,
+                    wl.params(),
+                    wl.shape
+                ),
+            ));
+            continue;
+        }
+        let w = model.weight_values(wl)?;
+        let hb = crate::quant::HighBitWeights::quantize(
+            &w,
+            wl.channels,
+            wl.inner,
+            manifest.highest_bits(),
+        );
+        layer.perturbation = Some(
+            layer
+                .bits
+                .iter()
+                .map(|&b| (b, hb.squared_error(&w, b, manifest.rounding)))
+                .collect(),
+        );
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Invalid {
+            what: "manifest",
+            errors,
+        })
+    }
+}
