@@ -44,6 +44,9 @@ pub enum Error {
     /// The solver failed in a way that is not an answer (not infeasibility, not a time limit).
     #[error("solver failure: {0}")]
     Solver(String),
+    /// The inference runtime could not be loaded, or refused a model or an input.
+    #[error("{0}")]
+    Runtime(String),
     /// The exact enumeration would exceed its memory bound.
     #[error("{0}")]
     TooLarge(String),

@@ -33,11 +33,15 @@
 mod budget;
 mod device;
 mod error;
+pub mod eval;
 mod front;
 mod hasb;
 mod ilp;
 mod manifest;
+pub mod npz;
 pub mod onnx;
+#[cfg(feature = "ort")]
+pub mod ort_backend;
 mod plan;
 mod problem;
 pub mod quant;

@@ -1,0 +1,92 @@
+//! Evaluation with ONNX Runtime on the digits fixture: the fp32 and uniform-bit accuracies of its
+//! README table are reproduced to within one image (1/540).
+
+use planner::eval::{Evaluator, Scheme};
+use planner::npz::ValidationSet;
+use planner::onnx::OnnxModel;
+use planner::ort_backend::OrtBackend;
+use planner::Manifest;
+use std::path::PathBuf;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `BITPLAN_ORT_LIB`, or where `scripts/setup` puts the library.
+fn ort_lib() -> PathBuf {
+    let path = std::env::var_os("BITPLAN_ORT_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache/onnxruntime-1.32.0/libonnxruntime.so"));
+    assert!(
+        path.exists(),
+        "ONNX Runtime library not found at {}: run scripts/test (or scripts/setup) first",
+        path.display()
+    );
+    path
+}
+
+fn evaluator() -> Evaluator<planner::ort_backend::OrtSession> {
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let model = OnnxModel::from_bytes(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap();
+    let manifest = Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let data = ValidationSet::from_npz(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
+    )
+    .unwrap();
+    Evaluator::new(&backend, &model, &manifest, data, 128).unwrap()
+}
+
+const ONE_IMAGE: f64 = 1.0 / 540.0 + 1e-9;
+
+#[test]
+fn uniform_bit_accuracies_match_the_fixture_table() {
+    let mut ev = evaluator();
+    assert!((ev.fp32_accuracy().unwrap() - 0.9852).abs() <= ONE_IMAGE);
+    let bits = [8u8, 6, 5, 4, 3, 2];
+    let double_rounding = [0.9870, 0.9852, 0.9870, 0.9870, 0.9778, 0.8870];
+    let direct = [0.9870, 0.9852, 0.9852, 0.9852, 0.9648, 0.2259];
+    for (i, &b) in bits.iter().enumerate() {
+        let m = ev.evaluate_with(&[b; 4], Scheme::DoubleRounding).unwrap();
+        assert!(
+            (m.accuracy.unwrap() - double_rounding[i]).abs() <= ONE_IMAGE,
+            "DR {b} bits: {} vs {}",
+            m.accuracy.unwrap(),
+            double_rounding[i]
+        );
+        let m = ev.evaluate_with(&[b; 4], Scheme::Direct).unwrap();
+        assert!(
+            (m.accuracy.unwrap() - direct[i]).abs() <= ONE_IMAGE,
+            "direct {b} bits: {} vs {}",
+            m.accuracy.unwrap(),
+            direct[i]
+        );
+    }
+}
+
+#[test]
+fn metrics_are_consistent_and_deterministic() {
+    let mut ev = evaluator();
+    let high = ev.evaluate(&[8, 8, 8, 8]).unwrap();
+    assert_eq!(high.agreement_highest, 1.0);
+    assert!(high.kl_highest.abs() < 1e-12, "{}", high.kl_highest);
+    assert!(high.sqnr_db > 30.0, "8-bit SQNR {}", high.sqnr_db);
+    let low = ev.evaluate(&[8, 2, 2, 3]).unwrap();
+    assert!(low.sqnr_db < high.sqnr_db && low.kl_fp32 > high.kl_fp32);
+    let again = ev.evaluate(&[8, 2, 2, 3]).unwrap();
+    assert_eq!(
+        (low.accuracy, low.agreement_fp32, low.kl_fp32, low.sqnr_db),
+        (
+            again.accuracy,
+            again.agreement_fp32,
+            again.kl_fp32,
+            again.sqnr_db
+        )
+    );
+    assert_eq!(ev.timings.candidates, 3);
+}
