@@ -33,6 +33,10 @@ enum Command {
     Hasb(HasbArgs),
     /// Write a reproducible synthetic manifest (resnet18, resnet50, or random:N) to stdout.
     Synth(SynthArgs),
+    /// Measure a candidate (a bit-width per layer) with ONNX Runtime on a validation set.
+    Evaluate(EvaluateArgs),
+    /// Fill the manifest's `perturbation` with ||Q_b(W)-W||^2 measured from the model's weights.
+    Measure(MeasureArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +116,46 @@ struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
+struct RuntimeArgs {
+    /// The ONNX Runtime shared library (default: beside the binary, then .cache/onnxruntime-*/ as
+    /// scripts/setup leaves it).
+    #[arg(long, env = "BITPLAN_ORT_LIB", value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    /// Intra-op threads per inference session.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Debug, Args)]
+struct EvaluateArgs {
+    /// Supernet manifest (JSON); its layers link their ONNX weights with `weight`.
+    manifest: PathBuf,
+    /// The fp32 (or int8 QDQ) ONNX model.
+    #[arg(long, value_name = "MODEL.onnx")]
+    model: PathBuf,
+    /// Validation set: .npz with `x` and optional integer labels `y`.
+    #[arg(long, value_name = "VAL.npz")]
+    data: PathBuf,
+    /// Bit configuration: {"<layer>": bits, ...} (or a plan candidate with a `bits` object).
+    #[arg(long, value_name = "BITS.json")]
+    bits: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+struct MeasureArgs {
+    /// Supernet manifest (JSON); its layers link their ONNX weights with `weight`.
+    manifest: PathBuf,
+    #[arg(long, value_name = "MODEL.onnx")]
+    model: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct HasbArgs {
     /// Supernet manifest (JSON).
     manifest: PathBuf,
@@ -173,6 +217,8 @@ pub fn run() -> ExitCode {
         Command::Plan(args) => plan(args),
         Command::Hasb(args) => hasb(args),
         Command::Synth(args) => synth(args),
+        Command::Evaluate(args) => evaluate(args),
+        Command::Measure(args) => measure(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -189,11 +235,7 @@ fn read(path: &Path, what: &str) -> Result<String, Failure> {
 }
 
 fn load_manifest(path: &Path) -> Result<Manifest, Failure> {
-    Manifest::from_json(&read(path, "manifest")?).map_err(|e| {
-        let mut f = Failure::from(e);
-        f.message = format!("{}: {}", path.display(), f.message);
-        f
-    })
+    Manifest::from_json(&read(path, "manifest")?).map_err(in_file(path))
 }
 
 fn plan(args: PlanArgs) -> Result<u8, Failure> {
@@ -304,6 +346,127 @@ fn synth(args: SynthArgs) -> Result<u8, Failure> {
     println!(
         "{}",
         serde_json::to_string_pretty(&m.to_json()).expect("JSON")
+    );
+    Ok(0)
+}
+
+fn read_bytes(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path)
+        .map_err(|e| Failure::invalid(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// Prefixes a planner error with the file it came from.
+fn in_file(path: &Path) -> impl Fn(planner::Error) -> Failure + '_ {
+    move |e| {
+        let mut f = Failure::from(e);
+        f.message = format!("{}: {}", path.display(), f.message);
+        f
+    }
+}
+
+fn load_model(path: &Path) -> Result<planner::onnx::OnnxModel, Failure> {
+    planner::onnx::OnnxModel::from_bytes(&read_bytes(path, "model")?).map_err(in_file(path))
+}
+
+/// Finds the ONNX Runtime library: the flag or env, beside the binary, or scripts/setup's cache.
+fn ort_library(flag: &Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(p) = flag {
+        return Ok(p.clone());
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(dir.join("libonnxruntime.so"));
+    }
+    if let Ok(entries) = std::fs::read_dir(".cache") {
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("libonnxruntime.so"))
+            .collect();
+        found.sort();
+        candidates.extend(found.into_iter().rev());
+    }
+    candidates.into_iter().find(|p| p.exists()).ok_or_else(|| Failure {
+        code: 1,
+        message: "ONNX Runtime library not found: pass --ort-lib or set BITPLAN_ORT_LIB (scripts/setup fetches it into .cache/)".into(),
+    })
+}
+
+/// Reads BITS.json into a bit-width per manifest layer, checked against ties, pins and allowed bits.
+fn load_bits(path: &Path, problem: &Problem) -> Result<Vec<u8>, Failure> {
+    let text = read(path, "bit configuration")?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::invalid(format!("{}: malformed JSON: {e}", path.display())))?;
+    let map = doc.get("bits").unwrap_or(&doc).as_object().ok_or_else(|| {
+        Failure::invalid(format!(
+            "{}: expected an object {{\"<layer>\": bits}}",
+            path.display()
+        ))
+    })?;
+    let m = &problem.manifest;
+    let mut problems = Vec::new();
+    for name in map.keys() {
+        if m.layer_index(name).is_none() {
+            problems.push(format!("{name}: not a layer of manifest {:?}", m.name));
+        }
+    }
+    let mut bits = Vec::with_capacity(m.layers.len());
+    for l in &m.layers {
+        match map.get(&l.name).map(|v| v.as_u64()) {
+            Some(Some(b)) if (1..=u64::from(planner::MAX_BITS)).contains(&b) => bits.push(b as u8),
+            Some(_) => problems.push(format!("{}: must be a bit-width", l.name)),
+            None => problems.push(format!(
+                "{}: missing (every layer needs a bit-width)",
+                l.name
+            )),
+        }
+    }
+    if problems.is_empty() {
+        problem.candidate_from_bits(&bits).map_err(in_file(path))?;
+        Ok(bits)
+    } else {
+        Err(Failure::invalid(format!(
+            "{}: bit configuration is invalid:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        )))
+    }
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<u8, Failure> {
+    let manifest = load_manifest(&args.manifest)?;
+    let problem = Problem::new(&manifest, None)?;
+    let bits = load_bits(&args.bits, &problem)?;
+    let model = load_model(&args.model)?;
+    let data = planner::npz::ValidationSet::from_npz(&read_bytes(&args.data, "validation set")?)
+        .map_err(in_file(&args.data))?;
+    if args.batch_size == 0 {
+        return Err(Failure::invalid("--batch-size must be at least 1"));
+    }
+    let backend = planner::ort_backend::OrtBackend::new(
+        &ort_library(&args.runtime.ort_lib)?,
+        args.runtime.threads,
+    )?;
+    let mut evaluator =
+        planner::eval::Evaluator::new(&backend, &model, &manifest, data, args.batch_size)?;
+    let metrics = evaluator.evaluate(&bits)?;
+    print!(
+        "{}",
+        output::render_metrics(&problem, &bits, &metrics, &evaluator.timings, args.format)
+    );
+    Ok(0)
+}
+
+fn measure(args: MeasureArgs) -> Result<u8, Failure> {
+    let manifest = load_manifest(&args.manifest)?;
+    let model = load_model(&args.model)?;
+    let measured =
+        planner::onnx::measure_perturbations(&model, &manifest).map_err(in_file(&args.manifest))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&measured.to_json()).expect("JSON")
     );
     Ok(0)
 }

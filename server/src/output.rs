@@ -1,6 +1,7 @@
 //! Rendering plans for people (table) and for tools (JSON, CSV).
 
 use clap::ValueEnum;
+use planner::eval::{Metrics, Timings};
 use planner::{fmt_num, Plan, PlanStatus, Problem, Source};
 use std::fmt::Write;
 
@@ -215,4 +216,68 @@ fn table(problem: &Problem, plan: &Plan) -> String {
         out.push_str("some solves stopped at the time limit; their gap is in --format json\n");
     }
     out
+}
+
+/// A candidate's measured metrics: JSON for tools (`accuracy`, `agreement_fp32`, `kl_fp32`,
+/// `sqnr_db`, `latency_ms`, ...) or a short report for people.
+pub fn render_metrics(
+    problem: &Problem,
+    bits: &[u8],
+    m: &Metrics,
+    t: &Timings,
+    format: Format,
+) -> String {
+    match format {
+        Format::Json => {
+            let mut v = serde_json::to_value(m).expect("JSON");
+            let layer_bits: serde_json::Map<String, serde_json::Value> = problem
+                .manifest
+                .layers
+                .iter()
+                .zip(bits)
+                .map(|(l, b)| (l.name.clone(), serde_json::json!(b)))
+                .collect();
+            v["bits"] = serde_json::Value::Object(layer_bits);
+            v["timings"] = serde_json::to_value(t).expect("JSON");
+            serde_json::to_string_pretty(&v).expect("JSON") + "\n"
+        }
+        Format::Csv => {
+            let acc = m.accuracy.map_or(String::new(), |a| a.to_string());
+            format!(
+                "accuracy,agreement_fp32,kl_fp32,agreement_highest,kl_highest,sqnr_db,latency_ms,samples\n{acc},{},{},{},{},{},{},{}\n",
+                m.agreement_fp32, m.kl_fp32, m.agreement_highest, m.kl_highest, m.sqnr_db, m.latency_ms, m.samples
+            )
+        }
+        Format::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "{}: bits {} ({} samples, batches of {})",
+                problem.manifest.name,
+                compact_bits(bits),
+                m.samples,
+                m.batch_size
+            );
+            if let Some(a) = m.accuracy {
+                let _ = writeln!(out, "  accuracy           {:.4}", a);
+            }
+            let _ = writeln!(
+                out,
+                "  agreement fp32     {:.4}   KL {:.3e}",
+                m.agreement_fp32, m.kl_fp32
+            );
+            let _ = writeln!(
+                out,
+                "  agreement highest  {:.4}   KL {:.3e}",
+                m.agreement_highest, m.kl_highest
+            );
+            let _ = writeln!(out, "  output SQNR        {:.2} dB", m.sqnr_db);
+            let _ = writeln!(
+                out,
+                "  latency            {:.3} ms per batch (median)",
+                m.latency_ms
+            );
+            out
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: run the real `bitplan` binary as CI pipelines do.
 
+mod evaluate_cli;
 mod plan_cli;
 
 use std::path::PathBuf;
