@@ -396,6 +396,17 @@ impl<S: Session> Evaluator<S> {
         })
     }
 
+    /// The candidate's output logits over the whole validation set, `[N, classes]`.
+    pub fn logits(&mut self, bits: &[u8]) -> Result<Tensor> {
+        let weights = self.weights_for(bits, Scheme::DoubleRounding)?;
+        Ok(self.infer(&weights)?.0)
+    }
+
+    /// The validation set this evaluator runs.
+    pub fn data(&self) -> &ValidationSet {
+        &self.data
+    }
+
     /// Top-1 accuracy of the fp32 model, when labelled.
     pub fn fp32_accuracy(&self) -> Option<f64> {
         let y = self.data.y.as_ref()?;

@@ -34,6 +34,7 @@ mod budget;
 mod device;
 mod error;
 pub mod eval;
+pub mod export;
 mod front;
 mod hasb;
 mod ilp;

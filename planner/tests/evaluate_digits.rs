@@ -90,3 +90,53 @@ fn metrics_are_consistent_and_deterministic() {
     );
     assert_eq!(ev.timings.candidates, 3);
 }
+
+#[test]
+fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
+    use planner::eval::{Backend, Session};
+    let mut ev = evaluator();
+    let model = OnnxModel::from_bytes(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap();
+    let manifest = Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    for bits in [[8u8, 3, 4, 8], [8, 2, 2, 2], [8, 8, 8, 8], [8, 5, 6, 3]] {
+        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        // Integer weights, not fp32 copies, are what ships.
+        let exported = OnnxModel::from_bytes(&qdq).unwrap();
+        let g = exported.graph();
+        assert_eq!(
+            g.node
+                .iter()
+                .filter(|n| n.op_type.as_deref() == Some("DequantizeLinear"))
+                .count(),
+            4
+        );
+        assert!(
+            g.initializer
+                .iter()
+                .all(|t| t.name.as_deref() != Some("conv2.weight")),
+            "fp32 weight left behind"
+        );
+
+        let want = ev.logits(&bits).unwrap();
+        let data = ev.data().clone();
+        let mut session = backend.session(&qdq).unwrap();
+        let got = session.run(&[("input", &data.x_shape, &data.x)]).unwrap();
+        assert_eq!(got.shape, want.shape);
+        let worst = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{bits:?}: QDQ outputs differ from fake-quant by {worst}"
+        );
+    }
+}

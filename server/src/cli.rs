@@ -37,6 +37,9 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Fill the manifest's `perturbation` with ||Q_b(W)-W||^2 measured from the model's weights.
     Measure(MeasureArgs),
+    /// Write a candidate as a deployable QDQ ONNX model (int8 weights + DequantizeLinear) and its
+    /// bit configuration as JSON.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +151,23 @@ struct EvaluateArgs {
 }
 
 #[derive(Debug, Args)]
+struct ExportArgs {
+    /// Supernet manifest (JSON); its layers link their ONNX weights with `weight`.
+    manifest: PathBuf,
+    #[arg(long, value_name = "MODEL.onnx")]
+    model: PathBuf,
+    /// Bit configuration: {"<layer>": bits, ...} (or a plan candidate with a `bits` object).
+    #[arg(long, value_name = "BITS.json")]
+    bits: PathBuf,
+    /// Where to write the QDQ model.
+    #[arg(long, value_name = "OUT.onnx")]
+    out: PathBuf,
+    /// Where to write the bit configuration (default: OUT with extension .bits.json).
+    #[arg(long, value_name = "CONFIG.json")]
+    config_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct MeasureArgs {
     /// Supernet manifest (JSON); its layers link their ONNX weights with `weight`.
     manifest: PathBuf,
@@ -219,6 +239,7 @@ pub fn run() -> ExitCode {
         Command::Synth(args) => synth(args),
         Command::Evaluate(args) => evaluate(args),
         Command::Measure(args) => measure(args),
+        Command::Export(args) => export(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -467,6 +488,42 @@ fn measure(args: MeasureArgs) -> Result<u8, Failure> {
     println!(
         "{}",
         serde_json::to_string_pretty(&measured.to_json()).expect("JSON")
+    );
+    Ok(0)
+}
+
+fn export(args: ExportArgs) -> Result<u8, Failure> {
+    let manifest = load_manifest(&args.manifest)?;
+    let problem = Problem::new(&manifest, None)?;
+    let bits = load_bits(&args.bits, &problem)?;
+    let model = load_model(&args.model)?;
+    let qdq = planner::export::export_qdq(&model, &manifest, &bits)?;
+    let config_path = args
+        .config_out
+        .clone()
+        .unwrap_or_else(|| args.out.with_extension("bits.json"));
+    let config: serde_json::Map<String, serde_json::Value> = manifest
+        .layers
+        .iter()
+        .zip(&bits)
+        .map(|(l, b)| (l.name.clone(), serde_json::json!(b)))
+        .collect();
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|e| Failure {
+            code: 1,
+            message: format!("cannot write {}: {e}", path.display()),
+        })
+    };
+    write(&args.out, &qdq)?;
+    write(
+        &config_path,
+        (serde_json::to_string_pretty(&config).expect("JSON") + "\n").as_bytes(),
+    )?;
+    eprintln!(
+        "bitplan: wrote {} ({} bytes) and {}",
+        args.out.display(),
+        qdq.len(),
+        config_path.display()
     );
     Ok(0)
 }

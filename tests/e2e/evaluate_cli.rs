@@ -212,3 +212,50 @@ fn measure_fills_perturbations_from_the_weights() {
         );
     }
 }
+
+#[test]
+fn export_writes_a_qdq_model_and_its_bit_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let bits = write(
+        dir.path(),
+        "bits.json",
+        br#"{"conv1": 8, "conv2": 3, "fc1": 4, "fc2": 8}"#,
+    );
+    let out_path = dir.path().join("digits_q.onnx");
+    let out = bitplan(&[
+        "export",
+        MANIFEST,
+        "--model",
+        MODEL,
+        "--bits",
+        &bits,
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let model = planner::onnx::OnnxModel::from_bytes(&std::fs::read(&out_path).unwrap()).unwrap();
+    let dq: Vec<_> = model
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("DequantizeLinear"))
+        .collect();
+    assert_eq!(dq.len(), 4);
+    // conv2 at 3 bits: its int8 initializer only holds values within +-3.
+    let q = model
+        .graph()
+        .initializer
+        .iter()
+        .find(|t| t.name.as_deref() == Some("conv2.weight.bitplan_w3.q"))
+        .unwrap();
+    let values = planner::onnx::tensor_values(q).unwrap();
+    assert!(values.iter().all(|v| v.abs() <= 3.0) && values.iter().any(|v| v.abs() == 3.0));
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("digits_q.bits.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({"conv1": 8, "conv2": 3, "fc1": 4, "fc2": 8})
+    );
+}

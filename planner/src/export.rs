@@ -1,0 +1,167 @@
+//! Deployable export: the candidate as a standard QDQ ONNX model. Each planned layer's weight
+//! becomes an int8 initializer holding its `b`-bit Double Rounding integers, dequantized by a
+//! DequantizeLinear with the per-channel scales `s_h * 2^(h-b)` on the op's output-channel axis.
+//! Plain ONNX Runtime runs it, and its outputs equal the fake-quantized evaluation's.
+
+use crate::error::{Error, FieldError, Result};
+use crate::manifest::Manifest;
+use crate::onnx::{pb, OnnxModel, WeightedLayer};
+use crate::quant::HighBitWeights;
+use prost::Message;
+use std::collections::HashMap;
+
+const WHAT: &str = "export";
+
+/// The output-channel axis of a weighted op's weight (the DequantizeLinear `axis`).
+fn channel_axis(model: &OnnxModel, wl: &WeightedLayer) -> i64 {
+    let node = model
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.input.get(1) == Some(&wl.weight));
+    let trans_b = node
+        .and_then(|n| {
+            n.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("transB"))
+        })
+        .and_then(|a| a.i)
+        .unwrap_or(0);
+    match wl.op_type.as_str() {
+        "ConvTranspose" => 1,
+        "Gemm" if trans_b == 0 => 1,
+        "MatMul" => wl.shape.len() as i64 - 1,
+        _ => 0,
+    }
+}
+
+fn tensor(
+    name: String,
+    dims: Vec<i64>,
+    data_type: pb::tensor_proto::DataType,
+    raw: Vec<u8>,
+) -> pb::TensorProto {
+    pb::TensorProto {
+        name: Some(name),
+        dims,
+        data_type: Some(data_type as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+/// The candidate (a bit-width per manifest layer) as serialized QDQ ONNX bytes.
+pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result<Vec<u8>> {
+    let opset = model
+        .proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.as_deref().unwrap_or("").is_empty())
+        .and_then(|o| o.version)
+        .unwrap_or(0);
+    if opset < 13 {
+        return Err(Error::invalid(WHAT, "model.opset_import", format!("per-channel DequantizeLinear needs opset 13 or later; the model uses opset {opset}")));
+    }
+    let layers = model.weighted_layers()?;
+    let by_weight: HashMap<&str, &WeightedLayer> =
+        layers.iter().map(|l| (l.weight.as_str(), l)).collect();
+    let by_node: HashMap<&str, &WeightedLayer> =
+        layers.iter().map(|l| (l.node.as_str(), l)).collect();
+    let mut proto = model.proto.clone();
+    let mut errors = Vec::new();
+    let mut new_nodes = Vec::new();
+    for (i, (layer, &b)) in manifest.layers.iter().zip(bits).enumerate() {
+        let Some(link) = &layer.weight else { continue };
+        let Some(wl) = by_weight
+            .get(link.as_str())
+            .or_else(|| by_node.get(link.as_str()))
+        else {
+            errors.push(FieldError::new(format!("layers[{i}].weight"), format!("layer {:?} links weight {link:?}, which is not the weight of any Conv/ConvTranspose/Gemm/MatMul in the model", layer.name)));
+            continue;
+        };
+        if b > 8 {
+            errors.push(FieldError::new(
+                layer.name.clone(),
+                format!("{b} bits does not fit the int8 QDQ export"),
+            ));
+            continue;
+        }
+        let fp32 = model.weight_values(wl)?;
+        let high = HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits());
+        let (q, mult) = high.lower(b, manifest.rounding);
+        let base = format!("{}.bitplan_w{b}", wl.weight);
+        let dims: Vec<i64> = wl.shape.iter().map(|&d| d as i64).collect();
+        let g = proto.graph.as_mut().expect("checked on load");
+        let axis = channel_axis(model, wl);
+        // Per-channel scales in the order of the channel axis.
+        let scales: Vec<u8> = high
+            .scales
+            .iter()
+            .flat_map(|s| (s * mult).to_le_bytes())
+            .collect();
+        g.initializer.push(tensor(
+            format!("{base}.q"),
+            dims,
+            pb::tensor_proto::DataType::Int8,
+            q.iter().map(|&v| v as i8 as u8).collect(),
+        ));
+        g.initializer.push(tensor(
+            format!("{base}.scale"),
+            vec![wl.channels as i64],
+            pb::tensor_proto::DataType::Float,
+            scales,
+        ));
+        g.initializer.push(tensor(
+            format!("{base}.zero_point"),
+            vec![wl.channels as i64],
+            pb::tensor_proto::DataType::Int8,
+            vec![0; wl.channels],
+        ));
+        new_nodes.push(pb::NodeProto {
+            name: Some(format!("{base}.DequantizeLinear")),
+            op_type: Some("DequantizeLinear".into()),
+            input: vec![
+                format!("{base}.q"),
+                format!("{base}.scale"),
+                format!("{base}.zero_point"),
+            ],
+            output: vec![base.clone()],
+            attribute: vec![pb::AttributeProto {
+                name: Some("axis".into()),
+                i: Some(axis),
+                r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        for n in g.node.iter_mut() {
+            if n.input.get(1) == Some(&wl.weight)
+                && matches!(
+                    n.op_type.as_deref(),
+                    Some("Conv" | "ConvTranspose" | "Gemm" | "MatMul")
+                )
+            {
+                n.input[1] = base.clone();
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Invalid { what: WHAT, errors });
+    }
+    let g = proto.graph.as_mut().expect("checked on load");
+    // Dequantization first keeps the node list topologically sorted.
+    new_nodes.append(&mut g.node);
+    g.node = new_nodes;
+    // Drop fp32 weights nothing reads any more.
+    let used: std::collections::HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(g.output.iter().filter_map(|o| o.name.clone()))
+        .collect();
+    g.initializer
+        .retain(|t| t.name.as_ref().is_none_or(|n| used.contains(n)));
+    g.input
+        .retain(|i| i.name.as_ref().is_none_or(|n| used.contains(n)));
+    Ok(proto.encode_to_vec())
+}
