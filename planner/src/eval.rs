@@ -8,13 +8,12 @@
 //! build.
 
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, Rounding};
+use crate::manifest::{ActivationBits, Manifest, Rounding};
 use crate::npz::ValidationSet;
-use crate::onnx::{pb, OnnxModel, WeightedLayer};
+use crate::onnx::{pb, OnnxModel};
 use crate::quant::HighBitWeights;
 use prost::Message;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// A dense f32 tensor.
@@ -31,9 +30,9 @@ pub trait Backend {
     fn session(&self, model: &[u8]) -> Result<Self::Session>;
 }
 
-/// A loaded model: named f32 inputs in, the first output out.
+/// A loaded model: named f32 inputs in, every graph output out, in graph order.
 pub trait Session {
-    fn run(&mut self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Tensor>;
+    fn run(&mut self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Vec<Tensor>>;
 }
 
 /// What a candidate measures on the validation set.
@@ -55,14 +54,22 @@ pub struct Metrics {
     pub latency_ms: f64,
     pub samples: usize,
     pub batch_size: usize,
+    /// Whether activations were fake-quantized too.
+    pub activations_quantized: bool,
 }
 
 /// Where evaluation time goes (cumulative, ms).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Timings {
+    /// Graph rewrite (weights to inputs, activation quantizers) and serialisation, once.
     pub rewrite_ms: f64,
+    /// Session builds, once per evaluator (two with activation quantization: probe and main).
     pub session_ms: f64,
+    /// The fp32 reference pass (with activation range calibration), once.
+    pub reference_ms: f64,
+    /// Deriving candidates' weights by Double Rounding.
     pub weights_ms: f64,
+    /// Candidates' inference.
     pub inference_ms: f64,
     pub candidates: usize,
 }
@@ -76,6 +83,24 @@ pub enum Scheme {
     Direct,
 }
 
+/// Evaluation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalOptions {
+    pub batch_size: usize,
+    /// Fake-quantize each planned layer's input activations at its activation bit-width
+    /// (the manifest's `activation_bits`), with ranges calibrated on the validation set.
+    pub quantize_activations: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            batch_size: 128,
+            quantize_activations: false,
+        }
+    }
+}
+
 /// A planned layer: where its weight enters the graph, and its highest-bit store.
 struct Planned {
     input: String,
@@ -84,6 +109,8 @@ struct Planned {
     inner: usize,
     fp32: Vec<f32>,
     high: HighBitWeights,
+    /// Calibrated range of the layer's input activations, with activation quantization.
+    act_range: Option<(f32, f32)>,
 }
 
 /// Evaluates candidates of one manifest on one model and validation set.
@@ -92,6 +119,7 @@ pub struct Evaluator<S: Session> {
     input_name: String,
     planned: Vec<Option<Planned>>,
     rounding: Rounding,
+    activation_bits: ActivationBits,
     highest: u8,
     data: ValidationSet,
     batch_size: usize,
@@ -111,6 +139,111 @@ impl<S: Session> std::fmt::Debug for Evaluator<S> {
 
 const WHAT: &str = "evaluation input";
 
+/// Activation fake-quantization parameters `(scale, lo, hi)` for a calibrated range at `bits`:
+/// unsigned `[0, 2^b - 1]` when the range is non-negative (after a ReLU), else symmetric
+/// `±(2^(b-1) - 1)`; the scale maps the largest magnitude seen to the top level.
+pub fn activation_quantizer(range: (f32, f32), bits: u8) -> [f32; 3] {
+    let (lo, hi) = range;
+    if lo >= 0.0 {
+        let levels = ((1u64 << bits) - 1) as f32;
+        [if hi > 0.0 { hi / levels } else { 1.0 }, 0.0, levels]
+    } else {
+        let levels = ((1u64 << (bits - 1)) - 1).max(1) as f32;
+        let m = lo.abs().max(hi.abs());
+        [m / levels, -levels, levels]
+    }
+}
+
+/// The single data input of a model (inputs that are not initializers).
+fn data_input(model: &OnnxModel) -> Result<&pb::ValueInfoProto> {
+    let graph = model.graph();
+    let initializers: std::collections::HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !i.name.as_deref().is_some_and(|n| initializers.contains(n)))
+        .collect();
+    match inputs.as_slice() {
+        [one] => Ok(one),
+        _ => Err(Error::invalid(
+            WHAT,
+            "model",
+            format!(
+                "bitplan evaluates models with exactly one data input; this one has {}",
+                inputs.len()
+            ),
+        )),
+    }
+}
+
+/// Runs the unmodified model over the whole set in batches, also returning the named
+/// intermediate tensors through `visit(index, tensor)`: the fp32 reference and calibration pass.
+pub fn probe<B: Backend>(
+    backend: &B,
+    model: &OnnxModel,
+    tensors: &[String],
+    data: &ValidationSet,
+    batch_size: usize,
+    mut visit: impl FnMut(usize, &Tensor),
+) -> Result<Tensor> {
+    let input = data_input(model)?.name.clone().unwrap_or_default();
+    let mut proto = model.proto.clone();
+    let g = proto.graph.as_mut().expect("checked on load");
+    for t in tensors {
+        g.output.push(pb::ValueInfoProto {
+            name: Some(t.clone()),
+            r#type: Some(tensor_type(None)),
+            ..Default::default()
+        });
+    }
+    let mut session = backend.session(&proto.encode_to_vec())?;
+    let per = data.sample_size();
+    let n = data.len();
+    let (mut out, mut out_shape) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let end = (start + batch_size.max(1)).min(n);
+        let mut shape = data.x_shape.clone();
+        shape[0] = end - start;
+        let mut outputs =
+            session.run(&[(input.as_str(), &shape, &data.x[start * per..end * per])])?;
+        let extra = outputs.split_off(outputs.len() - tensors.len());
+        for (k, t) in extra.iter().enumerate() {
+            visit(k, t);
+        }
+        let y = outputs.swap_remove(0);
+        if out_shape.is_empty() {
+            out_shape = y.shape.clone();
+        }
+        out.extend_from_slice(&y.data);
+    }
+    if out_shape.len() != 2 {
+        return Err(Error::invalid(
+            WHAT,
+            "model",
+            format!("the first output must be [batch, classes], got shape {out_shape:?}"),
+        ));
+    }
+    out_shape[0] = n;
+    Ok(Tensor {
+        shape: out_shape,
+        data: out,
+    })
+}
+
+fn node(name: String, op: &str, inputs: Vec<String>, output: String) -> pb::NodeProto {
+    pb::NodeProto {
+        name: Some(name),
+        op_type: Some(op.into()),
+        input: inputs,
+        output: vec![output],
+        ..Default::default()
+    }
+}
+
 impl<S: Session> Evaluator<S> {
     /// Prepares the shared session and the fp32 and highest-bit reference outputs.
     pub fn new<B: Backend<Session = S>>(
@@ -118,131 +251,47 @@ impl<S: Session> Evaluator<S> {
         model: &OnnxModel,
         manifest: &Manifest,
         data: ValidationSet,
-        batch_size: usize,
+        options: EvalOptions,
     ) -> Result<Self> {
-        let started = Instant::now();
-        let layers = model.weighted_layers()?;
-        let by_weight: HashMap<&str, &WeightedLayer> =
-            layers.iter().map(|l| (l.weight.as_str(), l)).collect();
-        let by_node: HashMap<&str, &WeightedLayer> =
-            layers.iter().map(|l| (l.node.as_str(), l)).collect();
-
-        let graph = model.graph();
-        let initializer_names: std::collections::HashSet<&str> = graph
-            .initializer
-            .iter()
-            .filter_map(|t| t.name.as_deref())
-            .collect();
-        let graph_inputs: Vec<&pb::ValueInfoProto> = graph
-            .input
-            .iter()
-            .filter(|i| {
-                !i.name
-                    .as_deref()
-                    .is_some_and(|n| initializer_names.contains(n))
-            })
-            .collect();
-        let [input] = graph_inputs.as_slice() else {
-            return Err(Error::invalid(
-                WHAT,
-                "model",
-                format!(
-                    "bitplan evaluates models with exactly one data input; this one has {}",
-                    graph_inputs.len()
-                ),
-            ));
-        };
+        let batch_size = options.batch_size.max(1);
+        let input = data_input(model)?;
         let input_name = input.name.clone().unwrap_or_default();
         check_input_shape(input, &data)?;
+        let links = model.link_layers(manifest)?;
+        // The planned ops, found once: every weighted op takes its weight as input 1, data as input 0.
+        let ops: Vec<Option<usize>> =
+            links
+                .iter()
+                .map(|wl| {
+                    wl.as_ref().and_then(|wl| {
+                        model.graph().node.iter().position(|n| {
+                            n.input.get(1) == Some(&wl.weight) && node_is(n, &wl.node)
+                        })
+                    })
+                })
+                .collect();
 
-        // Turn every planned weight into a graph input fed at run time.
-        let mut proto = model.proto.clone();
-        let mut planned = Vec::with_capacity(manifest.layers.len());
-        let mut errors = Vec::new();
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            let Some(link) = &layer.weight else {
-                planned.push(None);
-                continue;
-            };
-            let Some(wl) = by_weight
-                .get(link.as_str())
-                .or_else(|| by_node.get(link.as_str()))
-            else {
-                errors.push(crate::FieldError::new(format!("layers[{i}].weight"), format!("layer {:?} links weight {link:?}, which is not the weight of any Conv/ConvTranspose/Gemm/MatMul in the model", layer.name)));
-                planned.push(None);
-                continue;
-            };
-            let fp32 = model.weight_values(wl)?;
-            let high =
-                HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits());
-            let feed = format!("bitplan.weight.{i}");
-            let g = proto.graph.as_mut().expect("checked on load");
-            // Every weighted op takes its weight as input 1.
-            let node = g
-                .node
-                .iter_mut()
-                .find(|n| n.input.get(1) == Some(&wl.weight) && node_is(n, &wl.node));
-            let Some(node) = node else {
-                return Err(Error::Solver(format!(
-                    "layer {} vanished from the graph",
-                    wl.node
-                )));
-            };
-            node.input[1] = feed.clone();
-            g.input.push(pb::ValueInfoProto {
-                name: Some(feed.clone()),
-                r#type: Some(tensor_type(&wl.shape)),
-                ..Default::default()
-            });
-            planned.push(Some(Planned {
-                input: feed,
-                shape: wl.shape.clone(),
-                channels: wl.channels,
-                inner: wl.inner,
-                fp32,
-                high,
-            }));
-        }
-        if !errors.is_empty() {
-            return Err(Error::Invalid {
-                what: "manifest",
-                errors,
-            });
-        }
-        let bytes = proto.encode_to_vec();
-        let rewrite_ms = started.elapsed().as_secs_f64() * 1e3;
+        // The fp32 reference pass, calibrating activation ranges on the way when asked.
         let t = Instant::now();
-        let session = backend.session(&bytes)?;
-        let session_ms = t.elapsed().as_secs_f64() * 1e3;
-
-        let empty = Tensor {
-            shape: Vec::new(),
-            data: Vec::new(),
+        let act_inputs: Vec<(usize, String)> = if options.quantize_activations {
+            ops.iter()
+                .enumerate()
+                .filter_map(|(i, op)| op.map(|o| (i, model.graph().node[o].input[0].clone())))
+                .collect()
+        } else {
+            Vec::new()
         };
-        let mut ev = Evaluator {
-            session,
-            input_name,
-            planned,
-            rounding: manifest.rounding,
-            highest: manifest.highest_bits(),
-            data,
-            batch_size: batch_size.max(1),
-            fp32_logits: empty.clone(),
-            highest_logits: empty,
-            timings: Timings {
-                rewrite_ms,
-                session_ms,
-                ..Timings::default()
-            },
-        };
-        let fp32: Vec<Vec<f32>> = ev
-            .planned
-            .iter()
-            .map(|p| p.as_ref().map(|p| p.fp32.clone()).unwrap_or_default())
-            .collect();
-        ev.fp32_logits = ev.infer(&fp32)?.0;
-        if let Some(y) = &ev.data.y {
-            let classes = ev.fp32_logits.shape.last().copied().unwrap_or(0);
+        let names: Vec<String> = act_inputs.iter().map(|(_, n)| n.clone()).collect();
+        let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); names.len()];
+        let fp32_logits = probe(backend, model, &names, &data, batch_size, |k, t| {
+            for &v in &t.data {
+                ranges[k].0 = ranges[k].0.min(v);
+                ranges[k].1 = ranges[k].1.max(v);
+            }
+        })?;
+        let reference_ms = t.elapsed().as_secs_f64() * 1e3;
+        if let Some(y) = &data.y {
+            let classes = fp32_logits.shape[1];
             if let Some((i, &label)) = y.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
                 return Err(Error::invalid(
                     WHAT,
@@ -251,9 +300,115 @@ impl<S: Session> Evaluator<S> {
                 ));
             }
         }
+
+        // Weights become graph inputs; activation quantizers (scale, lo, hi fed per candidate) go
+        // right before their op.
+        let started = Instant::now();
+        let mut proto = model.proto.clone();
+        let g = proto.graph.as_mut().expect("checked on load");
+        let mut planned = Vec::with_capacity(links.len());
+        let mut inserts: Vec<(usize, Vec<pb::NodeProto>)> = Vec::new();
+        for (i, (wl, op)) in links.iter().zip(&ops).enumerate() {
+            let (Some(wl), Some(op)) = (wl, op) else {
+                planned.push(None);
+                continue;
+            };
+            let fp32 = model.weight_values(wl)?;
+            let high =
+                HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits());
+            let feed = format!("bitplan.weight.{i}");
+            g.node[*op].input[1] = feed.clone();
+            g.input.push(pb::ValueInfoProto {
+                name: Some(feed.clone()),
+                r#type: Some(tensor_type(Some(&wl.shape))),
+                ..Default::default()
+            });
+            let act_range = act_inputs
+                .iter()
+                .position(|(j, _)| *j == i)
+                .map(|k| ranges[k]);
+            if act_range.is_some() {
+                let p = format!("bitplan.act.{i}");
+                let x = g.node[*op].input[0].clone();
+                for s in ["scale", "lo", "hi"] {
+                    g.input.push(pb::ValueInfoProto {
+                        name: Some(format!("{p}.{s}")),
+                        r#type: Some(tensor_type(Some(&[]))),
+                        ..Default::default()
+                    });
+                }
+                inserts.push((
+                    *op,
+                    vec![
+                        node(
+                            format!("{p}.div"),
+                            "Div",
+                            vec![x, format!("{p}.scale")],
+                            format!("{p}.scaled"),
+                        ),
+                        node(
+                            format!("{p}.round"),
+                            "Round",
+                            vec![format!("{p}.scaled")],
+                            format!("{p}.rounded"),
+                        ),
+                        node(
+                            format!("{p}.clip"),
+                            "Clip",
+                            vec![format!("{p}.rounded"), format!("{p}.lo"), format!("{p}.hi")],
+                            format!("{p}.clipped"),
+                        ),
+                        node(
+                            format!("{p}.mul"),
+                            "Mul",
+                            vec![format!("{p}.clipped"), format!("{p}.scale")],
+                            format!("{p}.out"),
+                        ),
+                    ],
+                ));
+                g.node[*op].input[0] = format!("{p}.out");
+            }
+            planned.push(Some(Planned {
+                input: feed,
+                shape: wl.shape.clone(),
+                channels: wl.channels,
+                inner: wl.inner,
+                fp32,
+                high,
+                act_range,
+            }));
+        }
+        inserts.sort_by_key(|(op, _)| std::cmp::Reverse(*op));
+        for (op, nodes) in inserts {
+            g.node.splice(op..op, nodes);
+        }
+        let bytes = proto.encode_to_vec();
+        let rewrite_ms = started.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let session = backend.session(&bytes)?;
+        let session_ms = t.elapsed().as_secs_f64() * 1e3;
+
+        let mut ev = Evaluator {
+            session,
+            input_name,
+            planned,
+            rounding: manifest.rounding,
+            activation_bits: manifest.activation_bits,
+            highest: manifest.highest_bits(),
+            data,
+            batch_size,
+            highest_logits: fp32_logits.clone(),
+            fp32_logits,
+            timings: Timings {
+                rewrite_ms,
+                session_ms,
+                reference_ms,
+                ..Timings::default()
+            },
+        };
         let highest = vec![ev.highest; ev.planned.len()];
         let weights = ev.weights_for(&highest, Scheme::DoubleRounding)?;
-        ev.highest_logits = ev.infer(&weights)?.0;
+        ev.highest_logits = ev.infer(&highest, &weights)?.0;
         Ok(ev)
     }
 
@@ -288,13 +443,29 @@ impl<S: Session> Evaluator<S> {
             .collect())
     }
 
-    /// Runs the validation set in batches with these planned weights; returns logits and per-batch ms.
-    fn infer(&mut self, weights: &[Vec<f32>]) -> Result<(Tensor, Vec<f64>)> {
+    /// Runs the validation set in batches with these planned weights (and activation bits from
+    /// `bits`); returns logits and per-batch ms.
+    fn infer(&mut self, bits: &[u8], weights: &[Vec<f32>]) -> Result<(Tensor, Vec<f64>)> {
         let per = self.data.sample_size();
         let n = self.data.len();
-        let mut out = Vec::new();
-        let mut out_shape = Vec::new();
-        let mut times = Vec::new();
+        let act_names: Vec<[String; 3]> = (0..self.planned.len())
+            .map(|i| ["scale", "lo", "hi"].map(|s| format!("bitplan.act.{i}.{s}")))
+            .collect();
+        let act_values: Vec<Option<[f32; 3]>> = self
+            .planned
+            .iter()
+            .zip(bits)
+            .map(|(p, &b)| {
+                let a = match self.activation_bits {
+                    ActivationBits::Same => b,
+                    ActivationBits::Fixed(a) => a,
+                };
+                p.as_ref()
+                    .and_then(|p| p.act_range)
+                    .map(|r| activation_quantizer(r, a))
+            })
+            .collect();
+        let (mut out, mut out_shape, mut times) = (Vec::new(), Vec::new(), Vec::new());
         for start in (0..n).step_by(self.batch_size) {
             let end = (start + self.batch_size).min(n);
             let mut shape = self.data.x_shape.clone();
@@ -304,25 +475,23 @@ impl<S: Session> Evaluator<S> {
                 &shape,
                 &self.data.x[start * per..end * per],
             )];
-            for (p, w) in self.planned.iter().zip(weights) {
+            for (i, (p, w)) in self.planned.iter().zip(weights).enumerate() {
                 if let Some(p) = p {
                     feeds.push((p.input.as_str(), &p.shape, w));
                 }
+                if let Some(v) = &act_values[i] {
+                    for (name, value) in act_names[i].iter().zip(v) {
+                        feeds.push((name.as_str(), &[], std::slice::from_ref(value)));
+                    }
+                }
             }
             let t = Instant::now();
-            let y = self.session.run(&feeds)?;
+            let y = self.session.run(&feeds)?.swap_remove(0);
             times.push(t.elapsed().as_secs_f64() * 1e3);
             if out_shape.is_empty() {
                 out_shape = y.shape.clone();
             }
             out.extend_from_slice(&y.data);
-        }
-        if out_shape.len() != 2 {
-            return Err(Error::invalid(
-                WHAT,
-                "model",
-                format!("the first output must be [batch, classes], got shape {out_shape:?}"),
-            ));
         }
         out_shape[0] = n;
         Ok((
@@ -345,7 +514,7 @@ impl<S: Session> Evaluator<S> {
         let weights = self.weights_for(bits, scheme)?;
         self.timings.weights_ms += t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let (logits, mut times) = self.infer(&weights)?;
+        let (logits, mut times) = self.infer(bits, &weights)?;
         self.timings.inference_ms += t.elapsed().as_secs_f64() * 1e3;
         self.timings.candidates += 1;
         times.sort_by(f64::total_cmp);
@@ -393,13 +562,17 @@ impl<S: Session> Evaluator<S> {
             latency_ms: times[times.len() / 2],
             samples: n,
             batch_size: self.batch_size,
+            activations_quantized: self
+                .planned
+                .iter()
+                .any(|p| p.as_ref().is_some_and(|p| p.act_range.is_some())),
         })
     }
 
     /// The candidate's output logits over the whole validation set, `[N, classes]`.
     pub fn logits(&mut self, bits: &[u8]) -> Result<Tensor> {
         let weights = self.weights_for(bits, Scheme::DoubleRounding)?;
-        Ok(self.infer(&weights)?.0)
+        Ok(self.infer(bits, &weights)?.0)
     }
 
     /// The validation set this evaluator runs.
@@ -435,11 +608,12 @@ fn node_is(n: &pb::NodeProto, name: &str) -> bool {
         == Some(name)
 }
 
-fn tensor_type(shape: &[usize]) -> pb::TypeProto {
+/// A float tensor type; with `None` the shape is left for the runtime to infer.
+fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
     pb::TypeProto {
         value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
             elem_type: Some(pb::tensor_proto::DataType::Float as i32),
-            shape: Some(pb::TensorShapeProto {
+            shape: shape.map(|shape| pb::TensorShapeProto {
                 dim: shape
                     .iter()
                     .map(|&d| pb::tensor_shape_proto::Dimension {
@@ -513,4 +687,31 @@ fn kl(p: &[f32], q: &[f32]) -> f64 {
         .map(|(a, b)| a.exp() * (a - b))
         .sum::<f64>()
         .max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_quantizer_picks_unsigned_after_relu_and_symmetric_otherwise() {
+        assert_eq!(
+            activation_quantizer((0.0, 6.0), 8),
+            [6.0 / 255.0, 0.0, 255.0]
+        );
+        assert_eq!(activation_quantizer((-2.0, 1.0), 4), [2.0 / 7.0, -7.0, 7.0]);
+        assert_eq!(activation_quantizer((0.0, 0.0), 4), [1.0, 0.0, 15.0]);
+    }
+
+    #[test]
+    fn kl_is_zero_for_equal_logits_and_positive_otherwise() {
+        assert_eq!(kl(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.0);
+        // shifting logits does not change the distribution
+        assert!(kl(&[1.0, 2.0, 3.0], &[11.0, 12.0, 13.0]) < 1e-12);
+        let p = [0.0f32, 0.0];
+        let q = [0.0f32, (3.0f32).ln()];
+        // p = (1/2, 1/2), q = (1/4, 3/4): KL = 1/2 ln 2 + 1/2 ln(2/3)
+        let want = 0.5 * 2f64.ln() + 0.5 * (2.0f64 / 3.0).ln();
+        assert!((kl(&p, &q) - want).abs() < 1e-7);
+    }
 }

@@ -8,7 +8,6 @@ use crate::manifest::Manifest;
 use crate::onnx::{pb, OnnxModel, WeightedLayer};
 use crate::quant::HighBitWeights;
 use prost::Message;
-use std::collections::HashMap;
 
 const WHAT: &str = "export";
 
@@ -62,23 +61,12 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
     if opset < 13 {
         return Err(Error::invalid(WHAT, "model.opset_import", format!("per-channel DequantizeLinear needs opset 13 or later; the model uses opset {opset}")));
     }
-    let layers = model.weighted_layers()?;
-    let by_weight: HashMap<&str, &WeightedLayer> =
-        layers.iter().map(|l| (l.weight.as_str(), l)).collect();
-    let by_node: HashMap<&str, &WeightedLayer> =
-        layers.iter().map(|l| (l.node.as_str(), l)).collect();
+    let links = model.link_layers(manifest)?;
     let mut proto = model.proto.clone();
     let mut errors = Vec::new();
     let mut new_nodes = Vec::new();
-    for (i, (layer, &b)) in manifest.layers.iter().zip(bits).enumerate() {
-        let Some(link) = &layer.weight else { continue };
-        let Some(wl) = by_weight
-            .get(link.as_str())
-            .or_else(|| by_node.get(link.as_str()))
-        else {
-            errors.push(FieldError::new(format!("layers[{i}].weight"), format!("layer {:?} links weight {link:?}, which is not the weight of any Conv/ConvTranspose/Gemm/MatMul in the model", layer.name)));
-            continue;
-        };
+    for ((layer, &b), wl) in manifest.layers.iter().zip(bits).zip(&links) {
+        let Some(wl) = wl else { continue };
         if b > 8 {
             errors.push(FieldError::new(
                 layer.name.clone(),

@@ -305,6 +305,44 @@ impl OnnxModel {
     }
 }
 
+impl OnnxModel {
+    /// For each manifest layer, the model layer its `weight` links to (by weight tensor or node
+    /// name); `None` for unlinked layers. Every broken link is reported with its JSON path.
+    pub fn link_layers(&self, manifest: &crate::Manifest) -> Result<Vec<Option<WeightedLayer>>> {
+        let layers = self.weighted_layers()?;
+        let mut out = Vec::with_capacity(manifest.layers.len());
+        let mut errors = Vec::new();
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            let Some(link) = &layer.weight else {
+                out.push(None);
+                continue;
+            };
+            match layers
+                .iter()
+                .find(|l| &l.weight == link)
+                .or_else(|| layers.iter().find(|l| &l.node == link))
+            {
+                Some(wl) => out.push(Some(wl.clone())),
+                None => {
+                    errors.push(crate::FieldError::new(
+                        format!("layers[{i}].weight"),
+                        format!("layer {:?} links weight {link:?}, which is not the weight of any Conv/ConvTranspose/Gemm/MatMul in the model", layer.name),
+                    ));
+                    out.push(None);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(Error::Invalid {
+                what: "manifest",
+                errors,
+            })
+        }
+    }
+}
+
 /// The manifest with every linked layer's `perturbation` measured from the model's real weights:
 /// `||Q_b(W) - W||^2` for each allowed bit, by Double Rounding from the highest bit-width with the
 /// manifest's rounding. Layers without a `weight` link keep what they had.
@@ -312,32 +350,19 @@ pub fn measure_perturbations(
     model: &OnnxModel,
     manifest: &crate::Manifest,
 ) -> Result<crate::Manifest> {
-    let layers = model.weighted_layers()?;
-    let by_weight: HashMap<&str, &WeightedLayer> =
-        layers.iter().map(|l| (l.weight.as_str(), l)).collect();
-    let by_node: HashMap<&str, &WeightedLayer> =
-        layers.iter().map(|l| (l.node.as_str(), l)).collect();
+    let links = model.link_layers(manifest)?;
     let mut out = manifest.clone();
     let mut errors = Vec::new();
-    for (i, layer) in out.layers.iter_mut().enumerate() {
-        let Some(link) = &layer.weight else { continue };
-        let Some(wl) = by_weight
-            .get(link.as_str())
-            .or_else(|| by_node.get(link.as_str()))
-        else {
-            errors.push(crate::FieldError::new(
-                format!("layers[{i}].weight"),
-                format!("layer {:?} links weight {link:?}, which is not the weight of any Conv/ConvTranspose/Gemm/MatMul in the model", layer.name),
-            ));
-            continue;
-        };
+    for (i, (layer, wl)) in out.layers.iter_mut().zip(&links).enumerate() {
+        let Some(wl) = wl else { continue };
         if wl.params() as u64 != layer.params {
             errors.push(crate::FieldError::new(
                 format!("layers[{i}].params"),
                 format!(
-                    "layer {:?} says {} weights but {link:?} in the model has {} (shape {:?})",
+                    "layer {:?} says {} weights but {:?} in the model has {} (shape {:?})",
                     layer.name,
                     layer.params,
+                    wl.weight,
                     wl.params(),
                     wl.shape
                 ),

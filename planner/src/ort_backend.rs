@@ -64,7 +64,7 @@ impl Backend for OrtBackend {
 }
 
 impl Session for OrtSession {
-    fn run(&mut self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Tensor> {
+    fn run(&mut self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Vec<Tensor>> {
         let rt = |e: ort::Error| Error::Runtime(format!("inference failed: {e}"));
         let mut feeds = Vec::with_capacity(inputs.len());
         for &(name, shape, data) in inputs {
@@ -72,10 +72,14 @@ impl Session for OrtSession {
             feeds.push((name, TensorRef::from_array_view((shape, data)).map_err(rt)?));
         }
         let outputs = self.0.run(feeds).map_err(rt)?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(rt)?;
-        Ok(Tensor {
-            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-            data: data.to_vec(),
-        })
+        let mut out = Vec::with_capacity(outputs.len());
+        for (_, value) in outputs.iter() {
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(rt)?;
+            out.push(Tensor {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data: data.to_vec(),
+            });
+        }
+        Ok(out)
     }
 }

@@ -1,7 +1,7 @@
 //! Evaluation with ONNX Runtime on the digits fixture: the fp32 and uniform-bit accuracies of its
 //! README table are reproduced to within one image (1/540).
 
-use planner::eval::{Evaluator, Scheme};
+use planner::eval::{EvalOptions, Evaluator, Scheme};
 use planner::npz::ValidationSet;
 use planner::onnx::OnnxModel;
 use planner::ort_backend::OrtBackend;
@@ -26,6 +26,10 @@ fn ort_lib() -> PathBuf {
 }
 
 fn evaluator() -> Evaluator<planner::ort_backend::OrtSession> {
+    evaluator_with(EvalOptions::default())
+}
+
+fn evaluator_with(options: EvalOptions) -> Evaluator<planner::ort_backend::OrtSession> {
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let model = OnnxModel::from_bytes(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
@@ -39,7 +43,7 @@ fn evaluator() -> Evaluator<planner::ort_backend::OrtSession> {
         &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
     )
     .unwrap();
-    Evaluator::new(&backend, &model, &manifest, data, 128).unwrap()
+    Evaluator::new(&backend, &model, &manifest, data, options).unwrap()
 }
 
 const ONE_IMAGE: f64 = 1.0 / 540.0 + 1e-9;
@@ -126,7 +130,10 @@ fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
         let want = ev.logits(&bits).unwrap();
         let data = ev.data().clone();
         let mut session = backend.session(&qdq).unwrap();
-        let got = session.run(&[("input", &data.x_shape, &data.x)]).unwrap();
+        let got = session
+            .run(&[("input", &data.x_shape, &data.x)])
+            .unwrap()
+            .swap_remove(0);
         assert_eq!(got.shape, want.shape);
         let worst = got
             .data
@@ -139,4 +146,32 @@ fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
             "{bits:?}: QDQ outputs differ from fake-quant by {worst}"
         );
     }
+}
+
+#[test]
+fn activation_fake_quantization_follows_the_manifest_bits() {
+    let mut weights_only = evaluator();
+    let mut with_acts = evaluator_with(EvalOptions {
+        quantize_activations: true,
+        ..EvalOptions::default()
+    });
+    let w8 = weights_only.evaluate(&[8; 4]).unwrap();
+    let a8 = with_acts.evaluate(&[8; 4]).unwrap();
+    assert!(a8.activations_quantized && !w8.activations_quantized);
+    // 8-bit activations cost at most a couple of images on this set, and cost some output SNR.
+    assert!(
+        (a8.accuracy.unwrap() - w8.accuracy.unwrap()).abs() <= 2.0 * ONE_IMAGE,
+        "{a8:?} vs {w8:?}"
+    );
+    assert!(
+        a8.sqnr_db < w8.sqnr_db && a8.sqnr_db > 20.0,
+        "{} vs {}",
+        a8.sqnr_db,
+        w8.sqnr_db
+    );
+    // 2-bit activations ("same" as the weights) hurt on top of 2-bit weights.
+    let w2 = weights_only.evaluate(&[8, 2, 2, 2]).unwrap();
+    let a2 = with_acts.evaluate(&[8, 2, 2, 2]).unwrap();
+    assert!(a2.sqnr_db < w2.sqnr_db, "{} vs {}", a2.sqnr_db, w2.sqnr_db);
+    assert!(a2.accuracy.unwrap() < w2.accuracy.unwrap());
 }

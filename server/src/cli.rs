@@ -144,6 +144,10 @@ struct EvaluateArgs {
     bits: PathBuf,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
+    /// Also fake-quantize each planned layer's input activations at the manifest's
+    /// activation_bits, with ranges calibrated on the validation set (min/max).
+    #[arg(long)]
+    quantize_activations: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
     #[arg(long, value_enum, default_value = "table")]
@@ -470,8 +474,11 @@ fn evaluate(args: EvaluateArgs) -> Result<u8, Failure> {
         &ort_library(&args.runtime.ort_lib)?,
         args.runtime.threads,
     )?;
-    let mut evaluator =
-        planner::eval::Evaluator::new(&backend, &model, &manifest, data, args.batch_size)?;
+    let options = planner::eval::EvalOptions {
+        batch_size: args.batch_size,
+        quantize_activations: args.quantize_activations,
+    };
+    let mut evaluator = planner::eval::Evaluator::new(&backend, &model, &manifest, data, options)?;
     let metrics = evaluator.evaluate(&bits)?;
     print!(
         "{}",
