@@ -25,11 +25,11 @@ fn ort_lib() -> PathBuf {
     path
 }
 
-fn evaluator() -> Evaluator<planner::ort_backend::OrtSession> {
+fn evaluator() -> Evaluator<OrtBackend> {
     evaluator_with(EvalOptions::default())
 }
 
-fn evaluator_with(options: EvalOptions) -> Evaluator<planner::ort_backend::OrtSession> {
+fn evaluator_with(options: EvalOptions) -> Evaluator<OrtBackend> {
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let model = OnnxModel::from_bytes(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),

@@ -1,0 +1,59 @@
+//! Candidates evaluated per second on the digits fixture (used by `scripts/bench`).
+//! Usage: eval_throughput ORT_LIB N
+//! Prints one JSON line: candidates per second and where the time went.
+
+use planner::eval::{EvalOptions, Evaluator};
+use planner::npz::ValidationSet;
+use planner::onnx::OnnxModel;
+use planner::ort_backend::OrtBackend;
+use planner::synth::Rng;
+use planner::Manifest;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (lib, n) = (&args[1], args[2].parse::<usize>().expect("N"));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let started = Instant::now();
+    let backend = OrtBackend::new(std::path::Path::new(lib), 1).unwrap();
+    let model = OnnxModel::from_bytes(
+        &std::fs::read(root.join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap();
+    let manifest = Manifest::from_json(
+        &std::fs::read_to_string(root.join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let data = ValidationSet::from_npz(
+        &std::fs::read(root.join("testdata/digits-cnn/digits_val.npz")).unwrap(),
+    )
+    .unwrap();
+    let mut ev = Evaluator::new(
+        &backend,
+        &model,
+        &manifest,
+        data,
+        EvalOptions {
+            batch_size: 540,
+            ..EvalOptions::default()
+        },
+    )
+    .unwrap();
+    let setup_s = started.elapsed().as_secs_f64();
+    let mut rng = Rng::new(7);
+    let t = Instant::now();
+    let mut acc = 0.0;
+    for _ in 0..n {
+        let bits: Vec<u8> = manifest
+            .layers
+            .iter()
+            .map(|l| l.choices()[rng.below(l.choices().len() as u64) as usize])
+            .collect();
+        acc += ev.evaluate(&bits).unwrap().accuracy.unwrap();
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"candidates_per_s": n as f64 / s, "setup_s": setup_s, "mean_accuracy": acc / n as f64, "timings": ev.timings})
+    );
+}
