@@ -38,6 +38,7 @@ pub mod export;
 mod front;
 mod hasb;
 mod ilp;
+pub mod ingest;
 mod manifest;
 pub mod npz;
 pub mod onnx;

@@ -37,6 +37,8 @@ enum Command {
     Evaluate(EvaluateArgs),
     /// Fill the manifest's `perturbation` with ||Q_b(W)-W||^2 measured from the model's weights.
     Measure(MeasureArgs),
+    /// Derive a manifest from an ONNX model (weights, MACs at an input shape) and Hessian traces.
+    Manifest(ManifestArgs),
     /// Write a candidate as a deployable QDQ ONNX model (int8 weights + DequantizeLinear) and its
     /// bit configuration as JSON.
     Export(ExportArgs),
@@ -155,6 +157,27 @@ struct EvaluateArgs {
 }
 
 #[derive(Debug, Args)]
+struct ManifestArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Traces: {"<layer|tensor|node>": trace} or {"<name>": {"hessian_trace": x}} (or
+    /// hessian_trace_per_param).
+    #[arg(long, value_name = "TRACES.json")]
+    traces: PathBuf,
+    /// Input shape for the MAC count, e.g. 1,3,224,224 (default: the model's, dynamic dims as 1).
+    #[arg(long, value_name = "DIMS", value_delimiter = ',')]
+    input_shape: Option<Vec<usize>>,
+    /// Candidate bit-widths.
+    #[arg(long, value_delimiter = ',', default_value = "8,6,5,4,3,2")]
+    bits: Vec<u8>,
+    /// Manifest name (default: the model file's stem).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
 struct ExportArgs {
     /// Supernet manifest (JSON); its layers link their ONNX weights with `weight`.
     manifest: PathBuf,
@@ -244,6 +267,7 @@ pub fn run() -> ExitCode {
         Command::Evaluate(args) => evaluate(args),
         Command::Measure(args) => measure(args),
         Command::Export(args) => export(args),
+        Command::Manifest(args) => manifest(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -533,4 +557,73 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
         config_path.display()
     );
     Ok(0)
+}
+
+fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
+    let model = load_model(&args.model)?;
+    let traces: serde_json::Value = serde_json::from_str(&read(&args.traces, "traces")?)
+        .map_err(|e| Failure::invalid(format!("{}: malformed JSON: {e}", args.traces.display())))?;
+    let input_shape = match args.input_shape {
+        Some(s) if s.iter().all(|&d| d > 0) && !s.is_empty() => s,
+        Some(s) => {
+            return Err(Failure::invalid(format!(
+                "--input-shape {s:?}: every dimension must be positive"
+            )))
+        }
+        None => model_input_shape(&model).ok_or_else(|| {
+            Failure::invalid("the model declares no input shape: pass --input-shape")
+        })?,
+    };
+    let name = args.name.unwrap_or_else(|| {
+        args.model
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+    });
+    let backend = planner::ort_backend::OrtBackend::new(
+        &ort_library(&args.runtime.ort_lib)?,
+        args.runtime.threads,
+    )?;
+    let m = planner::ingest::derive_manifest(
+        &backend,
+        &model,
+        &name,
+        &traces,
+        &input_shape,
+        &args.bits,
+    )
+    .map_err(in_file(&args.traces))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&m.to_json()).expect("JSON")
+    );
+    Ok(0)
+}
+
+/// The declared shape of the model's first non-initializer input, dynamic dimensions as 1.
+fn model_input_shape(model: &planner::onnx::OnnxModel) -> Option<Vec<usize>> {
+    use planner::onnx::pb;
+    let g = model.graph();
+    let inits: std::collections::HashSet<_> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    let input = g
+        .input
+        .iter()
+        .find(|i| !i.name.as_deref().is_some_and(|n| inits.contains(n)))?;
+    let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => v as usize,
+                _ => 1,
+            })
+            .collect(),
+    )
 }

@@ -259,3 +259,48 @@ fn export_writes_a_qdq_model_and_its_bit_configuration() {
         serde_json::json!({"conv1": 8, "conv2": 3, "fc1": 4, "fc2": 8})
     );
 }
+
+#[test]
+fn manifest_derives_params_and_macs_and_names_missing_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("testdata/digits-cnn/digits_cnn_layers.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let layers = fixture["layers"].as_array().unwrap();
+    // Traces by module name, by tensor name and per parameter: all three spellings merge.
+    let traces = serde_json::json!({
+        "conv1": layers[0]["hessian_trace"],
+        "conv2.weight": layers[1]["hessian_trace"],
+        "fc1": {"hessian_trace_per_param": layers[2]["hessian_trace_per_param"]},
+        "/fc2/Gemm": {"hessian_trace": layers[3]["hessian_trace"]},
+    });
+    let path = write(dir.path(), "traces.json", traces.to_string().as_bytes());
+    let out = bitplan(&["manifest", MODEL, "--traces", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for (got, want) in m["layers"].as_array().unwrap().iter().zip(layers) {
+        assert_eq!(got["name"], want["name"]);
+        assert_eq!(got["params"], want["params"]);
+        assert_eq!(got["macs"], want["macs"], "{}", want["name"]);
+        assert_eq!(got["weight"], want["weight_initializer"]);
+        let t = got["hessian_trace"].as_f64().unwrap();
+        assert!((t - want["hessian_trace"].as_f64().unwrap()).abs() <= 1e-9 * t);
+    }
+
+    let partial = write(
+        dir.path(),
+        "partial.json",
+        br#"{"conv1": 0.3, "conv2": 0.3, "fc9": 1.0}"#,
+    );
+    let out = bitplan(&["manifest", MODEL, "--traces", &partial]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(
+        e.contains("fc1: no trace for this layer")
+            && e.contains("fc2: no trace")
+            && e.contains("fc9: names no weighted layer"),
+        "{e}"
+    );
+}
