@@ -318,8 +318,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                 continue;
             };
             let fp32 = model.weight_values(wl)?;
-            let high =
-                HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits());
+            let high = model.high_bit_weights(wl, manifest.highest_bits())?;
             let name = format!("bitplan.weight.{i}");
             g.node[*op].input[1] = name.clone();
             let slot = g.initializer.len();

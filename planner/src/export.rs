@@ -5,34 +5,10 @@
 
 use crate::error::{Error, FieldError, Result};
 use crate::manifest::Manifest;
-use crate::onnx::{pb, OnnxModel, WeightedLayer};
-use crate::quant::HighBitWeights;
+use crate::onnx::{pb, OnnxModel};
 use prost::Message;
 
 const WHAT: &str = "export";
-
-/// The output-channel axis of a weighted op's weight (the DequantizeLinear `axis`).
-fn channel_axis(model: &OnnxModel, wl: &WeightedLayer) -> i64 {
-    let node = model
-        .graph()
-        .node
-        .iter()
-        .find(|n| n.input.get(1) == Some(&wl.weight));
-    let trans_b = node
-        .and_then(|n| {
-            n.attribute
-                .iter()
-                .find(|a| a.name.as_deref() == Some("transB"))
-        })
-        .and_then(|a| a.i)
-        .unwrap_or(0);
-    match wl.op_type.as_str() {
-        "ConvTranspose" => 1,
-        "Gemm" if trans_b == 0 => 1,
-        "MatMul" => wl.shape.len() as i64 - 1,
-        _ => 0,
-    }
-}
 
 fn tensor(
     name: String,
@@ -74,13 +50,12 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
             ));
             continue;
         }
-        let fp32 = model.weight_values(wl)?;
-        let high = HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits());
+        let high = model.high_bit_weights(wl, manifest.highest_bits())?;
         let (q, mult) = high.lower(b, manifest.rounding);
         let base = format!("{}.bitplan_w{b}", wl.weight);
         let dims: Vec<i64> = wl.shape.iter().map(|&d| d as i64).collect();
         let g = proto.graph.as_mut().expect("checked on load");
-        let axis = channel_axis(model, wl);
+        let axis = wl.axis as i64;
         // Per-channel scales in the order of the channel axis.
         let scales: Vec<u8> = high
             .scales
@@ -105,6 +80,18 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
             pb::tensor_proto::DataType::Int8,
             vec![0; wl.channels],
         ));
+        // ONNX Runtime (extended optimizations and up) fuses DequantizeLinear -> MatMul, and
+        // -> Gemm with the weight's channels last, into MatMulIntegerToFloat, which quantizes the
+        // activations dynamically and no longer computes the model as written (measured: 0.025
+        // max abs error on a 32x8 layer). A shape-preserving Reshape between them blocks the
+        // fusion and keeps the outputs equal to the fake-quantized evaluation.
+        let channels_last =
+            axis == wl.shape.len() as i64 - 1 && matches!(wl.op_type.as_str(), "MatMul" | "Gemm");
+        let dq_out = if channels_last {
+            format!("{base}.dq")
+        } else {
+            base.clone()
+        };
         new_nodes.push(pb::NodeProto {
             name: Some(format!("{base}.DequantizeLinear")),
             op_type: Some("DequantizeLinear".into()),
@@ -113,7 +100,7 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
                 format!("{base}.scale"),
                 format!("{base}.zero_point"),
             ],
-            output: vec![base.clone()],
+            output: vec![dq_out.clone()],
             attribute: vec![pb::AttributeProto {
                 name: Some("axis".into()),
                 i: Some(axis),
@@ -122,6 +109,26 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
             }],
             ..Default::default()
         });
+        if channels_last {
+            let shape: Vec<u8> = wl
+                .shape
+                .iter()
+                .flat_map(|&d| (d as i64).to_le_bytes())
+                .collect();
+            g.initializer.push(tensor(
+                format!("{base}.shape"),
+                vec![wl.shape.len() as i64],
+                pb::tensor_proto::DataType::Int64,
+                shape,
+            ));
+            new_nodes.push(pb::NodeProto {
+                name: Some(format!("{base}.Reshape")),
+                op_type: Some("Reshape".into()),
+                input: vec![dq_out, format!("{base}.shape")],
+                output: vec![base.clone()],
+                ..Default::default()
+            });
+        }
         for n in g.node.iter_mut() {
             if n.input.get(1) == Some(&wl.weight)
                 && matches!(

@@ -86,7 +86,12 @@ pub fn derive_manifest<B: Backend>(
             per_sample(&shapes[2 * i + 1]) * params / l.channels.max(1) as u64
         };
         let names = aliases(l);
-        let layer_name = names[1.min(names.len() - 1)].clone();
+        // PyTorch exports name weights `<module>.weight`: the module is the layer; else the node.
+        let layer_name = l
+            .weight
+            .strip_suffix(".weight")
+            .unwrap_or(&l.node)
+            .to_string();
         let found = names
             .iter()
             .find_map(|n| traces.get(n).map(|v| (n.clone(), v)));

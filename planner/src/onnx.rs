@@ -46,6 +46,8 @@ pub struct WeightedLayer {
     /// Name of the weight tensor the op consumes.
     pub weight: String,
     pub shape: Vec<usize>,
+    /// The output-channel axis of the weight.
+    pub axis: usize,
     /// Number of output channels and elements per channel step: element `i` is in channel
     /// `(i / inner) % channels`.
     pub channels: usize,
@@ -226,17 +228,20 @@ impl OnnxModel {
                     format!("{op} weight {weight:?} has shape {shape:?}, expected {want}"),
                 )
             };
+            let axis = match op {
+                "ConvTranspose" => 1,
+                "Gemm" if attr(node, "transB").and_then(|a| a.i).unwrap_or(0) != 0 => 0,
+                "Gemm" => 1,
+                "MatMul" => shape.len().saturating_sub(1),
+                _ => 0,
+            };
             let (channels, inner) = match op {
-                "Conv" if shape.len() >= 3 => (shape[0], shape[1..].iter().product()),
-                "ConvTranspose" if shape.len() >= 3 => (shape[1], shape[2..].iter().product()),
-                "Gemm" if shape.len() == 2 => {
-                    if attr(node, "transB").and_then(|a| a.i).unwrap_or(0) != 0 {
-                        (shape[0], shape[1])
-                    } else {
-                        (shape[1], 1)
-                    }
+                "Conv" | "ConvTranspose" if shape.len() >= 3 => {
+                    (shape[axis], shape[axis + 1..].iter().product())
                 }
-                "MatMul" if shape.len() >= 2 => (shape[shape.len() - 1], 1),
+                "Gemm" | "MatMul" if shape.len() == 2 || (op == "MatMul" && shape.len() > 2) => {
+                    (shape[axis], shape[axis + 1..].iter().product())
+                }
                 "Conv" | "ConvTranspose" => return Err(bad_rank("rank >= 3")),
                 "Gemm" => return Err(bad_rank("rank 2")),
                 _ => return Err(bad_rank("rank >= 2")),
@@ -246,6 +251,7 @@ impl OnnxModel {
                 op_type: op.to_string(),
                 weight: weight.clone(),
                 shape,
+                axis,
                 channels,
                 inner,
                 source,
@@ -306,6 +312,72 @@ impl OnnxModel {
 }
 
 impl OnnxModel {
+    /// The layer's highest-bit integer store at `bits`. Integer weights behind a DequantizeLinear
+    /// are taken as they are when they already are that store (int8 at 8 bits, zero points 0,
+    /// scales per tensor or per output channel); otherwise the fp32 values are quantized.
+    pub fn high_bit_weights(
+        &self,
+        wl: &WeightedLayer,
+        bits: u8,
+    ) -> Result<crate::quant::HighBitWeights> {
+        if let (WeightSource::Dequantized { node, integer }, 8) = (&wl.source, bits) {
+            let constants = self.constants();
+            let dq = self
+                .graph()
+                .node
+                .iter()
+                .find(|n| &node_name(n) == node)
+                .expect("found when listing layers");
+            let (q_t, _) = constants[integer.as_str()];
+            let get = |i: usize| {
+                dq.input
+                    .get(i)
+                    .filter(|s| !s.is_empty())
+                    .and_then(|n| constants.get(n.as_str()))
+                    .map(|(t, _)| *t)
+            };
+            let is_int8 = q_t.data_type == Some(pb::tensor_proto::DataType::Int8 as i32);
+            let axis = attr(dq, "axis").and_then(|a| a.i).unwrap_or(1);
+            let axis = if axis < 0 {
+                axis + wl.shape.len() as i64
+            } else {
+                axis
+            } as usize;
+            if let (true, Some(scale_t)) = (is_int8, get(1)) {
+                let scales = tensor_values(scale_t)?;
+                let zero = match get(2) {
+                    Some(z) => tensor_values(z)?,
+                    None => vec![0.0],
+                };
+                let per_channel_ok =
+                    scales.len() == 1 || (axis == wl.axis && scales.len() == wl.channels);
+                if zero.iter().all(|&z| z == 0.0) && per_channel_ok {
+                    let q: Vec<i32> = tensor_values(q_t)?.iter().map(|&v| v as i32).collect();
+                    if q.iter().all(|v| v.abs() <= 127) {
+                        let scales = if scales.len() == 1 {
+                            vec![scales[0]; wl.channels]
+                        } else {
+                            scales
+                        };
+                        return Ok(crate::quant::HighBitWeights {
+                            bits,
+                            q,
+                            scales,
+                            inner: wl.inner,
+                        });
+                    }
+                }
+            }
+        }
+        let w = self.weight_values(wl)?;
+        Ok(crate::quant::HighBitWeights::quantize(
+            &w,
+            wl.channels,
+            wl.inner,
+            bits,
+        ))
+    }
+
     /// For each manifest layer, the model layer its `weight` links to (by weight tensor or node
     /// name); `None` for unlinked layers. Every broken link is reported with its JSON path.
     pub fn link_layers(&self, manifest: &crate::Manifest) -> Result<Vec<Option<WeightedLayer>>> {

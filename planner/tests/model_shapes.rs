@@ -1,0 +1,266 @@
+//! Weights in the shapes real models store them: int8 behind DequantizeLinear (Conv), a Constant
+//! node laid out [in, out] (MatMul), and Gemm without transB. Ingest, evaluation and QDQ export
+//! must agree on every layout.
+
+use planner::eval::{Backend, EvalOptions, Evaluator, Session};
+use planner::npz::ValidationSet;
+use planner::onnx::{pb, OnnxModel, WeightSource};
+use planner::ort_backend::OrtBackend;
+use planner::synth::Rng;
+use prost::Message;
+use std::path::PathBuf;
+
+fn ort_lib() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = std::env::var_os("BITPLAN_ORT_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".cache/onnxruntime-1.32.0/libonnxruntime.so"));
+    assert!(
+        path.exists(),
+        "ONNX Runtime library not found at {}: run scripts/test (or scripts/setup) first",
+        path.display()
+    );
+    path
+}
+
+fn tensor(
+    name: &str,
+    dims: &[i64],
+    dt: pb::tensor_proto::DataType,
+    raw: Vec<u8>,
+) -> pb::TensorProto {
+    pb::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(dt as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+fn floats(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| (rng.range(-1.0, 1.0) as f32).to_le_bytes())
+        .collect()
+}
+
+fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        i: Some(v),
+        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(if d < 0 {
+                Value::DimParam("N".into())
+            } else {
+                Value::DimValue(d)
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// x [N,1,4,4] -> Conv(int8 W via DequantizeLinear, pad 1) -> Flatten -> MatMul(Constant [32,8]) -> Gemm(B [8,5], transB=0)
+fn model() -> Vec<u8> {
+    use pb::tensor_proto::DataType as D;
+    let mut rng = Rng::new(3);
+    let q: Vec<u8> = (0..18)
+        .map(|_| (rng.below(255) as i64 - 127) as i8 as u8)
+        .collect();
+    let scales: Vec<u8> = [0.01f32, 0.02]
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let constant = pb::NodeProto {
+        op_type: Some("Constant".into()),
+        name: Some("mm_const".into()),
+        output: vec!["mm.w".into()],
+        attribute: vec![pb::AttributeProto {
+            name: Some("value".into()),
+            t: Some(tensor("mm.w", &[32, 8], D::Float, floats(&mut rng, 256))),
+            r#type: Some(pb::attribute_proto::AttributeType::Tensor as i32),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: Some("shapes".into()),
+        node: vec![
+            node(
+                "DequantizeLinear",
+                "conv_dq",
+                &["conv.q", "conv.scale", "conv.zp"],
+                "conv.w",
+                vec![attr_int("axis", 0)],
+            ),
+            node(
+                "Conv",
+                "conv",
+                &["x", "conv.w"],
+                "c",
+                vec![pb::AttributeProto {
+                    name: Some("pads".into()),
+                    ints: vec![1, 1, 1, 1],
+                    r#type: Some(pb::attribute_proto::AttributeType::Ints as i32),
+                    ..Default::default()
+                }],
+            ),
+            node("Relu", "relu", &["c"], "r", vec![]),
+            node("Flatten", "flat", &["r"], "f", vec![]),
+            constant,
+            node("MatMul", "mm", &["f", "mm.w"], "m", vec![]),
+            node(
+                "Gemm",
+                "gemm",
+                &["m", "gemm.b", "gemm.c"],
+                "y",
+                vec![attr_int("transB", 0)],
+            ),
+        ],
+        initializer: vec![
+            tensor("conv.q", &[2, 1, 3, 3], D::Int8, q),
+            tensor("conv.scale", &[2], D::Float, scales),
+            tensor("conv.zp", &[2], D::Int8, vec![0, 0]),
+            tensor("gemm.b", &[8, 5], D::Float, floats(&mut rng, 40)),
+            tensor("gemm.c", &[5], D::Float, floats(&mut rng, 5)),
+        ],
+        input: vec![value_info("x", &[-1, 1, 4, 4])],
+        output: vec![value_info("y", &[-1, 5])],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
+    let bytes = model();
+    let model = OnnxModel::from_bytes(&bytes).unwrap();
+    let layers = model.weighted_layers().unwrap();
+    let summary: Vec<(&str, usize, usize)> = layers
+        .iter()
+        .map(|l| (l.op_type.as_str(), l.channels, l.inner))
+        .collect();
+    assert_eq!(summary, [("Conv", 2, 9), ("MatMul", 8, 1), ("Gemm", 5, 1)]);
+    assert!(matches!(layers[0].source, WeightSource::Dequantized { .. }));
+    assert_eq!(layers[1].source, WeightSource::Constant);
+    // int8 weights are taken as they are: dequantized values are exact multiples of the scale
+    let w = model.weight_values(&layers[0]).unwrap();
+    assert!(w[..9]
+        .iter()
+        .all(|v| ((v / 0.01).round() * 0.01 - v).abs() < 1e-6));
+    let store = model.high_bit_weights(&layers[0], 8).unwrap();
+    assert_eq!(
+        store.scales,
+        vec![0.01, 0.02],
+        "the int8 model's own scales are the 8-bit store"
+    );
+    assert_eq!(
+        store.dequantize(8, planner::Rounding::HalfAwayFromZero),
+        w,
+        "8 bits reproduces the stored weights exactly"
+    );
+    // At another highest bit-width the stored integers cannot serve; the weights are re-quantized.
+    assert_eq!(model.high_bit_weights(&layers[0], 6).unwrap().bits, 6);
+
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let traces = serde_json::json!({"conv": 1.0, "mm": 2.0, "gemm": 0.5});
+    let manifest = planner::ingest::derive_manifest(
+        &backend,
+        &model,
+        "shapes",
+        &traces,
+        &[1, 1, 4, 4],
+        &[8, 6, 4, 3, 2],
+    )
+    .unwrap();
+    let macs: Vec<u64> = manifest.layers.iter().map(|l| l.macs).collect();
+    assert_eq!(macs, [2 * 4 * 4 * 9, 8 * 32, 5 * 8]);
+    let names: Vec<&str> = manifest.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["conv", "mm", "gemm"]);
+
+    let mut rng = Rng::new(9);
+    let n = 64;
+    let data = ValidationSet {
+        x: (0..n * 16).map(|_| rng.range(0.0, 1.0) as f32).collect(),
+        x_shape: vec![n, 1, 4, 4],
+        y: Some((0..n).map(|_| rng.below(5) as i64).collect()),
+    };
+    let mut ev = Evaluator::new(
+        &backend,
+        &model,
+        &manifest,
+        data.clone(),
+        EvalOptions {
+            batch_size: 16,
+            ..EvalOptions::default()
+        },
+    )
+    .unwrap();
+    for bits in [[8u8, 8, 8], [4, 3, 2], [2, 6, 3]] {
+        let m = ev.evaluate(&bits).unwrap();
+        assert!(m.sqnr_db.is_finite());
+        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        let want = ev.logits(&bits).unwrap();
+        let got = backend
+            .session(&qdq)
+            .unwrap()
+            .run(&[("x", &data.x_shape, &data.x)])
+            .unwrap()
+            .swap_remove(0);
+        let worst = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{bits:?}: QDQ differs from fake-quant by {worst}"
+        );
+    }
+}
