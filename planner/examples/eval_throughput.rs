@@ -1,4 +1,5 @@
-//! Candidates evaluated per second on the digits fixture (used by `scripts/bench`).
+//! Candidates evaluated per second on the digits fixture (used by `scripts/bench`): N distinct
+//! configurations in a seeded random order (no candidate twice, so no free repeats).
 //! Usage: eval_throughput ORT_LIB N
 //! Prints one JSON line: candidates per second and where the time went.
 
@@ -40,16 +41,31 @@ fn main() {
     )
     .unwrap();
     let setup_s = started.elapsed().as_secs_f64();
+    // Every configuration once, in a seeded random order.
+    let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+    for l in &manifest.layers {
+        all = all
+            .iter()
+            .flat_map(|p| {
+                l.choices()
+                    .into_iter()
+                    .map(move |b| [p.clone(), vec![b]].concat())
+            })
+            .collect();
+    }
     let mut rng = Rng::new(7);
+    for i in (1..all.len()).rev() {
+        all.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let n = n.min(all.len());
     let t = Instant::now();
     let mut acc = 0.0;
-    for _ in 0..n {
-        let bits: Vec<u8> = manifest
-            .layers
-            .iter()
-            .map(|l| l.choices()[rng.below(l.choices().len() as u64) as usize])
-            .collect();
-        acc += ev.evaluate(&bits).unwrap().accuracy.unwrap();
+    for bits in &all[..n] {
+        let a = ev.evaluate(bits).unwrap().accuracy.unwrap();
+        if std::env::var_os("EVAL_TRACE").is_some() {
+            eprintln!("{bits:?} {a}");
+        }
+        acc += a;
     }
     let s = t.elapsed().as_secs_f64();
     println!(

@@ -47,6 +47,7 @@ pub mod ort_backend;
 mod plan;
 mod problem;
 pub mod quant;
+mod segment;
 pub mod synth;
 
 pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};

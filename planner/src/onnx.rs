@@ -158,6 +158,15 @@ impl OnnxModel {
         self.proto.graph.as_ref().expect("checked on load")
     }
 
+    /// The node of that name (or, unnamed, of that first output), which listing layers found.
+    fn node_named(&self, name: &str) -> &pb::NodeProto {
+        self.graph()
+            .node
+            .iter()
+            .find(|n| node_name(n) == name)
+            .expect("found when listing layers")
+    }
+
     /// Every constant tensor by name: initializers and Constant node outputs.
     pub fn constants(&self) -> HashMap<&str, (&pb::TensorProto, WeightSource)> {
         let g = self.graph();
@@ -268,12 +277,7 @@ impl OnnxModel {
                 tensor_values(constants[layer.weight.as_str()].0)
             }
             WeightSource::Dequantized { node, integer } => {
-                let dq = self
-                    .graph()
-                    .node
-                    .iter()
-                    .find(|n| &node_name(n) == node)
-                    .expect("found when listing layers");
+                let dq = self.node_named(node);
                 let q = tensor_values(constants[integer.as_str()].0)?;
                 let value_of = |i: usize| -> Result<Vec<f32>> {
                     match dq.input.get(i).filter(|s| !s.is_empty()) {
@@ -322,12 +326,7 @@ impl OnnxModel {
     ) -> Result<crate::quant::HighBitWeights> {
         if let (WeightSource::Dequantized { node, integer }, 8) = (&wl.source, bits) {
             let constants = self.constants();
-            let dq = self
-                .graph()
-                .node
-                .iter()
-                .find(|n| &node_name(n) == node)
-                .expect("found when listing layers");
+            let dq = self.node_named(node);
             let (q_t, _) = constants[integer.as_str()];
             let get = |i: usize| {
                 dq.input

@@ -1,29 +1,13 @@
 //! Evaluation with ONNX Runtime on the digits fixture: the fp32 and uniform-bit accuracies of its
 //! README table are reproduced to within one image (1/540).
 
+mod common;
+use common::{max_rel_diff, ort_lib, repo};
 use planner::eval::{EvalOptions, Evaluator, Scheme};
 use planner::npz::ValidationSet;
 use planner::onnx::OnnxModel;
 use planner::ort_backend::OrtBackend;
 use planner::Manifest;
-use std::path::PathBuf;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `BITPLAN_ORT_LIB`, or where `scripts/setup` puts the library.
-fn ort_lib() -> PathBuf {
-    let path = std::env::var_os("BITPLAN_ORT_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".cache/onnxruntime-1.32.0/libonnxruntime.so"));
-    assert!(
-        path.exists(),
-        "ONNX Runtime library not found at {}: run scripts/test (or scripts/setup) first",
-        path.display()
-    );
-    path
-}
 
 fn evaluator() -> Evaluator<OrtBackend> {
     evaluator_with(EvalOptions::default())
@@ -135,12 +119,7 @@ fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
             .unwrap()
             .swap_remove(0);
         assert_eq!(got.shape, want.shape);
-        let worst = got
-            .data
-            .iter()
-            .zip(&want.data)
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-            .fold(0f32, f32::max);
+        let worst = max_rel_diff(&got.data, &want.data);
         assert!(
             worst <= 1e-5,
             "{bits:?}: QDQ outputs differ from fake-quant by {worst}"
@@ -174,4 +153,60 @@ fn activation_fake_quantization_follows_the_manifest_bits() {
     let a2 = with_acts.evaluate(&[8, 2, 2, 2]).unwrap();
     assert!(a2.sqnr_db < w2.sqnr_db, "{} vs {}", a2.sqnr_db, w2.sqnr_db);
     assert!(a2.accuracy.unwrap() < w2.accuracy.unwrap());
+}
+
+#[test]
+fn reused_segments_give_the_same_outputs_as_the_whole_model() {
+    use planner::eval::{Backend, Session};
+    let mut shared = evaluator();
+    // conv1 | conv2 | fc1 | fc2: cuts before conv2, fc1 and fc2 (a chain).
+    assert_eq!(shared.segments(), 4);
+    let model = OnnxModel::from_bytes(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap();
+    let manifest = Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let data = shared.data().clone();
+    let mut acts = evaluator_with(EvalOptions {
+        quantize_activations: true,
+        ..EvalOptions::default()
+    });
+    let mut fresh_acts = evaluator_with(EvalOptions {
+        quantize_activations: true,
+        ..EvalOptions::default()
+    });
+    let configs: [[u8; 4]; 8] = [
+        [8, 3, 4, 8],
+        [8, 3, 4, 2],
+        [8, 3, 6, 2],
+        [8, 5, 6, 2],
+        [8, 3, 4, 8],
+        [8, 2, 2, 2],
+        [8, 5, 6, 8],
+        [8, 2, 4, 8],
+    ];
+    for bits in configs {
+        // Oracle: the whole candidate as one model (the QDQ export), run in one session.
+        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        let want = backend
+            .session(&qdq)
+            .unwrap()
+            .run(&[("input", &data.x_shape, &data.x)])
+            .unwrap()
+            .swap_remove(0);
+        let got = shared.logits(&bits).unwrap();
+        assert!(max_rel_diff(&got.data, &want.data) <= 1e-5, "{bits:?}");
+        // With activation quantizers: against an evaluator with nothing cached.
+        fresh_acts.clear_cache();
+        assert_eq!(
+            acts.logits(&bits).unwrap(),
+            fresh_acts.logits(&bits).unwrap(),
+            "activations {bits:?}"
+        );
+    }
+    assert!(shared.timings.segment_hits >= 8, "{:?}", shared.timings);
 }

@@ -2,26 +2,14 @@
 //! node laid out [in, out] (MatMul), and Gemm without transB. Ingest, evaluation and QDQ export
 //! must agree on every layout.
 
+mod common;
+use common::{max_rel_diff, ort_lib};
 use planner::eval::{Backend, EvalOptions, Evaluator, Session};
 use planner::npz::ValidationSet;
 use planner::onnx::{pb, OnnxModel, WeightSource};
 use planner::ort_backend::OrtBackend;
 use planner::synth::Rng;
 use prost::Message;
-use std::path::PathBuf;
-
-fn ort_lib() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = std::env::var_os("BITPLAN_ORT_LIB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".cache/onnxruntime-1.32.0/libonnxruntime.so"));
-    assert!(
-        path.exists(),
-        "ONNX Runtime library not found at {}: run scripts/test (or scripts/setup) first",
-        path.display()
-    );
-    path
-}
 
 fn tensor(
     name: &str,
@@ -252,12 +240,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
             .run(&[("x", &data.x_shape, &data.x)])
             .unwrap()
             .swap_remove(0);
-        let worst = got
-            .data
-            .iter()
-            .zip(&want.data)
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-            .fold(0f32, f32::max);
+        let worst = max_rel_diff(&got.data, &want.data);
         assert!(
             worst <= 1e-5,
             "{bits:?}: QDQ differs from fake-quant by {worst}"

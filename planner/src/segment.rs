@@ -1,0 +1,191 @@
+//! Splitting a prepared graph at single-tensor cuts, so candidates that agree on the bits of every
+//! planned layer upstream of a cut share the activations at that cut instead of recomputing them.
+//!
+//! A cut sits just before a planned layer (before its activation quantizer, when it has one) where
+//! exactly one non-constant tensor crosses from earlier nodes to later ones. Graphs with skip
+//! connections cut only where the branches have joined; a graph with no such place is one segment.
+
+use crate::onnx::pb;
+use std::collections::{HashMap, HashSet};
+
+/// One piece of the graph: a model from one tensor to the next cut (or the graph's output).
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub proto: pb::ModelProto,
+    /// The tensor entering the segment (the graph's data input for the first).
+    pub input: String,
+    /// Planned layers whose weights live here, with their initializer index in `proto`.
+    pub slots: Vec<(usize, usize)>,
+    /// Planned layers whose activation quantizer inputs are fed here.
+    pub act_layers: Vec<usize>,
+}
+
+fn untyped(name: &str) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(pb::tensor_proto::DataType::Float as i32),
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Splits a graph prepared by the evaluator (weights in `bitplan.weight.{i}` initializers,
+/// quantizer inputs `bitplan.act.{i}.*`) at every valid cut before a planned layer.
+pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> Vec<Segment> {
+    let g = proto.graph.as_ref().expect("checked on load");
+    let nodes = &g.node;
+    let is_constant_node = |n: &pb::NodeProto| n.op_type.as_deref() == Some("Constant");
+    let mut constant: HashSet<&str> = g
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    for n in nodes.iter().filter(|n| is_constant_node(n)) {
+        constant.extend(n.output.iter().map(String::as_str));
+    }
+    for i in &g.input {
+        if let Some(name) = i.name.as_deref().filter(|n| *n != data_input) {
+            constant.insert(name);
+        }
+    }
+    let output = g
+        .output
+        .first()
+        .and_then(|o| o.name.clone())
+        .unwrap_or_default();
+    // Where each tensor is made and last read (graph outputs are read "after the end").
+    let mut made: HashMap<&str, usize> = HashMap::from([(data_input, 0)]);
+    let mut last_read: HashMap<&str, usize> = HashMap::new();
+    for (k, n) in nodes.iter().enumerate() {
+        for o in &n.output {
+            made.insert(o.as_str(), k + 1);
+        }
+        for i in n
+            .input
+            .iter()
+            .filter(|i| !i.is_empty() && !constant.contains(i.as_str()))
+        {
+            last_read.insert(i.as_str(), k);
+        }
+    }
+    for o in &g.output {
+        if let Some(name) = o.name.as_deref() {
+            last_read.insert(name, nodes.len());
+        }
+    }
+    let live = |b: usize| -> Vec<&str> {
+        let mut out: Vec<&str> = last_read
+            .iter()
+            .filter(|(t, &r)| r >= b && made.get(*t).is_some_and(|&m| m <= b))
+            .map(|(t, _)| *t)
+            .collect();
+        out.sort_unstable();
+        out
+    };
+
+    // Candidate cuts: the first node of each planned layer's chain.
+    let mut cuts: Vec<(usize, String)> = Vec::new();
+    for i in 0..layers {
+        let (act, weight) = (
+            format!("bitplan.act.{i}.scale"),
+            format!("bitplan.weight.{i}"),
+        );
+        let start = nodes
+            .iter()
+            .position(|n| n.input.contains(&act))
+            .or_else(|| nodes.iter().position(|n| n.input.contains(&weight)));
+        if let Some(b) = start.filter(|&b| b > 0) {
+            if let [t] = live(b).as_slice() {
+                if *t != output && !cuts.iter().any(|(c, _)| *c == b) {
+                    cuts.push((b, t.to_string()));
+                }
+            }
+        }
+    }
+    cuts.sort();
+
+    let constant_nodes: Vec<pb::NodeProto> = nodes
+        .iter()
+        .filter(|n| is_constant_node(n))
+        .cloned()
+        .collect();
+    let mut bounds: Vec<(usize, String)> = vec![(0, data_input.to_string())];
+    bounds.extend(cuts);
+    let mut segments = Vec::with_capacity(bounds.len());
+    for (s, (start, input)) in bounds.iter().enumerate() {
+        let end = bounds.get(s + 1).map_or(nodes.len(), |b| b.0);
+        let out_name = bounds.get(s + 1).map_or(output.clone(), |b| b.1.clone());
+        let body: Vec<pb::NodeProto> = nodes[*start..end]
+            .iter()
+            .filter(|n| !is_constant_node(n))
+            .cloned()
+            .collect();
+        let reads: HashSet<&str> = body
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
+        let mut seg_graph = g.clone();
+        seg_graph.node = constant_nodes
+            .iter()
+            .cloned()
+            .chain(body.iter().cloned())
+            .collect();
+        seg_graph
+            .initializer
+            .retain(|t| t.name.as_deref().is_some_and(|n| reads.contains(n)));
+        let data_info = if s == 0 {
+            g.input
+                .iter()
+                .find(|i| i.name.as_deref() == Some(data_input))
+                .cloned()
+                .unwrap_or_else(|| untyped(input))
+        } else {
+            untyped(input)
+        };
+        seg_graph.input = std::iter::once(data_info)
+            .chain(
+                g.input
+                    .iter()
+                    .filter(|i| {
+                        i.name
+                            .as_deref()
+                            .is_some_and(|n| n != data_input && reads.contains(n))
+                    })
+                    .cloned(),
+            )
+            .collect();
+        seg_graph.output = vec![if end == nodes.len() {
+            g.output[0].clone()
+        } else {
+            untyped(&out_name)
+        }];
+        seg_graph.value_info.clear();
+        let slots = (0..layers)
+            .filter_map(|i| {
+                let name = format!("bitplan.weight.{i}");
+                seg_graph
+                    .initializer
+                    .iter()
+                    .position(|t| t.name.as_deref() == Some(name.as_str()))
+                    .map(|slot| (i, slot))
+            })
+            .collect();
+        let act_layers = (0..layers)
+            .filter(|i| reads.contains(format!("bitplan.act.{i}.scale").as_str()))
+            .collect();
+        let mut seg_proto = proto.clone();
+        seg_proto.graph = Some(seg_graph);
+        segments.push(Segment {
+            proto: seg_proto,
+            input: input.clone(),
+            slots,
+            act_layers,
+        });
+    }
+    segments
+}
