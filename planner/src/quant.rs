@@ -97,7 +97,7 @@ impl HighBitWeights {
             self.bits
         );
         let k = u32::from(self.bits - bits);
-        let qm = qmax(bits).max(if bits == 1 { 1 } else { 0 });
+        let qm = qmax(bits).max(i32::from(bits == 1));
         let q = self
             .q
             .iter()
@@ -108,11 +108,67 @@ impl HighBitWeights {
 
     /// Dequantized `bits`-bit weights.
     pub fn dequantize(&self, bits: u8, rounding: Rounding) -> Vec<f32> {
-        let (q, mult) = self.lower(bits, rounding);
-        q.iter()
-            .enumerate()
-            .map(|(i, &v)| v as f32 * self.scales[self.channel(i)] * mult)
-            .collect()
+        let mut out = Vec::with_capacity(self.q.len());
+        self.dequantize_into(bits, rounding, &mut out);
+        out
+    }
+
+    /// Dequantized `bits`-bit weights into `out` (cleared first). Runs of one channel are
+    /// processed with a constant scale `s_h * 2^k` (exactly `q * s_h * 2^k`: a power-of-two
+    /// factor rounds nothing), so the inner loop is a branch-free shift, clamp and multiply.
+    pub fn dequantize_into(&self, bits: u8, rounding: Rounding, out: &mut Vec<f32>) {
+        assert!(
+            bits >= 1 && bits <= self.bits,
+            "{bits} bits is not within 1..={}",
+            self.bits
+        );
+        let k = u32::from(self.bits - bits);
+        let qm = qmax(bits).max(i32::from(bits == 1));
+        let mult = (1u32 << k) as f32;
+        out.clear();
+        out.resize(self.q.len(), 0.0);
+        let scaled: Vec<f32> = self.scales.iter().map(|s| s * mult).collect();
+        macro_rules! run {
+            ($round:expr) => {
+                if self.inner == 1 {
+                    // channels last: each row of `channels` elements walks the scales in order
+                    for (o, q) in out
+                        .chunks_mut(scaled.len())
+                        .zip(self.q.chunks(scaled.len()))
+                    {
+                        for ((o, &q), &s) in o.iter_mut().zip(q).zip(&scaled) {
+                            *o = ($round)(q).clamp(-qm, qm) as f32 * s;
+                        }
+                    }
+                } else {
+                    for (r, (o, q)) in out
+                        .chunks_mut(self.inner)
+                        .zip(self.q.chunks(self.inner))
+                        .enumerate()
+                    {
+                        let s = scaled[r % scaled.len()];
+                        for (o, &q) in o.iter_mut().zip(q) {
+                            *o = ($round)(q).clamp(-qm, qm) as f32 * s;
+                        }
+                    }
+                }
+            };
+        }
+        match (k, rounding) {
+            (0, _) => run!(|q: i32| q),
+            // Branch-free sign handling (`(x ^ sign) - sign` negates when sign is -1) vectorizes.
+            (_, Rounding::HalfAwayFromZero) => run!(|q: i32| {
+                let sign = q >> 31;
+                let m = (((q ^ sign) - sign) + (1 << (k - 1))) >> k;
+                (m ^ sign) - sign
+            }),
+            (_, Rounding::HalfToEven) => run!(|q: i32| {
+                let floor = q >> k;
+                let rem = q - (floor << k);
+                let half = 1 << (k - 1);
+                floor + i32::from(rem > half || (rem == half && floor & 1 == 1))
+            }),
+        }
     }
 
     /// `||Q_b(W) - W||^2` against the original fp32 weights, accumulated in f64.
@@ -226,6 +282,37 @@ mod tests {
         assert_eq!((q, mult), (vec![1, -1, 1, -1, 1], 64.0));
         let (q, _) = hb.lower(8, Rounding::HalfToEven);
         assert_eq!(q, hb.q);
+    }
+
+    #[test]
+    fn fast_dequantize_equals_shift_then_scale_elementwise() {
+        let mut rng = crate::synth::Rng::new(5);
+        for (channels, inner, rows) in [(3usize, 5usize, 2usize), (4, 1, 7), (1, 9, 1)] {
+            let n = channels * inner * rows;
+            let q: Vec<i32> = (0..n).map(|_| rng.below(255) as i32 - 127).collect();
+            let scales: Vec<f32> = (0..channels).map(|_| rng.range(1e-3, 1.0) as f32).collect();
+            let hb = HighBitWeights {
+                bits: 8,
+                q,
+                scales,
+                inner,
+            };
+            for bits in 1..=8 {
+                for r in [Rounding::HalfAwayFromZero, Rounding::HalfToEven] {
+                    let (low, mult) = hb.lower(bits, r);
+                    let want: Vec<f32> = low
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| v as f32 * hb.scales[hb.channel(i)] * mult)
+                        .collect();
+                    assert_eq!(
+                        hb.dequantize(bits, r),
+                        want,
+                        "{channels}x{inner} at {bits} bits, {r:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
