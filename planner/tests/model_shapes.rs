@@ -84,7 +84,8 @@ fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     }
 }
 
-/// x [N,1,4,4] -> Conv(int8 W via DequantizeLinear, pad 1) -> Flatten -> MatMul(Constant [32,8]) -> Gemm(B [8,5], transB=0)
+/// x [N,1,4,4] -> Conv(int8 W via DequantizeLinear, pad 1) -> ConvTranspose(W [2,3,2,2]) -> Relu
+/// -> Flatten -> MatMul(Constant [75,8]) -> Gemm(B [8,5], transB=0)
 fn model() -> Vec<u8> {
     use pb::tensor_proto::DataType as D;
     let mut rng = Rng::new(3);
@@ -101,7 +102,7 @@ fn model() -> Vec<u8> {
         output: vec!["mm.w".into()],
         attribute: vec![pb::AttributeProto {
             name: Some("value".into()),
-            t: Some(tensor("mm.w", &[32, 8], D::Float, floats(&mut rng, 256))),
+            t: Some(tensor("mm.w", &[75, 8], D::Float, floats(&mut rng, 600))),
             r#type: Some(pb::attribute_proto::AttributeType::Tensor as i32),
             ..Default::default()
         }],
@@ -129,7 +130,8 @@ fn model() -> Vec<u8> {
                     ..Default::default()
                 }],
             ),
-            node("Relu", "relu", &["c"], "r", vec![]),
+            node("ConvTranspose", "up", &["c", "up.w"], "u", vec![]),
+            node("Relu", "relu", &["u"], "r", vec![]),
             node("Flatten", "flat", &["r"], "f", vec![]),
             constant,
             node("MatMul", "mm", &["f", "mm.w"], "m", vec![]),
@@ -145,6 +147,7 @@ fn model() -> Vec<u8> {
             tensor("conv.q", &[2, 1, 3, 3], D::Int8, q),
             tensor("conv.scale", &[2], D::Float, scales),
             tensor("conv.zp", &[2], D::Int8, vec![0, 0]),
+            tensor("up.w", &[2, 3, 2, 2], D::Float, floats(&mut rng, 24)),
             tensor("gemm.b", &[8, 5], D::Float, floats(&mut rng, 40)),
             tensor("gemm.c", &[5], D::Float, floats(&mut rng, 5)),
         ],
@@ -173,9 +176,17 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         .iter()
         .map(|l| (l.op_type.as_str(), l.channels, l.inner))
         .collect();
-    assert_eq!(summary, [("Conv", 2, 9), ("MatMul", 8, 1), ("Gemm", 5, 1)]);
+    assert_eq!(
+        summary,
+        [
+            ("Conv", 2, 9),
+            ("ConvTranspose", 3, 4),
+            ("MatMul", 8, 1),
+            ("Gemm", 5, 1)
+        ]
+    );
     assert!(matches!(layers[0].source, WeightSource::Dequantized { .. }));
-    assert_eq!(layers[1].source, WeightSource::Constant);
+    assert_eq!(layers[2].source, WeightSource::Constant);
     // int8 weights are taken as they are: dequantized values are exact multiples of the scale
     let w = model.weight_values(&layers[0]).unwrap();
     assert!(w[..9]
@@ -196,7 +207,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
     assert_eq!(model.high_bit_weights(&layers[0], 6).unwrap().bits, 6);
 
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
-    let traces = serde_json::json!({"conv": 1.0, "mm": 2.0, "gemm": 0.5});
+    let traces = serde_json::json!({"conv": 1.0, "up": 0.7, "mm": 2.0, "gemm": 0.5});
     let manifest = planner::ingest::derive_manifest(
         &backend,
         &model,
@@ -207,9 +218,10 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
     )
     .unwrap();
     let macs: Vec<u64> = manifest.layers.iter().map(|l| l.macs).collect();
-    assert_eq!(macs, [2 * 4 * 4 * 9, 8 * 32, 5 * 8]);
+    // ConvTranspose: each of the 2*4*4 inputs meets its 3*2*2 weights.
+    assert_eq!(macs, [2 * 4 * 4 * 9, 2 * 4 * 4 * 12, 8 * 75, 5 * 8]);
     let names: Vec<&str> = manifest.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["conv", "mm", "gemm"]);
+    assert_eq!(names, ["conv", "up", "mm", "gemm"]);
 
     let mut rng = Rng::new(9);
     let n = 64;
@@ -229,7 +241,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         },
     )
     .unwrap();
-    for bits in [[8u8, 8, 8], [4, 3, 2], [2, 6, 3]] {
+    for bits in [[8u8, 8, 8, 8], [4, 3, 6, 2], [2, 6, 4, 3]] {
         let m = ev.evaluate(&bits).unwrap();
         assert!(m.sqnr_db.is_finite());
         let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
