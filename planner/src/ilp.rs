@@ -136,7 +136,7 @@ pub(crate) fn solve(
         }
     }
     let incumbent = if limits.iter().any(Option::is_some) {
-        reduce(&mut inst, limits, time_limit_s)?
+        reduce(&mut inst, limits, time_limit_s).unwrap_or(None)
     } else {
         None
     };
@@ -169,7 +169,8 @@ pub(crate) fn solve(
 }
 
 /// Lagrangian reduced-cost fixing (see the module docs). Narrows `inst.allowed` and returns the
-/// feasible incumbent it used, if one was found.
+/// feasible incumbent it used, if one was found. Optional: when it fails (say its LP hits the
+/// time limit) the MIP runs unreduced.
 fn reduce(
     inst: &mut Instance<'_>,
     limits: &Limits,

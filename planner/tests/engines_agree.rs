@@ -49,3 +49,34 @@ fn highs_matches_the_knapsack_dp_on_large_manifests() {
         }
     }
 }
+
+#[test]
+fn a_solve_stopped_by_its_time_limit_reports_a_feasible_plan_and_its_gap() {
+    let device = planner::DeviceProfile::from_json(synth::roofline_device_json()).unwrap();
+    let p = Problem::new(&synth::random(1000, 1000), Some(&device)).unwrap();
+    let at = |k: CostKind| Some(p.min_cost(k) + 0.4 * (p.max_cost(k) - p.min_cost(k)));
+    let budgets = Budgets {
+        max_size_bytes: at(CostKind::Size),
+        max_bops: at(CostKind::Bops),
+        max_latency_ms: at(CostKind::Latency),
+        max_avg_bits: None,
+    };
+    let r = plan(
+        &p,
+        &PlanRequest {
+            budgets: budgets.clone(),
+            time_limit_s: 0.3,
+            ..PlanRequest::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.status, PlanStatus::TimeLimit);
+    let c = &r.candidates[0];
+    let planner::SolveStatus::TimeLimit { gap: Some(gap) } = c.solve else {
+        panic!("{:?}", c.solve)
+    };
+    assert!((0.0..0.01).contains(&gap), "{gap}");
+    assert!(c.candidate.size_bytes <= budgets.max_size_bytes.unwrap());
+    assert!(c.candidate.bops <= budgets.max_bops.unwrap());
+    assert!(c.candidate.latency_ms.unwrap() <= budgets.max_latency_ms.unwrap());
+}
