@@ -9,20 +9,28 @@ use planner::onnx::OnnxModel;
 use planner::ort_backend::OrtBackend;
 use planner::Manifest;
 
+fn digits_model() -> OnnxModel {
+    OnnxModel::from_bytes(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn digits_manifest() -> Manifest {
+    Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap()
+}
+
 fn evaluator() -> Evaluator<OrtBackend> {
     evaluator_with(EvalOptions::default())
 }
 
 fn evaluator_with(options: EvalOptions) -> Evaluator<OrtBackend> {
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
-    let model = OnnxModel::from_bytes(
-        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
-    )
-    .unwrap();
-    let manifest = Manifest::from_json(
-        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let model = digits_model();
+    let manifest = digits_manifest();
     let data = ValidationSet::from_npz(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
     )
@@ -83,14 +91,8 @@ fn metrics_are_consistent_and_deterministic() {
 fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
     use planner::eval::{Backend, Session};
     let mut ev = evaluator();
-    let model = OnnxModel::from_bytes(
-        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
-    )
-    .unwrap();
-    let manifest = Manifest::from_json(
-        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let model = digits_model();
+    let manifest = digits_manifest();
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     for bits in [[8u8, 3, 4, 8], [8, 2, 2, 2], [8, 8, 8, 8], [8, 5, 6, 3]] {
         let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
@@ -161,14 +163,8 @@ fn reused_segments_give_the_same_outputs_as_the_whole_model() {
     let mut shared = evaluator();
     // conv1 | conv2 | fc1 | fc2: cuts before conv2, fc1 and fc2 (a chain).
     assert_eq!(shared.segments(), 4);
-    let model = OnnxModel::from_bytes(
-        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
-    )
-    .unwrap();
-    let manifest = Manifest::from_json(
-        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let model = digits_model();
+    let manifest = digits_manifest();
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let data = shared.data().clone();
     let mut acts = evaluator_with(EvalOptions {
