@@ -15,7 +15,8 @@ pub fn qmax(bits: u8) -> i32 {
     (1i32 << (bits - 1)) - 1
 }
 
-/// `round(q / 2^k)` in integers, with the given tie rule. `k` may be 0.
+/// `round(q / 2^k)` in integers, with the given tie rule. `k` may be 0. Branch-free, so loops
+/// over it vectorize (`(x ^ sign) - sign` negates when `sign` is -1).
 #[inline]
 pub fn shift_round(q: i32, k: u32, rounding: Rounding) -> i32 {
     if k == 0 {
@@ -24,21 +25,14 @@ pub fn shift_round(q: i32, k: u32, rounding: Rounding) -> i32 {
     let half = 1i32 << (k - 1);
     match rounding {
         Rounding::HalfAwayFromZero => {
-            let m = (q.abs() + half) >> k;
-            if q < 0 {
-                -m
-            } else {
-                m
-            }
+            let sign = q >> 31;
+            let m = (((q ^ sign) - sign) + half) >> k;
+            (m ^ sign) - sign
         }
         Rounding::HalfToEven => {
             let floor = q >> k; // arithmetic shift: floor division for negatives too
             let rem = q - (floor << k); // in [0, 2^k)
-            if rem > half || (rem == half && floor & 1 == 1) {
-                floor + 1
-            } else {
-                floor
-            }
+            floor + i32::from(rem > half || (rem == half && floor & 1 == 1))
         }
     }
 }
@@ -85,25 +79,27 @@ impl HighBitWeights {
         }
     }
 
-    fn channel(&self, i: usize) -> usize {
-        (i / self.inner) % self.scales.len()
-    }
-
-    /// The `bits`-bit integers derived by the rounding shift, and the scale multiplier `2^k`.
-    pub fn lower(&self, bits: u8, rounding: Rounding) -> (Vec<i32>, f32) {
+    /// The shift `k`, the clip bound and the scale multiplier `2^k` for deriving `bits` bits.
+    fn shift_for(&self, bits: u8) -> (u32, i32, f32) {
         assert!(
             bits >= 1 && bits <= self.bits,
             "{bits} bits is not within 1..={}",
             self.bits
         );
         let k = u32::from(self.bits - bits);
-        let qm = qmax(bits).max(i32::from(bits == 1));
-        let q = self
-            .q
-            .iter()
-            .map(|&q| shift_round(q, k, rounding).clamp(-qm, qm))
-            .collect();
-        (q, (1u32 << k) as f32)
+        (k, qmax(bits).max(i32::from(bits == 1)), (1u32 << k) as f32)
+    }
+
+    /// The `bits`-bit integers derived by the rounding shift, and the scale multiplier `2^k`.
+    pub fn lower(&self, bits: u8, rounding: Rounding) -> (Vec<i32>, f32) {
+        let (k, qm, mult) = self.shift_for(bits);
+        (
+            self.q
+                .iter()
+                .map(|&q| shift_round(q, k, rounding).clamp(-qm, qm))
+                .collect(),
+            mult,
+        )
     }
 
     /// Dequantized `bits`-bit weights.
@@ -117,14 +113,7 @@ impl HighBitWeights {
     /// processed with a constant scale `s_h * 2^k` (exactly `q * s_h * 2^k`: a power-of-two
     /// factor rounds nothing), so the inner loop is a branch-free shift, clamp and multiply.
     pub fn dequantize_into(&self, bits: u8, rounding: Rounding, out: &mut Vec<f32>) {
-        assert!(
-            bits >= 1 && bits <= self.bits,
-            "{bits} bits is not within 1..={}",
-            self.bits
-        );
-        let k = u32::from(self.bits - bits);
-        let qm = qmax(bits).max(i32::from(bits == 1));
-        let mult = (1u32 << k) as f32;
+        let (k, qm, mult) = self.shift_for(bits);
         out.clear();
         out.resize(self.q.len(), 0.0);
         let scaled: Vec<f32> = self.scales.iter().map(|s| s * mult).collect();
@@ -154,39 +143,21 @@ impl HighBitWeights {
                 }
             };
         }
-        match (k, rounding) {
-            (0, _) => run!(|q: i32| q),
-            // Branch-free sign handling (`(x ^ sign) - sign` negates when sign is -1) vectorizes.
-            (_, Rounding::HalfAwayFromZero) => run!(|q: i32| {
-                let sign = q >> 31;
-                let m = (((q ^ sign) - sign) + (1 << (k - 1))) >> k;
-                (m ^ sign) - sign
-            }),
-            (_, Rounding::HalfToEven) => run!(|q: i32| {
-                let floor = q >> k;
-                let rem = q - (floor << k);
-                let half = 1 << (k - 1);
-                floor + i32::from(rem > half || (rem == half && floor & 1 == 1))
-            }),
+        // One loop per rounding, so each inlines a constant tie rule and vectorizes.
+        match rounding {
+            Rounding::HalfAwayFromZero => {
+                run!(|q: i32| shift_round(q, k, Rounding::HalfAwayFromZero))
+            }
+            Rounding::HalfToEven => run!(|q: i32| shift_round(q, k, Rounding::HalfToEven)),
         }
     }
 
     /// `||Q_b(W) - W||^2` against the original fp32 weights, accumulated in f64.
     pub fn squared_error(&self, w: &[f32], bits: u8, rounding: Rounding) -> f64 {
-        let k = u32::from(self.bits - bits);
-        let qm = qmax(bits).max(if bits == 1 { 1 } else { 0 });
-        let mult = (1u32 << k) as f32;
-        w.iter()
-            .zip(&self.q)
-            .enumerate()
-            .map(|(i, (&v, &q))| {
-                let d = f64::from(
-                    shift_round(q, k, rounding).clamp(-qm, qm) as f32
-                        * self.scales[self.channel(i)]
-                        * mult,
-                ) - f64::from(v);
-                d * d
-            })
+        self.dequantize(bits, rounding)
+            .iter()
+            .zip(w)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
             .sum()
     }
 }
@@ -303,7 +274,7 @@ mod tests {
                     let want: Vec<f32> = low
                         .iter()
                         .enumerate()
-                        .map(|(i, &v)| v as f32 * hb.scales[hb.channel(i)] * mult)
+                        .map(|(i, &v)| v as f32 * hb.scales[(i / inner) % channels] * mult)
                         .collect();
                     assert_eq!(
                         hb.dequantize(bits, r),
