@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use crate::manifest::{ActivationBits, Manifest, Rounding};
 use crate::npz::ValidationSet;
-use crate::onnx::{pb, OnnxModel};
+use crate::onnx::{declared_dims, pb, OnnxModel};
 use crate::quant::HighBitWeights;
 use crate::segment::{split, Segment};
 use prost::Message;
@@ -176,32 +176,6 @@ pub fn activation_quantizer(range: (f32, f32), bits: u8) -> [f32; 3] {
     }
 }
 
-/// The single data input of a model (inputs that are not initializers).
-fn data_input(model: &OnnxModel) -> Result<&pb::ValueInfoProto> {
-    let graph = model.graph();
-    let initializers: std::collections::HashSet<&str> = graph
-        .initializer
-        .iter()
-        .filter_map(|t| t.name.as_deref())
-        .collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !i.name.as_deref().is_some_and(|n| initializers.contains(n)))
-        .collect();
-    match inputs.as_slice() {
-        [one] => Ok(one),
-        _ => Err(Error::invalid(
-            WHAT,
-            "model",
-            format!(
-                "bitplan evaluates models with exactly one data input; this one has {}",
-                inputs.len()
-            ),
-        )),
-    }
-}
-
 /// Runs the unmodified model over the whole set in batches, also returning the named
 /// intermediate tensors through `visit(index, tensor)`: the fp32 reference and calibration pass.
 pub fn probe<B: Backend>(
@@ -212,7 +186,7 @@ pub fn probe<B: Backend>(
     batch_size: usize,
     mut visit: impl FnMut(usize, &Tensor),
 ) -> Result<Tensor> {
-    let input = data_input(model)?.name.clone().unwrap_or_default();
+    let input = model.data_input()?.name.clone().unwrap_or_default();
     let mut proto = model.proto.clone();
     let g = proto.graph.as_mut().expect("checked on load");
     for t in tensors {
@@ -276,7 +250,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         options: EvalOptions,
     ) -> Result<Self> {
         let batch_size = options.batch_size.max(1);
-        let input = data_input(model)?;
+        let input = model.data_input()?;
         let input_name = input.name.clone().unwrap_or_default();
         check_input_shape(input, &data)?;
         let links = model.link_layers(manifest)?;
@@ -717,32 +691,21 @@ fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
 
 /// The declared input shape (static dimensions only) must match the data's per-sample shape.
 fn check_input_shape(input: &pb::ValueInfoProto, data: &ValidationSet) -> Result<()> {
-    let Some(pb::type_proto::Value::TensorType(t)) =
-        input.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let Some(dims) = declared_dims(input) else {
         return Ok(());
     };
-    let Some(shape) = &t.shape else { return Ok(()) };
-    let dims: Vec<Option<i64>> = shape
-        .dim
-        .iter()
-        .map(|d| match d.value {
-            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => Some(v),
-            _ => None,
-        })
-        .collect();
-    let name = input.name.clone().unwrap_or_default();
     let fits = dims.len() == data.x_shape.len()
         && dims
             .iter()
             .zip(&data.x_shape)
             .skip(1)
-            .all(|(d, &x)| d.is_none_or(|d| d as usize == x));
+            .all(|(d, &x)| d.is_none_or(|d| d == x));
     if !fits {
         let want: Vec<String> = dims
             .iter()
             .map(|d| d.map_or("?".into(), |v| v.to_string()))
             .collect();
+        let name = input.name.clone().unwrap_or_default();
         return Err(Error::invalid(
             WHAT,
             "x",

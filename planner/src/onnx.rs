@@ -81,6 +81,27 @@ fn data_type_name(t: i32) -> String {
     )
 }
 
+/// A value's declared dimensions (`None` for symbolic or unknown ones); `None` when it declares
+/// no tensor shape at all.
+pub fn declared_dims(value: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    let Some(pb::type_proto::Value::TensorType(t)) = value.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
+                    Some(v as usize)
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// The values of a tensor as f32 (float, or integer types converted exactly).
 pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     use pb::tensor_proto::DataType as D;
@@ -165,6 +186,33 @@ impl OnnxModel {
             .iter()
             .find(|n| node_name(n) == name)
             .expect("found when listing layers")
+    }
+
+    /// The graph's single data input (inputs that are not initializers); models with more are
+    /// refused, naming how many they have.
+    pub fn data_input(&self) -> Result<&pb::ValueInfoProto> {
+        let g = self.graph();
+        let initializers: std::collections::HashSet<&str> = g
+            .initializer
+            .iter()
+            .filter_map(|t| t.name.as_deref())
+            .collect();
+        let inputs: Vec<&pb::ValueInfoProto> = g
+            .input
+            .iter()
+            .filter(|i| !i.name.as_deref().is_some_and(|n| initializers.contains(n)))
+            .collect();
+        match inputs.as_slice() {
+            [one] => Ok(one),
+            _ => Err(Error::invalid(
+                WHAT,
+                "graph.input",
+                format!(
+                    "bitplan works on models with exactly one data input; this one has {}",
+                    inputs.len()
+                ),
+            )),
+        }
     }
 
     /// Every constant tensor by name: initializers and Constant node outputs.

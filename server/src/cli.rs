@@ -570,9 +570,15 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
                 "--input-shape {s:?}: every dimension must be positive"
             )))
         }
-        None => model_input_shape(&model).ok_or_else(|| {
-            Failure::invalid("the model declares no input shape: pass --input-shape")
-        })?,
+        // The declared shape, symbolic dimensions (the batch) as 1.
+        None => model
+            .data_input()
+            .ok()
+            .and_then(planner::onnx::declared_dims)
+            .map(|dims| dims.into_iter().map(|d| d.unwrap_or(1)).collect())
+            .ok_or_else(|| {
+                Failure::invalid("the model declares no input shape: pass --input-shape")
+            })?,
     };
     let name = args.name.unwrap_or_else(|| {
         args.model
@@ -597,33 +603,4 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         serde_json::to_string_pretty(&m.to_json()).expect("JSON")
     );
     Ok(0)
-}
-
-/// The declared shape of the model's first non-initializer input, dynamic dimensions as 1.
-fn model_input_shape(model: &planner::onnx::OnnxModel) -> Option<Vec<usize>> {
-    use planner::onnx::pb;
-    let g = model.graph();
-    let inits: std::collections::HashSet<_> = g
-        .initializer
-        .iter()
-        .filter_map(|t| t.name.as_deref())
-        .collect();
-    let input = g
-        .input
-        .iter()
-        .find(|i| !i.name.as_deref().is_some_and(|n| inits.contains(n)))?;
-    let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
-        return None;
-    };
-    Some(
-        t.shape
-            .as_ref()?
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => v as usize,
-                _ => 1,
-            })
-            .collect(),
-    )
 }
