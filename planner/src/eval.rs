@@ -689,8 +689,8 @@ fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
     }
 }
 
-/// The declared input shape (static dimensions only) must match the data's per-sample shape.
-fn check_input_shape(input: &pb::ValueInfoProto, data: &ValidationSet) -> Result<()> {
+/// Checks that a validation set fits the model's declared data input (rank and fixed dimensions).
+pub fn check_input_shape(input: &pb::ValueInfoProto, data: &ValidationSet) -> Result<()> {
     let Some(dims) = declared_dims(input) else {
         return Ok(());
     };

@@ -59,6 +59,6 @@ pub use ilp::SolveStatus;
 pub use manifest::{ActivationBits, Layer, Manifest, Rounding, Warning, MAX_BITS};
 pub use plan::{
     bare_candidate_json, candidate_json, plan, Engine, Plan, PlanRequest, PlanStatus,
-    PlannedCandidate, SolveOutcome, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,
+    PlannedCandidate, SolveOutcome, Source, Sweep, validate as validate_plan, AUTO_KNAPSACK_MAX_GROUPS,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, CostKind, Group, Problem};

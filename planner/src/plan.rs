@@ -155,6 +155,11 @@ pub fn plan(problem: &Problem, request: &PlanRequest) -> Result<Plan> {
     Planner::new(problem, request)?.run()
 }
 
+/// Checks a request against a problem without solving (what [`plan`] would refuse up front).
+pub fn validate(problem: &Problem, request: &PlanRequest) -> Result<()> {
+    Planner::new(problem, request).map(|_| ())
+}
+
 struct Planner<'a> {
     problem: &'a Problem,
     request: &'a PlanRequest,

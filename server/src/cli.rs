@@ -42,6 +42,8 @@ enum Command {
     /// Write a candidate as a deployable QDQ ONNX model (int8 weights + DequantizeLinear) and its
     /// bit configuration as JSON.
     Export(ExportArgs),
+    /// Run the service: REST API, job runner and SQLite store in a data directory.
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -268,6 +270,10 @@ pub fn run() -> ExitCode {
         Command::Measure(args) => measure(args),
         Command::Export(args) => export(args),
         Command::Manifest(args) => manifest(args),
+        Command::Serve(args) => crate::serve::run(args).map_err(|e| Failure {
+            code: 1,
+            message: format!("{e:#}"),
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -417,30 +423,8 @@ fn load_model(path: &Path) -> Result<planner::onnx::OnnxModel, Failure> {
     planner::onnx::OnnxModel::from_bytes(&read_bytes(path, "model")?).map_err(in_file(path))
 }
 
-/// Finds the ONNX Runtime library: the flag or env, beside the binary, or scripts/setup's cache.
 fn ort_library(flag: &Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(p) = flag {
-        return Ok(p.clone());
-    }
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join("libonnxruntime.so"));
-    }
-    if let Ok(entries) = std::fs::read_dir(".cache") {
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("libonnxruntime.so"))
-            .collect();
-        found.sort();
-        candidates.extend(found.into_iter().rev());
-    }
-    candidates.into_iter().find(|p| p.exists()).ok_or_else(|| Failure {
-        code: 1,
-        message: "ONNX Runtime library not found: pass --ort-lib or set BITPLAN_ORT_LIB (scripts/setup fetches it into .cache/)".into(),
-    })
+    crate::runtime::ort_library(flag.as_deref()).map_err(|message| Failure { code: 1, message })
 }
 
 /// Reads BITS.json into a bit-width per manifest layer, checked against ties, pins and allowed bits.

@@ -1,10 +1,7 @@
-//! `bitplan`: the mixed-precision planner's command line (and, later, its service).
-
-mod cli;
-mod output;
+//! `bitplan`: the mixed-precision planner's command line and service.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    cli::run()
+    bitplan::cli::run()
 }

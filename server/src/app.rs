@@ -1,0 +1,150 @@
+//! The service's shared state and configuration.
+
+use crate::blobs::Blobs;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::{self, Db};
+use planner::Manifest;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+
+/// What `bitplan serve` was told (flags and environment).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// When set, writes need `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// Reads need the token too.
+    pub protect_reads: bool,
+    pub max_json_bytes: usize,
+    pub max_upload_bytes: u64,
+    pub request_timeout: Duration,
+    /// Upper bound on a plan request's `time_limit_s`.
+    pub max_solve_time_s: f64,
+    /// Jobs run at once.
+    pub job_workers: usize,
+    /// Evaluation jobs run at once (each holds ONNX Runtime sessions).
+    pub eval_concurrency: usize,
+    /// Intra-op threads of each ONNX Runtime session.
+    pub eval_threads: usize,
+    pub ort_lib: Option<PathBuf>,
+    /// First retry delay of a failed job; doubles with each attempt.
+    pub retry_base: Duration,
+    /// Pause after each evaluated candidate (for tests that must catch a job mid-way).
+    pub eval_pause: Duration,
+}
+
+impl Config {
+    /// Defaults for a data directory (tests use this and adjust).
+    pub fn new(data_dir: PathBuf) -> Config {
+        Config {
+            data_dir,
+            api_token: None,
+            protect_reads: false,
+            max_json_bytes: 8 << 20,
+            max_upload_bytes: 2 << 30,
+            request_timeout: Duration::from_secs(60),
+            max_solve_time_s: 60.0,
+            job_workers: 2,
+            eval_concurrency: 1,
+            eval_threads: 1,
+            ort_lib: None,
+            retry_base: Duration::from_secs(2),
+            eval_pause: Duration::ZERO,
+        }
+    }
+}
+
+/// Wakes the job runner, carries job changes to event streams, and flags cancellations.
+#[derive(Debug)]
+pub struct JobHub {
+    pub wake: Notify,
+    /// Ids of jobs whose stored state changed.
+    pub changed: broadcast::Sender<String>,
+    pub cancel_flags: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Turns true when the server shuts down: the runner stops claiming, event streams end.
+    pub stopping: watch::Sender<bool>,
+}
+
+impl JobHub {
+    fn new() -> JobHub {
+        JobHub {
+            wake: Notify::new(),
+            changed: broadcast::channel(1024).0,
+            cancel_flags: Mutex::new(HashMap::new()),
+            stopping: watch::channel(false).0,
+        }
+    }
+
+    pub fn changed(&self, job_id: &str) {
+        let _ = self.changed.send(job_id.to_string());
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.stopping.send(true);
+    }
+
+    /// Asks a running job to stop at its next checkpoint.
+    pub fn cancel(&self, job_id: &str) {
+        if let Some(flag) = self.cancel_flags.lock().expect("lock").get(job_id) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// Everything a request handler or the job runner needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub blobs: Blobs,
+    pub metrics: Arc<Metrics>,
+    pub jobs: Arc<JobHub>,
+    /// Parsed manifests by supernet id (manifests never change after creation).
+    manifests: Arc<Mutex<HashMap<String, Arc<Manifest>>>>,
+}
+
+const MANIFEST_CACHE: usize = 64;
+
+impl AppState {
+    /// Opens the data directory: `bitplan.db` and `blobs/`.
+    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Db::open(&config.data_dir.join("bitplan.db"), 8).await?;
+        let blobs = Blobs::open(config.data_dir.join("blobs"))?;
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            blobs,
+            metrics: Arc::new(Metrics::default()),
+            jobs: Arc::new(JobHub::new()),
+            manifests: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// A supernet's checked manifest (cached).
+    pub async fn manifest(&self, supernet_id: &str) -> Result<Arc<Manifest>, ApiError> {
+        if let Some(m) = self.manifests.lock().expect("lock").get(supernet_id) {
+            return Ok(m.clone());
+        }
+        let row = store::supernet(&self.db, supernet_id).await?;
+        let manifest = Arc::new(
+            Manifest::from_json(&row.manifest)
+                .map_err(|e| ApiError::internal("stored manifest", e))?,
+        );
+        let mut cache = self.manifests.lock().expect("lock");
+        if cache.len() >= MANIFEST_CACHE {
+            cache.clear();
+        }
+        cache.insert(supernet_id.to_string(), manifest.clone());
+        Ok(manifest)
+    }
+
+    pub fn forget_manifest(&self, supernet_id: &str) {
+        self.manifests.lock().expect("lock").remove(supernet_id);
+    }
+}

@@ -1,0 +1,137 @@
+//! The one error shape of the wire: `{"error": {"code", "message", "fields", "details"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use planner::FieldError;
+use serde_json::{json, Value};
+
+/// A failed request: its HTTP status, a stable machine code, words for people, and (for
+/// validation errors) every offending field by JSON path.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub fields: Vec<FieldError>,
+    pub details: Option<Value>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: Vec::new(),
+            details: None,
+        }
+    }
+
+    pub fn not_found(what: &str, id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id:?} does not exist"),
+        )
+    }
+
+    /// A request that does not validate; `path` names the offending field.
+    pub fn invalid(path: impl Into<String>, reason: impl Into<String>) -> ApiError {
+        let field = FieldError::new(path, reason);
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("the request is invalid: {field}"),
+        );
+        e.fields.push(field);
+        e
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// A server fault: logged in full, returned without its details.
+    pub fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
+        tracing::error!("{context}: {error}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (logged on the server)",
+        )
+    }
+
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    /// Puts `what: ` before the message.
+    pub fn prefix_message(mut self, what: &str) -> ApiError {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// Prefixes every field path with `prefix` (e.g. `device.` for an embedded device profile).
+    pub fn under(mut self, prefix: &str) -> ApiError {
+        for f in &mut self.fields {
+            f.path = if f.path.is_empty() {
+                prefix.trim_end_matches('.').to_string()
+            } else {
+                format!("{prefix}{}", f.path)
+            };
+        }
+        self
+    }
+}
+
+impl From<planner::Error> for ApiError {
+    fn from(e: planner::Error) -> ApiError {
+        match e {
+            planner::Error::Invalid { what, errors } => {
+                let message = format!(
+                    "{what} is invalid: {}",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                ApiError {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "invalid",
+                    message,
+                    fields: errors,
+                    details: None,
+                }
+            }
+            planner::Error::TooLarge(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too_large", m)
+            }
+            planner::Error::Runtime(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "runtime", m)
+            }
+            other => ApiError::internal("planner", other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> ApiError {
+        ApiError::internal("database", e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "fields": self.fields,
+            "details": self.details,
+        }});
+        (self.status, axum::Json(body)).into_response()
+    }
+}

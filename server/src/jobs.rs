@@ -1,0 +1,506 @@
+//! The durable job runner. Jobs live in SQLite; one runner per process claims them atomically
+//! (a single `UPDATE … RETURNING`), runs up to `job_workers` at once and at most
+//! `eval_concurrency` evaluations, retries failures with exponential backoff, and honours
+//! cancellation between steps. Evaluation jobs store each candidate's result in its own
+//! transaction, so a crash loses at most the candidate being measured; on restart, jobs left
+//! `running` are queued again and skip what is already stored.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::planning::{self, PlanBody};
+use crate::store::{self, now_ms, JobRow, JOB_COLUMNS};
+use planner::eval::{EvalOptions, Evaluator, Metrics};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// Why a job stopped without finishing.
+#[derive(Debug)]
+pub struct JobError {
+    pub message: String,
+    /// Worth another attempt (server-side faults); invalid inputs are not.
+    pub retryable: bool,
+}
+
+impl JobError {
+    fn permanent(message: impl Into<String>) -> JobError {
+        JobError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl From<ApiError> for JobError {
+    fn from(e: ApiError) -> JobError {
+        JobError {
+            retryable: e.status.is_server_error(),
+            message: e.message,
+        }
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> JobError {
+        JobError {
+            message: format!("database: {e}"),
+            retryable: true,
+        }
+    }
+}
+
+impl From<planner::Error> for JobError {
+    fn from(e: planner::Error) -> JobError {
+        let retryable = matches!(e, planner::Error::Solver(_));
+        JobError {
+            message: e.to_string(),
+            retryable,
+        }
+    }
+}
+
+enum Outcome {
+    Done(String),
+    Cancelled(String),
+    /// Stopped by shutdown: back to the queue, the attempt not counted.
+    Interrupted,
+    Failed(JobError),
+}
+
+/// Jobs a previous process left running were interrupted: queue them again.
+pub async fn recover(state: &AppState) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = state.db.write.begin().await?;
+    let n = sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), run_after = ?, \
+         updated_at = ?, message = 'interrupted; resumed after restart' WHERE status = 'running'",
+    )
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE plans SET status = 'pending', updated_at = ? WHERE status = 'running'")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Claims the oldest due job, evaluations only when `evaluations` allows.
+async fn claim(state: &AppState, evaluations: bool) -> Result<Option<JobRow>, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+         started_at = COALESCE(started_at, ?1), updated_at = ?1, message = 'running' \
+         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?1 \
+           AND (?2 OR kind != 'evaluate') ORDER BY created_at, id LIMIT 1) \
+         RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(now)
+    .bind(evaluations)
+    .fetch_optional(&state.db.write)
+    .await
+}
+
+/// Runs jobs until `shutdown` turns true, then waits for the running ones to stop.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let workers = Arc::new(Semaphore::new(state.config.job_workers.max(1)));
+    let evals = Arc::new(Semaphore::new(state.config.eval_concurrency.max(1)));
+    let mut running = JoinSet::new();
+    loop {
+        while running.try_join_next().is_some() {}
+        if *shutdown.borrow() {
+            break;
+        }
+        let worker = tokio::select! {
+            p = workers.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = shutdown.changed() => break,
+        };
+        let eval = evals.clone().try_acquire_owned().ok();
+        match claim(&state, eval.is_some()).await {
+            Ok(Some(job)) => {
+                let eval = if job.kind == "evaluate" { eval } else { None };
+                running.spawn(execute(state.clone(), job, worker, eval, shutdown.clone()));
+            }
+            Ok(None) => {
+                drop((worker, eval));
+                tokio::select! {
+                    _ = state.jobs.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot claim a job: {e}");
+                drop((worker, eval));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// One claimed job, with what it needs to check for cancellation.
+struct Ctx {
+    state: AppState,
+    job: JobRow,
+    cancel: Arc<AtomicBool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    /// Whether to stop here: cancelled by a user, or the server is shutting down.
+    fn checkpoint(&self) -> Option<Outcome> {
+        if self.cancel.load(Ordering::SeqCst) {
+            Some(Outcome::Cancelled("cancelled".into()))
+        } else if *self.shutdown.borrow() {
+            Some(Outcome::Interrupted)
+        } else {
+            None
+        }
+    }
+}
+
+async fn execute(
+    state: AppState,
+    job: JobRow,
+    _worker: OwnedSemaphorePermit,
+    _eval: Option<OwnedSemaphorePermit>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let cancel = Arc::new(AtomicBool::new(job.cancel_requested != 0));
+    state
+        .jobs
+        .cancel_flags
+        .lock()
+        .expect("lock")
+        .insert(job.id.clone(), cancel.clone());
+    state.jobs.changed(&job.id);
+    let ctx = Ctx {
+        state: state.clone(),
+        job,
+        cancel,
+        shutdown,
+    };
+    let outcome = match ctx.checkpoint() {
+        Some(o) => o,
+        None => match ctx.job.kind.as_str() {
+            "plan" => run_plan(&ctx).await,
+            "evaluate" => run_evaluate(&ctx).await,
+            other => Outcome::Failed(JobError::permanent(format!("unknown job kind {other:?}"))),
+        },
+    };
+    if let Err(e) = finish(&ctx, outcome).await {
+        tracing::error!("job {}: cannot record its outcome: {e}", ctx.job.id);
+    }
+    state
+        .jobs
+        .cancel_flags
+        .lock()
+        .expect("lock")
+        .remove(&ctx.job.id);
+    state.jobs.changed(&ctx.job.id);
+}
+
+async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
+    let job = &ctx.job;
+    let now = now_ms();
+    let mut tx = ctx.state.db.write.begin().await?;
+    let (job_status, plan_status) = match outcome {
+        Outcome::Done(message) => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'succeeded', finished_at = ?, updated_at = ?, message = ?, \
+                 error = NULL WHERE id = ?",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(message)
+            .bind(&job.id)
+            .execute(&mut *tx)
+            .await?;
+            ("succeeded", None)
+        }
+        Outcome::Cancelled(message) => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, message = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(message)
+            .bind(&job.id)
+            .execute(&mut *tx)
+            .await?;
+            ("cancelled", Some("cancelled"))
+        }
+        Outcome::Interrupted => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?, \
+                 message = 'interrupted by shutdown; resumes at the next start' WHERE id = ?",
+            )
+            .bind(now)
+            .bind(&job.id)
+            .execute(&mut *tx)
+            .await?;
+            ("queued", Some("pending"))
+        }
+        Outcome::Failed(e) if e.retryable && job.attempts < job.max_attempts => {
+            let delay = ctx.state.config.retry_base.as_millis() as i64
+                * (1i64 << (job.attempts - 1).clamp(0, 16));
+            tracing::warn!("job {} attempt {} failed: {}", job.id, job.attempts, e.message);
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', run_after = ?, updated_at = ?, error = ?, \
+                 message = ? WHERE id = ?",
+            )
+            .bind(now + delay)
+            .bind(now)
+            .bind(&e.message)
+            .bind(format!(
+                "attempt {} of {} failed; retrying in {:.1} s",
+                job.attempts,
+                job.max_attempts,
+                delay as f64 / 1e3
+            ))
+            .bind(&job.id)
+            .execute(&mut *tx)
+            .await?;
+            ("queued", Some("pending"))
+        }
+        Outcome::Failed(e) => {
+            tracing::warn!("job {} failed: {}", job.id, e.message);
+            sqlx::query(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, updated_at = ?, error = ?, \
+                 message = 'failed' WHERE id = ?",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(&e.message)
+            .bind(&job.id)
+            .execute(&mut *tx)
+            .await?;
+            ("failed", Some("failed"))
+        }
+    };
+    if let (Some(status), "plan", Some(plan_id)) = (plan_status, job.kind.as_str(), &job.plan_id) {
+        sqlx::query("UPDATE plans SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')")
+            .bind(status)
+            .bind(now)
+            .bind(plan_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if job_status != "queued" {
+        ctx.state.metrics.job_finished(&job.kind, job_status);
+    } else {
+        ctx.state.jobs.wake.notify_one();
+    }
+    Ok(())
+}
+
+async fn run_plan(ctx: &Ctx) -> Outcome {
+    match solve_plan(ctx).await {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn solve_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
+    let state = &ctx.state;
+    let plan_id = ctx
+        .job
+        .plan_id
+        .clone()
+        .ok_or_else(|| JobError::permanent("a plan job without a plan"))?;
+    let plan = match store::plan(&state.db, &plan_id).await {
+        Ok(p) => p,
+        Err(_) => return Ok(Outcome::Cancelled("the plan was deleted".into())),
+    };
+    sqlx::query("UPDATE plans SET status = 'running', updated_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(&plan_id)
+        .execute(&state.db.write)
+        .await?;
+    let manifest = state.manifest(&plan.supernet_id).await?;
+    let body: PlanBody = serde_json::from_str(&plan.request)
+        .map_err(|e| JobError::permanent(format!("stored plan request: {e}")))?;
+    let prepared = body.prepare(&manifest, f64::INFINITY)?;
+    let solved = planning::solve(state, prepared).await?;
+    if let Some(o) = ctx.checkpoint() {
+        return Ok(o);
+    }
+    let mut tx = state.db.write.begin().await?;
+    planning::store_result(&mut tx, &plan.supernet_id, &plan_id, &solved).await?;
+    sqlx::query("UPDATE jobs SET progress_done = 1, updated_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(&ctx.job.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Outcome::Done(match &solved.infeasibility {
+        Some(inf) => format!("infeasible: {}", inf.message),
+        None => format!(
+            "{} candidates in {:.1} ms",
+            solved.candidates.len(),
+            solved.solve_time_ms
+        ),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct EvaluatePayload {
+    bits: Vec<String>,
+    quantize_activations: bool,
+    batch_size: usize,
+}
+
+async fn run_evaluate(ctx: &Ctx) -> Outcome {
+    match evaluate(ctx).await {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
+    let state = &ctx.state;
+    let job = &ctx.job;
+    let payload: EvaluatePayload = serde_json::from_str(&job.payload)
+        .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))?;
+    let supernet_id = job
+        .supernet_id
+        .clone()
+        .ok_or_else(|| JobError::permanent("an evaluation job without a supernet"))?;
+    // What is already stored is never measured again (by this job before a crash, or any other).
+    let measured: HashSet<String> = sqlx::query_scalar(
+        "SELECT bits FROM evaluations WHERE supernet_id = ? AND quantize_activations = ?",
+    )
+    .bind(&supernet_id)
+    .bind(payload.quantize_activations)
+    .fetch_all(&state.db.read)
+    .await?
+    .into_iter()
+    .collect();
+    let remaining: Vec<&String> = payload.bits.iter().filter(|b| !measured.contains(*b)).collect();
+    let total = payload.bits.len();
+    let mut done = total - remaining.len();
+    progress(ctx, done, &format!("{done} of {total} measured")).await?;
+    if remaining.is_empty() {
+        return Ok(Outcome::Done(format!("{total} of {total} measured")));
+    }
+    let supernet = store::supernet(&state.db, &supernet_id).await?;
+    let (Some(model_hash), Some(data_hash)) = (supernet.model_hash, supernet.data_hash) else {
+        return Err(JobError::permanent(
+            "the supernet has no model or validation set any more",
+        ));
+    };
+    let model = state.blobs.read(&model_hash).await?;
+    let data = state.blobs.read(&data_hash).await?;
+    let manifest = state.manifest(&supernet_id).await?;
+    let library = crate::runtime::ort_library(state.config.ort_lib.as_deref())
+        .map_err(JobError::permanent)?;
+    let threads = state.config.eval_threads;
+    let options = EvalOptions {
+        batch_size: payload.batch_size,
+        quantize_activations: payload.quantize_activations,
+    };
+    let mut evaluator = blocking(move || {
+        let backend = planner::ort_backend::OrtBackend::new(&library, threads)?;
+        let model = planner::onnx::OnnxModel::from_bytes(&model)?;
+        let data = planner::npz::ValidationSet::from_npz(&data)?;
+        Evaluator::new(&backend, &model, &manifest, data, options)
+    })
+    .await??;
+    for key in remaining {
+        if let Some(o) = ctx.checkpoint() {
+            return Ok(o);
+        }
+        let bits: Vec<u8> = serde_json::from_str(key)
+            .map_err(|e| JobError::permanent(format!("stored bits {key}: {e}")))?;
+        let started = Instant::now();
+        let (back, metrics) = blocking(move || {
+            let m = evaluator.evaluate(&bits);
+            (evaluator, m)
+        })
+        .await?;
+        evaluator = back;
+        let metrics = metrics?;
+        state.metrics.evaluation(started.elapsed().as_secs_f64());
+        done += 1;
+        store_evaluation(ctx, &supernet_id, key, &metrics, done, total).await?;
+        if !state.config.eval_pause.is_zero() {
+            tokio::time::sleep(state.config.eval_pause).await;
+        }
+    }
+    Ok(Outcome::Done(format!("{total} of {total} measured")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| JobError {
+        message: format!("evaluation task: {e}"),
+        retryable: true,
+    })
+}
+
+async fn progress(ctx: &Ctx, done: usize, message: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET progress_done = ?, message = ?, updated_at = ? WHERE id = ?")
+        .bind(done as i64)
+        .bind(message)
+        .bind(now_ms())
+        .bind(&ctx.job.id)
+        .execute(&ctx.state.db.write)
+        .await?;
+    ctx.state.jobs.changed(&ctx.job.id);
+    Ok(())
+}
+
+/// One candidate's result and the job's progress, in one transaction.
+async fn store_evaluation(
+    ctx: &Ctx,
+    supernet_id: &str,
+    bits: &str,
+    m: &Metrics,
+    done: usize,
+    total: usize,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let mut tx = ctx.state.db.write.begin().await?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO evaluations (supernet_id, bits, quantize_activations, accuracy, \
+         agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, latency_ms, samples, \
+         batch_size, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(supernet_id)
+    .bind(bits)
+    .bind(m.activations_quantized)
+    .bind(m.accuracy)
+    .bind(m.agreement_fp32)
+    .bind(m.kl_fp32)
+    .bind(m.agreement_highest)
+    .bind(m.kl_highest)
+    .bind(finite(m.sqnr_db))
+    .bind(m.latency_ms)
+    .bind(m.samples as i64)
+    .bind(m.batch_size as i64)
+    .bind(&ctx.job.id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE jobs SET progress_done = ?, message = ?, updated_at = ? WHERE id = ?")
+        .bind(done as i64)
+        .bind(format!("{done} of {total} measured"))
+        .bind(now)
+        .bind(&ctx.job.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    ctx.state.jobs.changed(&ctx.job.id);
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! bitplan's command line and service. The planning and evaluation engine lives in the `planner`
+//! crate; this crate parses the command line, serves HTTP, stores everything in SQLite and runs
+//! the durable jobs.
+pub mod api;
+pub mod app;
+pub mod blobs;
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod jobs;
+pub mod metrics;
+pub mod output;
+pub mod planning;
+pub mod runtime;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,240 @@
+//! The glue between a stored plan request and the planner: the accepted request body, its checks,
+//! and storing a finished plan with its candidates. Used by the HTTP handler (small plans answer at
+//! once) and by the job runner (big ones).
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::{new_id, now_ms};
+use planner::{Budgets, CostKind, DeviceProfile, Engine, Manifest, Plan, PlanRequest, Problem, Sweep};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The body of `POST /v1/supernets/{id}/plans`, stored as the plan's `request`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    #[serde(default)]
+    pub budgets: Budgets,
+    /// A device profile (required for latency budgets, fronts and sweeps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pareto: Option<CostKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<usize>,
+    #[serde(default)]
+    pub paper_pool: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_s: Option<f64>,
+    #[serde(default)]
+    pub engine: Engine,
+    /// Run as a job even when small enough to answer at once.
+    #[serde(default, rename = "async")]
+    pub run_async: bool,
+}
+
+/// A request checked against its supernet: ready to solve.
+#[derive(Debug)]
+pub struct Prepared {
+    pub problem: Problem,
+    pub request: PlanRequest,
+}
+
+impl PlanBody {
+    /// Whether this plan runs as a job: when asked, or when it builds a pool on a manifest too
+    /// big for the knapsack engine (single solves are bounded by their time limit).
+    pub fn needs_job(&self, problem: &Problem) -> bool {
+        let pooled = self.pareto.is_some() || self.paper_pool || self.sweep.is_some();
+        self.run_async || (pooled && problem.groups.len() > planner::AUTO_KNAPSACK_MAX_GROUPS)
+    }
+
+    /// Builds the problem and the planner's request; every refusal names its field.
+    pub fn prepare(&self, manifest: &Manifest, max_time_s: f64) -> Result<Prepared, ApiError> {
+        let device = match &self.device {
+            Some(v) => Some(
+                DeviceProfile::from_json(&v.to_string())
+                    .map_err(|e| ApiError::from(e).under("device.").prefix_message("device"))?,
+            ),
+            None => None,
+        };
+        let problem = Problem::new(manifest, device.as_ref()).map_err(|e| match e {
+            // A device that does not fit the manifest (e.g. a latency table missing a layer).
+            planner::Error::Invalid { what: "device profile", .. } => {
+                ApiError::from(e).under("device.").prefix_message("device")
+            }
+            other => ApiError::from(other),
+        })?;
+        let time_limit_s = self.time_limit_s.unwrap_or(10.0_f64.min(max_time_s));
+        if time_limit_s > max_time_s {
+            return Err(ApiError::invalid(
+                "time_limit_s",
+                format!("must be at most {max_time_s} s on this server (--max-solve-time-s)"),
+            ));
+        }
+        let request = PlanRequest {
+            budgets: self.budgets.clone(),
+            pareto: self.pareto,
+            points: self.points,
+            paper_pool: self.paper_pool,
+            sweep: self.sweep,
+            time_limit_s,
+            engine: self.engine,
+        };
+        planner::validate_plan(&problem, &request).map_err(|e| {
+            // The planner names budgets by their own field; in the body they sit under `budgets.`.
+            let mut err = ApiError::from(e);
+            for f in &mut err.fields {
+                if f.path.starts_with("max_") {
+                    f.path = format!("budgets.{}", f.path);
+                }
+            }
+            err
+        })?;
+        Ok(Prepared { problem, request })
+    }
+}
+
+/// The stored summary of a solved plan.
+pub fn result_json(plan: &Plan) -> Value {
+    json!({
+        "status": plan.status.as_str(),
+        "sort_by": plan.sort_by.as_str(),
+        "solves": plan.solves,
+        "solve_time_ms": plan.solve_time_ms,
+        "engine": plan.engine,
+        "proxy_layers": plan.proxy_layers,
+        "warnings": plan.warnings,
+        "infeasible": plan.infeasibility,
+    })
+}
+
+/// Bit-widths in manifest order as stored (the key evaluations share).
+pub fn bits_key(bits: &[u8]) -> String {
+    serde_json::to_string(bits).expect("JSON")
+}
+
+/// Stores a finished plan's candidates and status (inside the caller's transaction).
+pub async fn store_result(
+    tx: &mut sqlx::SqliteConnection,
+    supernet_id: &str,
+    plan_id: &str,
+    plan: &Plan,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM candidates WHERE plan_id = ?")
+        .bind(plan_id)
+        .execute(&mut *tx)
+        .await?;
+    for (i, c) in plan.candidates.iter().enumerate() {
+        let k = &c.candidate;
+        sqlx::query(
+            "INSERT INTO candidates (id, plan_id, supernet_id, position, bits, omega, size_bytes, bops, \
+             avg_bits, latency_ms, sources, solve) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new_id("cand"))
+        .bind(plan_id)
+        .bind(supernet_id)
+        .bind(i as i64)
+        .bind(bits_key(&k.bits))
+        .bind(k.omega)
+        .bind(k.size_bytes)
+        .bind(k.bops)
+        .bind(k.avg_bits)
+        .bind(k.latency_ms)
+        .bind(json!(c.sources).to_string())
+        .bind(json!(c.solve).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let status = if plan.status == planner::PlanStatus::Infeasible {
+        "infeasible"
+    } else {
+        "ready"
+    };
+    sqlx::query("UPDATE plans SET status = ?, result = ?, updated_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(result_json(plan).to_string())
+        .bind(now_ms())
+        .bind(plan_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Runs the planner off the async threads and records its solve time.
+pub async fn solve(state: &AppState, prepared: Prepared) -> Result<Plan, ApiError> {
+    let plan = tokio::task::spawn_blocking(move || planner::plan(&prepared.problem, &prepared.request))
+        .await
+        .map_err(|e| ApiError::internal("planner task", e))??;
+    state.metrics.solve(plan.solve_time_ms / 1e3);
+    Ok(plan)
+}
+
+/// What creating a plan did.
+#[derive(Debug)]
+pub enum Created {
+    /// Solved at once and stored with its candidates.
+    Ready { plan_id: String },
+    /// Stored as pending; the job solves it.
+    Queued { plan_id: String, job_id: String },
+}
+
+/// Creates a plan: small ones are solved now (infeasible budgets are a 422 carrying the smallest
+/// achievable values, and nothing is stored), big ones are queued as a job.
+pub async fn create(state: &AppState, supernet_id: &str, body: &PlanBody) -> Result<Created, ApiError> {
+    let manifest = state.manifest(supernet_id).await?;
+    let prepared = body.prepare(&manifest, state.config.max_solve_time_s)?;
+    let plan_id = new_id("plan");
+    let now = now_ms();
+    let mut stored = body.clone();
+    stored.time_limit_s = Some(prepared.request.time_limit_s);
+    let request_text = serde_json::to_string(&stored).expect("JSON");
+
+    if body.needs_job(&prepared.problem) {
+        let job_id = new_id("job");
+        let mut tx = state.db.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO plans (id, supernet_id, request, status, job_id, created_at, updated_at) \
+             VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(&plan_id)
+        .bind(supernet_id)
+        .bind(&request_text)
+        .bind(&job_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        crate::store::insert_job(&mut tx, &job_id, "plan", supernet_id, Some(&plan_id), &json!({}), 1)
+            .await?;
+        tx.commit().await?;
+        state.jobs.wake.notify_one();
+        return Ok(Created::Queued { plan_id, job_id });
+    }
+
+    let plan = solve(state, prepared).await?;
+    if let Some(inf) = &plan.infeasibility {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "infeasible",
+            inf.message.clone(),
+        )
+        .with_details(json!({ "infeasible": inf })));
+    }
+    let mut tx = state.db.write.begin().await?;
+    sqlx::query(
+        "INSERT INTO plans (id, supernet_id, request, status, created_at, updated_at) \
+         VALUES (?, ?, ?, 'running', ?, ?)",
+    )
+    .bind(&plan_id)
+    .bind(supernet_id)
+    .bind(&request_text)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    store_result(&mut tx, supernet_id, &plan_id, &plan).await?;
+    tx.commit().await?;
+    Ok(Created::Ready { plan_id })
+}
