@@ -2,6 +2,8 @@
 //! status for its route and method, and a JSON body must validate against the documented schema.
 //! Shared by the in-process API tests (server/tests/api.rs) and the end-to-end tests.
 
+#![allow(dead_code)] // each test crate uses a subset
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

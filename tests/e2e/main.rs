@@ -1,7 +1,9 @@
 //! End-to-end tests: run the real `bitplan` binary as CI pipelines do.
 
+mod contract;
 mod evaluate_cli;
 mod plan_cli;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
