@@ -37,6 +37,60 @@ pub(crate) fn pareto_front(
     enumerate(problem, axis, limits, fixed, false)
 }
 
+/// The exact front of Omega against one cost with no budget at all, kept to answer single-budget
+/// solves by a binary search: under a bound on that cost alone, the least-Omega assignment is the
+/// front point of largest cost within the bound (along the front, Omega falls as cost rises).
+/// Building it costs one front enumeration; each answer then costs O(log points).
+#[derive(Debug, Clone)]
+pub struct FrontIndex {
+    axis: CostKind,
+    groups: usize,
+    costs: Vec<f64>,
+    picks: Vec<Vec<u8>>,
+}
+
+impl FrontIndex {
+    /// Enumerates the front (refuses, like any front, past [`MAX_STATES`]).
+    pub fn build(problem: &Problem, axis: CostKind) -> Result<FrontIndex> {
+        let front = pareto_front(problem, axis, &[None; 3], &[])?;
+        Ok(FrontIndex {
+            axis,
+            groups: problem.groups.len(),
+            costs: front.iter().map(|p| problem.candidate(p).cost(axis)).collect(),
+            picks: front
+                .iter()
+                .map(|p| p.iter().map(|&c| c as u8).collect())
+                .collect(),
+        })
+    }
+
+    pub fn axis(&self) -> CostKind {
+        self.axis
+    }
+
+    pub fn len(&self) -> usize {
+        self.costs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.costs.is_empty()
+    }
+
+    /// The least-Omega assignment whose cost is within `limit` (the same tolerance as the dynamic
+    /// program), or `None` when none is.
+    pub fn best_under(&self, limit: f64) -> Option<Vec<usize>> {
+        let tolerance = 1e-9 * limit.abs().max(1.0);
+        let n = self.costs.partition_point(|&c| c <= limit + tolerance);
+        n.checked_sub(1)
+            .map(|i| self.picks[i].iter().map(|&c| usize::from(c)).collect())
+    }
+
+    /// Whether this index answers for `problem` (same groups).
+    pub(crate) fn fits(&self, problem: &Problem) -> bool {
+        self.groups == problem.groups.len()
+    }
+}
+
 /// The least-Omega assignment within `limits` (bounded on `axis`), by the same dynamic program
 /// with branch-and-bound pruning: a state whose Lagrangian lower bound exceeds a greedy incumbent
 /// cannot lead to the optimum. Returns `None` when no assignment fits.

@@ -53,12 +53,12 @@ pub mod synth;
 pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};
 pub use device::{DeviceProfile, LatencyModel};
 pub use error::{Error, FieldError, Result};
-pub use front::{spread, MAX_STATES};
+pub use front::{spread, FrontIndex, MAX_STATES};
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::SolveStatus;
 pub use manifest::{ActivationBits, Layer, Manifest, Rounding, Warning, MAX_BITS};
 pub use plan::{
-    bare_candidate_json, candidate_json, plan, Engine, Plan, PlanRequest, PlanStatus,
+    bare_candidate_json, candidate_json, plan, plan_indexed, Engine, Plan, PlanRequest, PlanStatus,
     PlannedCandidate, SolveOutcome, Source, Sweep, validate as validate_plan, AUTO_KNAPSACK_MAX_GROUPS,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, CostKind, Group, Problem};

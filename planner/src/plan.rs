@@ -3,7 +3,7 @@
 
 use crate::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility, Limits};
 use crate::error::{Error, Result};
-use crate::front::{pareto_front, spread};
+use crate::front::{pareto_front, spread, FrontIndex};
 use crate::ilp::{self, IlpOutcome, Objective, SolveStatus};
 use crate::manifest::Warning;
 use crate::problem::{Candidate, CostKind, Problem};
@@ -135,7 +135,8 @@ pub struct Plan {
     pub infeasibility: Option<Infeasibility>,
     pub solves: usize,
     pub solve_time_ms: f64,
-    pub engine: &'static str,
+    /// The engines that answered, joined by `+` (`knapsack`, `highs`, `front-index`), or `none`.
+    pub engine: String,
     pub warnings: Vec<Warning>,
     pub proxy_layers: Vec<String>,
 }
@@ -155,6 +156,18 @@ pub fn plan(problem: &Problem, request: &PlanRequest) -> Result<Plan> {
     Planner::new(problem, request)?.run()
 }
 
+/// [`plan`], answering single-budget solves on `index`'s cost from the precomputed front (exact,
+/// O(log points) each) instead of solving them; other solves are unchanged.
+pub fn plan_indexed(
+    problem: &Problem,
+    request: &PlanRequest,
+    index: Option<&FrontIndex>,
+) -> Result<Plan> {
+    let mut planner = Planner::new(problem, request)?;
+    planner.index = index.filter(|ix| ix.fits(problem));
+    planner.run()
+}
+
 /// Checks a request against a problem without solving (what [`plan`] would refuse up front).
 pub fn validate(problem: &Problem, request: &PlanRequest) -> Result<()> {
     Planner::new(problem, request).map(|_| ())
@@ -168,6 +181,7 @@ struct Planner<'a> {
     solves: usize,
     engines: Vec<&'static str>,
     started: Instant,
+    index: Option<&'a FrontIndex>,
 }
 
 impl<'a> Planner<'a> {
@@ -224,6 +238,7 @@ impl<'a> Planner<'a> {
             solves: 0,
             engines: Vec::new(),
             started: Instant::now(),
+            index: None,
         })
     }
 
@@ -348,10 +363,10 @@ impl<'a> Planner<'a> {
             },
             solves: self.solves,
             solve_time_ms: self.started.elapsed().as_secs_f64() * 1e3,
-            engine: match self.engines.as_slice() {
-                [one] => one,
-                [] => "none",
-                _ => "knapsack+highs",
+            engine: if self.engines.is_empty() {
+                "none".to_string()
+            } else {
+                self.engines.join("+")
             },
             warnings: self.problem.manifest.warnings.clone(),
             proxy_layers: self
@@ -409,6 +424,22 @@ impl<'a> Planner<'a> {
     /// One solve: minimum Omega under `limits` with some groups fixed.
     fn solve(&mut self, limits: &Limits, fixed: &[Option<usize>]) -> Result<SolveOutcome> {
         self.solves += 1;
+        if let Some(ix) = self.index {
+            let bounded: Vec<usize> = (0..3).filter(|&k| limits[k].is_some()).collect();
+            if self.request.engine != Engine::Highs
+                && fixed.iter().all(Option::is_none)
+                && bounded == [ix.axis().index()]
+            {
+                self.engines.push("front-index");
+                let limit = limits[bounded[0]].expect("bounded");
+                return Ok(ix.best_under(limit).map_or(SolveOutcome::Infeasible, |picks| {
+                    SolveOutcome::Solved {
+                        picks,
+                        status: SolveStatus::Optimal,
+                    }
+                }));
+            }
+        }
         let bounded = limits.iter().filter(|l| l.is_some()).count();
         let engine = match self.request.engine {
             Engine::Auto

@@ -4,7 +4,7 @@ use crate::blobs::Blobs;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{self, Db};
-use planner::Manifest;
+use planner::{CostKind, FrontIndex, Manifest, Problem};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -104,9 +104,20 @@ pub struct AppState {
     pub blobs: Blobs,
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobHub>,
+    /// Group commit of plans created at once.
+    pub plan_writer: crate::writer::PlanWriter,
     /// Parsed manifests by supernet id (manifests never change after creation).
     manifests: Arc<Mutex<HashMap<String, Arc<Manifest>>>>,
+    /// Exact fronts by (supernet, device profile, cost), built once on first use; `None` when
+    /// the front is too large to enumerate.
+    fronts: Arc<Mutex<HashMap<FrontKey, FrontCell>>>,
 }
+
+type FrontKey = (String, String, CostKind);
+type FrontCell = Arc<tokio::sync::OnceCell<Option<Arc<FrontIndex>>>>;
+
+/// Fronts kept in memory (a ResNet-50-scale size front is about 2 MB).
+const FRONT_CACHE: usize = 16;
 
 const MANIFEST_CACHE: usize = 64;
 
@@ -118,11 +129,13 @@ impl AppState {
         let blobs = Blobs::open(config.data_dir.join("blobs"))?;
         Ok(AppState {
             config: Arc::new(config),
-            db,
+            db: db.clone(),
             blobs,
             metrics: Arc::new(Metrics::default()),
             jobs: Arc::new(JobHub::new()),
+            plan_writer: crate::writer::PlanWriter::spawn(db.clone()),
             manifests: Arc::new(Mutex::new(HashMap::new())),
+            fronts: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -146,5 +159,45 @@ impl AppState {
 
     pub fn forget_manifest(&self, supernet_id: &str) {
         self.manifests.lock().expect("lock").remove(supernet_id);
+        self.fronts
+            .lock()
+            .expect("lock")
+            .retain(|(id, _, _), _| id != supernet_id);
+    }
+
+    /// The exact front of `problem` on `axis`, built once per supernet, device and cost (off the
+    /// async threads; concurrent first requests wait for the one build).
+    pub async fn front_index(
+        &self,
+        supernet_id: &str,
+        device: Option<&serde_json::Value>,
+        axis: CostKind,
+        problem: &Problem,
+    ) -> Option<Arc<FrontIndex>> {
+        let key = (
+            supernet_id.to_string(),
+            device.map(|d| d.to_string()).unwrap_or_default(),
+            axis,
+        );
+        let cell = {
+            let mut fronts = self.fronts.lock().expect("lock");
+            if fronts.len() >= FRONT_CACHE && !fronts.contains_key(&key) {
+                fronts.clear();
+            }
+            fronts.entry(key).or_default().clone()
+        };
+        cell.get_or_init(|| {
+            let problem = problem.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    FrontIndex::build(&problem, axis).ok().map(Arc::new)
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+        })
+        .await
+        .clone()
     }
 }

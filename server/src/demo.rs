@@ -59,7 +59,8 @@ pub async fn load(state: &AppState) -> anyhow::Result<String> {
         .await
         .map_err(|e| anyhow::anyhow!("demo plan: {}", e.message))?;
     let plan_id = match created {
-        Created::Ready { plan_id } | Created::Queued { plan_id, .. } => plan_id,
+        Created::Ready { plan } => plan.id,
+        Created::Queued { plan_id, .. } => plan_id,
     };
     let job = crate::api::queue_evaluation(state, &plan_id, None, false, 256)
         .await

@@ -13,7 +13,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub fields: Vec<FieldError>,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -64,7 +64,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> ApiError {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 

@@ -330,7 +330,7 @@ async fn solve_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     let body: PlanBody = serde_json::from_str(&plan.request)
         .map_err(|e| JobError::permanent(format!("stored plan request: {e}")))?;
     let prepared = body.prepare(&manifest, f64::INFINITY)?;
-    let solved = planning::solve(state, prepared).await?;
+    let solved = planning::solve(state, &plan.supernet_id, &body, prepared).await?;
     if let Some(o) = ctx.checkpoint() {
         return Ok(o);
     }

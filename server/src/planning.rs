@@ -5,6 +5,7 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::{new_id, now_ms};
+use crate::writer::NewPlan;
 use planner::{Budgets, CostKind, DeviceProfile, Engine, Manifest, Plan, PlanRequest, Problem, Sweep};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -48,6 +49,31 @@ impl PlanBody {
     pub fn needs_job(&self, problem: &Problem) -> bool {
         let pooled = self.pareto.is_some() || self.paper_pool || self.sweep.is_some();
         self.run_async || (pooled && problem.groups.len() > planner::AUTO_KNAPSACK_MAX_GROUPS)
+    }
+
+    /// The cost whose exact front answers every solve of this request, if one does: a single
+    /// kind of budget (average bits is a size budget), optionally swept along that same cost.
+    pub fn index_axis(&self) -> Option<CostKind> {
+        if self.pareto.is_some() || self.paper_pool || self.engine == Engine::Highs {
+            return None;
+        }
+        let b = &self.budgets;
+        let mut kinds = Vec::new();
+        if b.max_size_bytes.is_some() || b.max_avg_bits.is_some() {
+            kinds.push(CostKind::Size);
+        }
+        if b.max_bops.is_some() {
+            kinds.push(CostKind::Bops);
+        }
+        if b.max_latency_ms.is_some() {
+            kinds.push(CostKind::Latency);
+        }
+        match (kinds.as_slice(), self.sweep) {
+            ([k], None) => Some(*k),
+            ([], Some(s)) => Some(s.cost),
+            ([k], Some(s)) if s.cost == *k => Some(*k),
+            _ => None,
+        }
     }
 
     /// Builds the problem and the planner's request; every refusal names its field.
@@ -115,7 +141,16 @@ pub fn bits_key(bits: &[u8]) -> String {
     serde_json::to_string(bits).expect("JSON")
 }
 
-/// Stores a finished plan's candidates and status (inside the caller's transaction).
+fn plan_status(plan: &Plan) -> &'static str {
+    if plan.status == planner::PlanStatus::Infeasible {
+        "infeasible"
+    } else {
+        "ready"
+    }
+}
+
+/// Stores a job's finished plan: its candidates (replacing those of an earlier, interrupted
+/// attempt) and its status, inside the caller's transaction.
 pub async fn store_result(
     tx: &mut sqlx::SqliteConnection,
     supernet_id: &str,
@@ -126,34 +161,11 @@ pub async fn store_result(
         .bind(plan_id)
         .execute(&mut *tx)
         .await?;
-    for (i, c) in plan.candidates.iter().enumerate() {
-        let k = &c.candidate;
-        sqlx::query(
-            "INSERT INTO candidates (id, plan_id, supernet_id, position, bits, omega, size_bytes, bops, \
-             avg_bits, latency_ms, sources, solve) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new_id("cand"))
-        .bind(plan_id)
-        .bind(supernet_id)
-        .bind(i as i64)
-        .bind(bits_key(&k.bits))
-        .bind(k.omega)
-        .bind(k.size_bytes)
-        .bind(k.bops)
-        .bind(k.avg_bits)
-        .bind(k.latency_ms)
-        .bind(json!(c.sources).to_string())
-        .bind(json!(c.solve).to_string())
-        .execute(&mut *tx)
-        .await?;
-    }
-    let status = if plan.status == planner::PlanStatus::Infeasible {
-        "infeasible"
-    } else {
-        "ready"
-    };
+    let rows = crate::writer::candidate_rows(plan);
+    let rows: Vec<_> = rows.iter().map(|c| (supernet_id, plan_id, c)).collect();
+    crate::writer::insert_candidates(tx, &rows).await?;
     sqlx::query("UPDATE plans SET status = ?, result = ?, updated_at = ? WHERE id = ?")
-        .bind(status)
+        .bind(plan_status(plan))
         .bind(result_json(plan).to_string())
         .bind(now_ms())
         .bind(plan_id)
@@ -162,11 +174,23 @@ pub async fn store_result(
     Ok(())
 }
 
-/// Runs the planner off the async threads and records its solve time.
-pub async fn solve(state: &AppState, prepared: Prepared) -> Result<Plan, ApiError> {
-    let plan = tokio::task::spawn_blocking(move || planner::plan(&prepared.problem, &prepared.request))
+/// Runs the planner off the async threads and records its solve time. Single-budget solves are
+/// answered from the supernet's cached exact front on that cost when one can be built.
+pub async fn solve(state: &AppState, supernet_id: &str, body: &PlanBody, prepared: Prepared) -> Result<Plan, ApiError> {
+    let index = match body.index_axis() {
+        Some(axis) => state.front_index(supernet_id, body.device.as_ref(), axis, &prepared.problem).await,
+        None => None,
+    };
+    let plan = if index.is_some() && body.sweep.is_none() {
+        // One binary search on the cached front: microseconds, no need to leave this thread.
+        planner::plan_indexed(&prepared.problem, &prepared.request, index.as_deref())?
+    } else {
+        tokio::task::spawn_blocking(move || {
+            planner::plan_indexed(&prepared.problem, &prepared.request, index.as_deref())
+        })
         .await
-        .map_err(|e| ApiError::internal("planner task", e))??;
+        .map_err(|e| ApiError::internal("planner task", e))??
+    };
     state.metrics.solve(plan.solve_time_ms / 1e3);
     Ok(plan)
 }
@@ -175,7 +199,7 @@ pub async fn solve(state: &AppState, prepared: Prepared) -> Result<Plan, ApiErro
 #[derive(Debug)]
 pub enum Created {
     /// Solved at once and stored with its candidates.
-    Ready { plan_id: String },
+    Ready { plan: crate::store::PlanRow },
     /// Stored as pending; the job solves it.
     Queued { plan_id: String, job_id: String },
 }
@@ -213,7 +237,7 @@ pub async fn create(state: &AppState, supernet_id: &str, body: &PlanBody) -> Res
         return Ok(Created::Queued { plan_id, job_id });
     }
 
-    let plan = solve(state, prepared).await?;
+    let plan = solve(state, supernet_id, body, prepared).await?;
     if let Some(inf) = &plan.infeasibility {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -222,19 +246,38 @@ pub async fn create(state: &AppState, supernet_id: &str, body: &PlanBody) -> Res
         )
         .with_details(json!({ "infeasible": inf })));
     }
-    let mut tx = state.db.write.begin().await?;
-    sqlx::query(
-        "INSERT INTO plans (id, supernet_id, request, status, created_at, updated_at) \
-         VALUES (?, ?, ?, 'running', ?, ?)",
-    )
-    .bind(&plan_id)
-    .bind(supernet_id)
-    .bind(&request_text)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    store_result(&mut tx, supernet_id, &plan_id, &plan).await?;
-    tx.commit().await?;
-    Ok(Created::Ready { plan_id })
+    let result = result_json(&plan).to_string();
+    state
+        .plan_writer
+        .write(NewPlan {
+            id: plan_id.clone(),
+            supernet_id: supernet_id.to_string(),
+            request: request_text.clone(),
+            status: plan_status(&plan),
+            result: result.clone(),
+            created_at: now,
+            candidates: crate::writer::candidate_rows(&plan),
+        })
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                ApiError::not_found("supernet", supernet_id)
+            }
+            _ => ApiError::from(e),
+        })?;
+    // The stored row, as a read would return it.
+    Ok(Created::Ready {
+        plan: crate::store::PlanRow {
+            id: plan_id,
+            supernet_id: supernet_id.to_string(),
+            request: request_text,
+            status: plan_status(&plan).to_string(),
+            job_id: None,
+            result: Some(result),
+            chosen_candidate_id: None,
+            created_at: now,
+            updated_at: now,
+            candidates: plan.candidates.len() as i64,
+        },
+    })
 }

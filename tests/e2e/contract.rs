@@ -8,9 +8,12 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Compiled response schemas by (method, path template, status, media type).
+type Validators = HashMap<(String, String, u16, String), Arc<jsonschema::Validator>>;
+
 pub struct Contract {
     spec: Value,
-    validators: Mutex<HashMap<(String, String, u16, String), Arc<jsonschema::Validator>>>,
+    validators: Mutex<Validators>,
 }
 
 pub const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

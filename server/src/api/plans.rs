@@ -37,9 +37,10 @@ pub async fn create(
             v["job"] = store::job(&state.db, &job_id).await?.to_json();
             Ok((StatusCode::ACCEPTED, Json(v)).into_response())
         }
-        Created::Ready { plan_id } => {
+        Created::Ready { plan } => {
+            let plan_id = plan.id.clone();
             let manifest = state.manifest(&supernet_id).await?;
-            let mut v = store::plan(&state.db, &plan_id).await?.to_json();
+            let mut v = plan.to_json();
             let names = layer_names(&manifest);
             v["candidates"] = json!(load_candidates(&state, &plan_id, false)
                 .await?
