@@ -69,8 +69,20 @@ impl Budgets {
         out
     }
 
-    /// Checks the budgets against a problem and returns them as bounds.
-    pub(crate) fn bounds(&self, problem: &Problem) -> Result<Vec<Bound>> {
+    /// Checks that every budget given is a finite, non-negative number.
+    pub fn check_values(&self) -> Result<()> {
+        let errors = self.value_errors();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid {
+                what: "budgets",
+                errors,
+            })
+        }
+    }
+
+    fn value_errors(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         for (name, v) in [
             ("max_size_bytes", self.max_size_bytes),
@@ -87,6 +99,12 @@ impl Budgets {
                 }
             }
         }
+        errors
+    }
+
+    /// Checks the budgets against a problem and returns them as bounds.
+    pub(crate) fn bounds(&self, problem: &Problem) -> Result<Vec<Bound>> {
+        let mut errors = self.value_errors();
         if self.max_latency_ms.is_some() && !problem.has_latency() {
             errors.push(FieldError::new(
                 "max_latency_ms",

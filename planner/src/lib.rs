@@ -35,6 +35,7 @@ mod device;
 mod error;
 pub mod eval;
 pub mod export;
+pub mod fleet;
 mod front;
 mod hasb;
 mod ilp;

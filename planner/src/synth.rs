@@ -225,3 +225,55 @@ pub fn random(n: usize, seed: u64) -> Manifest {
 pub fn roofline_device_json() -> &'static str {
     r#"{"name": "edge-npu", "roofline": {"peak_gmac_per_s": {"8": 2000, "4": 4000, "2": 8000}, "bandwidth_gb_per_s": 25, "layer_overhead_ms": 0.01}}"#
 }
+
+/// A reproducible fleet of `n` roofline devices for `manifest`: speeds spanning three decades,
+/// supported weight bits from four families, and budgets that bind: half on latency alone, a
+/// quarter on average bits alone, a quarter on both; some devices keep the first layer high-bit.
+/// Budgets are set between the device's cheapest and dearest configuration, so most devices are
+/// feasible and a few (the tightest draws) are not.
+pub fn fleet_json(manifest: &Manifest, n: usize, seed: u64) -> serde_json::Value {
+    let mut rng = Rng::new(seed);
+    let families: [&[u8]; 4] = [&[8, 6, 5, 4, 3, 2], &[8, 4], &[8, 6, 4], &[8, 4, 2]];
+    let devices: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let scale = 10f64.powf(rng.range(0.0, 3.0));
+            let roofline = serde_json::json!({
+                "peak_gmac_per_s": {"8": 20.0 * scale, "4": 40.0 * scale, "2": 80.0 * scale},
+                "bandwidth_gb_per_s": 0.5 * scale.sqrt() * 10.0,
+                "layer_overhead_ms": 0.01,
+            });
+            let bits = families[rng.below(families.len() as u64) as usize];
+            let device = crate::DeviceProfile::from_json(
+                &serde_json::json!({"name": "d", "roofline": roofline.clone()}).to_string(),
+            )
+            .expect("a valid roofline");
+            // The latency range of this device: all layers at the lowest and the highest bits.
+            let lat = |b: u8| -> f64 {
+                manifest
+                    .layers
+                    .iter()
+                    .map(|l| device.layer_latency_ms(l, b, b).unwrap_or(0.0))
+                    .sum()
+            };
+            let (lo, hi) = (lat(*bits.last().expect("bits")), lat(bits[0]));
+            let latency = lo + (hi - lo) * rng.range(0.05, 0.8);
+            let avg_bits = rng.range(2.5, 6.5);
+            let budgets = match i % 4 {
+                0 | 1 => serde_json::json!({"max_latency_ms": latency}),
+                2 => serde_json::json!({"max_avg_bits": avg_bits}),
+                _ => serde_json::json!({"max_latency_ms": latency, "max_avg_bits": avg_bits}),
+            };
+            let mut d = serde_json::json!({
+                "name": format!("device-{i:02}"),
+                "roofline": roofline,
+                "budgets": budgets,
+                "weight_bits": bits,
+            });
+            if rng.below(3) == 0 {
+                d["high_bit_layers"] = serde_json::json!([manifest.layers[0].name]);
+            }
+            d
+        })
+        .collect();
+    serde_json::json!({"name": format!("synthetic-{n}"), "devices": devices})
+}

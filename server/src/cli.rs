@@ -42,8 +42,49 @@ enum Command {
     /// Write a candidate as a deployable QDQ ONNX model (int8 weights + DequantizeLinear) and its
     /// bit configuration as JSON.
     Export(ExportArgs),
+    /// Plan every device of a fleet (budgets, supported bits, latency model, high-bit layers);
+    /// optionally measure the chosen configurations and gate them on accuracy.
+    Fleet(FleetArgs),
     /// Run the service: REST API, job runner and SQLite store in a data directory.
     Serve(crate::serve::ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// Supernet manifest (JSON).
+    manifest: PathBuf,
+    /// The fleet: {"name", "devices": [{name, latency_ms | roofline, budgets, weight_bits,
+    /// activation_bits, high_bit_layers}]}.
+    #[arg(long, value_name = "FLEET.json")]
+    fleet: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Measure each chosen configuration and fail (exit 3) a device below this top-1 accuracy.
+    #[arg(long, requires_all = ["model", "data"])]
+    min_accuracy: Option<f64>,
+    /// The ONNX model, to measure the chosen configurations.
+    #[arg(long, value_name = "MODEL.onnx", requires = "data")]
+    model: Option<PathBuf>,
+    /// Validation set (.npz with `x` and labels `y`).
+    #[arg(long, value_name = "VAL.npz", requires = "model")]
+    data: Option<PathBuf>,
+    /// Optima shown at this many tighter and looser budgets around each device's choice.
+    #[arg(long, default_value_t = 2)]
+    neighbours: usize,
+    /// Step between those budgets, as a fraction of the device's budget.
+    #[arg(long, default_value_t = 0.1)]
+    step: f64,
+    /// Time limit of each ILP solve for a device's choice, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    time_limit_s: f64,
+    /// Time limit of each ILP solve for a neighbour, seconds (a neighbour stopped there reports
+    /// its status and gap).
+    #[arg(long, default_value_t = 0.05)]
+    neighbour_time_limit_s: f64,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -270,6 +311,7 @@ pub fn run() -> ExitCode {
         Command::Measure(args) => measure(args),
         Command::Export(args) => export(args),
         Command::Manifest(args) => manifest(args),
+        Command::Fleet(args) => fleet(args),
         Command::Serve(args) => crate::serve::run(args).map_err(|e| Failure {
             code: 1,
             message: format!("{e:#}"),
@@ -587,4 +629,51 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         serde_json::to_string_pretty(&m.to_json()).expect("JSON")
     );
     Ok(0)
+}
+
+fn fleet(args: FleetArgs) -> Result<u8, Failure> {
+    let manifest = load_manifest(&args.manifest)?;
+    let fleet = planner::fleet::Fleet::from_json(&read(&args.fleet, "fleet")?).map_err(in_file(&args.fleet))?;
+    if let Some(a) = args.min_accuracy {
+        if !(0.0..=1.0).contains(&a) {
+            return Err(Failure::invalid(format!("--min-accuracy must be within 0..=1, not {a}")));
+        }
+    }
+    let options = planner::fleet::FleetOptions {
+        neighbours: args.neighbours,
+        step: args.step,
+        time_limit_s: args.time_limit_s,
+        neighbour_time_limit_s: args.neighbour_time_limit_s,
+    };
+    let plan = planner::fleet::plan_fleet(&manifest, &fleet, &options).map_err(in_file(&args.fleet))?;
+    let mut doc = plan.to_json(&manifest);
+    if let (Some(model), Some(data)) = (&args.model, &args.data) {
+        let onnx = load_model(model)?;
+        let set = planner::npz::ValidationSet::from_npz(&read_bytes(data, "validation set")?)
+            .map_err(in_file(data))?;
+        if args.min_accuracy.is_some() && set.y.is_none() {
+            return Err(Failure::invalid(format!(
+                "{}: --min-accuracy needs labels (`y`) in the validation set",
+                data.display()
+            )));
+        }
+        let backend = planner::ort_backend::OrtBackend::new(
+            &ort_library(&args.runtime.ort_lib)?,
+            args.runtime.threads,
+        )?;
+        let options = planner::eval::EvalOptions {
+            batch_size: args.batch_size.max(1),
+            quantize_activations: false,
+        };
+        let mut evaluator = planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, options)?;
+        let mut measured = std::collections::HashMap::new();
+        for bits in crate::fleet::distinct_configs(&plan) {
+            let m = evaluator.evaluate(&bits)?;
+            measured.insert(bits, serde_json::to_value(&m).expect("JSON"));
+        }
+        crate::fleet::attach_metrics(&mut doc, &plan, &measured, args.min_accuracy);
+        doc["evaluated_configs"] = serde_json::json!(measured.len());
+    }
+    print!("{}", output::render_fleet(&doc, args.format));
+    Ok(if crate::fleet::all_pass(&doc) { 0 } else { EXIT_INFEASIBLE })
 }

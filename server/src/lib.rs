@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod jobs;
 pub mod metrics;
 pub mod output;

@@ -194,16 +194,28 @@ fn table(problem: &Problem, plan: &Plan) -> String {
         rows.push(row);
     }
     let cols = rows[0].len();
+    out.push_str(&aligned(&rows, |j| j == 0 || (1..cols - 2).contains(&j)));
+    if plan.status == PlanStatus::TimeLimit {
+        out.push_str("some solves stopped at the time limit; their gap is in --format json\n");
+    }
+    out
+}
+
+/// Rows as columns padded to their widest cell; `right(j)` right-aligns column j; the last column
+/// is never padded.
+fn aligned(rows: &[Vec<String>], right: impl Fn(usize) -> bool) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|j| rows.iter().map(|r| r[j].chars().count()).max().unwrap_or(0))
         .collect();
-    for r in &rows {
+    let mut out = String::new();
+    for r in rows {
         let mut line = String::new();
         for (j, cell) in r.iter().enumerate() {
             let w = widths[j];
             if j + 1 == cols {
                 line.push_str(cell);
-            } else if j == 0 || (1..cols - 2).contains(&j) {
+            } else if right(j) {
                 let _ = write!(line, "{cell:>w$}  ");
             } else {
                 let _ = write!(line, "{cell:<w$}  ");
@@ -212,10 +224,102 @@ fn table(problem: &Problem, plan: &Plan) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
-    if plan.status == PlanStatus::TimeLimit {
-        out.push_str("some solves stopped at the time limit; their gap is in --format json\n");
-    }
     out
+}
+
+/// Bit-widths of a JSON `bits` object (manifest order), compact.
+fn compact_bits_json(bits: &serde_json::Value) -> String {
+    let list: Vec<u8> = bits
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).map(|b| b as u8).collect())
+        .unwrap_or_default();
+    compact_bits(&list)
+}
+
+/// A fleet plan document (`bitplan fleet --format json`, the service's fleet plan result) as a
+/// table for people or CSV for tools: one row per device.
+pub fn render_fleet(doc: &serde_json::Value, format: Format) -> String {
+    let devices = doc["devices"].as_array().cloned().unwrap_or_default();
+    let num = |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or(String::new(), f);
+    match format {
+        Format::Json => serde_json::to_string_pretty(doc).expect("JSON") + "\n",
+        Format::Csv => {
+            let mut out = String::from(
+                "device,status,bits,size_bytes,bops,latency_ms,omega,avg_bits,accuracy,agreement_fp32,meets_gate\n",
+            );
+            for d in &devices {
+                let m = &d["metrics"];
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{}",
+                    csv_field(d["device"].as_str().unwrap_or("")),
+                    d["status"].as_str().unwrap_or(""),
+                    if d["bits"].is_object() { compact_bits_json(&d["bits"]) } else { String::new() },
+                    num(&d["size_bytes"], &|v| v.to_string()),
+                    num(&d["bops"], &|v| v.to_string()),
+                    num(&d["latency_ms"], &|v| v.to_string()),
+                    num(&d["omega"], &|v| v.to_string()),
+                    num(&d["avg_bits"], &|v| v.to_string()),
+                    num(&m["accuracy"], &|v| v.to_string()),
+                    num(&m["agreement_fp32"], &|v| v.to_string()),
+                    d["meets_gate"].as_bool().map_or(String::new(), |b| b.to_string()),
+                );
+            }
+            out
+        }
+        Format::Table => {
+            let gated = devices.iter().any(|d| d["metrics"].is_object());
+            let mut header: Vec<String> = ["device", "status", "cost", "omega", "size", "bops", "avg_bits", "latency_ms"]
+                .map(String::from)
+                .to_vec();
+            if gated {
+                header.extend(["accuracy".to_string(), "gate".to_string()]);
+            }
+            header.push("bits (manifest order)".into());
+            let mut rows = vec![header];
+            let mut notes = Vec::new();
+            for d in &devices {
+                let name = d["device"].as_str().unwrap_or("").to_string();
+                let mut row = vec![
+                    name.clone(),
+                    d["status"].as_str().unwrap_or("").to_string(),
+                    d["cost"].as_str().unwrap_or("").to_string(),
+                    num(&d["omega"], &|v| format!("{v:.6e}")),
+                    num(&d["size_bytes"], &human_bytes),
+                    num(&d["bops"], &human_count),
+                    num(&d["avg_bits"], &|v| format!("{v:.3}")),
+                    num(&d["latency_ms"], &|v| format!("{v:.4}")),
+                ];
+                if gated {
+                    row.push(num(&d["metrics"]["accuracy"], &|v| format!("{v:.4}")));
+                    row.push(d["meets_gate"].as_bool().map_or(String::new(), |b| if b { "pass" } else { "FAIL" }.into()));
+                }
+                row.push(if d["bits"].is_object() { compact_bits_json(&d["bits"]) } else { "-".into() });
+                rows.push(row);
+                if let Some(r) = d["reason"].as_str() {
+                    notes.push(format!("{name}: cannot run the model: {r}"));
+                }
+                if let Some(m) = d["infeasible"]["message"].as_str() {
+                    notes.push(format!("{name}: {m}"));
+                }
+            }
+            let mut out = format!(
+                "fleet {}: {} devices, {} distinct problems, {} solves in {:.1} ms\n",
+                doc["fleet"].as_str().unwrap_or(""),
+                devices.len(),
+                doc["problems"],
+                doc["solves"],
+                doc["time_ms"].as_f64().unwrap_or(0.0)
+            );
+            let cols = rows[0].len();
+            out.push_str(&aligned(&rows, |j| (3..cols - 1).contains(&j)));
+            for n in notes {
+                out.push_str(&n);
+                out.push('\n');
+            }
+            out
+        }
+    }
 }
 
 /// A candidate's measured metrics: JSON for tools (`accuracy`, `agreement_fp32`, `kl_fp32`,

@@ -2,6 +2,7 @@
 
 mod contract;
 mod evaluate_cli;
+mod fleet_cli;
 mod plan_cli;
 mod serve;
 

@@ -1,0 +1,51 @@
+//! Fleet plans around the planner's `plan_fleet`: measured metrics for each distinct chosen
+//! configuration (measured once however many devices share it) and the accuracy gate. Shared by
+//! `bitplan fleet` and the service's fleet-plan jobs.
+
+use planner::fleet::FleetPlan;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// The distinct bit configurations chosen for the fleet's devices, in first-seen order.
+pub fn distinct_configs(plan: &FleetPlan) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for d in &plan.devices {
+        if let Some(c) = &d.best {
+            if !out.contains(&c.bits) {
+                out.push(c.bits.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Puts each device's measured metrics (by its configuration) into the fleet document, and,
+/// with a gate, whether its accuracy meets it. The document's rows are in `plan`'s device order.
+pub fn attach_metrics(
+    doc: &mut Value,
+    plan: &FleetPlan,
+    metrics: &HashMap<Vec<u8>, Value>,
+    min_accuracy: Option<f64>,
+) {
+    let rows = doc["devices"].as_array_mut().expect("devices");
+    for (row, d) in rows.iter_mut().zip(&plan.devices) {
+        let m = d.best.as_ref().and_then(|c| metrics.get(&c.bits)).cloned();
+        let gate = match (min_accuracy, &m) {
+            (Some(min), Some(m)) => json!(m["accuracy"].as_f64().is_some_and(|a| a >= min)),
+            (Some(_), None) => json!(false),
+            (None, _) => Value::Null,
+        };
+        row["metrics"] = m.unwrap_or(Value::Null);
+        row["meets_gate"] = gate;
+    }
+    doc["min_accuracy"] = json!(min_accuracy);
+}
+
+/// Whether every device has a plan and meets the gate (when there is one).
+pub fn all_pass(doc: &Value) -> bool {
+    doc["devices"].as_array().is_some_and(|rows| {
+        rows.iter().all(|r| {
+            r["status"] != "infeasible" && r["status"] != "unsupported" && r["meets_gate"] != false
+        })
+    })
+}
