@@ -84,10 +84,12 @@ pub async fn recover(state: &AppState) -> Result<u64, sqlx::Error> {
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query("UPDATE plans SET status = 'pending', updated_at = ? WHERE status = 'running'")
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    for sql in [
+        "UPDATE plans SET status = 'pending', updated_at = ? WHERE status = 'running'",
+        "UPDATE fleet_plans SET status = 'pending', updated_at = ? WHERE status = 'running'",
+    ] {
+        sqlx::query(sql).bind(now).execute(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(n)
 }
@@ -99,7 +101,7 @@ async fn claim(state: &AppState, evaluations: bool) -> Result<Option<JobRow>, sq
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
          started_at = COALESCE(started_at, ?1), updated_at = ?1, message = 'running' \
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?1 \
-           AND (?2 OR kind != 'evaluate') ORDER BY created_at, id LIMIT 1) \
+           AND (?2 OR kind = 'plan') ORDER BY created_at, id LIMIT 1) \
          RETURNING {JOB_COLUMNS}"
     )))
     .bind(now)
@@ -125,7 +127,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         let eval = evals.clone().try_acquire_owned().ok();
         match claim(&state, eval.is_some()).await {
             Ok(Some(job)) => {
-                let eval = if job.kind == "evaluate" { eval } else { None };
+                let eval = if job.kind == "plan" { None } else { eval };
                 running.spawn(execute(state.clone(), job, worker, eval, shutdown.clone()));
             }
             Ok(None) => {
@@ -193,6 +195,7 @@ async fn execute(
         None => match ctx.job.kind.as_str() {
             "plan" => run_plan(&ctx).await,
             "evaluate" => run_evaluate(&ctx).await,
+            "fleet" => run_fleet(&ctx).await,
             other => Outcome::Failed(JobError::permanent(format!("unknown job kind {other:?}"))),
         },
     };
@@ -286,8 +289,13 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
             ("failed", Some("failed"))
         }
     };
-    if let (Some(status), "plan", Some(plan_id)) = (plan_status, job.kind.as_str(), &job.plan_id) {
-        sqlx::query("UPDATE plans SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')")
+    let plans_table = match job.kind.as_str() {
+        "plan" => Some("UPDATE plans SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"),
+        "fleet" => Some("UPDATE fleet_plans SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"),
+        _ => None,
+    };
+    if let (Some(status), Some(sql), Some(plan_id)) = (plan_status, plans_table, &job.plan_id) {
+        sqlx::query(sql)
             .bind(status)
             .bind(now)
             .bind(plan_id)
@@ -367,32 +375,50 @@ async fn run_evaluate(ctx: &Ctx) -> Outcome {
 }
 
 async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let state = &ctx.state;
-    let job = &ctx.job;
-    let payload: EvaluatePayload = serde_json::from_str(&job.payload)
+    let payload: EvaluatePayload = serde_json::from_str(&ctx.job.payload)
         .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))?;
-    let supernet_id = job
+    let supernet_id = ctx
+        .job
         .supernet_id
         .clone()
         .ok_or_else(|| JobError::permanent("an evaluation job without a supernet"))?;
+    let total = payload.bits.len();
+    if let Some(o) = measure(ctx, &supernet_id, &payload.bits, payload.quantize_activations, payload.batch_size, 0).await? {
+        return Ok(o);
+    }
+    Ok(Outcome::Done(format!("{total} of {total} measured")))
+}
+
+/// Measures the configurations (bits keys) not stored yet for the supernet, committing each
+/// result with the job's progress (`offset` steps of the job come before these). Returns the
+/// outcome when a checkpoint stops it (cancelled, or the server stopping).
+async fn measure(
+    ctx: &Ctx,
+    supernet_id: &str,
+    keys: &[String],
+    quantize_activations: bool,
+    batch_size: usize,
+    offset: usize,
+) -> Result<Option<Outcome>, JobError> {
+    let state = &ctx.state;
     // What is already stored is never measured again (by this job before a crash, or any other).
     let measured: HashSet<String> = sqlx::query_scalar(
         "SELECT bits FROM evaluations WHERE supernet_id = ? AND quantize_activations = ?",
     )
-    .bind(&supernet_id)
-    .bind(payload.quantize_activations)
+    .bind(supernet_id)
+    .bind(quantize_activations)
     .fetch_all(&state.db.read)
     .await?
     .into_iter()
     .collect();
-    let remaining: Vec<&String> = payload.bits.iter().filter(|b| !measured.contains(*b)).collect();
-    let total = payload.bits.len();
+    let remaining: Vec<&String> = keys.iter().filter(|b| !measured.contains(*b)).collect();
+    let total = offset + keys.len();
     let mut done = total - remaining.len();
-    progress(ctx, done, &format!("{done} of {total} measured")).await?;
+    progress(ctx, done, &format!("{done} of {total} done")).await?;
     if remaining.is_empty() {
-        return Ok(Outcome::Done(format!("{total} of {total} measured")));
+        return Ok(None);
     }
-    let supernet = store::supernet(&state.db, &supernet_id).await?;
+    let supernet = store::supernet(&state.db, supernet_id).await?;
     let (Some(model_hash), Some(data_hash)) = (supernet.model_hash, supernet.data_hash) else {
         return Err(JobError::permanent(
             "the supernet has no model or validation set any more",
@@ -400,13 +426,13 @@ async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
     };
     let model = state.blobs.read(&model_hash).await?;
     let data = state.blobs.read(&data_hash).await?;
-    let manifest = state.manifest(&supernet_id).await?;
+    let manifest = state.manifest(supernet_id).await?;
     let library = crate::runtime::ort_library(state.config.ort_lib.as_deref())
         .map_err(JobError::permanent)?;
     let threads = state.config.eval_threads;
     let options = EvalOptions {
-        batch_size: payload.batch_size,
-        quantize_activations: payload.quantize_activations,
+        batch_size,
+        quantize_activations,
     };
     let mut evaluator = blocking(move || {
         let backend = planner::ort_backend::OrtBackend::new(&library, threads)?;
@@ -417,7 +443,7 @@ async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
     .await??;
     for key in remaining {
         if let Some(o) = ctx.checkpoint() {
-            return Ok(o);
+            return Ok(Some(o));
         }
         let bits: Vec<u8> = serde_json::from_str(key)
             .map_err(|e| JobError::permanent(format!("stored bits {key}: {e}")))?;
@@ -431,12 +457,87 @@ async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
         let metrics = metrics?;
         state.metrics.evaluation(started.elapsed().as_secs_f64());
         done += 1;
-        store_evaluation(ctx, &supernet_id, key, &metrics, done, total).await?;
+        store_evaluation(ctx, supernet_id, key, &metrics, done, total).await?;
         if !state.config.eval_pause.is_zero() {
             tokio::time::sleep(state.config.eval_pause).await;
         }
     }
-    Ok(Outcome::Done(format!("{total} of {total} measured")))
+    Ok(None)
+}
+
+async fn run_fleet(ctx: &Ctx) -> Outcome {
+    match fleet_plan(ctx).await {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// A fleet plan: plan every device, then (when asked) measure each distinct chosen configuration
+/// not stored yet, and store the table.
+async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
+    let state = &ctx.state;
+    let id = ctx.job.plan_id.clone().ok_or_else(|| JobError::permanent("a fleet job without a fleet plan"))?;
+    let row = match crate::api::fleet_plan_row(&state.db, &id).await {
+        Ok(r) => r,
+        Err(_) => return Ok(Outcome::Cancelled("the fleet plan was deleted".into())),
+    };
+    sqlx::query("UPDATE fleet_plans SET status = 'running', updated_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(&id)
+        .execute(&state.db.write)
+        .await?;
+    let body: crate::api::FleetPlanBody = serde_json::from_str(&row.options)
+        .map_err(|e| JobError::permanent(format!("stored fleet plan request: {e}")))?;
+    let fleet = planner::fleet::Fleet::from_json(&row.fleet)?;
+    let manifest = state.manifest(&row.supernet_id).await?;
+    let options = body.options(state.config.max_solve_time_s);
+    let m = manifest.clone();
+    let planned = blocking(move || planner::fleet::plan_fleet(&m, &fleet, &options)).await??;
+    state.metrics.solve(planned.time_ms / 1e3);
+    let mut doc = planned.to_json(&manifest);
+    if body.measures() {
+        let configs = crate::fleet::distinct_configs(&planned);
+        let keys: Vec<String> = configs.iter().map(|b| crate::planning::bits_key(b)).collect();
+        if let Some(o) = measure(ctx, &row.supernet_id, &keys, false, body.batch_size, 1).await? {
+            return Ok(o);
+        }
+        let metrics: std::collections::HashMap<String, serde_json::Value> =
+            store::measurements(&state.db, &row.supernet_id, false)
+                .await?
+                .into_iter()
+                .map(|m| (m.bits.clone(), m.to_json()))
+                .collect();
+        let by_bits: std::collections::HashMap<Vec<u8>, serde_json::Value> = configs
+            .into_iter()
+            .zip(keys)
+            .filter_map(|(b, k)| metrics.get(&k).map(|m| (b, m.clone())))
+            .collect();
+        crate::fleet::attach_metrics(&mut doc, &planned, &by_bits, body.min_accuracy);
+        doc["evaluated_configs"] = serde_json::json!(by_bits.len());
+    }
+    if let Some(o) = ctx.checkpoint() {
+        return Ok(o);
+    }
+    let passed = crate::fleet::all_pass(&doc);
+    let mut tx = state.db.write.begin().await?;
+    sqlx::query("UPDATE fleet_plans SET status = 'ready', result = ?, updated_at = ? WHERE id = ?")
+        .bind(doc.to_string())
+        .bind(now_ms())
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(&ctx.job.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Outcome::Done(format!(
+        "{} devices planned in {:.0} ms; {}",
+        planned.devices.len(),
+        planned.time_ms,
+        if passed { "every device passes" } else { "some devices fail" }
+    )))
 }
 
 async fn blocking<T: Send + 'static>(

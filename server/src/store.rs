@@ -360,19 +360,21 @@ impl CandidateRow {
             .map(|(n, b)| (n.clone(), json!(b)))
             .collect();
         let metrics = self.evaluated_at.map(|at| {
-            json!({
-                "accuracy": self.accuracy,
-                "agreement_fp32": self.agreement_fp32,
-                "kl_fp32": self.kl_fp32,
-                "agreement_highest": self.agreement_highest,
-                "kl_highest": self.kl_highest,
-                "sqnr_db": self.sqnr_db,
-                "latency_ms": self.eval_latency_ms,
-                "samples": self.samples,
-                "batch_size": self.batch_size,
-                "quantize_activations": quantize_activations,
-                "evaluated_at": rfc3339(at),
-            })
+            MetricsRow {
+                bits: String::new(),
+                accuracy: self.accuracy,
+                agreement_fp32: self.agreement_fp32.unwrap_or(f64::NAN),
+                kl_fp32: self.kl_fp32.unwrap_or(f64::NAN),
+                agreement_highest: self.agreement_highest.unwrap_or(f64::NAN),
+                kl_highest: self.kl_highest.unwrap_or(f64::NAN),
+                sqnr_db: self.sqnr_db,
+                latency_ms: self.eval_latency_ms.unwrap_or(f64::NAN),
+                samples: self.samples.unwrap_or(0),
+                batch_size: self.batch_size.unwrap_or(0),
+                quantize_activations,
+                created_at: at,
+            }
+            .to_json()
         });
         json!({
             "id": self.id,
@@ -390,6 +392,59 @@ impl CandidateRow {
             "metrics": metrics,
         })
     }
+}
+
+/// One stored measurement.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MetricsRow {
+    pub bits: String,
+    pub accuracy: Option<f64>,
+    pub agreement_fp32: f64,
+    pub kl_fp32: f64,
+    pub agreement_highest: f64,
+    pub kl_highest: f64,
+    pub sqnr_db: Option<f64>,
+    pub latency_ms: f64,
+    pub samples: i64,
+    pub batch_size: i64,
+    pub quantize_activations: bool,
+    pub created_at: i64,
+}
+
+impl MetricsRow {
+    /// The API's `Metrics` object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "accuracy": self.accuracy,
+            "agreement_fp32": self.agreement_fp32,
+            "kl_fp32": self.kl_fp32,
+            "agreement_highest": self.agreement_highest,
+            "kl_highest": self.kl_highest,
+            "sqnr_db": self.sqnr_db,
+            "latency_ms": self.latency_ms,
+            "samples": self.samples,
+            "batch_size": self.batch_size,
+            "quantize_activations": self.quantize_activations,
+            "evaluated_at": rfc3339(self.created_at),
+        })
+    }
+}
+
+/// The stored measurements of a supernet for one activation setting.
+pub async fn measurements(
+    db: &Db,
+    supernet_id: &str,
+    quantize_activations: bool,
+) -> Result<Vec<MetricsRow>, sqlx::Error> {
+    sqlx::query_as::<_, MetricsRow>(
+        "SELECT bits, accuracy, agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, \
+         latency_ms, samples, batch_size, quantize_activations, created_at FROM evaluations \
+         WHERE supernet_id = ? AND quantize_activations = ?",
+    )
+    .bind(supernet_id)
+    .bind(quantize_activations)
+    .fetch_all(&db.read)
+    .await
 }
 
 pub async fn candidate(

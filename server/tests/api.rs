@@ -479,3 +479,72 @@ async fn metrics_count_requests_and_solves() {
     assert!(text.contains("bitplan_solve_duration_seconds_count 3"), "{text}");
     assert!(text.contains("bitplan_job_queue_depth 0"));
 }
+
+#[tokio::test]
+async fn fleet_plans_cover_every_device_and_share_measurements() {
+    let svc = Svc::new(|_| {}, true).await;
+    // Devices are checked with paths.
+    let r = svc.call("POST", "/v1/devices", Some(json!({"name": "x", "roofline": {"peak_gmac_per_s": {"8": 1}}, "weight_bits": [], "budgets": {"max_bops": -2}}))).await;
+    assert_eq!(r.status, 422);
+    let paths: Vec<String> = r.json()["error"]["fields"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    for want in ["roofline", "weight_bits", "budgets.max_bops"] {
+        assert!(paths.iter().any(|p| p.starts_with(want)), "{want} not in {paths:?}");
+    }
+    // A fleet file posts as it is; its devices are stored too.
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("examples/fleets/roofline.fleet.json")).unwrap()).unwrap();
+    let r = svc.call("POST", "/v1/fleets", Some(file.clone())).await;
+    assert_eq!(r.status, 201);
+    let fleet = r.json();
+    assert_eq!(fleet["devices"].as_array().unwrap().len(), 5);
+    let first_device = fleet["devices"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(svc.call("DELETE", &format!("/v1/devices/{first_device}"), None).await.status, 409);
+
+    let sn = svc.digits().await;
+    let fid = fleet["id"].as_str().unwrap();
+    let r = svc.call("POST", &format!("/v1/supernets/{sn}/fleet-plans"), Some(json!({"fleet_id": fid, "min_accuracy": 0.97}))).await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let plan = svc.call("GET", &format!("/v1/fleet-plans/{}", r.json()["id"].as_str().unwrap()), None).await.json();
+    assert_eq!(plan["status"], "ready");
+    assert_eq!(plan["passed"], false, "legacy-dsp cannot meet its budget");
+    // The same rows as planning the fleet directly.
+    let manifest = planner::Manifest::from_json(&std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap()).unwrap();
+    let direct = planner::fleet::plan_fleet(&manifest, &planner::fleet::Fleet::from_value(file).unwrap(), &Default::default()).unwrap();
+    let rows = plan["result"]["devices"].as_array().unwrap();
+    for (row, d) in rows.iter().zip(&direct.devices) {
+        assert_eq!(row["device"], d.device.as_str());
+        assert_eq!(row["omega"].as_f64(), d.best.as_ref().map(|c| c.omega));
+        if row["status"] == "optimal" {
+            assert_eq!(row["meets_gate"], row["metrics"]["accuracy"].as_f64().unwrap() >= 0.97);
+        }
+    }
+    let distinct = plan["result"]["evaluated_configs"].as_u64().unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations").fetch_one(&svc.state.db.read).await.unwrap();
+    assert_eq!(stored as u64, distinct);
+    // Again: nothing is measured twice.
+    let before: Vec<(String, i64)> = sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits").fetch_all(&svc.state.db.read).await.unwrap();
+    let r = svc.call("POST", &format!("/v1/supernets/{sn}/fleet-plans"), Some(json!({"fleet_id": fid, "evaluate": true}))).await;
+    let again = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(again["status"], "succeeded");
+    let after: Vec<(String, i64)> = sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits").fetch_all(&svc.state.db.read).await.unwrap();
+    assert_eq!(before, after);
+    // The table as CSV.
+    let r = svc.call("GET", &format!("/v1/fleet-plans/{}?format=csv", r.json()["id"].as_str().unwrap()), None).await;
+    let csv = String::from_utf8(r.body).unwrap();
+    assert!(csv.starts_with("device,status,bits,size_bytes,bops,latency_ms,omega,avg_bits,accuracy,agreement_fp32,meets_gate\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 6);
+
+    // A lookup table missing a layer is refused up front, naming the device and the layer.
+    let mut table = serde_json::Map::new();
+    for l in ["conv1", "conv2", "fc1"] {
+        table.insert(l.into(), json!({"8": 0.1, "6": 0.1, "5": 0.1, "4": 0.1, "3": 0.1, "2": 0.1}));
+    }
+    let r = svc.call("POST", "/v1/fleets", Some(json!({"name": "lut", "devices": [first_device, {"name": "phone", "latency_ms": table}]}))).await;
+    assert_eq!(r.status, 201);
+    let r = svc.call("POST", &format!("/v1/supernets/{sn}/fleet-plans"), Some(json!({"fleet_id": r.json()["id"]}))).await;
+    assert_eq!(r.status, 422);
+    let f = &r.json()["error"]["fields"][0];
+    assert_eq!(f["path"], "fleet.devices[1].latency_ms.fc2");
+    assert!(f["reason"].as_str().unwrap().contains("phone"), "{f}");
+}

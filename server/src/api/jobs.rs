@@ -75,13 +75,12 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+        for sql in [
             "UPDATE plans SET status = 'cancelled', updated_at = ? WHERE job_id = ? AND status = 'pending'",
-        )
-        .bind(now)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+            "UPDATE fleet_plans SET status = 'cancelled', updated_at = ? WHERE job_id = ? AND status = 'pending'",
+        ] {
+            sqlx::query(sql).bind(now).bind(&id).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         state.jobs.cancel(&id);
         state.jobs.changed(&id);

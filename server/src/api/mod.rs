@@ -2,10 +2,12 @@
 //! Every failure, including malformed bodies, unknown routes and wrong methods, answers with the
 //! one error shape of [`ApiError`].
 
+mod fleets;
 mod jobs;
 mod plans;
 mod supernets;
 
+pub use fleets::{fleet_plan_row, FleetPlanBody};
 pub use plans::queue_evaluation;
 pub use supernets::create_supernet;
 
@@ -59,6 +61,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/candidates/{id}", get(plans::candidate))
         .route("/v1/candidates/{id}/config", get(plans::config))
         .route("/v1/candidates/{id}/model.onnx", get(plans::export_model))
+        .route("/v1/devices", get(fleets::list_devices).post(fleets::create_device))
+        .route("/v1/devices/{id}", get(fleets::get_device).delete(fleets::delete_device))
+        .route("/v1/fleets", get(fleets::list_fleets).post(fleets::create_fleet))
+        .route("/v1/fleets/{id}", get(fleets::get_fleet).delete(fleets::delete_fleet))
+        .route(
+            "/v1/supernets/{id}/fleet-plans",
+            get(fleets::list_fleet_plans).post(fleets::create_fleet_plan),
+        )
+        .route("/v1/fleet-plans/{id}", get(fleets::get_fleet_plan))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

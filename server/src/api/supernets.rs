@@ -77,9 +77,10 @@ pub async fn delete(
     let has_any = dependents.values().any(|n| n.as_i64().unwrap_or(0) > 0);
     if has_any && !q.cascade {
         return Err(ApiError::conflict(format!(
-            "supernet {id:?} has {} plans, {} candidates, {} evaluations and {} jobs; \
+            "supernet {id:?} has {} plans, {} candidates, {} evaluations, {} fleet plans and {} jobs; \
              delete with ?cascade=true to remove them too",
-            dependents["plans"], dependents["candidates"], dependents["evaluations"], dependents["jobs"]
+            dependents["plans"], dependents["candidates"], dependents["evaluations"],
+            dependents["fleet_plans"], dependents["jobs"]
         ))
         .with_details(json!({ "would_delete": dependents })));
     }
@@ -114,6 +115,7 @@ async fn dependents(
         ("candidates", "SELECT COUNT(*) FROM candidates WHERE supernet_id = ?"),
         ("evaluations", "SELECT COUNT(*) FROM evaluations WHERE supernet_id = ?"),
         ("jobs", "SELECT COUNT(*) FROM jobs WHERE supernet_id = ?"),
+        ("fleet_plans", "SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = ?"),
     ] {
         let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&mut *tx).await?;
         out.insert(name.into(), json!(n));
