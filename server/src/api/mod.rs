@@ -6,6 +6,7 @@ mod fleets;
 mod jobs;
 mod plans;
 mod supernets;
+mod web;
 
 pub use fleets::{fleet_plan_row, FleetPlanBody};
 pub use plans::queue_evaluation;
@@ -39,6 +40,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/supernets/{id}/validation", put(supernets::put_validation));
     let api = Router::new()
+        .route("/", get(web::index))
+        .route("/ui/app.js", get(web::app_js))
+        .route("/ui/app.css", get(web::app_css))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.yaml", get(openapi))
@@ -123,13 +127,15 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// Writes need the bearer token when one is configured; reads too with `--protect-reads`.
-/// `/healthz` stays open for probes.
+/// `/healthz` and the dashboard's static files stay open.
 async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.config.api_token else {
         return next.run(req).await;
     };
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if req.uri().path() == "/healthz" || (read && !state.config.protect_reads) {
+    // Probes and the dashboard's static files (which hold no data) stay open.
+    let public = matches!(req.uri().path(), "/healthz" | "/" | "/ui/app.js" | "/ui/app.css");
+    if public || (read && !state.config.protect_reads) {
         return next.run(req).await;
     }
     let given = req
