@@ -441,7 +441,10 @@ function renderTable(state, box, select, actions) {
       if (e.target.checked) { state.compare.add(c.id); if (state.compare.size > 2) state.compare.delete(state.compare.values().next().value); } else state.compare.delete(c.id);
       rerender(); renderCompare(state, document.querySelector(".grid > div:last-child > div"));
     } })),
-    cols.map((col) => h("td", { class: [col.num ? "num" : "", col.cls || ""].join(" ").trim() || null }, (col.fmt || String)(col.get(c) ?? ""))),
+    cols.map((col) => {
+      const v = col.get(c);
+      return h("td", { class: [col.num ? "num" : "", col.cls || ""].join(" ").trim() || null }, col.fmt ? col.fmt(v) : String(v ?? ""));
+    }),
     h("td", {},
       h("button", { class: c.id === chosen ? "" : "ghost", "data-action": "choose", onclick: () => actions.choose(c.id) }, c.id === chosen ? "★ chosen" : "Mark chosen"), " ",
       h("a", { href: `/v1/candidates/${c.id}/config`, download: `${c.id}.bits.json` }, "JSON"), " ",
@@ -496,9 +499,11 @@ function renderChart(state, box, select) {
   for (const p of pts.slice().sort((a, b) => a.x - b.x || (better(a.y, b.y) ? -1 : 1))) if (!front.length || better(p.y, front[front.length - 1].y)) front.push(p);
   svg.append(el("polyline", { class: "front", points: front.map((p) => `${px(p.x)},${py(p.y)}`).join(" ") }));
   const chosen = state.plan.chosen_candidate_id;
+  // Smaller dots when there are many, so hollow (not measured) ones stay recognisable.
+  const radius = pts.length > 400 ? 2.5 : pts.length > 100 ? 3.5 : 4.5;
   for (const p of pts) {
     const cls = ["point", p.c.metrics ? "evaluated" : "pending", p.c.id === state.selected ? "selected" : "", p.c.id === chosen ? "chosen" : ""].join(" ");
-    const dot = el("circle", { class: cls, cx: px(p.x), cy: py(p.y), r: 4.5, "data-id": p.c.id });
+    const dot = el("circle", { class: cls, cx: px(p.x), cy: py(p.y), r: radius, "data-id": p.c.id });
     dot.addEventListener("mouseenter", (e) => {
       const m = p.c.metrics;
       tooltip.innerHTML = "";
