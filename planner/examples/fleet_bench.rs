@@ -9,12 +9,18 @@ use planner::{plan, synth, PlanRequest, Problem};
 use std::time::Instant;
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     let manifest = synth::resnet50(50);
     let doc = synth::fleet_json(&manifest, n, 7);
     let fleet = Fleet::from_value(doc.clone()).expect("a valid fleet");
     let options = FleetOptions {
-        neighbours: std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(2),
+        neighbours: std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(2),
         ..FleetOptions::default()
     };
 
@@ -34,7 +40,10 @@ fn main() {
         let spec = DeviceSpec::from_value(d.clone(), "").expect("device");
         if let Ok(m) = spec.restrict(&manifest) {
             let p = Problem::new(&m, Some(&spec.profile)).expect("problem");
-            let request = PlanRequest { budgets: spec.budgets.clone(), ..PlanRequest::default() };
+            let request = PlanRequest {
+                budgets: spec.budgets.clone(),
+                ..PlanRequest::default()
+            };
             plan(&p, &request).expect("plan");
         }
     }

@@ -69,6 +69,21 @@ impl Budgets {
         out
     }
 
+    /// The kinds of cost bounded, once each (average bits bounds size).
+    pub fn kinds(&self) -> Vec<CostKind> {
+        let mut kinds = Vec::new();
+        if self.max_size_bytes.is_some() || self.max_avg_bits.is_some() {
+            kinds.push(CostKind::Size);
+        }
+        if self.max_bops.is_some() {
+            kinds.push(CostKind::Bops);
+        }
+        if self.max_latency_ms.is_some() {
+            kinds.push(CostKind::Latency);
+        }
+        kinds
+    }
+
     /// Checks that every budget given is a finite, non-negative number.
     pub fn check_values(&self) -> Result<()> {
         let errors = self.value_errors();

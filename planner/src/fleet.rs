@@ -70,20 +70,31 @@ fn prefixed(e: Error, prefix: &str) -> Vec<FieldError> {
                 )
             })
             .collect(),
-        other => vec![FieldError::new(prefix.trim_end_matches('.'), other.to_string())],
+        other => vec![FieldError::new(
+            prefix.trim_end_matches('.'),
+            other.to_string(),
+        )],
     }
 }
 
 impl DeviceSpec {
     /// Parses one device document: a device profile plus `budgets`, `weight_bits`,
     /// `activation_bits` and `high_bit_layers`. Errors carry `prefix` on their paths.
-    pub fn from_value(value: Value, prefix: &str) -> std::result::Result<DeviceSpec, Vec<FieldError>> {
+    pub fn from_value(
+        value: Value,
+        prefix: &str,
+    ) -> std::result::Result<DeviceSpec, Vec<FieldError>> {
         let Value::Object(map) = value else {
-            return Err(vec![FieldError::new(prefix.trim_end_matches('.'), "must be an object")]);
+            return Err(vec![FieldError::new(
+                prefix.trim_end_matches('.'),
+                "must be an object",
+            )]);
         };
-        let (profile_part, extra_part): (Map<String, Value>, Map<String, Value>) =
-            map.into_iter().partition(|(k, _)| PROFILE_KEYS.contains(&k.as_str()));
-        let latency_key = json!([profile_part.get("latency_ms"), profile_part.get("roofline")]).to_string();
+        let (profile_part, extra_part): (Map<String, Value>, Map<String, Value>) = map
+            .into_iter()
+            .partition(|(k, _)| PROFILE_KEYS.contains(&k.as_str()));
+        let latency_key =
+            json!([profile_part.get("latency_ms"), profile_part.get("roofline")]).to_string();
         let mut errors = Vec::new();
         let profile = DeviceProfile::from_json(&Value::Object(profile_part).to_string())
             .map_err(|e| errors.extend(prefixed(e, prefix)))
@@ -93,14 +104,23 @@ impl DeviceSpec {
                 .map_err(|e| errors.extend(prefixed(e, prefix)))
                 .ok();
         if let Some(x) = &extras {
-            for (field, list) in [("weight_bits", &x.weight_bits), ("activation_bits", &x.activation_bits)] {
+            for (field, list) in [
+                ("weight_bits", &x.weight_bits),
+                ("activation_bits", &x.activation_bits),
+            ] {
                 if let Some(l) = list {
                     if l.is_empty() {
-                        errors.push(FieldError::new(format!("{prefix}{field}"), "must list at least one bit-width"));
+                        errors.push(FieldError::new(
+                            format!("{prefix}{field}"),
+                            "must list at least one bit-width",
+                        ));
                     }
                     for (i, b) in l.iter().enumerate() {
                         if !(1..=crate::MAX_BITS).contains(b) {
-                            errors.push(FieldError::new(format!("{prefix}{field}[{i}]"), format!("{b} is not a bit-width")));
+                            errors.push(FieldError::new(
+                                format!("{prefix}{field}[{i}]"),
+                                format!("{b} is not a bit-width"),
+                            ));
                         }
                     }
                 }
@@ -147,7 +167,9 @@ impl DeviceSpec {
                 && (manifest.activation_bits != ActivationBits::Same
                     || self.activation_bits.as_ref().is_none_or(|a| a.contains(b)))
         };
-        if let (ActivationBits::Fixed(a), Some(list)) = (manifest.activation_bits, &self.activation_bits) {
+        if let (ActivationBits::Fixed(a), Some(list)) =
+            (manifest.activation_bits, &self.activation_bits)
+        {
             if !list.contains(&a) {
                 return Err(format!(
                     "the model runs activations at {a} bits; the device supports {list:?}"
@@ -185,7 +207,11 @@ impl DeviceSpec {
         Manifest::from_value(doc).map_err(|e| match e {
             Error::Invalid { errors, .. } => format!(
                 "the model's constraints cannot be met on the device's bit-widths: {}",
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             other => other.to_string(),
         })
@@ -217,7 +243,10 @@ impl Fleet {
         };
         if let Some(obj) = value.as_object() {
             for k in obj.keys().filter(|k| *k != "name" && *k != "devices") {
-                errors.push(FieldError::new(k.clone(), "unknown field; expected name, devices"));
+                errors.push(FieldError::new(
+                    k.clone(),
+                    "unknown field; expected name, devices",
+                ));
             }
         }
         let mut devices = Vec::new();
@@ -238,7 +267,10 @@ impl Fleet {
                     }
                 }
             }
-            _ => errors.push(FieldError::new("devices", "must be a non-empty list of devices")),
+            _ => errors.push(FieldError::new(
+                "devices",
+                "must be a non-empty list of devices",
+            )),
         }
         if errors.is_empty() {
             Ok(Fleet { name, devices })
@@ -256,7 +288,11 @@ impl Fleet {
                 if manifest.layer_index(l).is_none() {
                     errors.push(FieldError::new(
                         format!("devices[{i}].high_bit_layers[{j}]"),
-                        format!("device {:?}: no layer {l:?} in manifest {:?}", d.name(), manifest.name),
+                        format!(
+                            "device {:?}: no layer {l:?} in manifest {:?}",
+                            d.name(),
+                            manifest.name
+                        ),
                     ));
                 }
             }
@@ -370,7 +406,11 @@ pub fn plan_fleet(manifest: &Manifest, fleet: &Fleet, options: &FleetOptions) ->
         ("neighbour_time_limit_s", options.neighbour_time_limit_s),
     ] {
         if !(v.is_finite() && v > 0.0) {
-            return Err(Error::invalid(WHAT, name, "must be a positive number of seconds"));
+            return Err(Error::invalid(
+                WHAT,
+                name,
+                "must be a positive number of seconds",
+            ));
         }
     }
     fleet.check(manifest)?;
@@ -394,12 +434,16 @@ pub fn plan_fleet(manifest: &Manifest, fleet: &Fleet, options: &FleetOptions) ->
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<DeviceResult>>>> =
         Mutex::new((0..fleet.devices.len()).map(|_| None).collect());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(fleet.devices.len());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(fleet.devices.len());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(device) = fleet.devices.get(i) else { break };
+                let Some(device) = fleet.devices.get(i) else {
+                    break;
+                };
                 let shared = match &restricted[i] {
                     Ok((_, key)) => sharing[key.as_str()],
                     Err(_) => 1,
@@ -490,9 +534,11 @@ fn plan_device(
             };
             let axis = single_budget_cost(budgets).filter(|_| sharing >= FRONT_SHARING);
             let index = axis.and_then(|axis| {
-                once(&cache.fronts, format!("{problem_key}\u{1}{}", axis.as_str()), || {
-                    FrontIndex::build(&problem, axis).ok().map(Arc::new)
-                })
+                once(
+                    &cache.fronts,
+                    format!("{problem_key}\u{1}{}", axis.as_str()),
+                    || FrontIndex::build(&problem, axis).ok().map(Arc::new),
+                )
             });
             plan_indexed(&problem, &request, index.as_deref())
                 .map(|p| Solved {
@@ -519,13 +565,19 @@ fn plan_device(
     for j in (1..=options.neighbours).rev() {
         let scale = 1.0 - options.step * j as f64;
         if scale > 0.0 {
-            let s = solve(&scaled(&device.budgets, cost, scale), options.neighbour_time_limit_s)?;
+            let s = solve(
+                &scaled(&device.budgets, cost, scale),
+                options.neighbour_time_limit_s,
+            )?;
             result.neighbours.push(neighbour(scale, s));
         }
     }
     for j in 1..=options.neighbours {
         let scale = 1.0 + options.step * j as f64;
-        let s = solve(&scaled(&device.budgets, cost, scale), options.neighbour_time_limit_s)?;
+        let s = solve(
+            &scaled(&device.budgets, cost, scale),
+            options.neighbour_time_limit_s,
+        )?;
         result.neighbours.push(neighbour(scale, s));
     }
     Ok(result)
@@ -533,22 +585,16 @@ fn plan_device(
 
 fn neighbour(scale: f64, s: Solved) -> Neighbour {
     let (candidate, solve) = s.best.map_or((None, None), |(c, st)| (Some(c), Some(st)));
-    Neighbour { scale, candidate, solve }
+    Neighbour {
+        scale,
+        candidate,
+        solve,
+    }
 }
 
 /// The cost of the only kind of budget set (average bits counts as size), if exactly one is.
 fn single_budget_cost(b: &Budgets) -> Option<CostKind> {
-    let mut kinds = Vec::new();
-    if b.max_size_bytes.is_some() || b.max_avg_bits.is_some() {
-        kinds.push(CostKind::Size);
-    }
-    if b.max_bops.is_some() {
-        kinds.push(CostKind::Bops);
-    }
-    if b.max_latency_ms.is_some() {
-        kinds.push(CostKind::Latency);
-    }
-    match kinds[..] {
+    match b.kinds()[..] {
         [k] => Some(k),
         _ => None,
     }
@@ -591,7 +637,11 @@ impl FleetPlan {
                 obj.insert("device".into(), json!(d.device));
                 obj.insert(
                     "status".into(),
-                    json!(if d.unsupported.is_some() { "unsupported" } else { d.status.as_str() }),
+                    json!(if d.unsupported.is_some() {
+                        "unsupported"
+                    } else {
+                        d.status.as_str()
+                    }),
                 );
                 obj.insert("cost".into(), json!(d.cost.as_str()));
                 obj.insert("budgets".into(), json!(d.budgets));
@@ -602,7 +652,10 @@ impl FleetPlan {
                         .neighbours
                         .iter()
                         .map(|n| {
-                            let mut v = n.candidate.as_ref().map_or_else(|| json!({"bits": null}), priced);
+                            let mut v = n
+                                .candidate
+                                .as_ref()
+                                .map_or_else(|| json!({"bits": null}), priced);
                             v["scale"] = json!(n.scale);
                             v["solve"] = json!(n.solve);
                             v

@@ -56,7 +56,10 @@ impl FrontIndex {
         Ok(FrontIndex {
             axis,
             groups: problem.groups.len(),
-            costs: front.iter().map(|p| problem.candidate(p).cost(axis)).collect(),
+            costs: front
+                .iter()
+                .map(|p| problem.candidate(p).cost(axis))
+                .collect(),
             picks: front
                 .iter()
                 .map(|p| p.iter().map(|&c| c as u8).collect())

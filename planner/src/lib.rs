@@ -59,7 +59,8 @@ pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::SolveStatus;
 pub use manifest::{ActivationBits, Layer, Manifest, Rounding, Warning, MAX_BITS};
 pub use plan::{
-    bare_candidate_json, candidate_json, plan, plan_indexed, Engine, Plan, PlanRequest, PlanStatus,
-    PlannedCandidate, SolveOutcome, Source, Sweep, validate as validate_plan, AUTO_KNAPSACK_MAX_GROUPS,
+    bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
+    Plan, PlanRequest, PlanStatus, PlannedCandidate, SolveOutcome, Source, Sweep,
+    AUTO_KNAPSACK_MAX_GROUPS,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, CostKind, Group, Problem};

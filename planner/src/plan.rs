@@ -432,12 +432,12 @@ impl<'a> Planner<'a> {
             {
                 self.engines.push("front-index");
                 let limit = limits[bounded[0]].expect("bounded");
-                return Ok(ix.best_under(limit).map_or(SolveOutcome::Infeasible, |picks| {
-                    SolveOutcome::Solved {
+                return Ok(ix
+                    .best_under(limit)
+                    .map_or(SolveOutcome::Infeasible, |picks| SolveOutcome::Solved {
                         picks,
                         status: SolveStatus::Optimal,
-                    }
-                }));
+                    }));
             }
         }
         let bounded = limits.iter().filter(|l| l.is_some()).count();

@@ -92,23 +92,57 @@ fn the_front_index_answers_like_the_solvers() {
             let index = planner::FrontIndex::build(&p, kind).unwrap();
             assert!(index.len() > 10);
             let (lo, hi) = (p.min_cost(kind), p.max_cost(kind));
-            let mut limits: Vec<f64> = (0..=40).map(|i| lo * 0.98 + (hi * 1.02 - lo * 0.98) * i as f64 / 40.0).collect();
+            let mut limits: Vec<f64> = (0..=40)
+                .map(|i| lo * 0.98 + (hi * 1.02 - lo * 0.98) * i as f64 / 40.0)
+                .collect();
             // Exactly at front points (the tolerance must agree with the DP's).
-            let front = planner::plan(&p, &PlanRequest { pareto: Some(kind), ..PlanRequest::default() }).unwrap();
-            limits.extend(front.candidates.iter().step_by(front.candidates.len() / 7 + 1).map(|c| c.candidate.cost(kind)));
+            let front = planner::plan(
+                &p,
+                &PlanRequest {
+                    pareto: Some(kind),
+                    ..PlanRequest::default()
+                },
+            )
+            .unwrap();
+            limits.extend(
+                front
+                    .candidates
+                    .iter()
+                    .step_by(front.candidates.len() / 7 + 1)
+                    .map(|c| c.candidate.cost(kind)),
+            );
             for limit in limits {
                 let budgets = match kind {
-                    CostKind::Size => Budgets { max_size_bytes: Some(limit), ..Budgets::default() },
-                    _ => Budgets { max_bops: Some(limit), ..Budgets::default() },
+                    CostKind::Size => Budgets {
+                        max_size_bytes: Some(limit),
+                        ..Budgets::default()
+                    },
+                    _ => Budgets {
+                        max_bops: Some(limit),
+                        ..Budgets::default()
+                    },
                 };
-                let request = PlanRequest { budgets, ..PlanRequest::default() };
+                let request = PlanRequest {
+                    budgets,
+                    ..PlanRequest::default()
+                };
                 let want = plan(&p, &request).unwrap();
                 let got = planner::plan_indexed(&p, &request, Some(&index)).unwrap();
                 assert_eq!(got.engine, "front-index");
-                assert_eq!(got.status, want.status, "{} {kind:?} {limit}", manifest.name);
+                assert_eq!(
+                    got.status, want.status,
+                    "{} {kind:?} {limit}",
+                    manifest.name
+                );
                 if want.status == PlanStatus::Optimal {
                     let (g, w) = (&got.candidates[0].candidate, &want.candidates[0].candidate);
-                    assert!((g.omega - w.omega).abs() <= 1e-12 * w.omega.max(1e-300), "{} {kind:?} {limit}: {} vs {}", manifest.name, g.omega, w.omega);
+                    assert!(
+                        (g.omega - w.omega).abs() <= 1e-12 * w.omega.max(1e-300),
+                        "{} {kind:?} {limit}: {} vs {}",
+                        manifest.name,
+                        g.omega,
+                        w.omega
+                    );
                     assert!(g.cost(kind) <= limit * (1.0 + 1e-9));
                 } else {
                     assert_eq!(got.infeasibility, want.infeasibility);
@@ -118,19 +152,39 @@ fn the_front_index_answers_like_the_solvers() {
         // Average bits is a size budget in other units; a sweep is single-budget solves.
         let index = planner::FrontIndex::build(&p, CostKind::Size).unwrap();
         let request = PlanRequest {
-            budgets: Budgets { max_avg_bits: Some(4.5), ..Budgets::default() },
-            sweep: Some(planner::Sweep { cost: CostKind::Size, points: 9 }),
+            budgets: Budgets {
+                max_avg_bits: Some(4.5),
+                ..Budgets::default()
+            },
+            sweep: Some(planner::Sweep {
+                cost: CostKind::Size,
+                points: 9,
+            }),
             ..PlanRequest::default()
         };
         let want = plan(&p, &request).unwrap();
         let got = planner::plan_indexed(&p, &request, Some(&index)).unwrap();
-        let omegas = |r: &planner::Plan| r.candidates.iter().map(|c| c.candidate.omega).collect::<Vec<_>>();
+        let omegas = |r: &planner::Plan| {
+            r.candidates
+                .iter()
+                .map(|c| c.candidate.omega)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(omegas(&got), omegas(&want));
         // Two budgets: the index does not apply and the solver answers.
         let request = PlanRequest {
-            budgets: Budgets { max_avg_bits: Some(4.5), max_bops: Some(p.max_cost(CostKind::Bops) * 0.5), ..Budgets::default() },
+            budgets: Budgets {
+                max_avg_bits: Some(4.5),
+                max_bops: Some(p.max_cost(CostKind::Bops) * 0.5),
+                ..Budgets::default()
+            },
             ..PlanRequest::default()
         };
-        assert_ne!(planner::plan_indexed(&p, &request, Some(&index)).unwrap().engine, "front-index");
+        assert_ne!(
+            planner::plan_indexed(&p, &request, Some(&index))
+                .unwrap()
+                .engine,
+            "front-index"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Fleet plans against independent single-device plans, and their error and sharing behaviour.
 
 use planner::fleet::{plan_fleet, Fleet, FleetOptions};
-use planner::{plan, synth, Budgets, CostKind, DeviceProfile, Manifest, PlanRequest, PlanStatus, Problem};
+use planner::{
+    plan, synth, Budgets, CostKind, DeviceProfile, Manifest, PlanRequest, PlanStatus, Problem,
+};
 use serde_json::json;
 
 /// Plans one device alone, as a user would: its own manifest restricted to what it runs, its
@@ -20,7 +22,14 @@ fn alone(manifest: &Manifest, device: &serde_json::Value) -> (PlanStatus, Option
     let profile = DeviceProfile::from_json(&serde_json::Value::Object(doc).to_string()).unwrap();
     let p = Problem::new(&m, Some(&profile)).unwrap();
     let budgets: Budgets = serde_json::from_value(device["budgets"].clone()).unwrap_or_default();
-    let r = plan(&p, &PlanRequest { budgets, ..PlanRequest::default() }).unwrap();
+    let r = plan(
+        &p,
+        &PlanRequest {
+            budgets,
+            ..PlanRequest::default()
+        },
+    )
+    .unwrap();
     (r.status, r.candidates.first().map(|c| c.candidate.omega))
 }
 
@@ -31,13 +40,23 @@ fn each_device_gets_what_it_would_get_alone() {
         let fleet = Fleet::from_value(doc.clone()).unwrap();
         let result = plan_fleet(&manifest, &fleet, &FleetOptions::default()).unwrap();
         let mut feasible = 0;
-        for (d, row) in doc["devices"].as_array().unwrap().iter().zip(&result.devices) {
+        for (d, row) in doc["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&result.devices)
+        {
             let (status, omega) = alone(&manifest, d);
             assert_eq!(row.status, status, "{}", row.device);
             match (omega, &row.best) {
                 (Some(w), Some(g)) => {
                     feasible += 1;
-                    assert!((g.omega - w).abs() <= 1e-9 * w.abs().max(1e-300), "{}: {} vs {w}", row.device, g.omega);
+                    assert!(
+                        (g.omega - w).abs() <= 1e-9 * w.abs().max(1e-300),
+                        "{}: {} vs {w}",
+                        row.device,
+                        g.omega
+                    );
                     // Neighbours: tighter budgets cost Omega, looser ones save it.
                     for nb in &row.neighbours {
                         if let Some(c) = &nb.candidate {
@@ -55,7 +74,10 @@ fn each_device_gets_what_it_would_get_alone() {
             }
         }
         assert!(feasible >= n / 2, "{feasible} of {n} feasible");
-        assert!(feasible < n, "the fleet should include an infeasible device");
+        assert!(
+            feasible < n,
+            "the fleet should include an infeasible device"
+        );
     }
 }
 
@@ -68,14 +90,23 @@ fn infeasible_and_unsupported_devices_do_not_stop_the_others() {
         {"name": "three-bit-only", "roofline": roofline, "weight_bits": [3], "budgets": {"max_avg_bits": 4}},
         {"name": "fine", "roofline": roofline, "budgets": {"max_avg_bits": 4}},
     ]});
-    let r = plan_fleet(&manifest, &Fleet::from_value(doc).unwrap(), &FleetOptions::default()).unwrap();
+    let r = plan_fleet(
+        &manifest,
+        &Fleet::from_value(doc).unwrap(),
+        &FleetOptions::default(),
+    )
+    .unwrap();
     assert_eq!(r.devices[0].status, PlanStatus::Infeasible);
     let inf = r.devices[0].infeasibility.as_ref().unwrap();
     assert_eq!(inf.budgets[0].budget, "max_size_bytes");
     let p = Problem::new(&manifest, None).unwrap();
     assert!((inf.budgets[0].min_achievable - p.min_cost(CostKind::Size)).abs() < 1e-6);
     // conv1 is pinned to 8 bits in the synthetic ResNet: a 3-bit-only device cannot run it.
-    assert!(r.devices[1].unsupported.as_ref().unwrap().contains("conv1"), "{:?}", r.devices[1].unsupported);
+    assert!(
+        r.devices[1].unsupported.as_ref().unwrap().contains("conv1"),
+        "{:?}",
+        r.devices[1].unsupported
+    );
     assert_eq!(r.devices[2].status, PlanStatus::Optimal);
     assert!(r.devices[2].best.as_ref().unwrap().avg_bits <= 4.0 + 1e-9);
 }
@@ -84,17 +115,35 @@ fn infeasible_and_unsupported_devices_do_not_stop_the_others() {
 fn a_lookup_table_missing_a_layer_names_the_device_and_the_layer() {
     let manifest = synth::resnet18(4);
     let mut table = serde_json::Map::new();
-    for l in manifest.layers.iter().filter(|l| l.name != "layer2.0.conv1") {
-        table.insert(l.name.clone(), json!({"8": 0.1, "6": 0.1, "5": 0.1, "4": 0.05, "3": 0.05, "2": 0.05}));
+    for l in manifest
+        .layers
+        .iter()
+        .filter(|l| l.name != "layer2.0.conv1")
+    {
+        table.insert(
+            l.name.clone(),
+            json!({"8": 0.1, "6": 0.1, "5": 0.1, "4": 0.05, "3": 0.05, "2": 0.05}),
+        );
     }
     let doc = json!({"name": "f", "devices": [
         {"name": "ok", "roofline": {"peak_gmac_per_s": {"8": 100}, "bandwidth_gb_per_s": 10}},
         {"name": "phone", "latency_ms": table, "budgets": {"max_latency_ms": 1.0}},
     ]});
-    let err = plan_fleet(&manifest, &Fleet::from_value(doc).unwrap(), &FleetOptions::default()).unwrap_err();
+    let err = plan_fleet(
+        &manifest,
+        &Fleet::from_value(doc).unwrap(),
+        &FleetOptions::default(),
+    )
+    .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("phone") && text.contains("layer2.0.conv1"), "{text}");
-    assert_eq!(err.field_errors()[0].path, "devices[1].latency_ms.layer2.0.conv1");
+    assert!(
+        text.contains("phone") && text.contains("layer2.0.conv1"),
+        "{text}"
+    );
+    assert_eq!(
+        err.field_errors()[0].path,
+        "devices[1].latency_ms.layer2.0.conv1"
+    );
 }
 
 #[test]
@@ -105,12 +154,25 @@ fn fleet_documents_are_checked_with_paths() {
     ]}))
     .unwrap_err();
     let paths: Vec<&str> = err.field_errors().iter().map(|f| f.path.as_str()).collect();
-    for want in ["colour", "devices[0].weight_bits", "devices[0].budgets.max_bops", "devices[1]"] {
-        assert!(paths.iter().any(|p| p.starts_with(want)), "{want} not in {paths:?}");
+    for want in [
+        "colour",
+        "devices[0].weight_bits",
+        "devices[0].budgets.max_bops",
+        "devices[1]",
+    ] {
+        assert!(
+            paths.iter().any(|p| p.starts_with(want)),
+            "{want} not in {paths:?}"
+        );
     }
     let manifest = synth::resnet18(4);
     let doc = json!({"name": "f", "devices": [{"name": "a", "roofline": {"peak_gmac_per_s": {"8": 100}, "bandwidth_gb_per_s": 10}, "high_bit_layers": ["nope"]}]});
-    let err = plan_fleet(&manifest, &Fleet::from_value(doc).unwrap(), &FleetOptions::default()).unwrap_err();
+    let err = plan_fleet(
+        &manifest,
+        &Fleet::from_value(doc).unwrap(),
+        &FleetOptions::default(),
+    )
+    .unwrap_err();
     assert_eq!(err.field_errors()[0].path, "devices[0].high_bit_layers[0]");
 }
 
@@ -118,7 +180,12 @@ fn fleet_documents_are_checked_with_paths() {
 fn identical_devices_share_their_problem_and_solves() {
     let manifest = synth::resnet18(4);
     let device = |name: &str| json!({"name": name, "roofline": {"peak_gmac_per_s": {"8": 100, "4": 200}, "bandwidth_gb_per_s": 10}, "budgets": {"max_avg_bits": 4.2}});
-    let one = plan_fleet(&manifest, &Fleet::from_value(json!({"name": "1", "devices": [device("a")]})).unwrap(), &FleetOptions::default()).unwrap();
+    let one = plan_fleet(
+        &manifest,
+        &Fleet::from_value(json!({"name": "1", "devices": [device("a")]})).unwrap(),
+        &FleetOptions::default(),
+    )
+    .unwrap();
     let many = plan_fleet(
         &manifest,
         &Fleet::from_value(json!({"name": "5", "devices": (0..5).map(|i| device(&format!("d{i}"))).collect::<Vec<_>>()})).unwrap(),
@@ -127,6 +194,10 @@ fn identical_devices_share_their_problem_and_solves() {
     .unwrap();
     assert_eq!((many.problems, many.solves), (one.problems, one.solves));
     assert_eq!(one.solves, 5, "the choice and 2 + 2 neighbours");
-    let omegas: Vec<f64> = many.devices.iter().map(|d| d.best.as_ref().unwrap().omega).collect();
+    let omegas: Vec<f64> = many
+        .devices
+        .iter()
+        .map(|d| d.best.as_ref().unwrap().omega)
+        .collect();
     assert!(omegas.iter().all(|&o| o == omegas[0]));
 }

@@ -112,20 +112,29 @@ async fn main() {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (cargo build --release first)", binary.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (cargo build --release first)",
+                binary.display()
+            )
+        });
     let line = BufReader::new(child.stdout.take().unwrap())
         .lines()
         .next()
         .unwrap()
         .unwrap();
-    let base = line.trim_start_matches("bitplan: listening on ").to_string();
+    let base = line
+        .trim_start_matches("bitplan: listening on ")
+        .to_string();
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
         .unwrap();
     let manifest = match std::env::args().skip_while(|a| a != "--manifest").nth(1) {
-        Some(path) => planner::Manifest::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap(),
+        Some(path) => {
+            planner::Manifest::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        }
         None => planner::synth::resnet50(50),
     };
     let max_size = planner::Problem::new(&manifest, None)
@@ -148,13 +157,14 @@ async fn main() {
     );
 
     let (h, b) = (http.clone(), base.clone());
-    let health = phase(clients, seconds.min(3.0), move |_, _| {
-        let (h, b) = (h.clone(), b.clone());
-        async move {
-            matches!(h.get(format!("{b}/healthz")).send().await, Ok(r) if r.status() == 200)
-        }
-    })
-    .await;
+    let health =
+        phase(clients, seconds.min(3.0), move |_, _| {
+            let (h, b) = (h.clone(), b.clone());
+            async move {
+                matches!(h.get(format!("{b}/healthz")).send().await, Ok(r) if r.status() == 200)
+            }
+        })
+        .await;
     println!("{}", health.line("GET /healthz (baseline)"));
 
     let url = format!("{base}/v1/supernets/{sn}/plans");
@@ -163,9 +173,7 @@ async fn main() {
         // Budgets from 35% to 95% of the all-highest size, different per request.
         let frac = 0.35 + 0.6 * (((c * 7919 + i * 104_729) % 1000) as f64 / 1000.0);
         let body = json!({"budgets": {"max_size_bytes": frac * max_size}});
-        async move {
-            matches!(h.post(&url).json(&body).send().await, Ok(r) if r.status() == 201)
-        }
+        async move { matches!(h.post(&url).json(&body).send().await, Ok(r) if r.status() == 201) }
     })
     .await;
     println!("{}", plans.line("POST plans (single solve, stored)"));

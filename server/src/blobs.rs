@@ -37,8 +37,16 @@ impl Blobs {
     }
 
     /// Streams `body` to the store; refuses bodies over `limit` bytes (413) or empty ones (422).
-    pub async fn put_stream(&self, body: Body, limit: u64, field: &str) -> Result<Stored, ApiError> {
-        let tmp = self.root.join("tmp").join(uuid::Uuid::now_v7().simple().to_string());
+    pub async fn put_stream(
+        &self,
+        body: Body,
+        limit: u64,
+        field: &str,
+    ) -> Result<Stored, ApiError> {
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(uuid::Uuid::now_v7().simple().to_string());
         let result = self.write_tmp(&tmp, body, limit, field).await;
         match result {
             Ok(stored) => {

@@ -633,10 +633,13 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
 
 fn fleet(args: FleetArgs) -> Result<u8, Failure> {
     let manifest = load_manifest(&args.manifest)?;
-    let fleet = planner::fleet::Fleet::from_json(&read(&args.fleet, "fleet")?).map_err(in_file(&args.fleet))?;
+    let fleet = planner::fleet::Fleet::from_json(&read(&args.fleet, "fleet")?)
+        .map_err(in_file(&args.fleet))?;
     if let Some(a) = args.min_accuracy {
         if !(0.0..=1.0).contains(&a) {
-            return Err(Failure::invalid(format!("--min-accuracy must be within 0..=1, not {a}")));
+            return Err(Failure::invalid(format!(
+                "--min-accuracy must be within 0..=1, not {a}"
+            )));
         }
     }
     let options = planner::fleet::FleetOptions {
@@ -645,7 +648,8 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         time_limit_s: args.time_limit_s,
         neighbour_time_limit_s: args.neighbour_time_limit_s,
     };
-    let plan = planner::fleet::plan_fleet(&manifest, &fleet, &options).map_err(in_file(&args.fleet))?;
+    let plan =
+        planner::fleet::plan_fleet(&manifest, &fleet, &options).map_err(in_file(&args.fleet))?;
     let mut doc = plan.to_json(&manifest);
     if let (Some(model), Some(data)) = (&args.model, &args.data) {
         let onnx = load_model(model)?;
@@ -665,7 +669,8 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
             batch_size: args.batch_size.max(1),
             quantize_activations: false,
         };
-        let mut evaluator = planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, options)?;
+        let mut evaluator =
+            planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, options)?;
         let mut measured = std::collections::HashMap::new();
         for bits in crate::fleet::distinct_configs(&plan) {
             let m = evaluator.evaluate(&bits)?;
@@ -675,5 +680,9 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         doc["evaluated_configs"] = serde_json::json!(measured.len());
     }
     print!("{}", output::render_fleet(&doc, args.format));
-    Ok(if crate::fleet::all_pass(&doc) { 0 } else { EXIT_INFEASIBLE })
+    Ok(if crate::fleet::all_pass(&doc) {
+        0
+    } else {
+        EXIT_INFEASIBLE
+    })
 }

@@ -15,12 +15,11 @@ pub const VALIDATION: &[u8] = include_bytes!("../../testdata/digits-cnn/digits_v
 /// Loads the demo unless a supernet of its name exists. Returns the supernet id.
 pub async fn load(state: &AppState) -> anyhow::Result<String> {
     let manifest = Manifest::from_json(MANIFEST).context("demo manifest")?;
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM supernets WHERE name = ? ORDER BY created_at LIMIT 1",
-    )
-    .bind(&manifest.name)
-    .fetch_optional(&state.db.read)
-    .await?;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT id FROM supernets WHERE name = ? ORDER BY created_at LIMIT 1")
+            .bind(&manifest.name)
+            .fetch_optional(&state.db.read)
+            .await?;
     if let Some(id) = existing {
         tracing::info!("demo supernet {:?} already loaded as {id}", manifest.name);
         return Ok(id);
@@ -44,13 +43,15 @@ pub async fn load(state: &AppState) -> anyhow::Result<String> {
             .await?;
         hashes.push(stored.hash);
     }
-    sqlx::query("UPDATE supernets SET model_hash = ?, data_hash = ?, data_samples = ? WHERE id = ?")
-        .bind(&hashes[0])
-        .bind(&hashes[1])
-        .bind(samples as i64)
-        .bind(&id)
-        .execute(&state.db.write)
-        .await?;
+    sqlx::query(
+        "UPDATE supernets SET model_hash = ?, data_hash = ?, data_samples = ? WHERE id = ?",
+    )
+    .bind(&hashes[0])
+    .bind(&hashes[1])
+    .bind(samples as i64)
+    .bind(&id)
+    .execute(&state.db.write)
+    .await?;
     let body = PlanBody {
         pareto: Some(CostKind::Size),
         ..PlanBody::default()

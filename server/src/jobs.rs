@@ -193,9 +193,9 @@ async fn execute(
     let outcome = match ctx.checkpoint() {
         Some(o) => o,
         None => match ctx.job.kind.as_str() {
-            "plan" => run_plan(&ctx).await,
-            "evaluate" => run_evaluate(&ctx).await,
-            "fleet" => run_fleet(&ctx).await,
+            "plan" => solve_plan(&ctx).await.unwrap_or_else(Outcome::Failed),
+            "evaluate" => evaluate(&ctx).await.unwrap_or_else(Outcome::Failed),
+            "fleet" => fleet_plan(&ctx).await.unwrap_or_else(Outcome::Failed),
             other => Outcome::Failed(JobError::permanent(format!("unknown job kind {other:?}"))),
         },
     };
@@ -255,7 +255,12 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
         Outcome::Failed(e) if e.retryable && job.attempts < job.max_attempts => {
             let delay = ctx.state.config.retry_base.as_millis() as i64
                 * (1i64 << (job.attempts - 1).clamp(0, 16));
-            tracing::warn!("job {} attempt {} failed: {}", job.id, job.attempts, e.message);
+            tracing::warn!(
+                "job {} attempt {} failed: {}",
+                job.id,
+                job.attempts,
+                e.message
+            );
             sqlx::query(
                 "UPDATE jobs SET status = 'queued', run_after = ?, updated_at = ?, error = ?, \
                  message = ? WHERE id = ?",
@@ -311,13 +316,6 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn run_plan(ctx: &Ctx) -> Outcome {
-    match solve_plan(ctx).await {
-        Ok(o) => o,
-        Err(e) => Outcome::Failed(e),
-    }
-}
-
 async fn solve_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     let state = &ctx.state;
     let plan_id = ctx
@@ -367,13 +365,6 @@ struct EvaluatePayload {
     batch_size: usize,
 }
 
-async fn run_evaluate(ctx: &Ctx) -> Outcome {
-    match evaluate(ctx).await {
-        Ok(o) => o,
-        Err(e) => Outcome::Failed(e),
-    }
-}
-
 async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
     let payload: EvaluatePayload = serde_json::from_str(&ctx.job.payload)
         .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))?;
@@ -383,7 +374,16 @@ async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
         .clone()
         .ok_or_else(|| JobError::permanent("an evaluation job without a supernet"))?;
     let total = payload.bits.len();
-    if let Some(o) = measure(ctx, &supernet_id, &payload.bits, payload.quantize_activations, payload.batch_size, 0).await? {
+    if let Some(o) = measure(
+        ctx,
+        &supernet_id,
+        &payload.bits,
+        payload.quantize_activations,
+        payload.batch_size,
+        0,
+    )
+    .await?
+    {
         return Ok(o);
     }
     Ok(Outcome::Done(format!("{total} of {total} measured")))
@@ -465,18 +465,15 @@ async fn measure(
     Ok(None)
 }
 
-async fn run_fleet(ctx: &Ctx) -> Outcome {
-    match fleet_plan(ctx).await {
-        Ok(o) => o,
-        Err(e) => Outcome::Failed(e),
-    }
-}
-
 /// A fleet plan: plan every device, then (when asked) measure each distinct chosen configuration
 /// not stored yet, and store the table.
 async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     let state = &ctx.state;
-    let id = ctx.job.plan_id.clone().ok_or_else(|| JobError::permanent("a fleet job without a fleet plan"))?;
+    let id = ctx
+        .job
+        .plan_id
+        .clone()
+        .ok_or_else(|| JobError::permanent("a fleet job without a fleet plan"))?;
     let row = match crate::api::fleet_plan_row(&state.db, &id).await {
         Ok(r) => r,
         Err(_) => return Ok(Outcome::Cancelled("the fleet plan was deleted".into())),
@@ -497,7 +494,10 @@ async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     let mut doc = planned.to_json(&manifest);
     if body.measures() {
         let configs = crate::fleet::distinct_configs(&planned);
-        let keys: Vec<String> = configs.iter().map(|b| crate::planning::bits_key(b)).collect();
+        let keys: Vec<String> = configs
+            .iter()
+            .map(|b| crate::planning::bits_key(b))
+            .collect();
         if let Some(o) = measure(ctx, &row.supernet_id, &keys, false, body.batch_size, 1).await? {
             return Ok(o);
         }
@@ -536,7 +536,11 @@ async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
         "{} devices planned in {:.0} ms; {}",
         planned.devices.len(),
         planned.time_ms,
-        if passed { "every device passes" } else { "some devices fail" }
+        if passed {
+            "every device passes"
+        } else {
+            "some devices fail"
+        }
     )))
 }
 

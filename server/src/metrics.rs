@@ -33,8 +33,16 @@ impl Histogram {
         for (c, le) in self.counts.iter().zip(BUCKETS) {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
@@ -71,12 +79,20 @@ impl Metrics {
 
     /// One plan's solver time (all solves of the plan).
     pub fn solve(&self, seconds: f64) {
-        self.inner.lock().expect("metrics lock").solve.observe(seconds);
+        self.inner
+            .lock()
+            .expect("metrics lock")
+            .solve
+            .observe(seconds);
     }
 
     /// One candidate's evaluation time.
     pub fn evaluation(&self, seconds: f64) {
-        self.inner.lock().expect("metrics lock").evaluation.observe(seconds);
+        self.inner
+            .lock()
+            .expect("metrics lock")
+            .evaluation
+            .observe(seconds);
     }
 
     pub fn job_finished(&self, kind: &str, status: &str) {
@@ -93,7 +109,9 @@ impl Metrics {
     pub fn render(&self, jobs: &[(String, i64)]) -> String {
         let m = self.inner.lock().expect("metrics lock");
         let mut out = String::new();
-        out.push_str("# HELP bitplan_http_requests_total HTTP requests by method, route and status.\n");
+        out.push_str(
+            "# HELP bitplan_http_requests_total HTTP requests by method, route and status.\n",
+        );
         out.push_str("# TYPE bitplan_http_requests_total counter\n");
         for ((method, route, status), n) in &m.requests {
             let _ = writeln!(
@@ -113,10 +131,16 @@ impl Metrics {
         out.push_str("# HELP bitplan_jobs Stored jobs by status (queued = the queue depth).\n");
         out.push_str("# TYPE bitplan_jobs gauge\n");
         for status in ["queued", "running", "succeeded", "failed", "cancelled"] {
-            let n = jobs.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            let n = jobs
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "bitplan_jobs{{status=\"{status}\"}} {n}");
         }
-        let queued = jobs.iter().find(|(s, _)| s == "queued").map_or(0, |(_, n)| *n);
+        let queued = jobs
+            .iter()
+            .find(|(s, _)| s == "queued")
+            .map_or(0, |(_, n)| *n);
         out.push_str("# HELP bitplan_job_queue_depth Jobs waiting to run.\n");
         out.push_str("# TYPE bitplan_job_queue_depth gauge\n");
         let _ = writeln!(out, "bitplan_job_queue_depth {queued}");
@@ -130,8 +154,11 @@ impl Metrics {
         }
         out.push_str("# HELP bitplan_solve_duration_seconds Solver time per plan.\n");
         out.push_str("# TYPE bitplan_solve_duration_seconds histogram\n");
-        m.solve.render(&mut out, "bitplan_solve_duration_seconds", "");
-        out.push_str("# HELP bitplan_evaluation_duration_seconds Time to evaluate one candidate.\n");
+        m.solve
+            .render(&mut out, "bitplan_solve_duration_seconds", "");
+        out.push_str(
+            "# HELP bitplan_evaluation_duration_seconds Time to evaluate one candidate.\n",
+        );
         out.push_str("# TYPE bitplan_evaluation_duration_seconds histogram\n");
         m.evaluation
             .render(&mut out, "bitplan_evaluation_duration_seconds", "");

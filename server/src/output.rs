@@ -231,7 +231,12 @@ fn aligned(rows: &[Vec<String>], right: impl Fn(usize) -> bool) -> String {
 fn compact_bits_json(bits: &serde_json::Value) -> String {
     let list: Vec<u8> = bits
         .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).map(|b| b as u8).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_u64())
+                .map(|b| b as u8)
+                .collect()
+        })
         .unwrap_or_default();
     compact_bits(&list)
 }
@@ -240,7 +245,8 @@ fn compact_bits_json(bits: &serde_json::Value) -> String {
 /// table for people or CSV for tools: one row per device.
 pub fn render_fleet(doc: &serde_json::Value, format: Format) -> String {
     let devices = doc["devices"].as_array().cloned().unwrap_or_default();
-    let num = |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or(String::new(), f);
+    let num =
+        |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or(String::new(), f);
     match format {
         Format::Json => serde_json::to_string_pretty(doc).expect("JSON") + "\n",
         Format::Csv => {
@@ -254,7 +260,11 @@ pub fn render_fleet(doc: &serde_json::Value, format: Format) -> String {
                     "{},{},{},{},{},{},{},{},{},{},{}",
                     csv_field(d["device"].as_str().unwrap_or("")),
                     d["status"].as_str().unwrap_or(""),
-                    if d["bits"].is_object() { compact_bits_json(&d["bits"]) } else { String::new() },
+                    if d["bits"].is_object() {
+                        compact_bits_json(&d["bits"])
+                    } else {
+                        String::new()
+                    },
                     num(&d["size_bytes"], &|v| v.to_string()),
                     num(&d["bops"], &|v| v.to_string()),
                     num(&d["latency_ms"], &|v| v.to_string()),
@@ -262,16 +272,27 @@ pub fn render_fleet(doc: &serde_json::Value, format: Format) -> String {
                     num(&d["avg_bits"], &|v| v.to_string()),
                     num(&m["accuracy"], &|v| v.to_string()),
                     num(&m["agreement_fp32"], &|v| v.to_string()),
-                    d["meets_gate"].as_bool().map_or(String::new(), |b| b.to_string()),
+                    d["meets_gate"]
+                        .as_bool()
+                        .map_or(String::new(), |b| b.to_string()),
                 );
             }
             out
         }
         Format::Table => {
             let gated = devices.iter().any(|d| d["metrics"].is_object());
-            let mut header: Vec<String> = ["device", "status", "cost", "omega", "size", "bops", "avg_bits", "latency_ms"]
-                .map(String::from)
-                .to_vec();
+            let mut header: Vec<String> = [
+                "device",
+                "status",
+                "cost",
+                "omega",
+                "size",
+                "bops",
+                "avg_bits",
+                "latency_ms",
+            ]
+            .map(String::from)
+            .to_vec();
             if gated {
                 header.extend(["accuracy".to_string(), "gate".to_string()]);
             }
@@ -292,9 +313,17 @@ pub fn render_fleet(doc: &serde_json::Value, format: Format) -> String {
                 ];
                 if gated {
                     row.push(num(&d["metrics"]["accuracy"], &|v| format!("{v:.4}")));
-                    row.push(d["meets_gate"].as_bool().map_or(String::new(), |b| if b { "pass" } else { "FAIL" }.into()));
+                    row.push(
+                        d["meets_gate"]
+                            .as_bool()
+                            .map_or(String::new(), |b| if b { "pass" } else { "FAIL" }.into()),
+                    );
                 }
-                row.push(if d["bits"].is_object() { compact_bits_json(&d["bits"]) } else { "-".into() });
+                row.push(if d["bits"].is_object() {
+                    compact_bits_json(&d["bits"])
+                } else {
+                    "-".into()
+                });
                 rows.push(row);
                 if let Some(r) = d["reason"].as_str() {
                     notes.push(format!("{name}: cannot run the model: {r}"));

@@ -6,7 +6,9 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::{new_id, now_ms};
 use crate::writer::NewPlan;
-use planner::{Budgets, CostKind, DeviceProfile, Engine, Manifest, Plan, PlanRequest, Problem, Sweep};
+use planner::{
+    Budgets, CostKind, DeviceProfile, Engine, Manifest, Plan, PlanRequest, Problem, Sweep,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -57,18 +59,7 @@ impl PlanBody {
         if self.pareto.is_some() || self.paper_pool || self.engine == Engine::Highs {
             return None;
         }
-        let b = &self.budgets;
-        let mut kinds = Vec::new();
-        if b.max_size_bytes.is_some() || b.max_avg_bits.is_some() {
-            kinds.push(CostKind::Size);
-        }
-        if b.max_bops.is_some() {
-            kinds.push(CostKind::Bops);
-        }
-        if b.max_latency_ms.is_some() {
-            kinds.push(CostKind::Latency);
-        }
-        match (kinds.as_slice(), self.sweep) {
+        match (self.budgets.kinds().as_slice(), self.sweep) {
             ([k], None) => Some(*k),
             ([], Some(s)) => Some(s.cost),
             ([k], Some(s)) if s.cost == *k => Some(*k),
@@ -87,9 +78,10 @@ impl PlanBody {
         };
         let problem = Problem::new(manifest, device.as_ref()).map_err(|e| match e {
             // A device that does not fit the manifest (e.g. a latency table missing a layer).
-            planner::Error::Invalid { what: "device profile", .. } => {
-                ApiError::from(e).under("device.").prefix_message("device")
-            }
+            planner::Error::Invalid {
+                what: "device profile",
+                ..
+            } => ApiError::from(e).under("device.").prefix_message("device"),
             other => ApiError::from(other),
         })?;
         let time_limit_s = self.time_limit_s.unwrap_or(10.0_f64.min(max_time_s));
@@ -176,9 +168,18 @@ pub async fn store_result(
 
 /// Runs the planner off the async threads and records its solve time. Single-budget solves are
 /// answered from the supernet's cached exact front on that cost when one can be built.
-pub async fn solve(state: &AppState, supernet_id: &str, body: &PlanBody, prepared: Prepared) -> Result<Plan, ApiError> {
+pub async fn solve(
+    state: &AppState,
+    supernet_id: &str,
+    body: &PlanBody,
+    prepared: Prepared,
+) -> Result<Plan, ApiError> {
     let index = match body.index_axis() {
-        Some(axis) => state.front_index(supernet_id, body.device.as_ref(), axis, &prepared.problem).await,
+        Some(axis) => {
+            state
+                .front_index(supernet_id, body.device.as_ref(), axis, &prepared.problem)
+                .await
+        }
         None => None,
     };
     let plan = if index.is_some() && body.sweep.is_none() {
@@ -206,7 +207,11 @@ pub enum Created {
 
 /// Creates a plan: small ones are solved now (infeasible budgets are a 422 carrying the smallest
 /// achievable values, and nothing is stored), big ones are queued as a job.
-pub async fn create(state: &AppState, supernet_id: &str, body: &PlanBody) -> Result<Created, ApiError> {
+pub async fn create(
+    state: &AppState,
+    supernet_id: &str,
+    body: &PlanBody,
+) -> Result<Created, ApiError> {
     let manifest = state.manifest(supernet_id).await?;
     let prepared = body.prepare(&manifest, state.config.max_solve_time_s)?;
     let plan_id = new_id("plan");
@@ -230,8 +235,16 @@ pub async fn create(state: &AppState, supernet_id: &str, body: &PlanBody) -> Res
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        crate::store::insert_job(&mut tx, &job_id, "plan", supernet_id, Some(&plan_id), &json!({}), 1)
-            .await?;
+        crate::store::insert_job(
+            &mut tx,
+            &job_id,
+            "plan",
+            supernet_id,
+            Some(&plan_id),
+            &json!({}),
+            1,
+        )
+        .await?;
         tx.commit().await?;
         state.jobs.wake.notify_one();
         return Ok(Created::Queued { plan_id, job_id });

@@ -58,7 +58,10 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn config(&self) -> anyhow::Result<Config> {
         let secs = |name: &str, v: f64| {
-            anyhow::ensure!(v.is_finite() && v > 0.0, "--{name} must be a positive number of seconds");
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0,
+                "--{name} must be a positive number of seconds"
+            );
             Ok(Duration::from_secs_f64(v))
         };
         let mut c = Config::new(self.data_dir.clone());
@@ -152,7 +155,10 @@ pub async fn serve(
         state.config.data_dir.display()
     );
 
-    let runner = tokio::spawn(crate::jobs::run(state.clone(), state.jobs.stopping.subscribe()));
+    let runner = tokio::spawn(crate::jobs::run(
+        state.clone(),
+        state.jobs.stopping.subscribe(),
+    ));
     let hub = state.jobs.clone();
     let mut grace = state.jobs.stopping.subscribe();
     let server = axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(
@@ -171,7 +177,10 @@ pub async fn serve(
         } => tracing::warn!("connections still open after 10 s; closing them"),
     }
     state.jobs.shutdown();
-    if tokio::time::timeout(Duration::from_secs(120), runner).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(120), runner)
+        .await
+        .is_err()
+    {
         tracing::warn!("jobs did not reach a checkpoint in 120 s; they resume at the next start");
     }
     state.db.close().await;

@@ -126,11 +126,13 @@ pub async fn supernet(db: &Db, id: &str) -> Result<SupernetRow, ApiError> {
 }
 
 pub async fn supernets(db: &Db) -> Result<Vec<SupernetRow>, ApiError> {
-    Ok(sqlx::query_as::<_, SupernetRow>(sqlx::AssertSqlSafe(format!(
-        "{SUPERNET_SELECT} ORDER BY s.created_at DESC, s.id DESC"
-    )))
-    .fetch_all(&db.read)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, SupernetRow>(sqlx::AssertSqlSafe(format!(
+            "{SUPERNET_SELECT} ORDER BY s.created_at DESC, s.id DESC"
+        )))
+        .fetch_all(&db.read)
+        .await?,
+    )
 }
 
 impl SupernetRow {

@@ -63,7 +63,11 @@ pub async fn insert_candidates(
              bops, avg_bits, latency_ms, sources, solve) VALUES ",
         );
         for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(?,?,?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?,?,?)" });
+            sql.push_str(if i == 0 {
+                "(?,?,?,?,?,?,?,?,?,?,?,?)"
+            } else {
+                ",(?,?,?,?,?,?,?,?,?,?,?,?)"
+            });
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (supernet_id, plan_id, c) in chunk {
@@ -163,7 +167,11 @@ async fn write(db: &Db, plans: &[&NewPlan]) -> Result<(), sqlx::Error> {
             "INSERT INTO plans (id, supernet_id, request, status, result, created_at, updated_at) VALUES ",
         );
         for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?)" });
+            sql.push_str(if i == 0 {
+                "(?,?,?,?,?,?,?)"
+            } else {
+                ",(?,?,?,?,?,?,?)"
+            });
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for p in chunk {

@@ -28,7 +28,11 @@ fn ort_lib() -> PathBuf {
     let path = std::env::var_os("BITPLAN_ORT_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".cache/onnxruntime-1.32.0/libonnxruntime.so"));
-    assert!(path.exists(), "ONNX Runtime not found at {}: run scripts/test", path.display());
+    assert!(
+        path.exists(),
+        "ONNX Runtime not found at {}: run scripts/test",
+        path.display()
+    );
     path
 }
 
@@ -78,7 +82,13 @@ impl Svc {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -117,7 +127,11 @@ impl Svc {
     async fn supernet(&self, manifest: &str) -> String {
         let text = std::fs::read_to_string(repo().join(manifest)).unwrap();
         let r = self
-            .call("POST", "/v1/supernets", Some(serde_json::from_str(&text).unwrap()))
+            .call(
+                "POST",
+                "/v1/supernets",
+                Some(serde_json::from_str(&text).unwrap()),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         r.json()["id"].as_str().unwrap().to_string()
@@ -127,14 +141,27 @@ impl Svc {
         let id = self.supernet("examples/digits-cnn.manifest.json").await;
         let model = std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap();
         let data = std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap();
-        assert_eq!(self.upload(&format!("/v1/supernets/{id}/model"), model).await.status, 200);
-        assert_eq!(self.upload(&format!("/v1/supernets/{id}/validation"), data).await.status, 200);
+        assert_eq!(
+            self.upload(&format!("/v1/supernets/{id}/model"), model)
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            self.upload(&format!("/v1/supernets/{id}/validation"), data)
+                .await
+                .status,
+            200
+        );
         id
     }
 
     async fn wait_job(&self, id: &str) -> Value {
         for _ in 0..3000 {
-            let j = self.call("GET", &format!("/v1/jobs/{id}"), None).await.json();
+            let j = self
+                .call("GET", &format!("/v1/jobs/{id}"), None)
+                .await
+                .json();
             if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
                 return j;
             }
@@ -168,7 +195,11 @@ async fn every_documented_operation_is_routed() {
     let resp = svc
         .app
         .clone()
-        .oneshot(Request::get("/v1/nothing-here").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/v1/nothing-here")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
@@ -212,7 +243,10 @@ async fn supernets_plans_and_candidates() {
 
     let sn = svc.supernet("examples/resnet18.manifest.json").await;
     let r = svc.call("GET", &format!("/v1/supernets/{sn}"), None).await;
-    assert_eq!(r.json()["manifest"]["layers"].as_array().unwrap().len(), r.json()["layers"].as_u64().unwrap() as usize);
+    assert_eq!(
+        r.json()["manifest"]["layers"].as_array().unwrap().len(),
+        r.json()["layers"].as_u64().unwrap() as usize
+    );
 
     // A single solve answers at once, equal to the planner's own answer.
     let manifest = planner::Manifest::from_json(
@@ -222,12 +256,19 @@ async fn supernets_plans_and_candidates() {
     let problem = planner::Problem::new(&manifest, None).unwrap();
     let budget = 0.6 * problem.max_cost(planner::CostKind::Size);
     let r = svc
-        .call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"budgets": {"max_size_bytes": budget}})))
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"budgets": {"max_size_bytes": budget}})),
+        )
         .await;
     assert_eq!(r.status, 201);
     let plan = r.json();
     let request = planner::PlanRequest {
-        budgets: planner::Budgets { max_size_bytes: Some(budget), ..Default::default() },
+        budgets: planner::Budgets {
+            max_size_bytes: Some(budget),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let want = planner::plan(&problem, &request).unwrap();
@@ -238,20 +279,36 @@ async fn supernets_plans_and_candidates() {
 
     // Budget errors are located under `budgets.`; infeasible budgets are a 422 with the minimum.
     let r = svc
-        .call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"budgets": {"max_bops": -1}})))
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"budgets": {"max_bops": -1}})),
+        )
         .await;
     assert_eq!(r.json()["error"]["fields"][0]["path"], "budgets.max_bops");
     let r = svc
-        .call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"budgets": {"max_size_bytes": 10}})))
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"budgets": {"max_size_bytes": 10}})),
+        )
         .await;
     assert_eq!((r.status, error_code(&r).as_str()), (422, "infeasible"));
     let report = &r.json()["error"]["details"]["infeasible"]["budgets"][0];
     assert_eq!(report["budget"], "max_size_bytes");
-    assert!((report["min_achievable"].as_f64().unwrap() - problem.min_cost(planner::CostKind::Size)).abs() < 1e-6);
+    assert!(
+        (report["min_achievable"].as_f64().unwrap() - problem.min_cost(planner::CostKind::Size))
+            .abs()
+            < 1e-6
+    );
 
     // A front: every candidate listed, sorted and filtered on the server.
     let r = svc
-        .call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"pareto": "size"})))
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"pareto": "size"})),
+        )
         .await;
     assert_eq!(r.status, 201);
     let front = r.json();
@@ -259,51 +316,127 @@ async fn supernets_plans_and_candidates() {
     let n = front["candidate_count"].as_u64().unwrap();
     assert!(n > 100, "{n}");
     let r = svc
-        .call("GET", &format!("/v1/plans/{pid}/candidates?sort=omega&order=desc&limit=5&max_size_bytes={budget}"), None)
+        .call(
+            "GET",
+            &format!(
+                "/v1/plans/{pid}/candidates?sort=omega&order=desc&limit=5&max_size_bytes={budget}"
+            ),
+            None,
+        )
         .await;
     let page = r.json();
-    let omegas: Vec<f64> = page["candidates"].as_array().unwrap().iter().map(|c| c["omega"].as_f64().unwrap()).collect();
+    let omegas: Vec<f64> = page["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["omega"].as_f64().unwrap())
+        .collect();
     assert_eq!(omegas.len(), 5);
     assert!(omegas.windows(2).all(|w| w[0] >= w[1]), "{omegas:?}");
     let total = page["total"].as_u64().unwrap();
     assert!(total < n && total > 0);
-    assert!(page["candidates"].as_array().unwrap().iter().all(|c| c["size_bytes"].as_f64().unwrap() <= budget));
-    let r = svc.call("GET", &format!("/v1/plans/{pid}/candidates?sort=colour"), None).await;
-    assert_eq!((r.status, r.json()["error"]["fields"][0]["path"].as_str()), (400, Some("sort")));
-    let r = svc.call("GET", &format!("/v1/plans/{pid}/candidates?limit=ten"), None).await;
-    assert_eq!((r.status, r.json()["error"]["fields"][0]["path"].as_str()), (400, Some("limit")));
+    assert!(page["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["size_bytes"].as_f64().unwrap() <= budget));
+    let r = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{pid}/candidates?sort=colour"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
+        (400, Some("sort"))
+    );
+    let r = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{pid}/candidates?limit=ten"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
+        (400, Some("limit"))
+    );
 
     // Choose a candidate; the choice is stored; a foreign candidate is refused.
     let first = page["candidates"][0]["id"].as_str().unwrap().to_string();
-    let r = svc.call("PUT", &format!("/v1/plans/{pid}/choice"), Some(json!({"candidate_id": first}))).await;
+    let r = svc
+        .call(
+            "PUT",
+            &format!("/v1/plans/{pid}/choice"),
+            Some(json!({"candidate_id": first})),
+        )
+        .await;
     assert_eq!(r.json()["chosen_candidate_id"], first.as_str());
     let other = plan["candidates"][0]["id"].as_str().unwrap();
-    let r = svc.call("PUT", &format!("/v1/plans/{pid}/choice"), Some(json!({"candidate_id": other}))).await;
-    assert_eq!((r.status, r.json()["error"]["fields"][0]["path"].as_str()), (422, Some("candidate_id")));
-    assert_eq!(svc.call("GET", &format!("/v1/plans/{pid}"), None).await.json()["chosen_candidate_id"], first.as_str());
+    let r = svc
+        .call(
+            "PUT",
+            &format!("/v1/plans/{pid}/choice"),
+            Some(json!({"candidate_id": other})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
+        (422, Some("candidate_id"))
+    );
+    assert_eq!(
+        svc.call("GET", &format!("/v1/plans/{pid}"), None)
+            .await
+            .json()["chosen_candidate_id"],
+        first.as_str()
+    );
 
     // `async` runs the same request as a job with the same result.
     let r = svc
-        .call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"pareto": "size", "async": true})))
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"pareto": "size", "async": true})),
+        )
         .await;
     assert_eq!(r.status, 202);
     let queued = r.json();
     assert_eq!(queued["status"], "pending");
     let job = svc.wait_job(queued["job"]["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let done = svc.call("GET", &format!("/v1/plans/{}", queued["id"].as_str().unwrap()), None).await.json();
+    let done = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{}", queued["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
     assert_eq!(done["status"], "ready");
     assert_eq!(done["candidate_count"], n);
 
     // Deleting the supernet says what would go, then goes with ?cascade=true.
-    let r = svc.call("DELETE", &format!("/v1/supernets/{sn}"), None).await;
+    let r = svc
+        .call("DELETE", &format!("/v1/supernets/{sn}"), None)
+        .await;
     assert_eq!(r.status, 409);
     assert_eq!(r.json()["error"]["details"]["would_delete"]["plans"], 3);
-    let r = svc.call("DELETE", &format!("/v1/supernets/{sn}?cascade=true"), None).await;
+    let r = svc
+        .call("DELETE", &format!("/v1/supernets/{sn}?cascade=true"), None)
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["with"]["candidates"].as_u64().unwrap(), 1 + 2 * n);
-    assert_eq!(svc.call("GET", &format!("/v1/plans/{pid}"), None).await.status, 404);
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM candidates").fetch_one(&svc.state.db.read).await.unwrap();
+    assert_eq!(
+        svc.call("GET", &format!("/v1/plans/{pid}"), None)
+            .await
+            .status,
+        404
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM candidates")
+        .fetch_one(&svc.state.db.read)
+        .await
+        .unwrap();
     assert_eq!(left, 0);
 }
 
@@ -312,34 +445,87 @@ async fn uploads_evaluation_and_exports() {
     let svc = Svc::new(|_| {}, true).await;
     let sn = svc.supernet("examples/digits-cnn.manifest.json").await;
     // Refused uploads name what is wrong and change nothing.
-    let r = svc.upload(&format!("/v1/supernets/{sn}/model"), b"not onnx".to_vec()).await;
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), b"not onnx".to_vec())
+        .await;
     assert_eq!(r.status, 422);
-    assert!(r.json()["error"]["fields"][0]["path"].as_str().unwrap().starts_with("model"), "{}", r.json());
-    let r = svc.upload(&format!("/v1/supernets/{sn}/validation"), Vec::new()).await;
-    assert_eq!((r.status, r.json()["error"]["fields"][0]["path"].as_str()), (422, Some("validation")));
-    let blobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs").fetch_one(&svc.state.db.read).await.unwrap();
+    assert!(
+        r.json()["error"]["fields"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("model"),
+        "{}",
+        r.json()
+    );
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/validation"), Vec::new())
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
+        (422, Some("validation"))
+    );
+    let blobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
+        .fetch_one(&svc.state.db.read)
+        .await
+        .unwrap();
     assert_eq!(blobs, 0, "a refused upload leaves no blob behind");
 
     let model = std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap();
-    let r = svc.upload(&format!("/v1/supernets/{sn}/model"), model.clone()).await;
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), model.clone())
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["model"]["bytes"], model.len());
-    let r = svc.call("GET", &format!("/v1/supernets/{sn}/model"), None).await;
+    let r = svc
+        .call("GET", &format!("/v1/supernets/{sn}/model"), None)
+        .await;
     assert_eq!(r.body, model, "the stored model reads back byte for byte");
-    let r = svc.call("POST", "/v1/supernets/x/plans", Some(json!({}))).await;
+    let r = svc
+        .call("POST", "/v1/supernets/x/plans", Some(json!({})))
+        .await;
     assert_eq!(r.status, 404);
 
-    let plan = svc.call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"pareto": "size"}))).await.json();
+    let plan = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"pareto": "size"})),
+        )
+        .await
+        .json();
     let pid = plan["id"].as_str().unwrap().to_string();
     // Without the validation set, evaluation is refused with the reason.
-    let r = svc.call("POST", &format!("/v1/plans/{pid}/evaluations"), Some(json!({}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{pid}/evaluations"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(r.status, 409);
     let data = std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap();
-    assert_eq!(svc.upload(&format!("/v1/supernets/{sn}/validation"), data).await.status, 200);
+    assert_eq!(
+        svc.upload(&format!("/v1/supernets/{sn}/validation"), data)
+            .await
+            .status,
+        200
+    );
 
-    let r = svc.call("POST", &format!("/v1/plans/{pid}/evaluations"), Some(json!({"candidate_ids": ["nope"]}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{pid}/evaluations"),
+            Some(json!({"candidate_ids": ["nope"]})),
+        )
+        .await;
     assert_eq!(r.json()["error"]["fields"][0]["path"], "candidate_ids[0]");
-    let r = svc.call("POST", &format!("/v1/plans/{pid}/evaluations"), Some(json!({}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{pid}/evaluations"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(r.status, 202);
     let job = svc.wait_job(r.json()["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -347,51 +533,118 @@ async fn uploads_evaluation_and_exports() {
     assert_eq!(job["progress"]["done"], n);
 
     // Every candidate measured; the all-8-bit one matches the CLI's evaluator on the fixture.
-    let page = svc.call("GET", &format!("/v1/plans/{pid}/candidates?sort=accuracy&order=desc"), None).await.json();
+    let page = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{pid}/candidates?sort=accuracy&order=desc"),
+            None,
+        )
+        .await
+        .json();
     let cands = page["candidates"].as_array().unwrap();
     assert!(cands.iter().all(|c| c["metrics"]["samples"] == 540));
-    let accs: Vec<f64> = cands.iter().map(|c| c["metrics"]["accuracy"].as_f64().unwrap()).collect();
+    let accs: Vec<f64> = cands
+        .iter()
+        .map(|c| c["metrics"]["accuracy"].as_f64().unwrap())
+        .collect();
     assert!(accs.windows(2).all(|w| w[0] >= w[1]));
-    let top = cands.iter().find(|c| c["bits"].as_object().unwrap().values().all(|b| b == 8)).expect("the all-8 corner");
-    let manifest = planner::Manifest::from_json(&std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap()).unwrap();
+    let top = cands
+        .iter()
+        .find(|c| c["bits"].as_object().unwrap().values().all(|b| b == 8))
+        .expect("the all-8 corner");
+    let manifest = planner::Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
     let backend = planner::ort_backend::OrtBackend::new(&ort_lib(), 1).unwrap();
     let onnx = planner::onnx::OnnxModel::from_bytes(&model).unwrap();
-    let set = planner::npz::ValidationSet::from_npz(&std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap()).unwrap();
-    let mut ev = planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, Default::default()).unwrap();
+    let set = planner::npz::ValidationSet::from_npz(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
+    )
+    .unwrap();
+    let mut ev =
+        planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, Default::default()).unwrap();
     let want = ev.evaluate(&vec![8; manifest.layers.len()]).unwrap();
     assert_eq!(top["metrics"]["accuracy"].as_f64(), want.accuracy);
 
     // Asking again measures nothing new: same rows, same times.
-    let before: Vec<(String, i64)> = sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits").fetch_all(&svc.state.db.read).await.unwrap();
-    let r = svc.call("POST", &format!("/v1/plans/{pid}/evaluations"), Some(json!({}))).await;
+    let before: Vec<(String, i64)> =
+        sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
+            .fetch_all(&svc.state.db.read)
+            .await
+            .unwrap();
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{pid}/evaluations"),
+            Some(json!({})),
+        )
+        .await;
     let again = svc.wait_job(r.json()["id"].as_str().unwrap()).await;
     assert_eq!(again["status"], "succeeded");
-    let after: Vec<(String, i64)> = sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits").fetch_all(&svc.state.db.read).await.unwrap();
+    let after: Vec<(String, i64)> =
+        sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
+            .fetch_all(&svc.state.db.read)
+            .await
+            .unwrap();
     assert_eq!(before, after);
     assert_eq!(before.len() as u64, n);
-    let r = svc.call("GET", &format!("/v1/plans/{pid}/candidates?evaluated=false"), None).await;
+    let r = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{pid}/candidates?evaluated=false"),
+            None,
+        )
+        .await;
     assert_eq!(r.json()["total"], 0);
 
     // Exports: the configuration, and a QDQ model that parses as ONNX.
     let cid = top["id"].as_str().unwrap();
-    let r = svc.call("GET", &format!("/v1/candidates/{cid}/config"), None).await;
+    let r = svc
+        .call("GET", &format!("/v1/candidates/{cid}/config"), None)
+        .await;
     assert_eq!(r.json()["bits"], top["bits"]);
-    assert!(r.headers[header::CONTENT_DISPOSITION].to_str().unwrap().contains("attachment"));
-    let r = svc.call("GET", &format!("/v1/candidates/{cid}/model.onnx"), None).await;
+    assert!(r.headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("attachment"));
+    let r = svc
+        .call("GET", &format!("/v1/candidates/{cid}/model.onnx"), None)
+        .await;
     assert_eq!(r.status, 200);
     let qdq = planner::onnx::OnnxModel::from_bytes(&r.body).unwrap();
-    assert!(qdq.graph().node.iter().any(|n| n.op_type.as_deref() == Some("DequantizeLinear")));
+    assert!(qdq
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type.as_deref() == Some("DequantizeLinear")));
 }
 
 #[tokio::test]
 async fn failing_jobs_retry_with_backoff_then_fail() {
     let svc = Svc::new(|_| {}, true).await;
     let sn = svc.digits().await;
-    let plan = svc.call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"budgets": {"max_avg_bits": 4}}))).await.json();
+    let plan = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"budgets": {"max_avg_bits": 4}})),
+        )
+        .await
+        .json();
     // The model file vanishes from disk: a server-side fault, worth retrying.
-    let hash: String = sqlx::query_scalar("SELECT model_hash FROM supernets").fetch_one(&svc.state.db.read).await.unwrap();
+    let hash: String = sqlx::query_scalar("SELECT model_hash FROM supernets")
+        .fetch_one(&svc.state.db.read)
+        .await
+        .unwrap();
     std::fs::remove_file(svc.state.blobs.path(&hash)).unwrap();
-    let r = svc.call("POST", &format!("/v1/plans/{}/evaluations", plan["id"].as_str().unwrap()), Some(json!({}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{}/evaluations", plan["id"].as_str().unwrap()),
+            Some(json!({})),
+        )
+        .await;
     let job = svc.wait_job(r.json()["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "failed");
     assert_eq!(job["attempts"], 3);
@@ -406,14 +659,34 @@ async fn cancelling_a_queued_job_cancels_its_plan() {
     // No runner: the job stays queued until cancelled.
     let svc = Svc::new(|_| {}, false).await;
     let sn = svc.supernet("examples/resnet18.manifest.json").await;
-    let r = svc.call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"pareto": "bops", "async": true}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"pareto": "bops", "async": true})),
+        )
+        .await;
     let job = r.json()["job"]["id"].as_str().unwrap().to_string();
-    let r = svc.call("POST", &format!("/v1/jobs/{job}/cancel"), None).await;
+    let r = svc
+        .call("POST", &format!("/v1/jobs/{job}/cancel"), None)
+        .await;
     assert_eq!(r.json()["status"], "cancelled");
-    let plan = svc.call("GET", &format!("/v1/plans/{}", r.json()["plan_id"].as_str().unwrap()), None).await.json();
+    let plan = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{}", r.json()["plan_id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
     assert_eq!(plan["status"], "cancelled");
     // Idempotent.
-    assert_eq!(svc.call("POST", &format!("/v1/jobs/{job}/cancel"), None).await.json()["status"], "cancelled");
+    assert_eq!(
+        svc.call("POST", &format!("/v1/jobs/{job}/cancel"), None)
+            .await
+            .json()["status"],
+        "cancelled"
+    );
     let r = svc.call("GET", "/v1/jobs?status=cancelled", None).await;
     assert_eq!(r.json()["jobs"].as_array().unwrap().len(), 1);
     let r = svc.call("GET", "/v1/jobs?status=sleeping", None).await;
@@ -423,8 +696,13 @@ async fn cancelling_a_queued_job_cancels_its_plan() {
 #[tokio::test]
 async fn a_token_guards_writes() {
     let svc = Svc::new(|c| c.api_token = Some("s3cret".into()), false).await;
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap()).unwrap();
-    let r = svc.call("POST", "/v1/supernets", Some(manifest.clone())).await;
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let r = svc
+        .call("POST", "/v1/supernets", Some(manifest.clone()))
+        .await;
     assert_eq!((r.status, error_code(&r).as_str()), (401, "unauthorized"));
     let post = |token: &str| {
         Request::post("/v1/supernets")
@@ -435,12 +713,19 @@ async fn a_token_guards_writes() {
     };
     assert_eq!(svc.send(post("s3cre")).await.status, 401);
     assert_eq!(svc.send(post("s3cret")).await.status, 201);
-    assert_eq!(svc.call("GET", "/v1/supernets", None).await.status, 200, "reads stay open");
+    assert_eq!(
+        svc.call("GET", "/v1/supernets", None).await.status,
+        200,
+        "reads stay open"
+    );
 
-    let locked = Svc::new(|c| {
-        c.api_token = Some("s3cret".into());
-        c.protect_reads = true;
-    }, false)
+    let locked = Svc::new(
+        |c| {
+            c.api_token = Some("s3cret".into());
+            c.protect_reads = true;
+        },
+        false,
+    )
     .await;
     assert_eq!(locked.call("GET", "/v1/supernets", None).await.status, 401);
     assert_eq!(locked.call("GET", "/healthz", None).await.status, 200);
@@ -448,21 +733,31 @@ async fn a_token_guards_writes() {
 
 #[tokio::test]
 async fn bodies_over_their_limits_are_refused() {
-    let svc = Svc::new(|c| {
-        c.max_json_bytes = 1000;
-        c.max_upload_bytes = 5000;
-    }, false)
+    let svc = Svc::new(
+        |c| {
+            c.max_json_bytes = 1000;
+            c.max_upload_bytes = 5000;
+        },
+        false,
+    )
     .await;
     let big = json!({"name": "x".repeat(2000), "bits": [8], "layers": []});
     let r = svc.call("POST", "/v1/supernets", Some(big)).await;
     assert_eq!((r.status, error_code(&r).as_str()), (413, "too_large"));
     let sn = {
         let m = json!({"name": "tiny", "bits": [8, 4], "layers": [{"name": "a", "params": 4, "macs": 16, "hessian_trace": 1.0}]});
-        svc.call("POST", "/v1/supernets", Some(m)).await.json()["id"].as_str().unwrap().to_string()
+        svc.call("POST", "/v1/supernets", Some(m)).await.json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
-    let r = svc.upload(&format!("/v1/supernets/{sn}/model"), vec![0u8; 6000]).await;
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), vec![0u8; 6000])
+        .await;
     assert_eq!((r.status, error_code(&r).as_str()), (413, "too_large"));
-    let tmp = std::fs::read_dir(svc.state.config.data_dir.join("blobs/tmp")).unwrap().count();
+    let tmp = std::fs::read_dir(svc.state.config.data_dir.join("blobs/tmp"))
+        .unwrap()
+        .count();
     assert_eq!(tmp, 0, "the partial upload is removed");
 }
 
@@ -471,12 +766,20 @@ async fn metrics_count_requests_and_solves() {
     let svc = Svc::new(|_| {}, false).await;
     let sn = svc.supernet("examples/digits-cnn.manifest.json").await;
     for _ in 0..3 {
-        svc.call("POST", &format!("/v1/supernets/{sn}/plans"), Some(json!({"budgets": {"max_avg_bits": 5}}))).await;
+        svc.call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"budgets": {"max_avg_bits": 5}})),
+        )
+        .await;
     }
     let r = svc.call("GET", "/metrics", None).await;
     let text = String::from_utf8(r.body).unwrap();
     assert!(text.contains("bitplan_http_requests_total{method=\"POST\",route=\"/v1/supernets/{id}/plans\",status=\"201\"} 3"), "{text}");
-    assert!(text.contains("bitplan_solve_duration_seconds_count 3"), "{text}");
+    assert!(
+        text.contains("bitplan_solve_duration_seconds_count 3"),
+        "{text}"
+    );
     assert!(text.contains("bitplan_job_queue_depth 0"));
 }
 
@@ -486,51 +789,117 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
     // Devices are checked with paths.
     let r = svc.call("POST", "/v1/devices", Some(json!({"name": "x", "roofline": {"peak_gmac_per_s": {"8": 1}}, "weight_bits": [], "budgets": {"max_bops": -2}}))).await;
     assert_eq!(r.status, 422);
-    let paths: Vec<String> = r.json()["error"]["fields"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let paths: Vec<String> = r.json()["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
     for want in ["roofline", "weight_bits", "budgets.max_bops"] {
-        assert!(paths.iter().any(|p| p.starts_with(want)), "{want} not in {paths:?}");
+        assert!(
+            paths.iter().any(|p| p.starts_with(want)),
+            "{want} not in {paths:?}"
+        );
     }
     // A fleet file posts as it is; its devices are stored too.
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("examples/fleets/roofline.fleet.json")).unwrap()).unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/fleets/roofline.fleet.json")).unwrap(),
+    )
+    .unwrap();
     let r = svc.call("POST", "/v1/fleets", Some(file.clone())).await;
     assert_eq!(r.status, 201);
     let fleet = r.json();
     assert_eq!(fleet["devices"].as_array().unwrap().len(), 5);
     let first_device = fleet["devices"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(svc.call("DELETE", &format!("/v1/devices/{first_device}"), None).await.status, 409);
+    assert_eq!(
+        svc.call("DELETE", &format!("/v1/devices/{first_device}"), None)
+            .await
+            .status,
+        409
+    );
 
     let sn = svc.digits().await;
     let fid = fleet["id"].as_str().unwrap();
-    let r = svc.call("POST", &format!("/v1/supernets/{sn}/fleet-plans"), Some(json!({"fleet_id": fid, "min_accuracy": 0.97}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/fleet-plans"),
+            Some(json!({"fleet_id": fid, "min_accuracy": 0.97})),
+        )
+        .await;
     assert_eq!(r.status, 202, "{}", r.json());
     let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let plan = svc.call("GET", &format!("/v1/fleet-plans/{}", r.json()["id"].as_str().unwrap()), None).await.json();
+    let plan = svc
+        .call(
+            "GET",
+            &format!("/v1/fleet-plans/{}", r.json()["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
     assert_eq!(plan["status"], "ready");
     assert_eq!(plan["passed"], false, "legacy-dsp cannot meet its budget");
     // The same rows as planning the fleet directly.
-    let manifest = planner::Manifest::from_json(&std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap()).unwrap();
-    let direct = planner::fleet::plan_fleet(&manifest, &planner::fleet::Fleet::from_value(file).unwrap(), &Default::default()).unwrap();
+    let manifest = planner::Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let direct = planner::fleet::plan_fleet(
+        &manifest,
+        &planner::fleet::Fleet::from_value(file).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
     let rows = plan["result"]["devices"].as_array().unwrap();
     for (row, d) in rows.iter().zip(&direct.devices) {
         assert_eq!(row["device"], d.device.as_str());
         assert_eq!(row["omega"].as_f64(), d.best.as_ref().map(|c| c.omega));
         if row["status"] == "optimal" {
-            assert_eq!(row["meets_gate"], row["metrics"]["accuracy"].as_f64().unwrap() >= 0.97);
+            assert_eq!(
+                row["meets_gate"],
+                row["metrics"]["accuracy"].as_f64().unwrap() >= 0.97
+            );
         }
     }
     let distinct = plan["result"]["evaluated_configs"].as_u64().unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations").fetch_one(&svc.state.db.read).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+        .fetch_one(&svc.state.db.read)
+        .await
+        .unwrap();
     assert_eq!(stored as u64, distinct);
     // Again: nothing is measured twice.
-    let before: Vec<(String, i64)> = sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits").fetch_all(&svc.state.db.read).await.unwrap();
-    let r = svc.call("POST", &format!("/v1/supernets/{sn}/fleet-plans"), Some(json!({"fleet_id": fid, "evaluate": true}))).await;
+    let before: Vec<(String, i64)> =
+        sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
+            .fetch_all(&svc.state.db.read)
+            .await
+            .unwrap();
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/fleet-plans"),
+            Some(json!({"fleet_id": fid, "evaluate": true})),
+        )
+        .await;
     let again = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
     assert_eq!(again["status"], "succeeded");
-    let after: Vec<(String, i64)> = sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits").fetch_all(&svc.state.db.read).await.unwrap();
+    let after: Vec<(String, i64)> =
+        sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
+            .fetch_all(&svc.state.db.read)
+            .await
+            .unwrap();
     assert_eq!(before, after);
     // The table as CSV.
-    let r = svc.call("GET", &format!("/v1/fleet-plans/{}?format=csv", r.json()["id"].as_str().unwrap()), None).await;
+    let r = svc
+        .call(
+            "GET",
+            &format!(
+                "/v1/fleet-plans/{}?format=csv",
+                r.json()["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
     let csv = String::from_utf8(r.body).unwrap();
     assert!(csv.starts_with("device,status,bits,size_bytes,bops,latency_ms,omega,avg_bits,accuracy,agreement_fp32,meets_gate\n"), "{csv}");
     assert_eq!(csv.lines().count(), 6);
@@ -538,11 +907,20 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
     // A lookup table missing a layer is refused up front, naming the device and the layer.
     let mut table = serde_json::Map::new();
     for l in ["conv1", "conv2", "fc1"] {
-        table.insert(l.into(), json!({"8": 0.1, "6": 0.1, "5": 0.1, "4": 0.1, "3": 0.1, "2": 0.1}));
+        table.insert(
+            l.into(),
+            json!({"8": 0.1, "6": 0.1, "5": 0.1, "4": 0.1, "3": 0.1, "2": 0.1}),
+        );
     }
     let r = svc.call("POST", "/v1/fleets", Some(json!({"name": "lut", "devices": [first_device, {"name": "phone", "latency_ms": table}]}))).await;
     assert_eq!(r.status, 201);
-    let r = svc.call("POST", &format!("/v1/supernets/{sn}/fleet-plans"), Some(json!({"fleet_id": r.json()["id"]}))).await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/fleet-plans"),
+            Some(json!({"fleet_id": r.json()["id"]})),
+        )
+        .await;
     assert_eq!(r.status, 422);
     let f = &r.json()["error"]["fields"][0];
     assert_eq!(f["path"], "fleet.devices[1].latency_ms.fc2");

@@ -98,7 +98,12 @@ impl Contract {
                     String::from_utf8_lossy(&body[..body.len().min(500)])
                 )
             });
-        let media = content_type.split(';').next().unwrap_or("").trim().to_string();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         let content = &response["content"];
         let Some(doc) = content.get(&media) else {
             panic!("{method} {template} {status}: content type {media:?} is not documented (have {content})");

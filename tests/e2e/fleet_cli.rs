@@ -15,10 +15,18 @@ fn ort_args() -> Vec<String> {
 
 #[test]
 fn every_device_of_the_trio_gets_a_plan_within_its_budgets() {
-    let out = bitplan(&["fleet", "examples/resnet18.manifest.json", "--fleet", TRIO, "--format", "json"]);
+    let out = bitplan(&[
+        "fleet",
+        "examples/resnet18.manifest.json",
+        "--fleet",
+        TRIO,
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let fleet: Value = serde_json::from_str(&std::fs::read_to_string(repo().join(TRIO)).unwrap()).unwrap();
+    let fleet: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(TRIO)).unwrap()).unwrap();
     let rows = doc["devices"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     for (row, device) in rows.iter().zip(fleet["devices"].as_array().unwrap()) {
@@ -34,10 +42,16 @@ fn every_device_of_the_trio_gets_a_plan_within_its_budgets() {
         // Supported weight bits and high-bit layers hold.
         let bits = row["bits"].as_object().unwrap();
         if let Some(w) = device["weight_bits"].as_array() {
-            assert!(bits.values().all(|b| w.contains(b)), "{}: {bits:?}", row["device"]);
+            assert!(
+                bits.values().all(|b| w.contains(b)),
+                "{}: {bits:?}",
+                row["device"]
+            );
         }
         for l in device["high_bit_layers"].as_array().into_iter().flatten() {
-            let highest = device["weight_bits"].as_array().map_or(json!(8), |w| w[0].clone());
+            let highest = device["weight_bits"]
+                .as_array()
+                .map_or(json!(8), |w| w[0].clone());
             assert_eq!(bits[l.as_str().unwrap()], highest);
         }
         assert_eq!(row["front"].as_array().unwrap().len(), 4);
@@ -46,19 +60,41 @@ fn every_device_of_the_trio_gets_a_plan_within_its_budgets() {
 
 #[test]
 fn an_infeasible_device_or_a_failed_gate_exits_3_and_the_rest_is_planned() {
-    let out = bitplan(&["fleet", "examples/digits-cnn.manifest.json", "--fleet", ROOFLINE, "--format", "csv"]);
+    let out = bitplan(&[
+        "fleet",
+        "examples/digits-cnn.manifest.json",
+        "--fleet",
+        ROOFLINE,
+        "--format",
+        "csv",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let csv = stdout(&out);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "device,status,bits,size_bytes,bops,latency_ms,omega,avg_bits,accuracy,agreement_fp32,meets_gate");
     assert_eq!(lines.len(), 6);
-    assert!(lines.iter().any(|l| l.starts_with("legacy-dsp,infeasible,")));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("legacy-dsp,infeasible,")));
     assert_eq!(lines.iter().filter(|l| l.contains(",optimal,")).count(), 4);
 
     // With a gate: the four feasible devices are measured (each distinct configuration once).
-    let mut args: Vec<String> = ["fleet", "examples/digits-cnn.manifest.json", "--fleet", ROOFLINE, "--format", "json",
-        "--model", "testdata/digits-cnn/digits_cnn.onnx", "--data", "testdata/digits-cnn/digits_val.npz", "--min-accuracy", "0.97"]
-        .map(String::from).to_vec();
+    let mut args: Vec<String> = [
+        "fleet",
+        "examples/digits-cnn.manifest.json",
+        "--fleet",
+        ROOFLINE,
+        "--format",
+        "json",
+        "--model",
+        "testdata/digits-cnn/digits_cnn.onnx",
+        "--data",
+        "testdata/digits-cnn/digits_val.npz",
+        "--min-accuracy",
+        "0.97",
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(ort_args());
     let out = bitplan(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -78,12 +114,24 @@ fn an_infeasible_device_or_a_failed_gate_exits_3_and_the_rest_is_planned() {
 #[test]
 fn a_lookup_table_missing_a_layer_is_an_error_naming_device_and_layer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fleet: Value = serde_json::from_str(&std::fs::read_to_string(repo().join(TRIO)).unwrap()).unwrap();
-    fleet["devices"][1]["latency_ms"].as_object_mut().unwrap().remove("layer3.0.conv2");
+    let mut fleet: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(TRIO)).unwrap()).unwrap();
+    fleet["devices"][1]["latency_ms"]
+        .as_object_mut()
+        .unwrap()
+        .remove("layer3.0.conv2");
     let path = dir.path().join("broken.fleet.json");
     std::fs::write(&path, fleet.to_string()).unwrap();
-    let out = bitplan(&["fleet", "examples/resnet18.manifest.json", "--fleet", path.to_str().unwrap()]);
+    let out = bitplan(&[
+        "fleet",
+        "examples/resnet18.manifest.json",
+        "--fleet",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("edge-box") && err.contains("layer3.0.conv2") && err.contains("devices[1]"), "{err}");
+    assert!(
+        err.contains("edge-box") && err.contains("layer3.0.conv2") && err.contains("devices[1]"),
+        "{err}"
+    );
 }

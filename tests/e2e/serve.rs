@@ -72,18 +72,34 @@ impl Server {
 
     /// A request whose response must fit the contract; returns the status and the JSON body.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let (status, bytes) = self.raw(method, path, body.map(|b| b.to_string().into_bytes()), "application/json");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let (status, bytes) = self.raw(
+            method,
+            path,
+            body.map(|b| b.to_string().into_bytes()),
+            "application/json",
+        );
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
-    pub fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, content_type: &str) -> (u16, Vec<u8>) {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> (u16, Vec<u8>) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.header("content-type", content_type).body(b);
         }
-        let resp = req.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         let ct = resp
             .headers()
@@ -98,7 +114,10 @@ impl Server {
 
     pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let (status, v) = self.call(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path} -> {status}: {v}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} -> {status}: {v}"
+        );
         v
     }
 
@@ -124,14 +143,21 @@ impl Server {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "exit {status}; log:\n{}", self.log());
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -170,10 +196,20 @@ fn manifest(file: &str) -> Value {
 
 /// Creates the digits supernet with its model and validation set; returns its id.
 fn digits(s: &Server) -> String {
-    let sn = s.ok("POST", "/v1/supernets", Some(&manifest("examples/digits-cnn.manifest.json")));
+    let sn = s.ok(
+        "POST",
+        "/v1/supernets",
+        Some(&manifest("examples/digits-cnn.manifest.json")),
+    );
     let id = sn["id"].as_str().unwrap().to_string();
-    s.upload(&format!("/v1/supernets/{id}/model"), "testdata/digits-cnn/digits_cnn.onnx");
-    s.upload(&format!("/v1/supernets/{id}/validation"), "testdata/digits-cnn/digits_val.npz");
+    s.upload(
+        &format!("/v1/supernets/{id}/model"),
+        "testdata/digits-cnn/digits_cnn.onnx",
+    );
+    s.upload(
+        &format!("/v1/supernets/{id}/validation"),
+        "testdata/digits-cnn/digits_val.npz",
+    );
     id
 }
 
@@ -184,17 +220,37 @@ fn upload_plan_evaluate_export_then_read_back_after_restart() {
     let env = ort_env();
     let s = Server::start(&data, &env_refs(&env), &[]);
     let sn = digits(&s);
-    let plan = s.ok("POST", &format!("/v1/supernets/{sn}/plans"), Some(&json!({"pareto": "size", "points": 8})));
+    let plan = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/plans"),
+        Some(&json!({"pareto": "size", "points": 8})),
+    );
     let pid = plan["id"].as_str().unwrap().to_string();
     assert_eq!(plan["candidate_count"], 8);
-    let job = s.ok("POST", &format!("/v1/plans/{pid}/evaluations"), Some(&json!({})));
+    let job = s.ok(
+        "POST",
+        &format!("/v1/plans/{pid}/evaluations"),
+        Some(&json!({})),
+    );
     let job = s.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(60));
     assert_eq!(job["status"], "succeeded", "{job}");
     let candidates = s.ok("GET", &format!("/v1/plans/{pid}/candidates"), None);
-    let first = candidates["candidates"][0]["id"].as_str().unwrap().to_string();
-    s.ok("PUT", &format!("/v1/plans/{pid}/choice"), Some(&json!({"candidate_id": first})));
+    let first = candidates["candidates"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(
+        "PUT",
+        &format!("/v1/plans/{pid}/choice"),
+        Some(&json!({"candidate_id": first})),
+    );
     let config = s.ok("GET", &format!("/v1/candidates/{first}/config"), None);
-    let (status, qdq) = s.raw("GET", &format!("/v1/candidates/{first}/model.onnx"), None, "");
+    let (status, qdq) = s.raw(
+        "GET",
+        &format!("/v1/candidates/{first}/model.onnx"),
+        None,
+        "",
+    );
     assert_eq!(status, 200);
     let supernet = s.ok("GET", &format!("/v1/supernets/{sn}"), None);
     s.stop();
@@ -202,12 +258,41 @@ fn upload_plan_evaluate_export_then_read_back_after_restart() {
     // A new process on the same data directory serves the same answers.
     let s = Server::start(&data, &env_refs(&env), &[]);
     assert_eq!(s.ok("GET", &format!("/v1/supernets/{sn}"), None), supernet);
-    assert_eq!(s.ok("GET", &format!("/v1/plans/{pid}/candidates"), None), candidates);
-    assert_eq!(s.ok("GET", &format!("/v1/plans/{pid}"), None)["chosen_candidate_id"], first.as_str());
-    assert_eq!(s.ok("GET", &format!("/v1/candidates/{first}/config"), None), config);
-    assert_eq!(s.raw("GET", &format!("/v1/candidates/{first}/model.onnx"), None, "").1, qdq);
-    assert_eq!(s.ok("GET", &format!("/v1/jobs/{}", job["id"].as_str().unwrap()), None), job);
-    assert!(candidates["candidates"].as_array().unwrap().iter().all(|c| c["metrics"]["accuracy"].is_number()));
+    assert_eq!(
+        s.ok("GET", &format!("/v1/plans/{pid}/candidates"), None),
+        candidates
+    );
+    assert_eq!(
+        s.ok("GET", &format!("/v1/plans/{pid}"), None)["chosen_candidate_id"],
+        first.as_str()
+    );
+    assert_eq!(
+        s.ok("GET", &format!("/v1/candidates/{first}/config"), None),
+        config
+    );
+    assert_eq!(
+        s.raw(
+            "GET",
+            &format!("/v1/candidates/{first}/model.onnx"),
+            None,
+            ""
+        )
+        .1,
+        qdq
+    );
+    assert_eq!(
+        s.ok(
+            "GET",
+            &format!("/v1/jobs/{}", job["id"].as_str().unwrap()),
+            None
+        ),
+        job
+    );
+    assert!(candidates["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["metrics"]["accuracy"].is_number()));
     s.stop();
 }
 
@@ -219,11 +304,19 @@ fn sigkill_during_an_evaluation_resumes_it_and_loses_nothing() {
     env.push(("BITPLAN_EVAL_PAUSE_MS", "60".into()));
     let s = Server::start(&data, &env_refs(&env), &[]);
     let sn = digits(&s);
-    let plan = s.ok("POST", &format!("/v1/supernets/{sn}/plans"), Some(&json!({"pareto": "size"})));
+    let plan = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/plans"),
+        Some(&json!({"pareto": "size"})),
+    );
     let pid = plan["id"].as_str().unwrap().to_string();
     let total = plan["candidate_count"].as_u64().unwrap();
     assert!(total >= 30, "{total}");
-    let job = s.ok("POST", &format!("/v1/plans/{pid}/evaluations"), Some(&json!({})));
+    let job = s.ok(
+        "POST",
+        &format!("/v1/plans/{pid}/evaluations"),
+        Some(&json!({})),
+    );
     let jid = job["id"].as_str().unwrap().to_string();
     let started = Instant::now();
     loop {
@@ -234,7 +327,11 @@ fn sigkill_during_an_evaluation_resumes_it_and_loses_nothing() {
         assert!(started.elapsed() < Duration::from_secs(60), "{j}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let before = s.ok("GET", &format!("/v1/plans/{pid}/candidates?evaluated=true"), None);
+    let before = s.ok(
+        "GET",
+        &format!("/v1/plans/{pid}/candidates?evaluated=true"),
+        None,
+    );
     s.kill9();
     let measured: Vec<(String, Value)> = before["candidates"]
         .as_array()
@@ -242,18 +339,32 @@ fn sigkill_during_an_evaluation_resumes_it_and_loses_nothing() {
         .iter()
         .map(|c| (c["id"].as_str().unwrap().to_string(), c["metrics"].clone()))
         .collect();
-    assert!(measured.len() >= 5 && (measured.len() as u64) < total, "{}", measured.len());
+    assert!(
+        measured.len() >= 5 && (measured.len() as u64) < total,
+        "{}",
+        measured.len()
+    );
 
     let s = Server::start(&data, &env_refs(&env[..1]), &[]);
     let j = s.wait_job(&jid, Duration::from_secs(60));
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(j["progress"]["done"], total);
-    assert_eq!(j["attempts"], 1, "an interrupted run is not a failed attempt: {j}");
-    let after = s.ok("GET", &format!("/v1/plans/{pid}/candidates?evaluated=true"), None);
+    assert_eq!(
+        j["attempts"], 1,
+        "an interrupted run is not a failed attempt: {j}"
+    );
+    let after = s.ok(
+        "GET",
+        &format!("/v1/plans/{pid}/candidates?evaluated=true"),
+        None,
+    );
     assert_eq!(after["total"], total);
     for (id, metrics) in &measured {
         let c = s.ok("GET", &format!("/v1/candidates/{id}"), None);
-        assert_eq!(&c["metrics"], metrics, "a result stored before the kill changed");
+        assert_eq!(
+            &c["metrics"], metrics,
+            "a result stored before the kill changed"
+        );
     }
     s.stop();
 }
@@ -262,11 +373,17 @@ fn sigkill_during_an_evaluation_resumes_it_and_loses_nothing() {
 fn sixty_four_clients_plan_and_read_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"), &[], &[]);
-    let sn = s.ok("POST", "/v1/supernets", Some(&manifest("examples/resnet18.manifest.json")));
+    let sn = s.ok(
+        "POST",
+        "/v1/supernets",
+        Some(&manifest("examples/resnet18.manifest.json")),
+    );
     let sn = sn["id"].as_str().unwrap().to_string();
     let max_size = {
         let m = planner::Manifest::from_value(manifest("examples/resnet18.manifest.json")).unwrap();
-        planner::Problem::new(&m, None).unwrap().max_cost(planner::CostKind::Size)
+        planner::Problem::new(&m, None)
+            .unwrap()
+            .max_cost(planner::CostKind::Size)
     };
     const CLIENTS: usize = 64;
     const ROUNDS: usize = 5;
@@ -278,15 +395,21 @@ fn sixty_four_clients_plan_and_read_at_once() {
                 scope.spawn(move || {
                     let mut failures = Vec::new();
                     for r in 0..ROUNDS {
-                        let budget = max_size * (0.3 + 0.6 * ((c * ROUNDS + r) as f64 / (CLIENTS * ROUNDS) as f64));
+                        let budget = max_size
+                            * (0.3 + 0.6 * ((c * ROUNDS + r) as f64 / (CLIENTS * ROUNDS) as f64));
                         let body = json!({"budgets": {"max_size_bytes": budget}});
-                        let (status, plan) = s.call("POST", &format!("/v1/supernets/{sn}/plans"), Some(&body));
+                        let (status, plan) =
+                            s.call("POST", &format!("/v1/supernets/{sn}/plans"), Some(&body));
                         if status != 201 {
                             failures.push(format!("plan -> {status}: {plan}"));
                             continue;
                         }
                         let pid = plan["id"].as_str().unwrap();
-                        for path in [format!("/v1/plans/{pid}/candidates"), format!("/v1/plans/{pid}"), format!("/v1/supernets/{sn}/plans")] {
+                        for path in [
+                            format!("/v1/plans/{pid}/candidates"),
+                            format!("/v1/plans/{pid}"),
+                            format!("/v1/supernets/{sn}/plans"),
+                        ] {
                             let (status, v) = s.call("GET", &path, None);
                             if status != 200 {
                                 failures.push(format!("{path} -> {status}: {v}"));
@@ -301,13 +424,24 @@ fn sixty_four_clients_plan_and_read_at_once() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
-    assert!(failures.is_empty(), "{} failures, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
     let plans = s.ok("GET", &format!("/v1/supernets/{sn}/plans"), None);
     assert_eq!(plans["plans"].as_array().unwrap().len(), CLIENTS * ROUNDS);
     let log = s.log();
-    assert!(!log.contains("locked") && !log.to_lowercase().contains("busy"), "{log}");
+    assert!(
+        !log.contains("locked") && !log.to_lowercase().contains("busy"),
+        "{log}"
+    );
     s.stop();
 }
 
@@ -320,16 +454,34 @@ fn the_demo_serves_a_measured_front() {
     let supernets = s.ok("GET", "/v1/supernets", None);
     assert_eq!(supernets["supernets"].as_array().unwrap().len(), 1);
     let jobs = s.ok("GET", "/v1/jobs", None);
-    let job = s.wait_job(jobs["jobs"][0]["id"].as_str().unwrap(), Duration::from_secs(60));
+    let job = s.wait_job(
+        jobs["jobs"][0]["id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
     assert_eq!(job["status"], "succeeded", "{job}");
     let pid = job["plan_id"].as_str().unwrap();
-    let page = s.ok("GET", &format!("/v1/plans/{pid}/candidates?sort=accuracy&order=desc&limit=1"), None);
-    assert!(page["candidates"][0]["metrics"]["accuracy"].as_f64().unwrap() > 0.95);
+    let page = s.ok(
+        "GET",
+        &format!("/v1/plans/{pid}/candidates?sort=accuracy&order=desc&limit=1"),
+        None,
+    );
+    assert!(
+        page["candidates"][0]["metrics"]["accuracy"]
+            .as_f64()
+            .unwrap()
+            > 0.95
+    );
     assert_eq!(page["total"], job["progress"]["total"]);
     s.stop();
     // Loading it again is a no-op.
     let s = Server::start(&data, &env_refs(&env), &["--demo"]);
-    assert_eq!(s.ok("GET", "/v1/supernets", None)["supernets"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.ok("GET", "/v1/supernets", None)["supernets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // A second server on the same directory is refused.
     let second = Command::new(env!("CARGO_BIN_EXE_bitplan"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])

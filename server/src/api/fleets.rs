@@ -30,11 +30,19 @@ impl DeviceRow {
 fn check_device(spec: &Value, prefix: &str) -> ApiResult<String> {
     match DeviceSpec::from_value(spec.clone(), prefix) {
         Ok(d) => Ok(d.name().to_string()),
-        Err(errors) => Err(planner::Error::Invalid { what: "device", errors }.into()),
+        Err(errors) => Err(planner::Error::Invalid {
+            what: "device",
+            errors,
+        }
+        .into()),
     }
 }
 
-async fn insert_device(tx: &mut sqlx::SqliteConnection, name: &str, spec: &Value) -> Result<String, sqlx::Error> {
+async fn insert_device(
+    tx: &mut sqlx::SqliteConnection,
+    name: &str,
+    spec: &Value,
+) -> Result<String, sqlx::Error> {
     let id = new_id("dev");
     sqlx::query("INSERT INTO devices (id, name, spec, created_at) VALUES (?, ?, ?, ?)")
         .bind(&id)
@@ -56,37 +64,60 @@ async fn device_row(state: &AppState, id: &str) -> ApiResult<DeviceRow> {
 
 /// `POST /v1/devices`: a device document (a device profile plus budgets, weight_bits,
 /// activation_bits, high_bit_layers).
-pub async fn create_device(State(state): State<AppState>, ApiJson(spec): ApiJson<Value>) -> ApiResult<Response> {
+pub async fn create_device(
+    State(state): State<AppState>,
+    ApiJson(spec): ApiJson<Value>,
+) -> ApiResult<Response> {
     let name = check_device(&spec, "")?;
     let mut tx = state.db.write.begin().await?;
     let id = insert_device(&mut tx, &name, &spec).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(device_row(&state, &id).await?.to_json())).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(device_row(&state, &id).await?.to_json()),
+    )
+        .into_response())
 }
 
 pub async fn list_devices(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let rows = sqlx::query_as::<_, DeviceRow>("SELECT id, name, spec, created_at FROM devices ORDER BY created_at DESC, id DESC")
-        .fetch_all(&state.db.read)
-        .await?;
-    Ok(Json(json!({"devices": rows.iter().map(DeviceRow::to_json).collect::<Vec<_>>()})))
+    let rows = sqlx::query_as::<_, DeviceRow>(
+        "SELECT id, name, spec, created_at FROM devices ORDER BY created_at DESC, id DESC",
+    )
+    .fetch_all(&state.db.read)
+    .await?;
+    Ok(Json(
+        json!({"devices": rows.iter().map(DeviceRow::to_json).collect::<Vec<_>>()}),
+    ))
 }
 
-pub async fn get_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_device(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(device_row(&state, &id).await?.to_json()))
 }
 
 /// `DELETE /v1/devices/{id}`: refused (409) while a fleet lists the device.
-pub async fn delete_device(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete_device(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     device_row(&state, &id).await?;
-    let fleets: Vec<String> = sqlx::query_scalar("SELECT DISTINCT fleet_id FROM fleet_devices WHERE device_id = ?")
-        .bind(&id)
-        .fetch_all(&state.db.read)
-        .await?;
+    let fleets: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT fleet_id FROM fleet_devices WHERE device_id = ?")
+            .bind(&id)
+            .fetch_all(&state.db.read)
+            .await?;
     if !fleets.is_empty() {
-        return Err(ApiError::conflict(format!("device {id:?} is in fleets {fleets:?}; delete or change them first"))
-            .with_details(json!({"fleets": fleets})));
+        return Err(ApiError::conflict(format!(
+            "device {id:?} is in fleets {fleets:?}; delete or change them first"
+        ))
+        .with_details(json!({"fleets": fleets})));
     }
-    sqlx::query("DELETE FROM devices WHERE id = ?").bind(&id).execute(&state.db.write).await?;
+    sqlx::query("DELETE FROM devices WHERE id = ?")
+        .bind(&id)
+        .execute(&state.db.write)
+        .await?;
     Ok(Json(json!({"deleted": id, "with": {}})))
 }
 
@@ -118,7 +149,10 @@ async fn fleet_doc(state: &AppState, id: &str) -> ApiResult<(Value, Vec<String>)
 
 async fn fleet_json(state: &AppState, id: &str) -> ApiResult<Value> {
     let (doc, ids) = fleet_doc(state, id).await?;
-    let created: i64 = sqlx::query_scalar("SELECT created_at FROM fleets WHERE id = ?").bind(id).fetch_one(&state.db.read).await?;
+    let created: i64 = sqlx::query_scalar("SELECT created_at FROM fleets WHERE id = ?")
+        .bind(id)
+        .fetch_one(&state.db.read)
+        .await?;
     let devices: Vec<Value> = doc["devices"]
         .as_array()
         .expect("devices")
@@ -131,12 +165,18 @@ async fn fleet_json(state: &AppState, id: &str) -> ApiResult<Value> {
 
 /// `POST /v1/fleets`: a named list of devices (ids of stored devices, or device documents,
 /// which are stored too). A fleet file (`{"name", "devices": [...]}`) can be posted as it is.
-pub async fn create_fleet(State(state): State<AppState>, ApiJson(body): ApiJson<FleetBody>) -> ApiResult<Response> {
+pub async fn create_fleet(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<FleetBody>,
+) -> ApiResult<Response> {
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
     }
     if body.devices.is_empty() {
-        return Err(ApiError::invalid("devices", "must list at least one device"));
+        return Err(ApiError::invalid(
+            "devices",
+            "must list at least one device",
+        ));
     }
     let mut errors = Vec::new();
     let mut names = Vec::new();
@@ -144,22 +184,35 @@ pub async fn create_fleet(State(state): State<AppState>, ApiJson(body): ApiJson<
         match d {
             Value::String(id) => match device_row(&state, id).await {
                 Ok(row) => names.push(row.name),
-                Err(_) => errors.push(planner::FieldError::new(format!("devices[{i}]"), format!("no device {id:?}"))),
+                Err(_) => errors.push(planner::FieldError::new(
+                    format!("devices[{i}]"),
+                    format!("no device {id:?}"),
+                )),
             },
             Value::Object(_) => match check_device(d, &format!("devices[{i}].")) {
                 Ok(name) => names.push(name),
                 Err(e) => errors.extend(e.fields),
             },
-            _ => errors.push(planner::FieldError::new(format!("devices[{i}]"), "must be a device id or a device document")),
+            _ => errors.push(planner::FieldError::new(
+                format!("devices[{i}]"),
+                "must be a device id or a device document",
+            )),
         }
     }
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
-            errors.push(planner::FieldError::new(format!("devices[{i}]"), format!("duplicate device name {n:?}")));
+            errors.push(planner::FieldError::new(
+                format!("devices[{i}]"),
+                format!("duplicate device name {n:?}"),
+            ));
         }
     }
     if !errors.is_empty() {
-        return Err(planner::Error::Invalid { what: "fleet", errors }.into());
+        return Err(planner::Error::Invalid {
+            what: "fleet",
+            errors,
+        }
+        .into());
     }
     let id = new_id("fleet");
     let mut tx = state.db.write.begin().await?;
@@ -186,9 +239,10 @@ pub async fn create_fleet(State(state): State<AppState>, ApiJson(body): ApiJson<
 }
 
 pub async fn list_fleets(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM fleets ORDER BY created_at DESC, id DESC")
-        .fetch_all(&state.db.read)
-        .await?;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM fleets ORDER BY created_at DESC, id DESC")
+            .fetch_all(&state.db.read)
+            .await?;
     let mut out = Vec::new();
     for id in ids {
         out.push(fleet_json(&state, &id).await?);
@@ -196,14 +250,23 @@ pub async fn list_fleets(State(state): State<AppState>) -> ApiResult<Json<Value>
     Ok(Json(json!({"fleets": out})))
 }
 
-pub async fn get_fleet(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_fleet(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(fleet_json(&state, &id).await?))
 }
 
 /// `DELETE /v1/fleets/{id}`: the fleet (its devices stay; fleet plans keep their snapshot).
-pub async fn delete_fleet(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete_fleet(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     fleet_doc(&state, &id).await?;
-    sqlx::query("DELETE FROM fleets WHERE id = ?").bind(&id).execute(&state.db.write).await?;
+    sqlx::query("DELETE FROM fleets WHERE id = ?")
+        .bind(&id)
+        .execute(&state.db.write)
+        .await?;
     Ok(Json(json!({"deleted": id, "with": {}})))
 }
 
@@ -327,11 +390,19 @@ pub async fn create_fleet_plan(
         return Err(ApiError::invalid("batch_size", "must be within 1..=65536"));
     }
     let max_time = state.config.max_solve_time_s;
-    if body.time_limit_s.is_some_and(|t| !(t > 0.0 && t <= max_time)) {
-        return Err(ApiError::invalid("time_limit_s", format!("must be within (0, {max_time}] s")));
+    if body
+        .time_limit_s
+        .is_some_and(|t| !(t > 0.0 && t <= max_time))
+    {
+        return Err(ApiError::invalid(
+            "time_limit_s",
+            format!("must be within (0, {max_time}] s"),
+        ));
     }
     let fleet = Fleet::from_value(doc.clone()).map_err(|e| ApiError::from(e).under("fleet."))?;
-    fleet.check(&manifest).map_err(|e| ApiError::from(e).under("fleet."))?;
+    fleet
+        .check(&manifest)
+        .map_err(|e| ApiError::from(e).under("fleet."))?;
     if body.measures() {
         let s = store::supernet(&state.db, &supernet_id).await?;
         if s.model_hash.is_none() || s.data_hash.is_none() {
@@ -358,7 +429,16 @@ pub async fn create_fleet_plan(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    store::insert_job(&mut tx, &job_id, "fleet", &supernet_id, Some(&id), &json!({}), 1).await?;
+    store::insert_job(
+        &mut tx,
+        &job_id,
+        "fleet",
+        &supernet_id,
+        Some(&id),
+        &json!({}),
+        1,
+    )
+    .await?;
     tx.commit().await?;
     state.jobs.wake.notify_one();
     let mut v = fleet_plan_row(&state.db, &id).await?.to_json();
@@ -366,7 +446,10 @@ pub async fn create_fleet_plan(
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }
 
-pub async fn list_fleet_plans(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list_fleet_plans(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     store::supernet(&state.db, &id).await?;
     let rows = sqlx::query_as::<_, FleetPlanRow>(
         "SELECT id, supernet_id, fleet_id, fleet, options, status, job_id, result, created_at, updated_at \
@@ -375,7 +458,9 @@ pub async fn list_fleet_plans(State(state): State<AppState>, Path(id): Path<Stri
     .bind(&id)
     .fetch_all(&state.db.read)
     .await?;
-    Ok(Json(json!({"fleet_plans": rows.iter().map(FleetPlanRow::to_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"fleet_plans": rows.iter().map(FleetPlanRow::to_json).collect::<Vec<_>>()}),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -396,7 +481,10 @@ pub async fn get_fleet_plan(
         "json" => Ok(Json(row.to_json()).into_response()),
         "csv" => {
             let Some(result) = row.result.as_deref().map(json_column) else {
-                return Err(ApiError::conflict(format!("fleet plan {id:?} is {}: no table yet", row.status)));
+                return Err(ApiError::conflict(format!(
+                    "fleet plan {id:?} is {}: no table yet",
+                    row.status
+                )));
             };
             Ok((
                 [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],

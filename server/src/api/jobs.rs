@@ -47,7 +47,9 @@ pub async fn list(
     .bind(limit)
     .fetch_all(&state.db.read)
     .await?;
-    Ok(Json(json!({"jobs": rows.iter().map(JobRow::to_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"jobs": rows.iter().map(JobRow::to_json).collect::<Vec<_>>()}),
+    ))
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -56,7 +58,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 
 /// `POST /v1/jobs/{id}/cancel`: a queued job is cancelled at once; a running one stops at its next
 /// checkpoint (between two candidates), keeping what it already stored. Idempotent.
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let job = store::job(&state.db, &id).await?;
     if !job.is_terminal() {
         let now = now_ms();
@@ -123,7 +128,10 @@ pub async fn events(
                     // The job vanished (its supernet was deleted): say so and end.
                     w.done = true;
                     let body = json!({"error": {"code": e.code, "message": e.message}});
-                    return Some((Ok(Event::default().event("error").data(body.to_string())), w));
+                    return Some((
+                        Ok(Event::default().event("error").data(body.to_string())),
+                        w,
+                    ));
                 }
             };
             let body = job.to_json();

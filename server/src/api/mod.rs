@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/supernets/{id}/model",
             put(supernets::put_model).get(supernets::get_model),
         )
-        .route("/v1/supernets/{id}/validation", put(supernets::put_validation));
+        .route(
+            "/v1/supernets/{id}/validation",
+            put(supernets::put_validation),
+        );
     let api = Router::new()
         .route("/", get(web::index))
         .route("/ui/app.js", get(web::app_js))
@@ -65,10 +68,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/candidates/{id}", get(plans::candidate))
         .route("/v1/candidates/{id}/config", get(plans::config))
         .route("/v1/candidates/{id}/model.onnx", get(plans::export_model))
-        .route("/v1/devices", get(fleets::list_devices).post(fleets::create_device))
-        .route("/v1/devices/{id}", get(fleets::get_device).delete(fleets::delete_device))
-        .route("/v1/fleets", get(fleets::list_fleets).post(fleets::create_fleet))
-        .route("/v1/fleets/{id}", get(fleets::get_fleet).delete(fleets::delete_fleet))
+        .route(
+            "/v1/devices",
+            get(fleets::list_devices).post(fleets::create_device),
+        )
+        .route(
+            "/v1/devices/{id}",
+            get(fleets::get_device).delete(fleets::delete_device),
+        )
+        .route(
+            "/v1/fleets",
+            get(fleets::list_fleets).post(fleets::create_fleet),
+        )
+        .route(
+            "/v1/fleets/{id}",
+            get(fleets::get_fleet).delete(fleets::delete_fleet),
+        )
         .route(
             "/v1/supernets/{id}/fleet-plans",
             get(fleets::list_fleet_plans).post(fleets::create_fleet_plan),
@@ -91,7 +106,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn health(State(state): State<AppState>) -> ApiResult<Response> {
     sqlx::query("SELECT 1").execute(&state.db.read).await?;
-    Ok(axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response())
+    Ok(
+        axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+            .into_response(),
+    )
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
@@ -100,7 +118,10 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
             .fetch_all(&state.db.read)
             .await?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&jobs),
     )
         .into_response())
@@ -134,7 +155,10 @@ async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     // Probes and the dashboard's static files (which hold no data) stay open.
-    let public = matches!(req.uri().path(), "/healthz" | "/" | "/ui/app.js" | "/ui/app.css");
+    let public = matches!(
+        req.uri().path(),
+        "/healthz" | "/" | "/ui/app.js" | "/ui/app.css"
+    );
     if public || (read && !state.config.protect_reads) {
         return next.run(req).await;
     }
@@ -232,7 +256,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() {
-            ApiError::invalid(if path == "." { String::new() } else { path }, inner.to_string())
+            ApiError::invalid(
+                if path == "." { String::new() } else { path },
+                inner.to_string(),
+            )
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -253,12 +280,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
-            let path = e.path().to_string();
-            let mut err = ApiError::invalid(path, e.into_inner().to_string());
-            err.status = StatusCode::BAD_REQUEST;
-            err.code = "invalid_query";
-            err
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let mut err = ApiError::invalid(path, e.into_inner().to_string());
+                err.status = StatusCode::BAD_REQUEST;
+                err.code = "invalid_query";
+                err
+            })
     }
 }

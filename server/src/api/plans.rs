@@ -16,7 +16,9 @@ use std::collections::BTreeSet;
 pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     store::supernet(&state.db, &id).await?;
     let rows = store::plans_of(&state.db, &id).await?;
-    Ok(Json(json!({"plans": rows.iter().map(store::PlanRow::to_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"plans": rows.iter().map(store::PlanRow::to_json).collect::<Vec<_>>()}),
+    ))
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -61,18 +63,23 @@ async fn load_candidates(
     plan_id: &str,
     activations: bool,
 ) -> ApiResult<Vec<CandidateRow>> {
-    Ok(sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(format!(
-        "{CANDIDATE_SELECT} WHERE c.plan_id = ? ORDER BY c.position"
-    )))
-    .bind(activations)
-    .bind(plan_id)
-    .fetch_all(&state.db.read)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(format!(
+            "{CANDIDATE_SELECT} WHERE c.plan_id = ? ORDER BY c.position"
+        )))
+        .bind(activations)
+        .bind(plan_id)
+        .fetch_all(&state.db.read)
+        .await?,
+    )
 }
 
 /// `DELETE /v1/plans/{id}`: the plan and its candidates (a running job is cancelled);
 /// evaluations stay, they belong to the supernet's bit configurations.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let plan = store::plan(&state.db, &id).await?;
     let mut tx = state.db.write.begin().await?;
     let jobs: Vec<String> = sqlx::query_scalar(
@@ -100,7 +107,9 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Ap
         state.jobs.cancel(j);
         state.jobs.changed(j);
     }
-    Ok(Json(json!({"deleted": id, "with": {"candidates": plan.candidates, "jobs_cancelled": jobs.len()}})))
+    Ok(Json(
+        json!({"deleted": id, "with": {"candidates": plan.candidates, "jobs_cancelled": jobs.len()}}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,10 +198,13 @@ pub async fn candidates(
         .find(|(k, _)| *k == sort)
         .map(|(_, c)| *c)
         .ok_or_else(|| {
-            bad_query("sort", format!(
-                "unknown sort key {sort:?}; one of {}",
-                SORTS.map(|(k, _)| k).join(", ")
-            ))
+            bad_query(
+                "sort",
+                format!(
+                    "unknown sort key {sort:?}; one of {}",
+                    SORTS.map(|(k, _)| k).join(", ")
+                ),
+            )
         })?;
     let order = match q.order.as_deref().unwrap_or("asc") {
         "asc" => "ASC",
@@ -217,7 +229,11 @@ pub async fn candidates(
         (q.max_latency_ms, " AND c.latency_ms <= ?", "max_latency_ms"),
         (q.max_avg_bits, " AND c.avg_bits <= ?", "max_avg_bits"),
         (q.min_accuracy, " AND e.accuracy >= ?", "min_accuracy"),
-        (q.min_agreement_fp32, " AND e.agreement_fp32 >= ?", "min_agreement_fp32"),
+        (
+            q.min_agreement_fp32,
+            " AND e.agreement_fp32 >= ?",
+            "min_agreement_fp32",
+        ),
     ] {
         if let Some(v) = value {
             if !v.is_finite() {
@@ -242,7 +258,11 @@ pub async fn candidates(
     for v in &values {
         query = query.bind(*v);
     }
-    let rows = query.bind(limit).bind(offset).fetch_all(&state.db.read).await?;
+    let rows = query
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&state.db.read)
+        .await?;
     let count_sql = format!(
         "SELECT COUNT(*) FROM candidates c LEFT JOIN evaluations e ON e.supernet_id = c.supernet_id \
          AND e.bits = c.bits AND e.quantize_activations = ?{filters}"

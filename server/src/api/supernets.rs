@@ -3,7 +3,7 @@
 use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{self, now_ms, new_id};
+use crate::store::{self, new_id, now_ms};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -84,11 +84,12 @@ pub async fn delete(
         ))
         .with_details(json!({ "would_delete": dependents })));
     }
-    let running: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM jobs WHERE supernet_id = ? AND status IN ('queued', 'running')")
-            .bind(&id)
-            .fetch_all(&mut *tx)
-            .await?;
+    let running: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE supernet_id = ? AND status IN ('queued', 'running')",
+    )
+    .bind(&id)
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM supernets WHERE id = ?")
         .bind(&id)
         .execute(&mut *tx)
@@ -112,10 +113,19 @@ async fn dependents(
     let mut out = serde_json::Map::new();
     for (name, sql) in [
         ("plans", "SELECT COUNT(*) FROM plans WHERE supernet_id = ?"),
-        ("candidates", "SELECT COUNT(*) FROM candidates WHERE supernet_id = ?"),
-        ("evaluations", "SELECT COUNT(*) FROM evaluations WHERE supernet_id = ?"),
+        (
+            "candidates",
+            "SELECT COUNT(*) FROM candidates WHERE supernet_id = ?",
+        ),
+        (
+            "evaluations",
+            "SELECT COUNT(*) FROM evaluations WHERE supernet_id = ?",
+        ),
         ("jobs", "SELECT COUNT(*) FROM jobs WHERE supernet_id = ?"),
-        ("fleet_plans", "SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = ?"),
+        (
+            "fleet_plans",
+            "SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = ?",
+        ),
     ] {
         let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&mut *tx).await?;
         out.insert(name.into(), json!(n));
@@ -239,7 +249,9 @@ async fn check_upload(
             .map_err(|e| ApiError::from(e).under("validation."))?;
         if let Some(b) = model_bytes {
             let model = OnnxModel::from_bytes(&b).map_err(|e| ApiError::from(e).under("model."))?;
-            model.link_layers(&manifest).map_err(|e| ApiError::from(e).under("model."))?;
+            model
+                .link_layers(&manifest)
+                .map_err(|e| ApiError::from(e).under("model."))?;
             if let Some(d) = &data {
                 planner::eval::check_input_shape(model.data_input().map_err(prefixed)?, d)
                     .map_err(prefixed)?;
