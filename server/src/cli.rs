@@ -674,7 +674,7 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         let mut measured = std::collections::HashMap::new();
         for bits in crate::fleet::distinct_configs(&plan) {
             let m = evaluator.evaluate(&bits)?;
-            measured.insert(bits, serde_json::to_value(&m).expect("JSON"));
+            measured.insert(bits, crate::fleet::metrics_json(&m));
         }
         crate::fleet::attach_metrics(&mut doc, &plan, &measured, args.min_accuracy);
         doc["evaluated_configs"] = serde_json::json!(measured.len());

@@ -49,3 +49,20 @@ pub fn all_pass(doc: &Value) -> bool {
         })
     })
 }
+
+/// A measurement as the service reports it (`Metrics` in openapi.yaml, without `evaluated_at`),
+/// so that `bitplan fleet --format json` and the service's fleet tables carry the same keys.
+pub fn metrics_json(m: &planner::eval::Metrics) -> Value {
+    json!({
+        "accuracy": m.accuracy,
+        "agreement_fp32": m.agreement_fp32,
+        "kl_fp32": m.kl_fp32,
+        "agreement_highest": m.agreement_highest,
+        "kl_highest": m.kl_highest,
+        "sqnr_db": m.sqnr_db.is_finite().then_some(m.sqnr_db),
+        "latency_ms": m.latency_ms,
+        "samples": m.samples,
+        "batch_size": m.batch_size,
+        "quantize_activations": m.activations_quantized,
+    })
+}
