@@ -926,3 +926,118 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
     assert_eq!(f["path"], "fleet.devices[1].latency_ms.fc2");
     assert!(f["reason"].as_str().unwrap().contains("phone"), "{f}");
 }
+
+#[tokio::test]
+async fn a_running_evaluation_stops_when_cancelled_and_keeps_what_it_measured() {
+    let svc = Svc::new(|c| c.eval_pause = Duration::from_millis(40), true).await;
+    let sn = svc.digits().await;
+    let plan = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"pareto": "size"})),
+        )
+        .await
+        .json();
+    let total = plan["candidate_count"].as_u64().unwrap();
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{}/evaluations", plan["id"].as_str().unwrap()),
+            Some(json!({})),
+        )
+        .await;
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    loop {
+        let j = svc
+            .call("GET", &format!("/v1/jobs/{job}"), None)
+            .await
+            .json();
+        if j["progress"]["done"].as_u64().unwrap() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = svc
+        .call("POST", &format!("/v1/jobs/{job}/cancel"), None)
+        .await;
+    assert_eq!(r.json()["cancel_requested"], true);
+    let j = svc.wait_job(&job).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    let done = j["progress"]["done"].as_u64().unwrap();
+    assert!(done >= 3 && done < total, "{done} of {total}");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+        .fetch_one(&svc.state.db.read)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored as u64, done,
+        "every measured candidate is kept, nothing after the cancel"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let later: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+        .fetch_one(&svc.state.db.read)
+        .await
+        .unwrap();
+    assert_eq!(later, stored);
+}
+
+#[tokio::test]
+async fn job_events_stream_progress_then_done() {
+    let svc = Svc::new(|c| c.eval_pause = Duration::from_millis(30), true).await;
+    let sn = svc.digits().await;
+    let plan = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"pareto": "size", "points": 6})),
+        )
+        .await
+        .json();
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/plans/{}/evaluations", plan["id"].as_str().unwrap()),
+            Some(json!({})),
+        )
+        .await;
+    let job = r.json()["id"].as_str().unwrap().to_string();
+    let resp = svc
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!("/v1/jobs/{job}/events"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    // The stream ends by itself after the `done` event.
+    let body = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+        .await
+        .expect("the stream ends")
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let events: Vec<(&str, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let kind = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((kind, serde_json::from_str(data).unwrap()))
+        })
+        .collect();
+    let (last_kind, last) = events.last().unwrap();
+    assert_eq!(
+        (*last_kind, last["status"].as_str()),
+        ("done", Some("succeeded"))
+    );
+    assert_eq!(last["progress"]["done"], 6);
+    let dones: Vec<u64> = events
+        .iter()
+        .map(|(_, j)| j["progress"]["done"].as_u64().unwrap())
+        .collect();
+    assert!(dones.windows(2).all(|w| w[0] <= w[1]), "{dones:?}");
+    assert!(events.len() >= 3, "progress events before the end: {text}");
+}
