@@ -294,18 +294,8 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
             ("failed", Some("failed"))
         }
     };
-    let plans_table = match job.kind.as_str() {
-        "plan" => Some("UPDATE plans SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"),
-        "fleet" => Some("UPDATE fleet_plans SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"),
-        _ => None,
-    };
-    if let (Some(status), Some(sql), Some(plan_id)) = (plan_status, plans_table, &job.plan_id) {
-        sqlx::query(sql)
-            .bind(status)
-            .bind(now)
-            .bind(plan_id)
-            .execute(&mut *tx)
-            .await?;
+    if let (Some(status), Some(plan_id)) = (plan_status, &job.plan_id) {
+        set_plan_status(&mut tx, &job.kind, plan_id, status).await?;
     }
     tx.commit().await?;
     if job_status != "queued" {
@@ -316,22 +306,54 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// The table of what a job of `kind` works for: plans, or fleet plans.
+fn plan_table(kind: &str) -> Option<&'static str> {
+    match kind {
+        "plan" => Some("plans"),
+        "fleet" => Some("fleet_plans"),
+        _ => None,
+    }
+}
+
+/// Sets the status of the (fleet) plan a job works for, unless it has already ended.
+async fn set_plan_status(
+    conn: &mut sqlx::SqliteConnection,
+    kind: &str,
+    plan_id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    let Some(table) = plan_table(kind) else {
+        return Ok(());
+    };
+    // The table name comes from the fixed list above; the values are bound.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"
+    )))
+    .bind(status)
+    .bind(now_ms())
+    .bind(plan_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The id of the (fleet) plan the job works for, marked running.
+async fn start_plan(ctx: &Ctx) -> Result<String, JobError> {
+    let id =
+        ctx.job.plan_id.clone().ok_or_else(|| {
+            JobError::permanent(format!("a {} job without its plan", ctx.job.kind))
+        })?;
+    let mut conn = ctx.state.db.write.acquire().await?;
+    set_plan_status(&mut conn, &ctx.job.kind, &id, "running").await?;
+    Ok(id)
+}
+
 async fn solve_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     let state = &ctx.state;
-    let plan_id = ctx
-        .job
-        .plan_id
-        .clone()
-        .ok_or_else(|| JobError::permanent("a plan job without a plan"))?;
-    let plan = match store::plan(&state.db, &plan_id).await {
-        Ok(p) => p,
-        Err(_) => return Ok(Outcome::Cancelled("the plan was deleted".into())),
+    let plan_id = start_plan(ctx).await?;
+    let Ok(plan) = store::plan(&state.db, &plan_id).await else {
+        return Ok(Outcome::Cancelled("the plan was deleted".into()));
     };
-    sqlx::query("UPDATE plans SET status = 'running', updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&plan_id)
-        .execute(&state.db.write)
-        .await?;
     let manifest = state.manifest(&plan.supernet_id).await?;
     let body: PlanBody = serde_json::from_str(&plan.request)
         .map_err(|e| JobError::permanent(format!("stored plan request: {e}")))?;
@@ -469,20 +491,10 @@ async fn measure(
 /// not stored yet, and store the table.
 async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     let state = &ctx.state;
-    let id = ctx
-        .job
-        .plan_id
-        .clone()
-        .ok_or_else(|| JobError::permanent("a fleet job without a fleet plan"))?;
-    let row = match crate::api::fleet_plan_row(&state.db, &id).await {
-        Ok(r) => r,
-        Err(_) => return Ok(Outcome::Cancelled("the fleet plan was deleted".into())),
+    let id = start_plan(ctx).await?;
+    let Ok(row) = crate::api::fleet_plan_row(&state.db, &id).await else {
+        return Ok(Outcome::Cancelled("the fleet plan was deleted".into()));
     };
-    sqlx::query("UPDATE fleet_plans SET status = 'running', updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&id)
-        .execute(&state.db.write)
-        .await?;
     let body: crate::api::FleetPlanBody = serde_json::from_str(&row.options)
         .map_err(|e| JobError::permanent(format!("stored fleet plan request: {e}")))?;
     let fleet = planner::fleet::Fleet::from_json(&row.fleet)?;
