@@ -21,6 +21,7 @@ use good_lp::{
     SolutionWithDual, SolverModel, Variable, WithInitialSolution,
 };
 use serde::Serialize;
+use std::time::{Duration, Instant};
 
 /// How a single solve ended.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -111,7 +112,33 @@ fn fits(costs: &[f64; 3], limits: &Limits) -> bool {
         .all(|(l, c)| l.is_none_or(|l| *c <= l + 1e-12 * l.abs().max(1.0)))
 }
 
-/// Solves `min objective` s.t. limits, with some groups fixed to one choice.
+/// What the solve knows before the MIP: a feasible assignment and a lower bound on the optimum.
+struct Root {
+    incumbent: Vec<usize>,
+    /// The Lagrangian bound from the LP relaxation's duals; `None` when the LP did not finish.
+    bound: Option<f64>,
+}
+
+/// Below this much solver time left, the MIP is not started: the root's incumbent is the answer.
+const MIN_MIP_S: f64 = 0.01;
+
+/// HiGHS reads its clock between phases of a MIP, so it stops after its time limit: by 8-35 ms
+/// on 3,400 binaries (1000 groups after fixing), measured. A MIP is given the time left minus
+/// this much per variable, so that the solve ends near its deadline. (Building the model takes
+/// under 1 us per variable; an LP overruns by a few ms and gets the whole time left.)
+const MIP_OVERRUN_PER_VARIABLE_S: f64 = 8e-6;
+
+impl Instance<'_> {
+    /// The seconds HiGHS may spend on this instance's MIP before `deadline`.
+    fn mip_time(&self, deadline: &Deadline) -> f64 {
+        let variables: usize = self.allowed.iter().map(Vec::len).sum();
+        deadline.remaining_s() - MIP_OVERRUN_PER_VARIABLE_S * variables as f64
+    }
+}
+
+/// Solves `min objective` s.t. limits, with some groups fixed to one choice, within
+/// `time_limit_s` of wall-clock time for the whole solve (root LP, heuristics and MIP). When time
+/// runs out first, the best assignment found so far is returned with its gap to the LP bound.
 pub(crate) fn solve(
     problem: &Problem,
     limits: &Limits,
@@ -119,6 +146,7 @@ pub(crate) fn solve(
     objective: Objective,
     time_limit_s: f64,
 ) -> Result<IlpOutcome> {
+    let deadline = Deadline::after(time_limit_s);
     let allowed = (0..problem.groups.len())
         .map(|g| match fixed.get(g).copied().flatten() {
             Some(c) => vec![c],
@@ -135,16 +163,40 @@ pub(crate) fn solve(
             return Ok(IlpOutcome::Infeasible);
         }
     }
-    let incumbent = if limits.iter().any(Option::is_some) {
-        reduce(&mut inst, limits, time_limit_s).unwrap_or(None)
+    let root = if limits.iter().any(Option::is_some) {
+        root(&mut inst, limits, &deadline)?
     } else {
         None
     };
+    if let Some(Root {
+        incumbent,
+        bound: Some(bound),
+    }) = &root
+    {
+        if gap(inst.value(incumbent), *bound) <= PROVEN_GAP {
+            return Ok(IlpOutcome::Solved {
+                picks: incumbent.clone(),
+                status: SolveStatus::Optimal,
+            });
+        }
+    }
 
     let mut limits = *limits;
     // Solver tolerances can admit a row a hair over its bound; re-solve with that row tightened.
     for _ in 0..4 {
-        let outcome = solve_mip(&inst, &limits, incumbent.as_deref(), time_limit_s)?;
+        let left = inst.mip_time(&deadline);
+        let outcome = match &root {
+            None if left < MIN_MIP_S && limits.iter().any(Option::is_some) => {
+                return Err(no_solution(&deadline));
+            }
+            Some(r) if left < MIN_MIP_S => IlpOutcome::Solved {
+                picks: r.incumbent.clone(),
+                status: SolveStatus::TimeLimit {
+                    gap: r.bound.map(|b| gap(inst.value(&r.incumbent), b)),
+                },
+            },
+            _ => solve_mip(&inst, &limits, root.as_ref(), &deadline)?,
+        };
         let IlpOutcome::Solved { picks, .. } = &outcome else {
             return Ok(outcome);
         };
@@ -168,18 +220,76 @@ pub(crate) fn solve(
     ))
 }
 
-/// Lagrangian reduced-cost fixing (see the module docs). Narrows `inst.allowed` and returns the
-/// feasible incumbent it used, if one was found. Optional: when it fails (say its LP hits the
-/// time limit) the MIP runs unreduced.
-fn reduce(
-    inst: &mut Instance<'_>,
-    limits: &Limits,
-    time_limit_s: f64,
-) -> Result<Option<Vec<usize>>> {
-    let Run::Solved { values, lambda, .. } = run(inst, limits, true, None, time_limit_s)? else {
-        return Ok(None);
+/// A gap at or below this is reported optimal: the bound is computed in floating point from the
+/// LP's duals, so equality is only ever reached up to rounding.
+const PROVEN_GAP: f64 = 1e-12;
+
+fn no_solution(deadline: &Deadline) -> Error {
+    Error::Solver(format!(
+        "no feasible assignment found within the {} s time limit; give the solve more time",
+        deadline.limit_s
+    ))
+}
+
+/// Relative distance of a value from a lower bound on the optimum.
+fn gap(value: f64, bound: f64) -> f64 {
+    ((value - bound) / value.abs().max(f64::MIN_POSITIVE)).max(0.0)
+}
+
+/// The end of a solve's time, and the limit it was set from.
+struct Deadline {
+    at: Instant,
+    limit_s: f64,
+}
+
+impl Deadline {
+    fn after(limit_s: f64) -> Deadline {
+        let now = Instant::now();
+        Deadline {
+            at: now
+                .checked_add(Duration::from_secs_f64(limit_s.clamp(0.0, 1e9)))
+                .unwrap_or(now + Duration::from_secs(1 << 30)),
+            limit_s,
+        }
+    }
+    fn remaining_s(&self) -> f64 {
+        self.at
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+    }
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+}
+
+/// Root processing: the LP relaxation, a feasible incumbent near its solution (repaired, then
+/// improved by single and paired moves), and Lagrangian reduced-cost fixing (see the module docs),
+/// which narrows `inst.allowed`. When the LP does not finish in time, the incumbent is repaired
+/// from each group's least-objective choice and nothing is fixed. `None` when no incumbent was
+/// found (the MIP then starts cold).
+fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result<Option<Root>> {
+    let lp = match run(inst, limits, true, None, deadline.remaining_s()) {
+        Ok(Run::Solved { values, lambda, .. }) => Some((values, lambda)),
+        // The LP is only a guide: without it the MIP still runs, unreduced.
+        Ok(Run::Infeasible | Run::NoSolution) | Err(_) => None,
     };
-    let Some(incumbent) = repair_and_improve(inst, limits, argmax(&values)) else {
+    let Some((values, lambda)) = lp else {
+        let start = (0..inst.allowed.len())
+            .map(|g| {
+                *inst.allowed[g]
+                    .iter()
+                    .min_by(|&&a, &&b| inst.coef(g, a).total_cmp(&inst.coef(g, b)))
+                    .expect("every group has a choice")
+            })
+            .collect();
+        return Ok(
+            repair_and_improve(inst, limits, start, deadline).map(|incumbent| Root {
+                incumbent,
+                bound: None,
+            }),
+        );
+    };
+    let Some(incumbent) = repair_and_improve(inst, limits, argmax(&values), deadline) else {
         return Ok(None);
     };
     let ub = inst.value(&incumbent);
@@ -211,7 +321,11 @@ fn reduce(
         })
         .collect();
     inst.allowed = narrowed;
-    Ok(Some(incumbent))
+    // The bound is rounded down a little so that rounding in its sum never overstates it.
+    Ok(Some(Root {
+        incumbent,
+        bound: Some(bound - tolerance),
+    }))
 }
 
 /// The choice with the largest value in each group.
@@ -228,12 +342,13 @@ fn argmax(values: &[Vec<(usize, f64)>]) -> Vec<usize> {
 }
 
 /// A feasible assignment near `picks`: first move groups to cheaper choices until every budget
-/// holds (least objective increase per unit of relative excess removed), then take any move that
-/// lowers the objective and stays within budget.
+/// holds (least objective increase per unit of relative excess removed), then improve it by local
+/// search (see [`improve`]).
 fn repair_and_improve(
     inst: &Instance<'_>,
     limits: &Limits,
     mut picks: Vec<usize>,
+    deadline: &Deadline,
 ) -> Option<Vec<usize>> {
     let excess = |costs: &[f64; 3]| -> f64 {
         (0..3)
@@ -254,7 +369,7 @@ fn repair_and_improve(
     let mut costs = inst.costs(&picks);
     for _ in 0..inst.allowed.len() * 8 {
         let e = excess(&costs);
-        if e == 0.0 {
+        if e == 0.0 || deadline.passed() {
             break;
         }
         let mut best: Option<(f64, usize, usize)> = None;
@@ -277,59 +392,136 @@ fn repair_and_improve(
     if !fits(&costs, limits) {
         return None;
     }
-    loop {
-        let mut best: Option<(f64, usize, usize)> = None;
-        for (g, cs) in inst.allowed.iter().enumerate() {
-            for &c in cs {
-                let delta = inst.coef(g, c) - inst.coef(g, picks[g]);
-                if delta < 0.0
-                    && best.is_none_or(|b| delta < b.0)
-                    && fits(&moved(&costs, g, picks[g], c), limits)
-                {
-                    best = Some((delta, g, c));
+    improve(inst, limits, &mut picks, deadline);
+    Some(picks)
+}
+
+/// A change of one group's choice, with its effect on the objective and on each cost.
+#[derive(Clone, Copy)]
+struct Move {
+    g: usize,
+    c: usize,
+    objective: f64,
+    cost: [f64; 3],
+}
+
+/// Local search on a feasible assignment until no move helps or the deadline passes: the best
+/// single move that lowers the objective within budget, else the best pair of moves in two
+/// groups (one that lowers the objective and spends budget, one that frees what it needs).
+/// Pairs reach assignments single moves cannot when every budget is nearly spent.
+fn improve(inst: &Instance<'_>, limits: &Limits, picks: &mut [usize], deadline: &Deadline) {
+    let mut costs = inst.costs(picks);
+    let within = |costs: &[f64; 3], m: &Move, n: Option<&Move>| -> bool {
+        let mut c = *costs;
+        for (k, v) in c.iter_mut().enumerate() {
+            *v += m.cost[k] + n.map_or(0.0, |n| n.cost[k]);
+        }
+        fits(&c, limits)
+    };
+    while !deadline.passed() {
+        let moves: Vec<Move> = inst
+            .allowed
+            .iter()
+            .enumerate()
+            .flat_map(|(g, cs)| {
+                let from = picks[g];
+                cs.iter().filter(move |&&c| c != from).map(move |&c| Move {
+                    g,
+                    c,
+                    objective: inst.coef(g, c) - inst.coef(g, from),
+                    cost: std::array::from_fn(|k| inst.cost(g, c, k) - inst.cost(g, from, k)),
+                })
+            })
+            .collect();
+        let single = moves
+            .iter()
+            .filter(|m| m.objective < 0.0 && within(&costs, m, None))
+            .min_by(|a, b| a.objective.total_cmp(&b.objective));
+        let chosen: Vec<Move> = match single {
+            Some(m) => vec![*m],
+            None => {
+                // Moves that free budget, cheapest in objective first, to pair with gains.
+                let mut givers: Vec<&Move> = moves.iter().filter(|m| m.objective >= 0.0).collect();
+                givers.sort_by(|a, b| a.objective.total_cmp(&b.objective));
+                let mut best: Option<(f64, Move, Move)> = None;
+                for gain in moves.iter().filter(|m| m.objective < 0.0) {
+                    for give in &givers {
+                        let total = gain.objective + give.objective;
+                        if total >= best.map_or(0.0, |b| b.0) {
+                            break; // givers only get dearer
+                        }
+                        if give.g != gain.g && within(&costs, gain, Some(give)) {
+                            best = Some((total, *gain, **give));
+                            break;
+                        }
+                    }
+                }
+                match best {
+                    Some((_, a, b)) => vec![a, b],
+                    None => return,
                 }
             }
-        }
-        let Some((_, g, c)) = best else {
-            return Some(picks);
         };
-        costs = moved(&costs, g, picks[g], c);
-        picks[g] = c;
+        for m in chosen {
+            for (k, v) in costs.iter_mut().enumerate() {
+                *v += m.cost[k];
+            }
+            picks[m.g] = m.c;
+        }
     }
 }
 
 fn solve_mip(
     inst: &Instance<'_>,
     limits: &Limits,
-    incumbent: Option<&[usize]>,
-    time_limit_s: f64,
+    root: Option<&Root>,
+    deadline: &Deadline,
 ) -> Result<IlpOutcome> {
-    let (values, optimal) = match run(inst, limits, false, incumbent, time_limit_s)? {
+    let incumbent = root.map(|r| r.incumbent.as_slice());
+    let (values, optimal) = match run(inst, limits, false, incumbent, inst.mip_time(deadline))? {
         Run::Infeasible => return Ok(IlpOutcome::Infeasible),
+        Run::NoSolution => return Err(no_solution(deadline)),
         Run::Solved {
             values, optimal, ..
         } => (values, optimal),
     };
-    let picks = argmax(&values);
-    let status = if optimal {
-        SolveStatus::Optimal
-    } else {
-        // Bound the gap with the LP relaxation (cheap next to the MIP that hit the limit).
-        let incumbent = inst.value(&picks);
-        let gap = match run(inst, limits, true, None, time_limit_s) {
-            Ok(Run::Solved { values, .. }) => {
-                let bound: f64 = values
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(g, xs)| xs.iter().map(move |&(c, v)| v * inst.coef(g, c)))
-                    .sum();
-                Some(((incumbent - bound) / incumbent.abs().max(f64::MIN_POSITIVE)).max(0.0))
+    let mut picks = argmax(&values);
+    if optimal {
+        return Ok(IlpOutcome::Solved {
+            picks,
+            status: SolveStatus::Optimal,
+        });
+    }
+    // Stopped at the time limit: keep the better of the MIP's assignment and the root's.
+    if let Some(start) = incumbent {
+        if inst.value(start) < inst.value(&picks) {
+            picks = start.to_vec();
+        }
+    }
+    let bound = match root.and_then(|r| r.bound) {
+        Some(b) => Some(b),
+        // No root bound: the LP relaxation, if there is time left for it.
+        None if deadline.remaining_s() >= MIN_MIP_S => {
+            match run(inst, limits, true, None, deadline.remaining_s()) {
+                Ok(Run::Solved { values, .. }) => Some(
+                    values
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(g, xs)| xs.iter().map(move |&(c, v)| v * inst.coef(g, c)))
+                        .sum(),
+                ),
+                _ => None,
             }
-            _ => None,
-        };
-        SolveStatus::TimeLimit { gap }
+        }
+        None => None,
     };
-    Ok(IlpOutcome::Solved { picks, status })
+    let value = inst.value(&picks);
+    Ok(IlpOutcome::Solved {
+        picks,
+        status: SolveStatus::TimeLimit {
+            gap: bound.map(|b| gap(value, b)),
+        },
+    })
 }
 
 /// Raw solver output: every variable's value per group and, for the LP relaxation, the budget
@@ -341,6 +533,8 @@ enum Run {
         lambda: [f64; 3],
     },
     Infeasible,
+    /// Stopped at the time limit before finding any feasible assignment.
+    NoSolution,
 }
 
 /// The least value of `f` over a group's allowed choices.
@@ -480,11 +674,7 @@ fn run(
     let mut solution = match model.solve() {
         Ok(s) => s,
         Err(ResolutionError::Infeasible) => return Ok(Run::Infeasible),
-        Err(ResolutionError::Other("NoSolutionFound")) => {
-            return Err(Error::Solver(format!(
-                "no feasible assignment found within the {time_limit_s} s time limit"
-            )))
-        }
+        Err(ResolutionError::Other("NoSolutionFound")) => return Ok(Run::NoSolution),
         Err(e) => return Err(Error::Solver(e.to_string())),
     };
     let values = x
@@ -509,4 +699,42 @@ fn run(
         optimal,
         lambda,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Manifest;
+
+    /// Two layers, 8 or 4 bits, one size budget that the start spends exactly: no single move
+    /// helps (the 8-bit upgrade of `a` overspends, the downgrade of `b` costs error), the pair does.
+    #[test]
+    fn local_search_takes_a_pair_of_moves_when_no_single_move_helps() {
+        let manifest = Manifest::from_json(
+            r#"{"name": "pair", "bits": [8, 4], "layers": [
+                {"name": "a", "params": 8, "macs": 8, "hessian_trace_per_param": 1, "perturbation": {"8": 0, "4": 10}},
+                {"name": "b", "params": 8, "macs": 8, "hessian_trace_per_param": 1, "perturbation": {"8": 0, "4": 1}}
+            ]}"#,
+        )
+        .unwrap();
+        let problem = Problem::new(&manifest, None).unwrap();
+        let inst = Instance {
+            problem: &problem,
+            objective: Objective::Omega,
+            allowed: vec![vec![0, 1], vec![0, 1]],
+        };
+        let limits: Limits = [Some(12.0), None, None];
+        let mut picks = vec![1, 0];
+        assert_eq!(inst.value(&picks), 10.0);
+        improve(&inst, &limits, &mut picks, &Deadline::after(10.0));
+        assert_eq!(picks, vec![0, 1]);
+        assert_eq!(inst.value(&picks), 1.0);
+        assert!(fits(&inst.costs(&picks), &limits));
+    }
+
+    #[test]
+    fn a_gap_is_relative_to_the_value_and_never_negative() {
+        assert_eq!(gap(110.0, 99.0), 0.1);
+        assert_eq!(gap(100.0, 100.5), 0.0);
+    }
 }

@@ -50,6 +50,8 @@ fn highs_matches_the_knapsack_dp_on_large_manifests() {
     }
 }
 
+/// A solve stopped by its time limit answers a feasible plan whose reported gap is a true bound:
+/// its distance from the proven optimum (the same solve with time to finish) is within the gap.
 #[test]
 fn a_solve_stopped_by_its_time_limit_reports_a_feasible_plan_and_its_gap() {
     let device = planner::DeviceProfile::from_json(synth::roofline_device_json()).unwrap();
@@ -61,24 +63,38 @@ fn a_solve_stopped_by_its_time_limit_reports_a_feasible_plan_and_its_gap() {
         max_latency_ms: at(CostKind::Latency),
         max_avg_bits: None,
     };
-    let r = plan(
-        &p,
-        &PlanRequest {
-            budgets: budgets.clone(),
-            time_limit_s: 0.3,
-            ..PlanRequest::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(r.status, PlanStatus::TimeLimit);
-    let c = &r.candidates[0];
-    let planner::SolveStatus::TimeLimit { gap: Some(gap) } = c.solve else {
-        panic!("{:?}", c.solve)
+    let solve = |time_limit_s: f64| {
+        plan(
+            &p,
+            &PlanRequest {
+                budgets: budgets.clone(),
+                time_limit_s,
+                ..PlanRequest::default()
+            },
+        )
+        .unwrap()
     };
-    assert!((0.0..0.01).contains(&gap), "{gap}");
-    assert!(c.candidate.size_bytes <= budgets.max_size_bytes.unwrap());
-    assert!(c.candidate.bops <= budgets.max_bops.unwrap());
-    assert!(c.candidate.latency_ms.unwrap() <= budgets.max_latency_ms.unwrap());
+    let exact = solve(600.0);
+    assert_eq!(exact.status, PlanStatus::Optimal);
+    let optimum = exact.candidates[0].candidate.omega;
+    for time_limit_s in [0.3, 1.0] {
+        let r = solve(time_limit_s);
+        let c = &r.candidates[0];
+        if r.status == PlanStatus::Optimal {
+            assert_eq!(c.candidate.omega, optimum); // a machine fast enough to finish
+            continue;
+        }
+        assert_eq!(r.status, PlanStatus::TimeLimit);
+        let planner::SolveStatus::TimeLimit { gap: Some(gap) } = c.solve else {
+            panic!("{:?}", c.solve)
+        };
+        assert!((0.0..0.01).contains(&gap), "{gap}");
+        let off = (c.candidate.omega - optimum) / c.candidate.omega;
+        assert!((0.0..=gap + 1e-12).contains(&off), "{off} vs gap {gap}");
+        assert!(c.candidate.size_bytes <= budgets.max_size_bytes.unwrap());
+        assert!(c.candidate.bops <= budgets.max_bops.unwrap());
+        assert!(c.candidate.latency_ms.unwrap() <= budgets.max_latency_ms.unwrap());
+    }
 }
 
 /// The front index answers single-budget solves and sweeps exactly as the solvers do: the same
