@@ -31,6 +31,7 @@
 //! ```
 
 mod budget;
+mod core;
 mod device;
 mod error;
 pub mod eval;

@@ -22,14 +22,18 @@ pub const AUTO_KNAPSACK_MAX_GROUPS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Engine {
-    /// The knapsack dynamic program when at most one cost is bounded and there are at most
-    /// [`AUTO_KNAPSACK_MAX_GROUPS`] groups, HiGHS otherwise.
+    /// With no budget, each group's least-Omega choice; with one, the knapsack dynamic program up
+    /// to [`AUTO_KNAPSACK_MAX_GROUPS`] groups and the expanding-core program beyond; with more,
+    /// HiGHS.
     #[default]
     Auto,
     /// Always the ILP through HiGHS.
     Highs,
     /// The exact dynamic program (any number of budgets; may refuse very large state spaces).
     Knapsack,
+    /// The expanding-core dynamic program (exact, one budget; built for hundreds to thousands of
+    /// groups). Solves with no budget or several are answered as under `auto`.
+    Core,
 }
 
 /// A budget sweep: solves at evenly spaced budgets of one cost.
@@ -441,15 +445,42 @@ impl<'a> Planner<'a> {
             }
         }
         let bounded = limits.iter().filter(|l| l.is_some()).count();
-        let engine = match self.request.engine {
-            Engine::Auto
-                if bounded <= 1 && self.problem.groups.len() <= AUTO_KNAPSACK_MAX_GROUPS =>
-            {
-                Engine::Knapsack
-            }
-            Engine::Auto => Engine::Highs,
-            e => e,
+        let small = self.problem.groups.len() <= AUTO_KNAPSACK_MAX_GROUPS;
+        let engine = match (self.request.engine, bounded) {
+            (Engine::Auto | Engine::Core, 0) => Engine::Knapsack,
+            (Engine::Auto, 1) if small => Engine::Knapsack,
+            (Engine::Auto | Engine::Core, 1) => Engine::Core,
+            (Engine::Auto | Engine::Core, _) => Engine::Highs,
+            (e, _) => e,
         };
+        if engine == Engine::Core {
+            let k = (0..3).find(|&k| limits[k].is_some()).expect("one limit");
+            let limit = limits[k].expect("one limit");
+            match crate::core::solve(self.problem, k, limit, fixed) {
+                Ok(found) => {
+                    self.engines.push("core");
+                    return Ok(found.map_or(SolveOutcome::Infeasible, |picks| {
+                        SolveOutcome::Solved {
+                            picks,
+                            status: SolveStatus::Optimal,
+                        }
+                    }));
+                }
+                // Past its state limit, HiGHS answers instead.
+                Err(Error::TooLarge(_)) => return self.solve_with(Engine::Highs, limits, fixed),
+                Err(e) => return Err(e),
+            }
+        }
+        self.solve_with(engine, limits, fixed)
+    }
+
+    /// One solve by HiGHS or the knapsack program.
+    fn solve_with(
+        &mut self,
+        engine: Engine,
+        limits: &Limits,
+        fixed: &[Option<usize>],
+    ) -> Result<SolveOutcome> {
         match engine {
             Engine::Highs => {
                 self.engines.push("highs");

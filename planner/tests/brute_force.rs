@@ -1,4 +1,4 @@
-//! The solver, the knapsack DP and the exact front checked against brute-force enumeration on
+//! The solver, the knapsack DP, the expanding-core DP and the exact front checked against brute-force enumeration on
 //! random small instances (<= 7 layers, <= 4 bit-widths, random ties, pins, devices and budgets).
 
 use planner::{
@@ -174,7 +174,7 @@ proptest! {
         let (budgets, ok) = budgets_for(&all, total, fr);
         let best = all.iter().filter(|p| ok(p)).map(|p| p.omega).fold(f64::INFINITY, f64::min);
         let problem = Problem::new(&inst.manifest, Some(&inst.device)).unwrap();
-        for engine in [Engine::Highs, Engine::Knapsack, Engine::Auto] {
+        for engine in [Engine::Highs, Engine::Knapsack, Engine::Core, Engine::Auto] {
             let req = PlanRequest { budgets: budgets.clone(), engine, ..PlanRequest::default() };
             let result = plan(&problem, &req).unwrap();
             if best.is_infinite() {

@@ -38,15 +38,54 @@ fn highs_matches_the_knapsack_dp_on_large_manifests() {
                     },
                 };
                 let exact = optimum(&p, &budgets, Engine::Knapsack);
-                let milp = optimum(&p, &budgets, Engine::Highs);
-                assert!(
-                    (milp - exact).abs() <= 1e-9 * exact,
-                    "{} {kind:?} at {f}: HiGHS {milp} vs knapsack {exact} (rel {:.2e})",
-                    manifest.name,
-                    (milp - exact) / exact
-                );
+                for engine in [Engine::Highs, Engine::Core] {
+                    let other = optimum(&p, &budgets, engine);
+                    assert!(
+                        (other - exact).abs() <= 1e-9 * exact,
+                        "{} {kind:?} at {f}: {engine:?} {other} vs knapsack {exact} (rel {:.2e})",
+                        manifest.name,
+                        (other - exact) / exact
+                    );
+                }
             }
         }
+    }
+}
+
+/// On 1000 layers (where `auto` now answers single budgets with the expanding-core program), the
+/// core program and HiGHS reach the same optimum on each cost, tight and loose.
+#[test]
+fn the_core_program_matches_highs_on_a_thousand_layers() {
+    let device = planner::DeviceProfile::from_json(synth::roofline_device_json()).unwrap();
+    let p = Problem::new(&synth::random(1000, 1000), Some(&device)).unwrap();
+    for (kind, f) in [
+        (CostKind::Size, 0.05),
+        (CostKind::Size, 0.4),
+        (CostKind::Bops, 0.4),
+        (CostKind::Latency, 0.4),
+    ] {
+        let limit = Some(p.min_cost(kind) + f * (p.max_cost(kind) - p.min_cost(kind)));
+        let budgets = Budgets {
+            max_size_bytes: limit.filter(|_| kind == CostKind::Size),
+            max_bops: limit.filter(|_| kind == CostKind::Bops),
+            max_latency_ms: limit.filter(|_| kind == CostKind::Latency),
+            max_avg_bits: None,
+        };
+        let auto = plan(
+            &p,
+            &PlanRequest {
+                budgets: budgets.clone(),
+                ..PlanRequest::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(auto.engine, "core");
+        let milp = optimum(&p, &budgets, Engine::Highs);
+        let core = auto.candidates[0].candidate.omega;
+        assert!(
+            (core - milp).abs() <= 1e-9 * milp,
+            "{kind:?} at {f}: core {core} vs HiGHS {milp}"
+        );
     }
 }
 

@@ -117,6 +117,7 @@ enum EngineArg {
     Auto,
     Highs,
     Knapsack,
+    Core,
 }
 
 #[derive(Debug, Args)]
@@ -371,6 +372,7 @@ fn plan(args: PlanArgs) -> Result<u8, Failure> {
             EngineArg::Auto => Engine::Auto,
             EngineArg::Highs => Engine::Highs,
             EngineArg::Knapsack => Engine::Knapsack,
+            EngineArg::Core => Engine::Core,
         },
     };
     let result = planner::plan(&problem, &request)?;
