@@ -50,6 +50,15 @@ pub(crate) fn optimum(
     choices: &[Vec<(usize, f64, f64)>],
     limit: f64,
 ) -> Result<Option<Vec<usize>>> {
+    optimum_until(choices, limit, &|| false)
+}
+
+/// [`optimum`], giving up with [`Error::TooLarge`] when `stop()` says so (checked once per group).
+pub(crate) fn optimum_until(
+    choices: &[Vec<(usize, f64, f64)>],
+    limit: f64,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Vec<usize>>> {
     let n = choices.len();
     let tolerance = 1e-12 * limit.abs().max(1.0);
     let fits = |cost: f64| cost <= limit + tolerance;
@@ -232,6 +241,12 @@ pub(crate) fn optimum(
         history.push(states.iter().map(|s| (s.parent, s.choice)).collect());
         if states.is_empty() {
             break;
+        }
+        if stop() {
+            return Err(Error::TooLarge(format!(
+                "the core dynamic program stopped at group {} of {m}",
+                i + 1
+            )));
         }
     }
     Ok(Some(incumbent))
