@@ -47,7 +47,7 @@ fn fronts(c: &mut Criterion) {
 fn solves(c: &mut Criterion) {
     let device = DeviceProfile::from_json(synth::roofline_device_json()).unwrap();
     let mut g = c.benchmark_group("solve");
-    g.sample_size(20);
+    g.sample_size(10);
     let m = synth::random(1000, 1000);
     let p = Problem::new(&m, Some(&device)).unwrap();
     let req = PlanRequest {
@@ -61,6 +61,37 @@ fn solves(c: &mut Criterion) {
     g.bench_function("random1000_three_budgets_highs", |b| {
         b.iter(|| black_box(plan(&p, &req).unwrap()))
     });
+    // The same solve stopped at 0.1 s: the root (LP, one budget kept exact, repaired starts) gives
+    // a plan and a certified gap.
+    let limited = PlanRequest {
+        time_limit_s: 0.1,
+        ..req.clone()
+    };
+    let exact = plan(&p, &req).unwrap().candidates[0].candidate.omega;
+    let r = plan(&p, &limited).unwrap();
+    let c = &r.candidates[0];
+    eprintln!(
+        "random1000 three budgets at 0.1 s: {:?}, {:.2e} above the optimum",
+        c.solve,
+        (c.candidate.omega - exact) / exact
+    );
+    g.bench_function("random1000_three_budgets_limit_0.1s", |b| {
+        b.iter(|| black_box(plan(&p, &limited).unwrap()))
+    });
+    // Single budgets on 1000 layers: the expanding-core program (auto) against HiGHS.
+    for kind in CostKind::ALL {
+        for engine in [Engine::Core, Engine::Highs] {
+            let req = PlanRequest {
+                budgets: budgets_at(&p, 0.4, &[kind]),
+                engine,
+                ..PlanRequest::default()
+            };
+            g.bench_function(
+                format!("random1000_{}_budget_{engine:?}", kind.as_str()).to_lowercase(),
+                |b| b.iter(|| black_box(plan(&p, &req).unwrap())),
+            );
+        }
+    }
 
     for (name, m) in [
         ("resnet18", synth::resnet18(18)),
