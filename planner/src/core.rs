@@ -196,39 +196,58 @@ pub(crate) fn optimum_until(
     }];
     // Per stage, how each kept state was reached.
     let mut history: Vec<Vec<(u32, u8)>> = Vec::with_capacity(m);
-    let mut next: Vec<State> = Vec::new();
+    let mut lists: Vec<Vec<State>> = Vec::new();
     for (i, &g) in order.iter().enumerate() {
-        next.clear();
-        for (p, s) in states.iter().enumerate() {
-            let stay = State {
-                parent: p as u32,
-                choice: NONE,
-                ..*s
-            };
-            for t in std::iter::once(stay).chain(moves[g].iter().map(|mv| State {
-                cost: s.cost + mv.cost,
-                value: s.value + mv.value,
-                reduced: s.reduced + mv.reduced,
-                parent: p as u32,
-                choice: mv.choice,
-            })) {
+        // One list per way to take group g (stay, or each move): the states shifted by it, in
+        // cost order since `states` is; then a K-way merge keeps the staircase.
+        let shifts = std::iter::once((0.0, 0.0, 0.0, NONE)).chain(
+            moves[g]
+                .iter()
+                .map(|mv| (mv.cost, mv.value, mv.reduced, mv.choice)),
+        );
+        lists.resize_with(moves[g].len() + 1, Vec::new);
+        for (list, (cost, value, reduced, choice)) in lists.iter_mut().zip(shifts) {
+            list.clear();
+            for (p, s) in states.iter().enumerate() {
+                let t = State {
+                    cost: s.cost + cost,
+                    value: s.value + value,
+                    reduced: s.reduced + reduced,
+                    parent: p as u32,
+                    choice,
+                };
                 if fits(t.cost) && t.value < ub {
                     ub = t.value;
                     incumbent = reconstruct(&history, &order, &start, i, &t, choices);
                 }
                 if !prunes(lower_bound(t.cost, t.reduced, i + 1), ub) {
-                    next.push(t);
+                    list.push(t);
                 }
             }
         }
-        next.sort_unstable_by(|x, y| x.cost.total_cmp(&y.cost).then(x.value.total_cmp(&y.value)));
         states.clear();
-        for t in &next {
-            // The incumbent may have improved since the state was bounded.
+        let mut heads = vec![0usize; lists.len()];
+        loop {
+            let mut pick: Option<(usize, State)> = None;
+            for (j, list) in lists.iter().enumerate() {
+                if let Some(t) = list.get(heads[j]) {
+                    if pick.is_none_or(|(_, b)| {
+                        t.cost
+                            .total_cmp(&b.cost)
+                            .then(t.value.total_cmp(&b.value))
+                            .is_lt()
+                    }) {
+                        pick = Some((j, *t));
+                    }
+                }
+            }
+            let Some((j, t)) = pick else { break };
+            heads[j] += 1;
+            // Dominated by a cheaper state, or bounded out by an incumbent found since.
             if states.last().is_none_or(|k: &State| t.value < k.value)
                 && !prunes(lower_bound(t.cost, t.reduced, i + 1), ub)
             {
-                states.push(*t);
+                states.push(t);
             }
         }
         if states.len() > MAX_STATES {
