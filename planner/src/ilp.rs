@@ -9,7 +9,10 @@
 //! Before the MIP, Lagrangian reduced-cost fixing shrinks it: the LP relaxation's duals `lambda`
 //! give the bound `L = sum_g min_c (omega + lambda . cost) - lambda . budget` on every solution,
 //! and a choice whose reduced cost lifts that bound above a feasible incumbent cannot be optimal,
-//! so it is dropped before HiGHS branches.
+//! so it is dropped before HiGHS branches. Keeping one budget exact while pricing the others at
+//! `lambda` gives a stronger bound (a single-budget problem, solved by the expanding-core program)
+//! and another incumbent. The time limit covers the whole solve; a solve stopped by it returns its
+//! best assignment and the gap to the strongest bound.
 
 use crate::budget::Limits;
 use crate::error::{Error, Result};
@@ -93,15 +96,15 @@ impl Instance<'_> {
     }
     /// Sum over groups of the cheapest allowed choice for cost `k`.
     fn min_total(&self, k: usize) -> f64 {
+        self.per_group_min(|g, c| self.cost(g, c, k)).iter().sum()
+    }
+    /// Per group, the least value of `f(group, choice)` over its allowed choices.
+    fn per_group_min(&self, f: impl Fn(usize, usize) -> f64) -> Vec<f64> {
         self.allowed
             .iter()
             .enumerate()
-            .map(|(g, cs)| {
-                cs.iter()
-                    .map(|&c| self.cost(g, c, k))
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .sum()
+            .map(|(g, cs)| cs.iter().map(|&c| f(g, c)).fold(f64::INFINITY, f64::min))
+            .collect()
     }
 }
 
@@ -115,7 +118,8 @@ fn fits(costs: &[f64; 3], limits: &Limits) -> bool {
 /// What the solve knows before the MIP: a feasible assignment and a lower bound on the optimum.
 struct Root {
     incumbent: Vec<usize>,
-    /// The Lagrangian bound from the LP relaxation's duals; `None` when the LP did not finish.
+    /// The strongest bound found: the LP's Lagrangian, or one budget kept exact; `None` when the
+    /// LP did not finish.
     bound: Option<f64>,
 }
 
@@ -138,7 +142,7 @@ impl Instance<'_> {
 
 /// Solves `min objective` s.t. limits, with some groups fixed to one choice, within
 /// `time_limit_s` of wall-clock time for the whole solve (root LP, heuristics and MIP). When time
-/// runs out first, the best assignment found so far is returned with its gap to the LP bound.
+/// runs out first, the best assignment found so far is returned with its gap to the root's bound.
 pub(crate) fn solve(
     problem: &Problem,
     limits: &Limits,
@@ -220,9 +224,14 @@ pub(crate) fn solve(
     ))
 }
 
-/// A gap at or below this is reported optimal: the bound is computed in floating point from the
-/// LP's duals, so equality is only ever reached up to rounding.
-const PROVEN_GAP: f64 = 1e-12;
+/// A root whose incumbent is within this relative gap of its bound is reported optimal without the
+/// MIP (an integral LP solution, say). The bounds are computed in floating point, so equality is
+/// only ever reached up to rounding; the brute-force tests hold optima to 1e-9.
+const PROVEN_GAP: f64 = 1e-10;
+
+/// Relative rounding allowance of a bound, per unit of the magnitudes summed into it: 1000 terms
+/// in double precision stay well within it.
+const ROUNDING: f64 = 1e-12;
 
 fn no_solution(deadline: &Deadline) -> Error {
     Error::Solver(format!(
@@ -262,11 +271,13 @@ impl Deadline {
     }
 }
 
-/// Root processing: the LP relaxation, a feasible incumbent near its solution (repaired, then
-/// improved by single and paired moves), and Lagrangian reduced-cost fixing (see the module docs),
-/// which narrows `inst.allowed`. When the LP does not finish in time, the incumbent is repaired
-/// from each group's least-objective choice and nothing is fixed. `None` when no incumbent was
-/// found (the MIP then starts cold).
+/// Root processing: the LP relaxation; a feasible incumbent near its solution (repaired, then
+/// improved by single and paired moves); Lagrangian reduced-cost fixing (see the module docs),
+/// which narrows `inst.allowed`; then, per binding budget, the subproblem that keeps that budget
+/// exact ([`keep_one_exact`]) for a stronger bound and another start, and fixing again if the
+/// incumbent improved. When the LP does not finish in time, the incumbent is repaired from each
+/// group's least-objective choice and nothing is fixed. `None` when no incumbent was found (the
+/// MIP then starts cold).
 fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result<Option<Root>> {
     let lp = match run(inst, limits, true, None, deadline.remaining_s()) {
         Ok(Run::Solved { values, lambda, .. }) => Some((values, lambda)),
@@ -309,11 +320,9 @@ fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result
             }
         }
     }
-    // Generous against rounding in the sums, so that rounding never overstates the bound.
-    let tolerance = 1e-7 * inst.value(&incumbent).abs().max(bound.abs()) + 1e-12;
     Ok(Some(Root {
         incumbent,
-        bound: Some(bound - tolerance),
+        bound: Some(bound),
     }))
 }
 
@@ -334,20 +343,12 @@ impl Lagrangian {
             best: Vec::new(),
             bound: 0.0,
         };
-        l.best = inst
-            .allowed
-            .iter()
-            .enumerate()
-            .map(|(g, cs)| {
-                cs.iter()
-                    .map(|&c| l.value(inst, g, c))
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
-        l.bound = l.best.iter().sum::<f64>()
-            - (0..3)
-                .map(|k| lambda[k] * limits[k].unwrap_or(0.0))
-                .sum::<f64>();
+        l.best = inst.per_group_min(|g, c| l.value(inst, g, c));
+        let priced: f64 = (0..3).map(|k| lambda[k] * limits[k].unwrap_or(0.0)).sum();
+        let sum: f64 = l.best.iter().sum();
+        // Rounded down by more than the rounding of its sums can add, so it never overstates.
+        let magnitude = l.best.iter().map(|b| b.abs()).sum::<f64>() + priced.abs();
+        l.bound = sum - priced - ROUNDING * magnitude;
         l
     }
 
@@ -420,7 +421,13 @@ fn keep_one_exact(
         .filter(|&j| j != k)
         .map(|j| lambda[j] * limits[j].unwrap_or(0.0))
         .sum();
-    Some((value - offset, picks))
+    let magnitude: f64 = picks
+        .iter()
+        .enumerate()
+        .map(|(g, &c)| priced(g, c).abs())
+        .sum::<f64>()
+        + offset.abs();
+    Some((value - offset - ROUNDING * magnitude, picks))
 }
 
 /// The choice with the largest value in each group.
