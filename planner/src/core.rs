@@ -13,7 +13,7 @@
 //! it, and a state over budget by `o` pays at least `o * rho_down` to get back, with `rho_up` /
 //! `rho_down` the best ratios of the moves left outside. Since those ratios only grow as the core
 //! expands, most states die young: on 1000 random layers the staircase peaks at 1,500-60,000
-//! states, where enumerating from the first group without the core order reaches millions.
+//! states.
 
 use crate::error::{Error, Result};
 use crate::front::MAX_STATES;
