@@ -12,10 +12,11 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// Above this many groups `Engine::Auto` prefers HiGHS even for one budget: the knapsack DP is
-/// exact at any size, but on hundreds of layers of very different sizes its state space (even
-/// pruned by the Lagrangian bound) grows past what HiGHS needs (measured: 200 random layers under a
-/// BOPs budget, 39 s against 2.6 s; ResNet-50's 50 groups, 9.9 ms against 24 ms).
+/// Above this many groups `Engine::Auto` answers one budget with the expanding-core program
+/// instead of the knapsack DP: the DP is exact at any size, but on hundreds of layers of very
+/// different sizes its state space (even pruned by the Lagrangian bound) outgrows it (measured: 200
+/// random layers under a BOPs budget, 39 s where HiGHS took 2.6 s; ResNet-50's 50 groups, 9.9 ms
+/// against HiGHS's 24 ms).
 pub const AUTO_KNAPSACK_MAX_GROUPS: usize = 64;
 
 /// Which algorithm answers a single solve.
