@@ -98,6 +98,14 @@ impl Instance<'_> {
     fn min_total(&self, k: usize) -> f64 {
         self.per_group_min(|g, c| self.cost(g, c, k)).iter().sum()
     }
+    /// Per group, `f(group, choice)` of each allowed choice it keeps (`Some`).
+    fn per_choice<T>(&self, f: impl Fn(usize, usize) -> Option<T>) -> Vec<Vec<T>> {
+        self.allowed
+            .iter()
+            .enumerate()
+            .map(|(g, cs)| cs.iter().filter_map(|&c| f(g, c)).collect())
+            .collect()
+    }
     /// Per group, the least value of `f(group, choice)` over its allowed choices.
     fn per_group_min(&self, f: impl Fn(usize, usize) -> f64) -> Vec<f64> {
         self.allowed
@@ -308,10 +316,16 @@ fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result
     // Stronger bounds, and more starting points, from keeping one budget exact. On the narrowed
     // instance: it holds every assignment better than the incumbent, so its bounds hold too.
     let mut bound = lagrangian.bound;
-    for k in (0..3).filter(|&k| limits[k].is_some() && lambda[k] > 0.0) {
-        let Some((strong, picks)) = keep_one_exact(inst, limits, &lambda, k, deadline) else {
-            continue;
-        };
+    let mut kept: Vec<(usize, f64, Vec<usize>)> = (0..3)
+        .filter(|&k| limits[k].is_some() && lambda[k] > 0.0)
+        .filter_map(|k| {
+            keep_one_exact(inst, limits, &lambda, k, deadline).map(|(b, picks)| (k, b, picks))
+        })
+        .collect();
+    // The subproblem with the highest bound is the closest to the whole problem: its optimum is
+    // the most promising start, so it goes first while time lasts.
+    kept.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (k, strong, picks) in kept {
         bound = bound.max(strong);
         let mut starts = exact_on_another(inst, limits, &lambda, k, &picks, deadline);
         starts.extend(repair_and_improve(inst, limits, picks, deadline));
@@ -369,21 +383,10 @@ impl Lagrangian {
         let slack = ub - self.bound;
         // Generous against rounding in the sums: keeping a choice is always safe.
         let tolerance = 1e-7 * ub.abs().max(self.bound.abs()) + 1e-12;
-        let narrowed: Vec<Vec<usize>> = inst
-            .allowed
-            .iter()
-            .enumerate()
-            .map(|(g, cs)| {
-                cs.iter()
-                    .copied()
-                    .filter(|&c| {
-                        c == incumbent[g]
-                            || self.value(inst, g, c) - self.best[g] <= slack + tolerance
-                    })
-                    .collect()
-            })
-            .collect();
-        inst.allowed = narrowed;
+        inst.allowed = inst.per_choice(|g, c| {
+            (c == incumbent[g] || self.value(inst, g, c) - self.best[g] <= slack + tolerance)
+                .then_some(c)
+        });
     }
 }
 
@@ -403,18 +406,10 @@ fn exact_on_another(
     (0..3)
         .filter(|&j| j != k && lambda[j] > 0.0)
         .filter_map(|j| {
-            let choices: Vec<Vec<(usize, f64, f64)>> = inst
-                .allowed
-                .iter()
-                .enumerate()
-                .map(|(g, cs)| {
-                    cs.iter()
-                        .copied()
-                        .filter(|&c| inst.cost(g, c, k) <= inst.cost(g, start[g], k))
-                        .map(|c| (c, inst.coef(g, c), inst.cost(g, c, j)))
-                        .collect()
-                })
-                .collect();
+            let choices = inst.per_choice(|g, c| {
+                (inst.cost(g, c, k) <= inst.cost(g, start[g], k))
+                    .then(|| (c, inst.coef(g, c), inst.cost(g, c, j)))
+            });
             crate::core::optimum_until(&choices, limits[j]?, &|| deadline.passed())
                 .ok()
                 .flatten()
@@ -444,16 +439,7 @@ fn keep_one_exact(
                 .map(|j| lambda[j] * inst.cost(g, c, j))
                 .sum::<f64>()
     };
-    let choices: Vec<Vec<(usize, f64, f64)>> = inst
-        .allowed
-        .iter()
-        .enumerate()
-        .map(|(g, cs)| {
-            cs.iter()
-                .map(|&c| (c, priced(g, c), inst.cost(g, c, k)))
-                .collect()
-        })
-        .collect();
+    let choices = inst.per_choice(|g, c| Some((c, priced(g, c), inst.cost(g, c, k))));
     let picks = crate::core::optimum_until(&choices, limits[k]?, &|| deadline.passed()).ok()??;
     let value: f64 = picks.iter().enumerate().map(|(g, &c)| priced(g, c)).sum();
     let offset: f64 = (0..3)
