@@ -35,6 +35,9 @@ pub enum SolveStatus {
     /// Stopped at the time limit with a feasible assignment; `gap` bounds its relative distance
     /// from the optimum (from the LP relaxation), when known.
     TimeLimit { gap: Option<f64> },
+    /// Proven within the requested relative gap (`mip_gap`) of the optimum, but not proven
+    /// optimal; `gap` bounds its relative distance from the optimum.
+    WithinGap { gap: f64 },
 }
 
 /// What the ILP minimises.
@@ -148,16 +151,29 @@ impl Instance<'_> {
     }
 }
 
-/// Solves `min objective` s.t. limits, with some groups fixed to one choice, within
-/// `time_limit_s` of wall-clock time for the whole solve (root LP, heuristics and MIP). When time
-/// runs out first, the best assignment found so far is returned with its gap to the root's bound.
+/// How long a solve may run, and how close to the optimum it must prove its answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stop {
+    /// Wall-clock seconds for the whole solve (root LP, heuristics and MIP).
+    pub time_limit_s: f64,
+    /// Relative gap at which a solve stops: 0 proves the optimum.
+    pub mip_gap: f64,
+}
+
+/// Solves `min objective` s.t. limits, with some groups fixed to one choice, within `stop`. When
+/// time runs out first, the best assignment found so far is returned with its gap to the root's
+/// bound.
 pub(crate) fn solve(
     problem: &Problem,
     limits: &Limits,
     fixed: &[Option<usize>],
     objective: Objective,
-    time_limit_s: f64,
+    stop: Stop,
 ) -> Result<IlpOutcome> {
+    let Stop {
+        time_limit_s,
+        mip_gap,
+    } = stop;
     let deadline = Deadline::after(time_limit_s);
     let allowed = (0..problem.groups.len())
         .map(|g| match fixed.get(g).copied().flatten() {
@@ -185,10 +201,15 @@ pub(crate) fn solve(
         bound: Some(bound),
     }) = &root
     {
-        if gap(inst.value(incumbent), *bound) <= PROVEN_GAP {
+        let gap = gap(inst.value(incumbent), *bound);
+        if gap <= PROVEN_GAP.max(mip_gap) {
             return Ok(IlpOutcome::Solved {
                 picks: incumbent.clone(),
-                status: SolveStatus::Optimal,
+                status: if gap <= PROVEN_GAP {
+                    SolveStatus::Optimal
+                } else {
+                    SolveStatus::WithinGap { gap }
+                },
             });
         }
     }
@@ -207,7 +228,7 @@ pub(crate) fn solve(
                     gap: r.bound.map(|b| gap(inst.value(&r.incumbent), b)),
                 },
             },
-            _ => solve_mip(&inst, &limits, root.as_ref(), &deadline)?,
+            _ => solve_mip(&inst, &limits, root.as_ref(), mip_gap, &deadline)?,
         };
         let IlpOutcome::Solved { picks, .. } = &outcome else {
             return Ok(outcome);
@@ -287,7 +308,7 @@ impl Deadline {
 /// group's least-objective choice and nothing is fixed. `None` when no incumbent was found (the
 /// MIP then starts cold).
 fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result<Option<Root>> {
-    let lp = match run(inst, limits, true, None, deadline.remaining_s()) {
+    let lp = match run(inst, limits, Model::lp(deadline.remaining_s())) {
         Ok(Run::Solved { values, lambda, .. }) => Some((values, lambda)),
         // The LP is only a guide: without it the MIP still runs, unreduced.
         Ok(Run::Infeasible | Run::NoSolution) | Err(_) => None,
@@ -602,22 +623,42 @@ fn solve_mip(
     inst: &Instance<'_>,
     limits: &Limits,
     root: Option<&Root>,
+    mip_gap: f64,
     deadline: &Deadline,
 ) -> Result<IlpOutcome> {
     let incumbent = root.map(|r| r.incumbent.as_slice());
-    let (values, optimal) = match run(inst, limits, false, incumbent, inst.mip_time(deadline))? {
+    let model = Model {
+        relax: false,
+        initial: incumbent,
+        time_limit_s: inst.mip_time(deadline),
+        mip_gap,
+    };
+    let (values, ended) = match run(inst, limits, model)? {
         Run::Infeasible => return Ok(IlpOutcome::Infeasible),
         Run::NoSolution => return Err(no_solution(deadline)),
-        Run::Solved {
-            values, optimal, ..
-        } => (values, optimal),
+        Run::Solved { values, ended, .. } => (values, ended),
     };
     let mut picks = argmax(&values);
-    if optimal {
-        return Ok(IlpOutcome::Solved {
-            picks,
-            status: SolveStatus::Optimal,
-        });
+    match ended {
+        Ended::Optimal => {
+            return Ok(IlpOutcome::Solved {
+                picks,
+                status: SolveStatus::Optimal,
+            })
+        }
+        Ended::WithinGap => {
+            // HiGHS does not say how close it got: at most `mip_gap` (its relative gap is on the
+            // shifted objective, which is no larger), and at most the gap to the root's bound.
+            let value = inst.value(&picks);
+            let gap = root
+                .and_then(|r| r.bound)
+                .map_or(mip_gap, |b| gap(value, b).min(mip_gap));
+            return Ok(IlpOutcome::Solved {
+                picks,
+                status: SolveStatus::WithinGap { gap },
+            });
+        }
+        Ended::TimeLimit => {}
     }
     // Stopped at the time limit: keep the better of the MIP's assignment and the root's.
     if let Some(start) = incumbent {
@@ -629,7 +670,7 @@ fn solve_mip(
         Some(b) => Some(b),
         // No root bound: the LP relaxation, if there is time left for it.
         None if deadline.remaining_s() >= MIN_MIP_S => {
-            match run(inst, limits, true, None, deadline.remaining_s()) {
+            match run(inst, limits, Model::lp(deadline.remaining_s())) {
                 Ok(Run::Solved { values, .. }) => Some(
                     values
                         .iter()
@@ -651,12 +692,43 @@ fn solve_mip(
     })
 }
 
+/// What HiGHS is asked to solve, and when to stop.
+struct Model<'a> {
+    /// The LP relaxation `0 <= x <= 1` instead of binaries.
+    relax: bool,
+    /// A feasible assignment to start from.
+    initial: Option<&'a [usize]>,
+    time_limit_s: f64,
+    /// HiGHS's relative MIP gap (0: prove the optimum).
+    mip_gap: f64,
+}
+
+impl Model<'_> {
+    fn lp(time_limit_s: f64) -> Model<'static> {
+        Model {
+            relax: true,
+            initial: None,
+            time_limit_s,
+            mip_gap: 0.0,
+        }
+    }
+}
+
+/// Why HiGHS stopped with a solution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ended {
+    Optimal,
+    /// Within the model's nonzero `mip_gap`.
+    WithinGap,
+    TimeLimit,
+}
+
 /// Raw solver output: every variable's value per group and, for the LP relaxation, the budget
 /// rows' multipliers in original units (objective per unit of cost).
 enum Run {
     Solved {
         values: Vec<Vec<(usize, f64)>>,
-        optimal: bool,
+        ended: Ended,
         lambda: [f64; 3],
     },
     Infeasible,
@@ -672,13 +744,13 @@ fn group_min(g: usize, xs: &[(usize, Variable)], f: impl Fn(usize, usize) -> f64
 }
 
 /// Builds and runs the model (binary, or relaxed to `0 <= x <= 1`).
-fn run(
-    inst: &Instance<'_>,
-    limits: &Limits,
-    relax: bool,
-    initial: Option<&[usize]>,
-    time_limit_s: f64,
-) -> Result<Run> {
+fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Result<Run> {
+    let Model {
+        relax,
+        initial,
+        time_limit_s,
+        mip_gap,
+    } = model;
     let mut vars = ProblemVariables::new();
     let x: Vec<Vec<(usize, Variable)>> = inst
         .allowed
@@ -734,7 +806,7 @@ fn run(
         .minimise(obj)
         .using(highs)
         .set_time_limit(time_limit_s.max(0.001))
-        .set_option("mip_rel_gap", 0.0)
+        .set_option("mip_rel_gap", mip_gap)
         .set_option("mip_abs_gap", 0.0)
         .set_option("mip_feasibility_tolerance", 1e-9)
         .set_option("primal_feasibility_tolerance", 1e-9)
@@ -809,11 +881,13 @@ fn run(
         .iter()
         .map(|xs| xs.iter().map(|&(c, v)| (c, solution.value(v))).collect())
         .collect();
-    // Gaps are set to zero, so HiGHS's "optimal with a gap" is a residual at rounding noise.
-    let optimal = matches!(
-        solution.status(),
-        SolutionStatus::Optimal | SolutionStatus::GapLimit
-    );
+    let ended = match solution.status() {
+        SolutionStatus::Optimal => Ended::Optimal,
+        // With a zero gap asked, HiGHS's "optimal with a gap" is a residual at rounding noise.
+        SolutionStatus::GapLimit if mip_gap == 0.0 => Ended::Optimal,
+        SolutionStatus::GapLimit => Ended::WithinGap,
+        _ => Ended::TimeLimit,
+    };
     let mut lambda = [0.0; 3];
     if relax {
         let duals = solution.compute_dual();
@@ -824,7 +898,7 @@ fn run(
     }
     Ok(Run::Solved {
         values,
-        optimal,
+        ended,
         lambda,
     })
 }
@@ -886,13 +960,13 @@ mod tests {
                     .collect(),
             };
             let deadline = Deadline::after(60.0);
-            let Run::Solved { lambda, .. } = run(&inst, &limits, true, None, 60.0).unwrap() else {
+            let Run::Solved { lambda, .. } = run(&inst, &limits, Model::lp(60.0)).unwrap() else {
                 panic!("the LP is feasible")
             };
             let Ok(IlpOutcome::Solved {
                 picks,
                 status: SolveStatus::Optimal,
-            }) = solve_mip(&inst, &limits, None, &deadline)
+            }) = solve_mip(&inst, &limits, None, 0.0, &deadline)
             else {
                 panic!("the MIP is solved")
             };

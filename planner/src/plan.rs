@@ -64,6 +64,11 @@ pub struct PlanRequest {
     /// Time limit of each ILP solve, seconds.
     #[serde(default = "default_time_limit")]
     pub time_limit_s: f64,
+    /// Relative optimality gap at which an ILP solve may stop, in `[0, 1)`: 0 (the default)
+    /// proves every optimum; `1e-4` (HiGHS's and Gurobi's default) accepts a plan proven within
+    /// 0.01% of it. Exact engines (knapsack, core, front) always answer the optimum.
+    #[serde(default)]
+    pub mip_gap: f64,
     #[serde(default)]
     pub engine: Engine,
 }
@@ -81,6 +86,7 @@ impl Default for PlanRequest {
             paper_pool: false,
             sweep: None,
             time_limit_s: default_time_limit(),
+            mip_gap: 0.0,
             engine: Engine::Auto,
         }
     }
@@ -108,6 +114,9 @@ pub enum PlanStatus {
     Optimal,
     /// Some solve stopped at its time limit; see each candidate's `solve`.
     TimeLimit,
+    /// Every solve ended proven optimal or within the request's `mip_gap`, and some within the
+    /// gap only; see each candidate's `solve`.
+    WithinGap,
     /// No assignment meets the budgets.
     Infeasible,
 }
@@ -117,6 +126,7 @@ impl PlanStatus {
         match self {
             PlanStatus::Optimal => "optimal",
             PlanStatus::TimeLimit => "time_limit",
+            PlanStatus::WithinGap => "within_gap",
             PlanStatus::Infeasible => "infeasible",
         }
     }
@@ -228,6 +238,12 @@ impl<'a> Planner<'a> {
                 "must be a positive number of seconds",
             ));
         }
+        if !(request.mip_gap.is_finite() && (0.0..1.0).contains(&request.mip_gap)) {
+            errors.push(crate::FieldError::new(
+                "mip_gap",
+                "must be a relative gap at least 0 and below 1",
+            ));
+        }
         if !errors.is_empty() {
             return Err(Error::Invalid {
                 what: "plan request",
@@ -333,12 +349,11 @@ impl<'a> Planner<'a> {
         if pool.items.is_empty() && infeasibility.is_none() {
             infeasibility = Some(self.infeasibility()?);
         }
-        if pool
-            .items
-            .iter()
-            .any(|c| matches!(c.solve, SolveStatus::TimeLimit { .. }))
-        {
+        let ended = |f: fn(&SolveStatus) -> bool| pool.items.iter().any(|c| f(&c.solve));
+        if ended(|s| matches!(s, SolveStatus::TimeLimit { .. })) {
             status = PlanStatus::TimeLimit;
+        } else if ended(|s| matches!(s, SolveStatus::WithinGap { .. })) {
+            status = PlanStatus::WithinGap;
         }
         if pool.items.is_empty() {
             status = PlanStatus::Infeasible;
@@ -491,7 +506,10 @@ impl<'a> Planner<'a> {
                         limits,
                         fixed,
                         Objective::Omega,
-                        self.request.time_limit_s,
+                        ilp::Stop {
+                            time_limit_s: self.request.time_limit_s,
+                            mip_gap: self.request.mip_gap,
+                        },
                     )? {
                         IlpOutcome::Solved { picks, status } => {
                             SolveOutcome::Solved { picks, status }
@@ -533,7 +551,10 @@ impl<'a> Planner<'a> {
                 &other_limits,
                 &[],
                 Objective::Cost(k),
-                self.request.time_limit_s,
+                ilp::Stop {
+                    time_limit_s: self.request.time_limit_s,
+                    mip_gap: 0.0,
+                },
             )? {
                 IlpOutcome::Solved { picks, .. } => {
                     Some(self.problem.candidate(&picks).cost(b.kind) * b.to_budget_units)

@@ -3,6 +3,7 @@
 
 use planner::{
     plan, Budgets, CostKind, DeviceProfile, Engine, Manifest, PlanRequest, PlanStatus, Problem,
+    SolveStatus,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -196,6 +197,37 @@ proptest! {
                 prop_assert!(ok(priced), "{:?} breaks a budget: {:?}", engine, priced);
                 prop_assert!(close(priced.omega, c.omega) && close(priced.cost[0], c.size_bytes) && close(priced.cost[1], c.bops));
             }
+        }
+    }
+
+    /// A solve allowed to stop within a relative gap answers a feasible plan no further from the
+    /// brute-force optimum than the gap it reports, which is within the one asked.
+    #[test]
+    fn a_solve_within_a_gap_is_that_close_to_brute_force(inst in instance(), fr in budgets_strategy(), mip_gap in prop::sample::select(vec![1e-3, 0.02, 0.2, 0.6])) {
+        let all = enumerate(&inst);
+        let total = inst.manifest.total_params() as f64;
+        let (budgets, ok) = budgets_for(&all, total, fr);
+        let best = all.iter().filter(|p| ok(p)).map(|p| p.omega).fold(f64::INFINITY, f64::min);
+        prop_assume!(best.is_finite());
+        let problem = Problem::new(&inst.manifest, Some(&inst.device)).unwrap();
+        let req = PlanRequest { budgets, mip_gap, engine: Engine::Highs, ..PlanRequest::default() };
+        let result = plan(&problem, &req).unwrap();
+        let planned = &result.candidates[0];
+        let c = &planned.candidate;
+        let priced = all.iter().find(|p| p.bits == c.bits).expect("a valid assignment");
+        prop_assert!(ok(priced), "breaks a budget: {:?}", priced);
+        let off = (c.omega - best) / c.omega;
+        match planned.solve {
+            SolveStatus::Optimal => {
+                prop_assert_eq!(result.status, PlanStatus::Optimal);
+                prop_assert!(close(c.omega, best), "{} vs brute force {}", c.omega, best);
+            }
+            SolveStatus::WithinGap { gap } => {
+                prop_assert_eq!(result.status, PlanStatus::WithinGap);
+                prop_assert!(gap <= mip_gap, "reported {} over the asked {}", gap, mip_gap);
+                prop_assert!(off <= gap + 1e-9, "{} from the optimum, reported {}", off, gap);
+            }
+            other => prop_assert!(false, "{:?}", other),
         }
     }
 

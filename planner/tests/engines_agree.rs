@@ -89,10 +89,11 @@ fn the_core_program_matches_highs_on_a_thousand_layers() {
     }
 }
 
-/// A solve stopped by its time limit answers a feasible plan whose reported gap is a true bound:
-/// its distance from the proven optimum (the same solve with time to finish) is within the gap.
+/// A solve stopped by its time limit, or by a relative gap, answers a feasible plan whose
+/// reported gap is a true bound: its distance from the proven optimum (the same solve with time to
+/// finish and no gap) is within the gap.
 #[test]
-fn a_solve_stopped_by_its_time_limit_reports_a_feasible_plan_and_its_gap() {
+fn a_solve_stopped_by_its_time_limit_or_its_gap_reports_a_feasible_plan_and_its_gap() {
     let device = planner::DeviceProfile::from_json(synth::roofline_device_json()).unwrap();
     let p = Problem::new(&synth::random(1000, 1000), Some(&device)).unwrap();
     let at = |k: CostKind| Some(p.min_cost(k) + 0.4 * (p.max_cost(k) - p.min_cost(k)));
@@ -102,17 +103,19 @@ fn a_solve_stopped_by_its_time_limit_reports_a_feasible_plan_and_its_gap() {
         max_latency_ms: at(CostKind::Latency),
         max_avg_bits: None,
     };
-    let solve = |time_limit_s: f64| {
+    let solve_within = |time_limit_s: f64, mip_gap: f64| {
         plan(
             &p,
             &PlanRequest {
                 budgets: budgets.clone(),
                 time_limit_s,
+                mip_gap,
                 ..PlanRequest::default()
             },
         )
         .unwrap()
     };
+    let solve = |time_limit_s: f64| solve_within(time_limit_s, 0.0);
     let exact = solve(600.0);
     assert_eq!(exact.status, PlanStatus::Optimal);
     let optimum = exact.candidates[0].candidate.omega;
@@ -130,6 +133,24 @@ fn a_solve_stopped_by_its_time_limit_reports_a_feasible_plan_and_its_gap() {
         assert!((0.0..0.01).contains(&gap), "{gap}");
         let off = (c.candidate.omega - optimum) / c.candidate.omega;
         assert!((0.0..=gap + 1e-12).contains(&off), "{off} vs gap {gap}");
+        assert!(c.candidate.size_bytes <= budgets.max_size_bytes.unwrap());
+        assert!(c.candidate.bops <= budgets.max_bops.unwrap());
+        assert!(c.candidate.latency_ms.unwrap() <= budgets.max_latency_ms.unwrap());
+    }
+    // 1e-4 is met by the root's bound; 3e-6 needs HiGHS, stopped at its relative gap.
+    for mip_gap in [1e-4, 3e-6] {
+        let r = solve_within(600.0, mip_gap);
+        let c = &r.candidates[0];
+        let off = (c.candidate.omega - optimum) / c.candidate.omega;
+        match c.solve {
+            planner::SolveStatus::Optimal => assert_eq!(c.candidate.omega, optimum),
+            planner::SolveStatus::WithinGap { gap } => {
+                assert_eq!(r.status, PlanStatus::WithinGap);
+                assert!(gap <= mip_gap, "reported {gap} over the asked {mip_gap}");
+                assert!((0.0..=gap + 1e-12).contains(&off), "{off} vs gap {gap}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(c.candidate.size_bytes <= budgets.max_size_bytes.unwrap());
         assert!(c.candidate.bops <= budgets.max_bops.unwrap());
         assert!(c.candidate.latency_ms.unwrap() <= budgets.max_latency_ms.unwrap());

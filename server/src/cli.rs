@@ -157,6 +157,15 @@ struct PlanArgs {
     /// Time limit of each ILP solve, seconds.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     time_limit_s: f64,
+    /// Relative gap at which an ILP solve may stop, in [0, 1): 0 proves the optimum; 1e-4 accepts
+    /// a plan proven within 0.01% of it (status within_gap).
+    #[arg(
+        long,
+        value_name = "X",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    mip_gap: f64,
     /// Solver for single solves: auto (knapsack DP for <= 1 bounded cost, else HiGHS), highs, knapsack.
     #[arg(long, value_enum, default_value = "auto")]
     engine: EngineArg,
@@ -368,6 +377,7 @@ fn plan(args: PlanArgs) -> Result<u8, Failure> {
             points: args.sweep_points,
         }),
         time_limit_s: args.time_limit_s,
+        mip_gap: args.mip_gap,
         engine: match args.engine {
             EngineArg::Auto => Engine::Auto,
             EngineArg::Highs => Engine::Highs,

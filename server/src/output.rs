@@ -195,8 +195,14 @@ fn table(problem: &Problem, plan: &Plan) -> String {
     }
     let cols = rows[0].len();
     out.push_str(&aligned(&rows, |j| j == 0 || (1..cols - 2).contains(&j)));
-    if plan.status == PlanStatus::TimeLimit {
-        out.push_str("some solves stopped at the time limit; their gap is in --format json\n");
+    match plan.status {
+        PlanStatus::TimeLimit => {
+            out.push_str("some solves stopped at the time limit; their gap is in --format json\n")
+        }
+        PlanStatus::WithinGap => out.push_str(
+            "some solves stopped within --mip-gap of the optimum; their gap is in --format json\n",
+        ),
+        _ => {}
     }
     out
 }

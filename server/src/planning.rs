@@ -32,6 +32,8 @@ pub struct PlanBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit_s: Option<f64>,
     #[serde(default)]
+    pub mip_gap: f64,
+    #[serde(default)]
     pub engine: Engine,
     /// Run as a job even when small enough to answer at once.
     #[serde(default, rename = "async")]
@@ -98,6 +100,7 @@ impl PlanBody {
             paper_pool: self.paper_pool,
             sweep: self.sweep,
             time_limit_s,
+            mip_gap: self.mip_gap,
             engine: self.engine,
         };
         planner::validate_plan(&problem, &request).map_err(|e| {

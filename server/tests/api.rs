@@ -175,6 +175,15 @@ fn error_code(r: &Resp) -> String {
     r.json()["error"]["code"].as_str().unwrap_or("").to_string()
 }
 
+/// An error response's status and the path of the first field it names.
+fn first_field(r: &Resp) -> (u16, String) {
+    let path = r.json()["error"]["fields"][0]["path"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    (r.status, path)
+}
+
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let svc = Svc::new(|_| {}, false).await;
@@ -285,7 +294,17 @@ async fn supernets_plans_and_candidates() {
             Some(json!({"budgets": {"max_bops": -1}})),
         )
         .await;
-    assert_eq!(r.json()["error"]["fields"][0]["path"], "budgets.max_bops");
+    assert_eq!(first_field(&r), (422, "budgets.max_bops".into()));
+    for bad in [json!(1.0), json!(-1e-3), json!("tight")] {
+        let r = svc
+            .call(
+                "POST",
+                &format!("/v1/supernets/{sn}/plans"),
+                Some(json!({"budgets": {"max_avg_bits": 4}, "mip_gap": bad})),
+            )
+            .await;
+        assert_eq!(first_field(&r), (422, "mip_gap".into()), "{bad}");
+    }
     let r = svc
         .call(
             "POST",
@@ -347,10 +366,7 @@ async fn supernets_plans_and_candidates() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
-        (400, Some("sort"))
-    );
+    assert_eq!(first_field(&r), (400, "sort".into()));
     let r = svc
         .call(
             "GET",
@@ -358,10 +374,7 @@ async fn supernets_plans_and_candidates() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
-        (400, Some("limit"))
-    );
+    assert_eq!(first_field(&r), (400, "limit".into()));
 
     // Choose a candidate; the choice is stored; a foreign candidate is refused.
     let first = page["candidates"][0]["id"].as_str().unwrap().to_string();
@@ -381,10 +394,7 @@ async fn supernets_plans_and_candidates() {
             Some(json!({"candidate_id": other})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
-        (422, Some("candidate_id"))
-    );
+    assert_eq!(first_field(&r), (422, "candidate_id".into()));
     assert_eq!(
         svc.call("GET", &format!("/v1/plans/{pid}"), None)
             .await
@@ -460,10 +470,7 @@ async fn uploads_evaluation_and_exports() {
     let r = svc
         .upload(&format!("/v1/supernets/{sn}/validation"), Vec::new())
         .await;
-    assert_eq!(
-        (r.status, r.json()["error"]["fields"][0]["path"].as_str()),
-        (422, Some("validation"))
-    );
+    assert_eq!(first_field(&r), (422, "validation".into()));
     let blobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
         .fetch_one(&svc.state.db.read)
         .await

@@ -371,3 +371,63 @@ fn hasb_probabilities_sum_to_one() {
     assert!(v["fc2"]["probabilities"]["8"].as_f64() > v["fc2"]["probabilities"]["2"].as_f64());
     assert!(v["conv2"]["probabilities"]["2"].as_f64() > v["conv2"]["probabilities"]["8"].as_f64());
 }
+
+/// `--mip-gap` lets a solve stop once its plan is proven that close to the optimum: on the
+/// benchmark's 1000-layer manifest under three budgets, 1e-4 ends at the root with a plan whose
+/// status says so and whose gap is reported; a gap outside [0, 1) is refused naming the flag's field.
+#[test]
+fn a_mip_gap_stops_a_solve_within_it_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("random1000.json");
+    let out = bitplan(&["synth", "random:1000", "--seed", "1000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(&path, stdout(&out)).unwrap();
+    let m = path.to_str().unwrap();
+    let device = "examples/edge-npu.device.json";
+    // The dearest plan has no budget; the cheapest of each cost is in an infeasibility report.
+    let (_, dearest) = json_of(&["plan", m, "--device", device, "--format", "json"]);
+    let dearest = &dearest["candidates"][0];
+    let mut budgets = Vec::new();
+    for (flag, key) in [
+        ("--max-size-bytes", "size_bytes"),
+        ("--max-bops", "bops"),
+        ("--max-latency-ms", "latency_ms"),
+    ] {
+        let (code, v) = json_of(&["plan", m, "--device", device, flag, "0", "--format", "json"]);
+        assert_eq!(code, 3);
+        let least = v["infeasible"]["budgets"][0]["min_achievable"]
+            .as_f64()
+            .unwrap();
+        let most = dearest[key].as_f64().unwrap();
+        budgets.push((flag, key, least + 0.4 * (most - least)));
+    }
+    let values: Vec<String> = budgets.iter().map(|b| b.2.to_string()).collect();
+    let mut args = vec!["plan", m, "--device", device, "--format", "json"];
+    for (b, v) in budgets.iter().zip(&values) {
+        args.extend([b.0, v.as_str()]);
+    }
+    args.extend(["--mip-gap", "1e-4"]);
+    let (code, v) = json_of(&args);
+    assert_eq!(code, 0);
+    let c = &v["candidates"][0];
+    assert_eq!(v["status"], c["solve"]["status"]);
+    assert_eq!(v["status"], "within_gap", "{}", c["solve"]);
+    let gap = c["solve"]["gap"].as_f64().unwrap();
+    assert!(gap > 0.0 && gap <= 1e-4, "{gap}");
+    for (_, key, limit) in &budgets {
+        assert!(c[key].as_f64().unwrap() <= *limit, "{key}");
+    }
+
+    for bad in ["1", "-0.1", "NaN"] {
+        let mut args = vec!["plan", m, "--mip-gap", bad, "--max-avg-bits", "4"];
+        args.push("--format");
+        args.push("json");
+        let out = bitplan(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&out).contains("mip_gap: must be a relative gap at least 0 and below 1"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+}
