@@ -371,6 +371,12 @@ async function planView(id) {
     },
     evaluate: async (ids) => runJob(await api("POST", `/v1/plans/${id}/evaluations`, ids ? { candidate_ids: ids } : {})),
   };
+  // What the solver proved about the plan's candidates (the result's status).
+  const SOLVER_NOTES = {
+    optimal: "proven optimal",
+    within_gap: "proven within the requested mip_gap of the optimum",
+    time_limit: "some solves stopped at the time limit (see a candidate's solve gap)",
+  };
   const renderHeader = () => {
     const p = state.plan, r = p.result || {};
     const evaluated = state.candidates.filter((c) => c.metrics).length;
@@ -378,6 +384,7 @@ async function planView(id) {
       h("div", { class: "toolbar" },
         pill(p.status), h("span", {}, describeRequest(p.request)),
         r.engine ? h("span", { class: "muted" }, `${r.solves} solve(s) in ${Number(r.solve_time_ms).toFixed(2)} ms (${r.engine})`) : null,
+        r.status && r.status !== "infeasible" ? h("span", { class: r.status === "optimal" ? "muted" : "bad", "data-solver": r.status }, SOLVER_NOTES[r.status] || r.status) : null,
         h("span", { class: "muted" }, `${state.candidates.length} candidates, ${evaluated} measured`),
         p.chosen_candidate_id ? h("span", { class: "good" }, `★ chosen: rank ${(state.candidates.find((c) => c.id === p.chosen_candidate_id) || {}).rank + 1}`) : null),
       h("div", { class: "toolbar" },

@@ -85,6 +85,7 @@ try {
     assert.equal(await page.locator("svg#pareto circle.point.evaluated").count(), total, "the demo measured every candidate");
     assert.equal(await page.locator("svg#pareto polyline.front").count(), 1);
     assert.equal(await page.locator("table#candidates tbody tr").count(), total);
+    assert.equal(await page.textContent("[data-solver]"), "proven optimal");
     await page.screenshot({ path: join(artifacts, "plan-omega.png"), fullPage: true });
   });
 
