@@ -322,6 +322,9 @@ pub struct FleetOptions {
     /// Time limit of each ILP solve for a neighbour, seconds. Neighbours are context for the
     /// choice; a neighbour stopped at this limit carries its solver status and gap.
     pub neighbour_time_limit_s: f64,
+    /// Relative gap at which each ILP solve may stop (see `PlanRequest::mip_gap`); 0 proves
+    /// every optimum.
+    pub mip_gap: f64,
 }
 
 impl Default for FleetOptions {
@@ -331,6 +334,37 @@ impl Default for FleetOptions {
             step: 0.1,
             time_limit_s: 10.0,
             neighbour_time_limit_s: 0.05,
+            mip_gap: 0.0,
+        }
+    }
+}
+
+impl FleetOptions {
+    /// Checks every option; each error names its option.
+    pub fn check(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if !(self.step > 0.0 && self.step < 1.0) {
+            errors.push(FieldError::new("step", "must be within (0, 1)"));
+        }
+        for (name, v) in [
+            ("time_limit_s", self.time_limit_s),
+            ("neighbour_time_limit_s", self.neighbour_time_limit_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                errors.push(FieldError::new(
+                    name,
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        errors.extend(crate::plan::check_mip_gap(self.mip_gap));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid {
+                what: "fleet options",
+                errors,
+            })
         }
     }
 }
@@ -398,21 +432,7 @@ fn once<T: Clone>(map: &Shared<T>, key: String, make: impl FnOnce() -> T) -> T {
 /// high-bit layer the manifest lacks) is an error; a device whose budgets or bit-widths cannot be
 /// met is a result, and the others are still planned.
 pub fn plan_fleet(manifest: &Manifest, fleet: &Fleet, options: &FleetOptions) -> Result<FleetPlan> {
-    if !(options.step > 0.0 && options.step < 1.0) {
-        return Err(Error::invalid(WHAT, "step", "must be within (0, 1)"));
-    }
-    for (name, v) in [
-        ("time_limit_s", options.time_limit_s),
-        ("neighbour_time_limit_s", options.neighbour_time_limit_s),
-    ] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(Error::invalid(
-                WHAT,
-                name,
-                "must be a positive number of seconds",
-            ));
-        }
-    }
+    options.check()?;
     fleet.check(manifest)?;
     let started = Instant::now();
     let cache = Cache::default();
@@ -530,6 +550,7 @@ fn plan_device(
             let request = PlanRequest {
                 budgets: budgets.clone(),
                 time_limit_s,
+                mip_gap: options.mip_gap,
                 ..PlanRequest::default()
             };
             let axis = single_budget_cost(budgets).filter(|_| sharing >= FRONT_SHARING);

@@ -77,6 +77,12 @@ fn default_time_limit() -> f64 {
     10.0
 }
 
+/// A `mip_gap` must be a relative gap in `[0, 1)`.
+pub(crate) fn check_mip_gap(mip_gap: f64) -> Option<crate::FieldError> {
+    (!(mip_gap.is_finite() && (0.0..1.0).contains(&mip_gap)))
+        .then(|| crate::FieldError::new("mip_gap", "must be a relative gap at least 0 and below 1"))
+}
+
 impl Default for PlanRequest {
     fn default() -> Self {
         PlanRequest {
@@ -238,12 +244,7 @@ impl<'a> Planner<'a> {
                 "must be a positive number of seconds",
             ));
         }
-        if !(request.mip_gap.is_finite() && (0.0..1.0).contains(&request.mip_gap)) {
-            errors.push(crate::FieldError::new(
-                "mip_gap",
-                "must be a relative gap at least 0 and below 1",
-            ));
-        }
+        errors.extend(check_mip_gap(request.mip_gap));
         if !errors.is_empty() {
             return Err(Error::Invalid {
                 what: "plan request",

@@ -201,3 +201,53 @@ fn identical_devices_share_their_problem_and_solves() {
         .collect();
     assert!(omegas.iter().all(|&o| o == omegas[0]));
 }
+
+/// A fleet planned with a `mip_gap` gives each device a plan no further from its exact one than
+/// the gap the device's solve reports, itself within the gap asked; bad options are refused with
+/// every option named.
+#[test]
+fn a_fleet_with_a_mip_gap_plans_each_device_within_it() {
+    let manifest = synth::resnet50(6);
+    // 30 devices: one of them (two budgets) stops within the gap, the others are proven optimal.
+    let fleet = Fleet::from_value(synth::fleet_json(&manifest, 30, 5)).unwrap();
+    let exact = plan_fleet(&manifest, &fleet, &FleetOptions::default()).unwrap();
+    let mip_gap = 0.1;
+    let gapped = plan_fleet(
+        &manifest,
+        &fleet,
+        &FleetOptions {
+            mip_gap,
+            ..FleetOptions::default()
+        },
+    )
+    .unwrap();
+    for (e, g) in exact.devices.iter().zip(&gapped.devices) {
+        match (&e.best, &g.best, g.solve) {
+            (Some(e_best), Some(g_best), Some(solve)) => {
+                let off = (g_best.omega - e_best.omega) / g_best.omega;
+                let gap = match solve {
+                    planner::SolveStatus::Optimal => 1e-9,
+                    planner::SolveStatus::WithinGap { gap } => {
+                        assert_eq!(g.status, PlanStatus::WithinGap, "{}", g.device);
+                        gap
+                    }
+                    other => panic!("{}: {other:?}", g.device),
+                };
+                assert!(gap <= mip_gap, "{}: reported {gap}", g.device);
+                assert!(off <= gap + 1e-12, "{}: {off} from the optimum", g.device);
+            }
+            (None, None, _) => assert_eq!(e.status, g.status, "{}", g.device),
+            other => panic!("{}: {other:?}", g.device),
+        }
+    }
+
+    let bad = FleetOptions {
+        step: 1.5,
+        time_limit_s: 0.0,
+        mip_gap: 1.0,
+        ..FleetOptions::default()
+    };
+    let err = plan_fleet(&manifest, &fleet, &bad).unwrap_err();
+    let paths: Vec<&str> = err.field_errors().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["step", "time_limit_s", "mip_gap"]);
+}

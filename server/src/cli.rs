@@ -81,6 +81,14 @@ struct FleetArgs {
     /// its status and gap).
     #[arg(long, default_value_t = 0.05)]
     neighbour_time_limit_s: f64,
+    /// Relative gap at which each ILP solve may stop, in [0, 1): 0 proves every optimum.
+    #[arg(
+        long,
+        value_name = "X",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    mip_gap: f64,
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     #[command(flatten)]
@@ -659,7 +667,9 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         step: args.step,
         time_limit_s: args.time_limit_s,
         neighbour_time_limit_s: args.neighbour_time_limit_s,
+        mip_gap: args.mip_gap,
     };
+    options.check()?;
     let plan =
         planner::fleet::plan_fleet(&manifest, &fleet, &options).map_err(in_file(&args.fleet))?;
     let mut doc = plan.to_json(&manifest);

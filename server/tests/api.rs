@@ -827,6 +827,22 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
 
     let sn = svc.digits().await;
     let fid = fleet["id"].as_str().unwrap();
+    // Bad options are refused before a job is queued, each named.
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/fleet-plans"),
+            Some(json!({"fleet_id": fid, "step": 1.5, "mip_gap": -0.5})),
+        )
+        .await;
+    let body = r.json();
+    let paths: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!((r.status, paths), (422, vec!["step", "mip_gap"]));
     let r = svc
         .call(
             "POST",

@@ -135,3 +135,28 @@ fn a_lookup_table_missing_a_layer_is_an_error_naming_device_and_layer() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_options_exit_2_naming_each() {
+    let out = bitplan(&[
+        "fleet",
+        "examples/resnet18.manifest.json",
+        "--fleet",
+        ROOFLINE,
+        "--step",
+        "2",
+        "--mip-gap",
+        "-1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("bitplan: fleet options is invalid:"),
+        "{err}"
+    );
+    assert!(err.contains("step: must be within (0, 1)"), "{err}");
+    assert!(
+        err.contains("mip_gap: must be a relative gap at least 0 and below 1"),
+        "{err}"
+    );
+}

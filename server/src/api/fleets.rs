@@ -289,6 +289,8 @@ pub struct FleetPlanBody {
     pub time_limit_s: Option<f64>,
     #[serde(default = "default_neighbour_limit")]
     pub neighbour_time_limit_s: f64,
+    #[serde(default)]
+    pub mip_gap: f64,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
 }
@@ -313,6 +315,7 @@ impl FleetPlanBody {
             step: self.step,
             time_limit_s: self.time_limit_s.unwrap_or(10f64.min(max_time_s)),
             neighbour_time_limit_s: self.neighbour_time_limit_s,
+            mip_gap: self.mip_gap,
         }
     }
 
@@ -399,6 +402,7 @@ pub async fn create_fleet_plan(
             format!("must be within (0, {max_time}] s"),
         ));
     }
+    body.options(max_time).check()?;
     let fleet = Fleet::from_value(doc.clone()).map_err(|e| ApiError::from(e).under("fleet."))?;
     fleet
         .check(&manifest)
