@@ -81,14 +81,8 @@ struct FleetArgs {
     /// its status and gap).
     #[arg(long, default_value_t = 0.05)]
     neighbour_time_limit_s: f64,
-    /// Relative gap at which each ILP solve may stop, in [0, 1): 0 proves every optimum.
-    #[arg(
-        long,
-        value_name = "X",
-        default_value_t = 0.0,
-        allow_negative_numbers = true
-    )]
-    mip_gap: f64,
+    #[command(flatten)]
+    gap: GapArgs,
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
     #[command(flatten)]
@@ -165,8 +159,20 @@ struct PlanArgs {
     /// Time limit of each ILP solve, seconds.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     time_limit_s: f64,
-    /// Relative gap at which an ILP solve may stop, in [0, 1): 0 proves the optimum; 1e-4 accepts
-    /// a plan proven within 0.01% of it (status within_gap).
+    #[command(flatten)]
+    gap: GapArgs,
+    /// Solver for single solves: auto (knapsack DP for <= 1 bounded cost, else HiGHS), highs, knapsack.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineArg,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// How close to the optimum an ILP solve must prove its plan.
+#[derive(Debug, Args)]
+struct GapArgs {
+    /// Relative gap at which each ILP solve may stop, in [0, 1): 0 proves every optimum; 1e-4
+    /// accepts a plan proven within 0.01% of it (status within_gap).
     #[arg(
         long,
         value_name = "X",
@@ -174,11 +180,6 @@ struct PlanArgs {
         allow_negative_numbers = true
     )]
     mip_gap: f64,
-    /// Solver for single solves: auto (knapsack DP for <= 1 bounded cost, else HiGHS), highs, knapsack.
-    #[arg(long, value_enum, default_value = "auto")]
-    engine: EngineArg,
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -385,7 +386,7 @@ fn plan(args: PlanArgs) -> Result<u8, Failure> {
             points: args.sweep_points,
         }),
         time_limit_s: args.time_limit_s,
-        mip_gap: args.mip_gap,
+        mip_gap: args.gap.mip_gap,
         engine: match args.engine {
             EngineArg::Auto => Engine::Auto,
             EngineArg::Highs => Engine::Highs,
@@ -667,7 +668,7 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         step: args.step,
         time_limit_s: args.time_limit_s,
         neighbour_time_limit_s: args.neighbour_time_limit_s,
-        mip_gap: args.mip_gap,
+        mip_gap: args.gap.mip_gap,
     };
     options.check()?;
     let plan =
