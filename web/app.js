@@ -184,6 +184,7 @@ function describeRequest(r) {
   if (r.paper_pool) parts.push("paper pool");
   if (r.sweep) parts.push(`sweep ${r.sweep.cost} ×${r.sweep.points}`);
   if (r.device) parts.push(`device ${r.device.name}`);
+  if (r.mip_gap) parts.push(`within ${r.mip_gap} of the optimum`);
   return parts.join(", ") || "unbudgeted optimum";
 }
 
@@ -201,6 +202,8 @@ function planForm(supernetId) {
     field("points", "front points (blank = all)", num("points", "")),
     field("paper_pool", "paper's pool", h("input", { type: "checkbox", name: "paper_pool" })),
     field("device", "device profile JSON (optional)", h("textarea", { name: "device", rows: 2, placeholder: '{"name": "npu", "roofline": {...}}' })),
+    field("time_limit_s", "time limit per solve (s)", num("time_limit_s", "10")),
+    field("mip_gap", "optimality gap (blank = prove the optimum)", num("mip_gap", "e.g. 1e-4")),
     h("div", {}, h("button", { type: "submit" }, "Plan"), h("div", { class: "err", "data-for": "" })));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -211,7 +214,7 @@ function planForm(supernetId) {
       if (!el.name) continue;
       if (el.name.startsWith("budgets.") && el.value !== "") body.budgets[el.name.slice(8)] = Number(el.value);
       else if (el.name === "pareto" && el.value) body.pareto = el.value;
-      else if (el.name === "points" && el.value !== "") body.points = Number(el.value);
+      else if (["points", "time_limit_s", "mip_gap"].includes(el.name) && el.value !== "") body[el.name] = Number(el.value);
       else if (el.name === "paper_pool" && el.checked) body.paper_pool = true;
       else if (el.name === "device" && el.value.trim()) {
         try { body.device = JSON.parse(el.value); } catch (e) { return markField(form, "device", `not JSON: ${e.message}`); }

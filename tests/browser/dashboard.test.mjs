@@ -138,16 +138,26 @@ try {
     await page.fill('input[name="budgets.max_avg_bits"]', "1");
     await page.click('form.plan button[type="submit"]');
     await page.waitForFunction(() => /smallest achievable 2\.02264/.test(document.querySelector('[data-for="budgets.max_avg_bits"]').textContent));
+    await page.fill('input[name="budgets.max_avg_bits"]', "4");
+    await page.fill('input[name="mip_gap"]', "1.5");
+    await page.click('form.plan button[type="submit"]');
+    await page.waitForSelector('[data-for="mip_gap"]:not(:empty)');
+    assert.match(await page.textContent('[data-for="mip_gap"]'), /below 1/);
     await page.screenshot({ path: join(artifacts, "supernet-form-errors.png"), fullPage: true });
   });
 
   await step("a plan from the form, then its candidates evaluated with live progress", async () => {
     await page.fill('input[name="budgets.max_avg_bits"]', "4");
+    await page.fill('input[name="mip_gap"]', "0.01");
+    await page.fill('input[name="time_limit_s"]', "5");
     await page.check('input[name="paper_pool"]');
     await page.click('form.plan button[type="submit"]');
     await page.waitForFunction(() => location.hash.startsWith("#/plans/"));
     await page.waitForSelector("svg#pareto circle.point");
     const newPlan = page.url().split("#/plans/")[1];
+    const { request } = await json(base, "GET", `/v1/plans/${newPlan}`);
+    assert.deepEqual([request.mip_gap, request.time_limit_s], [0.01, 5]);
+    assert.match(await page.textContent("main"), /within 0\.01 of the optimum/);
     const cands = (await json(base, "GET", `/v1/plans/${newPlan}/candidates`)).candidates;
     assert.ok(cands.length > 1, "the paper pool has several candidates");
     assert.equal(await page.locator("svg#pareto circle.point").count(), cands.length);
