@@ -86,15 +86,7 @@ impl Budgets {
 
     /// Checks that every budget given is a finite, non-negative number.
     pub fn check_values(&self) -> Result<()> {
-        let errors = self.value_errors();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid {
-                what: "budgets",
-                errors,
-            })
-        }
+        Error::check("budgets", self.value_errors())
     }
 
     fn value_errors(&self) -> Vec<FieldError> {
@@ -126,12 +118,7 @@ impl Budgets {
                 "a latency budget needs a device profile",
             ));
         }
-        if !errors.is_empty() {
-            return Err(Error::Invalid {
-                what: "budgets",
-                errors,
-            });
-        }
+        Error::check("budgets", errors)?;
         Ok(self.bounds_unchecked(problem.manifest.total_params() as f64))
     }
 }

@@ -61,6 +61,15 @@ impl Error {
         }
     }
 
+    /// `Ok` when `errors` is empty, else a validation error of `what` carrying all of them.
+    pub fn check(what: &'static str, errors: Vec<FieldError>) -> Result<()> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid { what, errors })
+        }
+    }
+
     /// The field errors, when this is a validation error.
     pub fn field_errors(&self) -> &[FieldError] {
         match self {

@@ -140,9 +140,7 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
             }
         }
     }
-    if !errors.is_empty() {
-        return Err(Error::Invalid { what: WHAT, errors });
-    }
+    Error::check(WHAT, errors)?;
     let g = proto.graph.as_mut().expect("checked on load");
     // Dequantization first keeps the node list topologically sorted.
     new_nodes.append(&mut g.node);

@@ -272,11 +272,8 @@ impl Fleet {
                 "must be a non-empty list of devices",
             )),
         }
-        if errors.is_empty() {
-            Ok(Fleet { name, devices })
-        } else {
-            Err(Error::Invalid { what: WHAT, errors })
-        }
+        Error::check(WHAT, errors)?;
+        Ok(Fleet { name, devices })
     }
 
     /// Checks the fleet against a manifest: high-bit layers exist, lookup tables cover every
@@ -302,11 +299,7 @@ impl Fleet {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid { what: WHAT, errors })
-        }
+        Error::check(WHAT, errors)
     }
 }
 
@@ -358,14 +351,7 @@ impl FleetOptions {
             }
         }
         errors.extend(crate::plan::check_mip_gap(self.mip_gap));
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid {
-                what: "fleet options",
-                errors,
-            })
-        }
+        Error::check("fleet options", errors)
     }
 }
 

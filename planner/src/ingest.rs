@@ -133,9 +133,7 @@ pub fn derive_manifest<B: Backend>(
             ));
         }
     }
-    if !errors.is_empty() {
-        return Err(Error::Invalid { what: WHAT, errors });
-    }
+    Error::check(WHAT, errors)?;
     let mut doc = Map::new();
     doc.insert("name".into(), json!(name));
     doc.insert("bits".into(), json!(bits));

@@ -451,14 +451,8 @@ impl OnnxModel {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(Error::Invalid {
-                what: "manifest",
-                errors,
-            })
-        }
+        Error::check("manifest", errors)?;
+        Ok(out)
     }
 }
 
@@ -503,12 +497,6 @@ pub fn measure_perturbations(
                 .collect(),
         );
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(Error::Invalid {
-            what: "manifest",
-            errors,
-        })
-    }
+    Error::check("manifest", errors)?;
+    Ok(out)
 }

@@ -245,12 +245,7 @@ impl<'a> Planner<'a> {
             ));
         }
         errors.extend(check_mip_gap(request.mip_gap));
-        if !errors.is_empty() {
-            return Err(Error::Invalid {
-                what: "plan request",
-                errors,
-            });
-        }
+        Error::check("plan request", errors)?;
         let limits = limits_of(&bounds);
         Ok(Planner {
             problem,

@@ -251,12 +251,7 @@ impl Problem {
                 Some(p) => picks[g] = p,
             }
         }
-        if !errors.is_empty() {
-            return Err(crate::Error::Invalid {
-                what: "bit configuration",
-                errors,
-            });
-        }
+        crate::Error::check("bit configuration", errors)?;
         Ok(self.candidate(&picks))
     }
 
