@@ -63,6 +63,13 @@ pub(crate) enum IlpOutcome {
 /// "optimal" 2.5e-6 above its true optimum.
 const OBJECTIVE_SPREAD: f64 = 1e4;
 
+/// HiGHS's feasibility tolerance, on budget rows scaled to a right-hand side of one (HiGHS's LP
+/// default). Assignments it admits a hair over budget are caught and re-solved by [`solve`].
+/// Tighter is not safer: at 1e-9 HiGHS's MIP presolve (`strengthenInequalities`, whose cover loop
+/// stops at 100 times this tolerance and never reads the clock) ran for minutes on a 1000-layer
+/// instance given a 5 s limit (`a_time_limit_holds_where_highs_presolve_once_spun`).
+const FEASIBILITY_TOLERANCE: f64 = 1e-7;
+
 /// One instance: which choices each group may still take, and what is minimised.
 struct Instance<'a> {
     problem: &'a Problem,
@@ -808,8 +815,8 @@ fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Result<Run> {
         .set_time_limit(time_limit_s.max(0.001))
         .set_option("mip_rel_gap", mip_gap)
         .set_option("mip_abs_gap", 0.0)
-        .set_option("mip_feasibility_tolerance", 1e-9)
-        .set_option("primal_feasibility_tolerance", 1e-9)
+        .set_option("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)
+        .set_option("primal_feasibility_tolerance", FEASIBILITY_TOLERANCE)
         .set_option("output_flag", false);
 
     if relax {
