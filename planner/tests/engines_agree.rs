@@ -166,29 +166,38 @@ fn a_solve_stopped_by_its_time_limit_or_its_gap_reports_a_feasible_plan_and_its_
     }
 }
 
-/// A solve's time limit holds on the instance where HiGHS's MIP presolve once ran on for minutes
-/// (seed 1, budgets at 20%: a 5 s solve killed after 40 s, stuck in `strengthenInequalities` at a
-/// feasibility tolerance of 1e-9). The solve runs on its own thread so that a hang fails this test
-/// instead of stalling the suite.
+/// A solve's time limit holds on the instances where HiGHS's MIP presolve once ran on for minutes
+/// after a restart (stuck in `strengthenInequalities`): seed 1 with budgets at 20% (at a
+/// feasibility tolerance of 1e-9) and seed 8 at 70% (at 1e-7), each killed after 30-40 s of a
+/// 3-5 s limit. Each solve runs on its own thread so that a hang fails this test instead of
+/// stalling the suite.
 #[test]
 fn a_time_limit_holds_where_highs_presolve_once_spun() {
-    let (p, budgets) = thousand_layers(1, 0.2);
-    let request = PlanRequest {
-        budgets: budgets.clone(),
-        time_limit_s: 2.0,
-        ..PlanRequest::default()
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(plan(&p, &request).unwrap()));
-    let r = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("a solve limited to 2 s still running after 60 s");
-    assert!(
-        matches!(r.status, PlanStatus::Optimal | PlanStatus::TimeLimit),
-        "{:?}",
-        r.status
-    );
-    assert_within(&r.candidates[0].candidate, &budgets);
+    let solves: Vec<_> = [(1, 0.2), (8, 0.7)]
+        .into_iter()
+        .map(|(seed, fraction)| {
+            let (p, budgets) = thousand_layers(seed, fraction);
+            let request = PlanRequest {
+                budgets: budgets.clone(),
+                time_limit_s: 2.0,
+                ..PlanRequest::default()
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(plan(&p, &request).unwrap()));
+            (seed, budgets, rx)
+        })
+        .collect();
+    for (seed, budgets, rx) in solves {
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("seed {seed}: a solve limited to 2 s ran past 60 s"));
+        assert!(
+            matches!(r.status, PlanStatus::Optimal | PlanStatus::TimeLimit),
+            "seed {seed}: {:?}",
+            r.status
+        );
+        assert_within(&r.candidates[0].candidate, &budgets);
+    }
 }
 
 /// The front index answers single-budget solves and sweeps exactly as the solvers do: the same
