@@ -183,7 +183,9 @@ fn a_time_limit_holds_where_highs_presolve_once_spun() {
                 ..PlanRequest::default()
             };
             let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || tx.send(plan(&p, &request).unwrap()));
+            std::thread::spawn(move || {
+                let _ = tx.send(plan(&p, &request).unwrap());
+            });
             (seed, budgets, rx)
         })
         .collect();
