@@ -33,7 +33,7 @@ pub enum SolveStatus {
     /// Proven optimal.
     Optimal,
     /// Stopped at the time limit with a feasible assignment; `gap` bounds its relative distance
-    /// from the optimum (from the LP relaxation), when known.
+    /// from the optimum (from the root's bound, or the LP relaxation), when known.
     TimeLimit { gap: Option<f64> },
     /// Proven within the requested relative gap (`mip_gap`) of the optimum (and not claimed
     /// optimal); `gap` bounds its relative distance from the optimum.
