@@ -89,9 +89,6 @@ fn the_core_program_matches_highs_on_a_thousand_layers() {
     }
 }
 
-/// A solve stopped by its time limit, or by a relative gap, answers a feasible plan whose
-/// reported gap is a true bound: its distance from the proven optimum (the same solve with time to
-/// finish and no gap) is within the gap.
 /// `synth::random(1000, seed)` on the roofline device, with size, BOPs and latency budgets at
 /// `fraction` of their ranges (the benchmark's instance at seed 1000 and 0.4).
 fn thousand_layers(seed: u64, fraction: f64) -> (Problem, Budgets) {
@@ -113,6 +110,9 @@ fn assert_within(c: &planner::Candidate, budgets: &Budgets) {
     assert!(c.latency_ms.unwrap() <= budgets.max_latency_ms.unwrap());
 }
 
+/// A solve stopped by its time limit, or by a relative gap, answers a feasible plan whose
+/// reported gap is a true bound: its distance from the proven optimum (the same solve with time to
+/// finish and no gap) is within the gap.
 #[test]
 fn a_solve_stopped_by_its_time_limit_or_its_gap_reports_a_feasible_plan_and_its_gap() {
     let (p, budgets) = thousand_layers(1000, 0.4);
