@@ -36,6 +36,7 @@ mod device;
 mod error;
 pub mod eval;
 pub mod export;
+mod fields;
 pub mod fleet;
 mod front;
 mod hasb;
@@ -51,6 +52,7 @@ mod problem;
 pub mod quant;
 mod segment;
 pub mod synth;
+mod traces;
 
 pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};
 pub use device::{DeviceProfile, LatencyModel};
@@ -58,7 +60,7 @@ pub use error::{Error, FieldError, Result};
 pub use front::{spread, FrontIndex, MAX_STATES};
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::SolveStatus;
-pub use manifest::{ActivationBits, Layer, Manifest, Rounding, Warning, MAX_BITS};
+pub use manifest::{ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS};
 pub use plan::{
     bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
     Plan, PlanRequest, PlanStatus, PlannedCandidate, SolveOutcome, Source, Sweep,

@@ -4,6 +4,8 @@
 //! listing every problem with its JSON path. Nothing downstream re-checks.
 
 use crate::error::{parse_json, Error, FieldError, Result};
+use crate::fields::screen;
+use crate::traces::{objective_traces, Estimate};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,17 +48,52 @@ pub struct Warning {
     pub message: String,
 }
 
+/// The output divergence measured sensitivity is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Divergence {
+    /// Mean KL(p_fp32 || p_quantized) over samples, nats (softmax of logits, or probabilities as
+    /// they are when the output already is a distribution).
+    #[default]
+    Kl,
+    /// Output mean squared error relative to the fp32 output's mean square.
+    Mse,
+}
+
+impl Divergence {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Divergence::Kl => "kl",
+            Divergence::Mse => "mse",
+        }
+    }
+}
+
 /// One weighted layer of a checked manifest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Layer {
     pub name: String,
     pub params: u64,
     pub macs: u64,
-    /// Trace of the layer's whole Hessian block, clamped to be non-negative.
-    pub hessian_trace: f64,
+    /// Trace of the layer's whole Hessian block as given (a noisy estimate may be negative);
+    /// absent when the layer has measured sensitivity only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hessian_trace: Option<f64>,
+    /// Standard error of the trace estimate, when the tool that estimated it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hessian_trace_stderr: Option<f64>,
+    /// The trace the objective uses: the estimate, or what [`crate::traces`] prices an estimate
+    /// that cannot be told from zero at (0 for a layer with sensitivity only).
+    #[serde(skip)]
+    pub objective_trace: f64,
     /// Measured `||Q_b(W) - W||^2` per bit-width (covers every allowed bit when present).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perturbation: Option<BTreeMap<u8, f64>>,
+    /// Measured output divergence with this layer alone at each bit-width and every other layer
+    /// at full precision (covers every allowed bit when present); the objective when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<BTreeMap<u8, f64>>,
     /// Allowed bit-widths, highest first.
     pub bits: Vec<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,9 +105,9 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// Trace per weight (HAWQ-V3's normalisation).
+    /// The objective's trace per weight (HAWQ-V3's normalisation).
     pub fn trace_per_param(&self) -> f64 {
-        self.hessian_trace / self.params as f64
+        self.objective_trace / self.params as f64
     }
 
     /// The bit-widths this layer may take: its own list, narrowed to the pin when pinned.
@@ -90,6 +127,9 @@ pub struct Manifest {
     pub bits: Vec<u8>,
     pub activation_bits: ActivationBits,
     pub rounding: Rounding,
+    /// The divergence the layers' `sensitivity` measures, when they have it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity_metric: Option<Divergence>,
     pub layers: Vec<Layer>,
     /// What was accepted but changed or assumed (clamped traces); not part of the manifest itself.
     #[serde(skip)]
@@ -105,6 +145,8 @@ struct RawManifest {
     activation_bits: Option<serde_json::Value>,
     #[serde(default)]
     rounding: Option<Rounding>,
+    #[serde(default)]
+    sensitivity_metric: Option<Divergence>,
     layers: Vec<RawLayer>,
 }
 
@@ -119,7 +161,11 @@ struct RawLayer {
     #[serde(default)]
     hessian_trace_per_param: Option<f64>,
     #[serde(default)]
+    hessian_trace_stderr: Option<f64>,
+    #[serde(default)]
     perturbation: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    sensitivity: Option<BTreeMap<String, f64>>,
     #[serde(default)]
     bits: Option<Vec<i64>>,
     #[serde(default)]
@@ -131,6 +177,32 @@ struct RawLayer {
 }
 
 const WHAT: &str = "manifest";
+
+/// The top-level fields a manifest may carry.
+const MANIFEST_FIELDS: &[&str] = &[
+    "name",
+    "bits",
+    "activation_bits",
+    "rounding",
+    "sensitivity_metric",
+    "layers",
+];
+
+/// The fields a manifest layer may carry.
+const LAYER_FIELDS: &[&str] = &[
+    "name",
+    "params",
+    "macs",
+    "hessian_trace",
+    "hessian_trace_per_param",
+    "hessian_trace_stderr",
+    "perturbation",
+    "sensitivity",
+    "bits",
+    "tie",
+    "pin",
+    "weight",
+];
 
 /// Collects field errors so a user sees every problem of a document at once.
 #[derive(Default)]
@@ -173,27 +245,47 @@ fn check_bit_list(values: &[i64], path: &str, problems: &mut Problems) -> Vec<u8
 impl Manifest {
     /// Parses and checks a manifest document.
     pub fn from_json(text: &str) -> Result<Manifest> {
-        let raw: RawManifest = parse_json(WHAT, text)?;
-        Self::check(raw)
+        Self::from_value(parse_json(WHAT, text)?)
     }
 
-    /// Parses and checks a manifest already decoded as a JSON value.
-    pub fn from_value(value: serde_json::Value) -> Result<Manifest> {
-        let raw: RawManifest = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            Error::invalid(
-                WHAT,
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })?;
-        Self::check(raw)
-    }
-
-    fn check(raw: RawManifest) -> Result<Manifest> {
+    /// Parses and checks a manifest already decoded as a JSON value. Fields bitplan does not read
+    /// are warnings, near-misses of known fields errors (see [`crate::fields`]).
+    pub fn from_value(mut value: serde_json::Value) -> Result<Manifest> {
         let mut problems = Problems::default();
         let mut warnings = Vec::new();
+        screen(
+            &mut value,
+            "",
+            MANIFEST_FIELDS,
+            &mut problems.0,
+            &mut warnings,
+        );
+        if let Some(layers) = value.get_mut("layers").and_then(|l| l.as_array_mut()) {
+            for (i, layer) in layers.iter_mut().enumerate() {
+                let at = format!("layers[{i}]");
+                screen(layer, &at, LAYER_FIELDS, &mut problems.0, &mut warnings);
+            }
+        }
+        let raw: RawManifest = match serde_path_to_error::deserialize(value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                problems.push(path, e.into_inner().to_string());
+                return Err(Error::Invalid {
+                    what: WHAT,
+                    errors: problems.0,
+                });
+            }
+        };
+        Self::check(raw, problems, warnings)
+    }
 
+    fn check(
+        raw: RawManifest,
+        mut problems: Problems,
+        mut warnings: Vec<Warning>,
+    ) -> Result<Manifest> {
         if raw.name.trim().is_empty() {
             problems.push("name", "must not be empty");
         }
@@ -247,47 +339,13 @@ impl Manifest {
             }
             let params = l.params.max(1) as u64;
 
-            let trace = match (l.hessian_trace, l.hessian_trace_per_param) {
-                (Some(_), Some(_)) => {
-                    problems.push(
-                        at("hessian_trace"),
-                        "give hessian_trace or hessian_trace_per_param, not both",
-                    );
-                    0.0
-                }
-                (None, None) => {
-                    problems.push(
-                        at("hessian_trace"),
-                        "missing: give hessian_trace or hessian_trace_per_param",
-                    );
-                    0.0
-                }
-                (Some(t), None) => t,
-                (None, Some(t)) => t * params as f64,
-            };
-            let trace_field = if l.hessian_trace.is_some() {
-                "hessian_trace"
-            } else {
-                "hessian_trace_per_param"
-            };
-            let trace = if !trace.is_finite() {
-                problems.push(
-                    at(trace_field),
-                    format!("must be a finite number, not {trace}"),
-                );
-                0.0
-            } else if trace < 0.0 {
-                // Hutchinson estimates of a near-flat layer scatter around zero; a negative
-                // trace is noise, and a negative weight would reward quantization error.
-                warnings.push(Warning {
-                    path: at(trace_field),
-                    message: format!("negative Hessian trace estimate {trace} clamped to 0 (the layer is treated as insensitive)"),
-                });
-                0.0
-            } else {
-                trace
-            };
-
+            let trace = check_trace(
+                l,
+                i,
+                params,
+                raw.layers.iter().any(|l| l.sensitivity.is_some()),
+                &mut problems,
+            );
             let layer_bits = match &l.bits {
                 None => bits.clone(),
                 Some(list) => {
@@ -317,41 +375,25 @@ impl Manifest {
             }
 
             let perturbation = l.perturbation.as_ref().map(|map| {
-                let mut out = BTreeMap::new();
-                for (key, &value) in map {
-                    let path = format!("layers[{i}].perturbation.{key}");
-                    match key.trim().parse::<u8>() {
-                        Ok(b) if bits.contains(&b) => {
-                            if !value.is_finite() || value < 0.0 {
-                                problems.push(
-                                    path,
-                                    format!(
-                                        "must be a finite, non-negative squared error, not {value}"
-                                    ),
-                                );
-                            } else {
-                                out.insert(b, value);
-                            }
-                        }
-                        _ => problems.push(
-                            path,
-                            format!("key {key:?} is not one of the manifest's bit-widths {bits:?}"),
-                        ),
-                    }
-                }
-                for b in &layer_bits {
-                    if !map.keys().any(|k| k.trim().parse::<u8>() == Ok(*b)) {
-                        problems.push(
-                            at("perturbation"),
-                            format!(
-                                "has no value for bit-width {b}; give every allowed bit or none"
-                            ),
-                        );
-                    }
-                }
-                out
+                check_per_bit(
+                    map,
+                    &at("perturbation"),
+                    &bits,
+                    &layer_bits,
+                    "squared error",
+                    &mut problems,
+                )
             });
-
+            let sensitivity = l.sensitivity.as_ref().map(|map| {
+                check_per_bit(
+                    map,
+                    &at("sensitivity"),
+                    &bits,
+                    &layer_bits,
+                    "divergence",
+                    &mut problems,
+                )
+            });
             if let Some(t) = &l.tie {
                 if t.trim().is_empty() {
                     problems.push(at("tie"), "tie label must not be empty");
@@ -362,8 +404,11 @@ impl Manifest {
                 name: l.name.clone(),
                 params,
                 macs: l.macs.max(0) as u64,
-                hessian_trace: trace,
+                hessian_trace: trace.map(|t| t.trace),
+                hessian_trace_stderr: trace.and_then(|t| t.stderr),
+                objective_trace: 0.0,
                 perturbation,
+                sensitivity,
                 bits: layer_bits,
                 tie: l.tie.clone(),
                 pin,
@@ -372,6 +417,27 @@ impl Manifest {
         }
 
         check_ties(&layers, &mut problems);
+        check_sensitivity_everywhere(&layers, raw.sensitivity_metric, &mut problems);
+        let estimates: Vec<Option<Estimate>> = layers
+            .iter()
+            .map(|l| {
+                l.hessian_trace.map(|trace| Estimate {
+                    trace,
+                    stderr: l.hessian_trace_stderr,
+                    params: l.params,
+                })
+            })
+            .collect();
+        let paths: Vec<String> = (0..layers.len())
+            .map(|i| format!("layers[{i}].hessian_trace"))
+            .collect();
+        let (priced, trace_warnings) = objective_traces(&estimates, &paths);
+        for (l, t) in layers.iter_mut().zip(priced) {
+            l.objective_trace = t;
+        }
+        if layers.iter().all(|l| l.sensitivity.is_none()) {
+            warnings.extend(trace_warnings);
+        }
 
         if problems.0.is_empty() {
             Ok(Manifest {
@@ -379,6 +445,10 @@ impl Manifest {
                 bits,
                 activation_bits,
                 rounding: raw.rounding.unwrap_or_default(),
+                sensitivity_metric: layers
+                    .iter()
+                    .any(|l| l.sensitivity.is_some())
+                    .then(|| raw.sensitivity_metric.unwrap_or_default()),
                 layers,
                 warnings,
             })
@@ -405,11 +475,12 @@ impl Manifest {
         self.layers.iter().position(|l| l.name == name)
     }
 
-    /// Names of the layers whose objective uses the trace-only proxy (no measured perturbation).
+    /// Names of the layers whose objective uses the trace-only proxy (no measured perturbation,
+    /// no measured sensitivity).
     pub fn proxy_layers(&self) -> Vec<&str> {
         self.layers
             .iter()
-            .filter(|l| l.perturbation.is_none())
+            .filter(|l| l.perturbation.is_none() && l.sensitivity.is_none())
             .map(|l| l.name.as_str())
             .collect()
     }
@@ -417,6 +488,126 @@ impl Manifest {
     /// Serialises back to the manifest JSON format (checked values: clamped traces, sorted bits).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a manifest always serialises")
+    }
+}
+
+/// A layer's trace estimate as given, checked.
+fn check_trace(
+    l: &RawLayer,
+    i: usize,
+    params: u64,
+    has_sensitivity: bool,
+    problems: &mut Problems,
+) -> Option<Estimate> {
+    let at = |field: &str| format!("layers[{i}].{field}");
+    let (trace, field) = match (l.hessian_trace, l.hessian_trace_per_param) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                at("hessian_trace"),
+                "give hessian_trace or hessian_trace_per_param, not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            if !has_sensitivity {
+                problems.push(
+                    at("hessian_trace"),
+                    "missing: give hessian_trace or hessian_trace_per_param (or measured sensitivity)",
+                );
+            }
+            return None;
+        }
+        (Some(t), None) => (t, "hessian_trace"),
+        (None, Some(t)) => (t * params as f64, "hessian_trace_per_param"),
+    };
+    if !trace.is_finite() {
+        problems.push(at(field), format!("must be a finite number, not {trace}"));
+        return None;
+    }
+    let stderr = match l.hessian_trace_stderr {
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            problems.push(
+                at("hessian_trace_stderr"),
+                format!("must be a finite, non-negative standard error, not {s}"),
+            );
+            None
+        }
+        // A per-weight trace's standard error scales with it.
+        Some(s) if field == "hessian_trace_per_param" => Some(s * params as f64),
+        other => other,
+    };
+    Some(Estimate {
+        trace,
+        stderr,
+        params,
+    })
+}
+
+/// A per-bit map (`perturbation`, `sensitivity`): keys among the manifest's bit-widths, finite
+/// non-negative values, one for each of the layer's allowed bits.
+fn check_per_bit(
+    map: &BTreeMap<String, f64>,
+    path: &str,
+    bits: &[u8],
+    layer_bits: &[u8],
+    what: &str,
+    problems: &mut Problems,
+) -> BTreeMap<u8, f64> {
+    let mut out = BTreeMap::new();
+    for (key, &value) in map {
+        let at = format!("{path}.{key}");
+        match key.trim().parse::<u8>() {
+            Ok(b) if bits.contains(&b) => {
+                if !value.is_finite() || value < 0.0 {
+                    problems.push(
+                        at,
+                        format!("must be a finite, non-negative {what}, not {value}"),
+                    );
+                } else {
+                    out.insert(b, value);
+                }
+            }
+            _ => problems.push(
+                at,
+                format!("key {key:?} is not one of the manifest's bit-widths {bits:?}"),
+            ),
+        }
+    }
+    for b in layer_bits {
+        if !map.keys().any(|k| k.trim().parse::<u8>() == Ok(*b)) {
+            problems.push(
+                path,
+                format!("has no value for bit-width {b}; give every allowed bit or none"),
+            );
+        }
+    }
+    out
+}
+
+/// Measured sensitivity is an output divergence, on another scale than Hessian-weighted errors:
+/// a manifest has it on every layer or on none.
+fn check_sensitivity_everywhere(
+    layers: &[Layer],
+    metric: Option<Divergence>,
+    problems: &mut Problems,
+) {
+    let with = layers.iter().filter(|l| l.sensitivity.is_some()).count();
+    if with == 0 {
+        if metric.is_some() {
+            problems.push(
+                "sensitivity_metric",
+                "names a divergence but no layer has measured sensitivity",
+            );
+        }
+        return;
+    }
+    for (i, l) in layers.iter().enumerate() {
+        if l.sensitivity.is_none() {
+            problems.push(
+                format!("layers[{i}].sensitivity"),
+                format!("missing: {with} other layers have measured sensitivity, and the objective cannot mix it with Hessian-weighted errors"),
+            );
+        }
     }
 }
 
@@ -494,19 +685,52 @@ mod tests {
             r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":10,"macs":5,"hessian_trace_per_param":0.5}]}"#,
         )
         .unwrap();
-        assert_eq!(m.layers[0].hessian_trace, 5.0);
+        assert_eq!(m.layers[0].hessian_trace, Some(5.0));
+        assert_eq!(m.layers[0].objective_trace, 5.0);
         assert_eq!(m.proxy_layers(), vec!["a"]);
     }
 
     #[test]
-    fn negative_trace_is_clamped_with_a_warning() {
-        let m = Manifest::from_json(
-            r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":10,"macs":5,"hessian_trace":-0.01}]}"#,
-        )
-        .unwrap();
-        assert_eq!(m.layers[0].hessian_trace, 0.0);
+    fn a_negative_trace_is_priced_not_free_and_kept_as_given() {
+        let text = r#"{"name":"m","bits":[8,4],"layers":[
+            {"name":"a","params":10,"macs":5,"hessian_trace":-0.01,"hessian_trace_stderr":0.5},
+            {"name":"b","params":10,"macs":5,"hessian_trace":20}]}"#;
+        let m = Manifest::from_json(text).unwrap();
+        assert_eq!(m.layers[0].hessian_trace, Some(-0.01));
+        // The top of its interval, 0 + 2 * 0.5, is above the floor (1% of 2 per weight).
+        assert_eq!(m.layers[0].objective_trace, 1.0);
         assert_eq!(m.warnings.len(), 1);
         assert_eq!(m.warnings[0].path, "layers[0].hessian_trace");
+        // Stored and read again, the rule gives the same price.
+        let again = Manifest::from_value(m.to_json()).unwrap();
+        assert_eq!(again.layers[0].objective_trace, 1.0);
+        assert_eq!(again.layers[0].hessian_trace_stderr, Some(0.5));
+    }
+
+    #[test]
+    fn sensitivity_replaces_traces_on_every_layer_or_none() {
+        let m = Manifest::from_json(
+            r#"{"name":"m","bits":[8,4],"sensitivity_metric":"mse","layers":[
+                {"name":"a","params":10,"macs":5,"sensitivity":{"8":0.001,"4":0.3}},
+                {"name":"b","params":10,"macs":5,"hessian_trace":-3,"sensitivity":{"8":0.002,"4":0.1}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.sensitivity_metric, Some(Divergence::Mse));
+        assert!(m.proxy_layers().is_empty());
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(Manifest::from_value(m.to_json()).unwrap(), m);
+        let errs = err_paths(
+            r#"{"name":"m","bits":[8,4],"layers":[
+                {"name":"a","params":10,"macs":5,"sensitivity":{"8":0.001,"4":-0.3}},
+                {"name":"b","params":10,"macs":5,"hessian_trace":1}]}"#,
+        );
+        assert_eq!(
+            errs,
+            [
+                "layers[0].sensitivity.4 | must be a finite, non-negative divergence, not -0.3",
+                "layers[1].sensitivity | missing: 1 other layers have measured sensitivity, and the objective cannot mix it with Hessian-weighted errors",
+            ]
+        );
     }
 
     #[test]
@@ -549,13 +773,6 @@ mod tests {
             errs[0].starts_with("layers[0].params | invalid type"),
             "{errs:?}"
         );
-        let errs = err_paths(
-            r#"{"name":"m","bits":[8],"layers":[{"name":"a","params":1,"macs":1,"hessian_trace":1,"colour":2}]}"#,
-        );
-        assert!(
-            errs[0].starts_with("layers[0].colour | unknown field `colour`"),
-            "{errs:?}"
-        );
         let errs = err_paths(r#"{"name":"m","bits":[8],"#);
         assert!(errs[0].contains("malformed JSON at line 1"), "{errs:?}");
     }
@@ -577,5 +794,51 @@ mod tests {
         assert_eq!(m, again);
         assert_eq!(again.activation_bits, ActivationBits::Fixed(8));
         assert_eq!(again.rounding, Rounding::HalfToEven);
+    }
+
+    #[test]
+    fn fields_of_other_tools_are_warnings_and_typos_errors() {
+        let m = Manifest::from_json(
+            r#"{"name":"m","bits":[8,4],"exporter":"x","layers":[
+                {"name":"a","params":1,"macs":1,"hessian_trace":1,"source":"pyhessian","op":"Conv","shape":[1,1]}]}"#,
+        )
+        .unwrap();
+        let got: Vec<String> = m
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {}", w.path, w.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "exporter: unknown field, ignored",
+                "layers[0].source: unknown field, ignored",
+                "layers[0].op: unknown field, ignored",
+                "layers[0].shape: unknown field, ignored",
+            ]
+        );
+        let errs = err_paths(
+            r#"{"name":"m","bits":[8],"layers":[{"name":"a","params":1,"macs":1,"hessian_trace":1},
+                {"name":"b","params":1,"macs":1,"hesian_trace":1}]}"#,
+        );
+        assert_eq!(
+            errs,
+            [
+                "layers[1].hesian_trace | unknown field; did you mean hessian_trace?",
+                "layers[1].hessian_trace | missing: give hessian_trace or hessian_trace_per_param (or measured sensitivity)",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_known_field_is_read_without_a_warning() {
+        for trace in [r#""hessian_trace":1"#, r#""hessian_trace_per_param":1"#] {
+            let text = format!(
+                r#"{{"name":"m","bits":[8,4],"activation_bits":"same","rounding":"half_to_even","layers":[
+                {{"name":"a","params":2,"macs":1,{trace},"tie":"t","pin":8,"weight":"w","bits":[8,4],"perturbation":{{"8":0.1,"4":0.4}}}}]}}"#
+            );
+            let m = Manifest::from_json(&text).unwrap();
+            assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        }
     }
 }

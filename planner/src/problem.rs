@@ -6,7 +6,11 @@
 //! error of a uniform quantizer with step `2^(1-b)` on weights scaled to unit max-abs
 //! (variance `step^2 / 12` per weight), so `||Q_b(W) - W||^2 ~ n * 4^-b / 3` and
 //! `Omega_i(b) = Tr(H_i) * 4^-b / 3`. The proxy ranks bit-widths and layers correctly but is on a
-//! different absolute scale than measured errors; plans say which layers used it.
+//! different absolute scale than measured errors; plans say which layers used it. Traces that
+//! cannot be told from zero are priced by [`crate::traces`]'s rule, never as free.
+//!
+//! With measured sensitivity (every layer's output divergence when it alone is at `b` bits, the
+//! rest at full precision), `Omega_i(b)` is that divergence and traces are not used.
 
 use crate::device::DeviceProfile;
 use crate::error::Result;
@@ -116,11 +120,16 @@ pub fn proxy_omega(hessian_trace: f64, bits: u8) -> f64 {
     hessian_trace * 0.25f64.powi(i32::from(bits)) / 3.0
 }
 
-/// `Omega_i(b)` for one layer.
+/// `Omega_i(b)` for one layer: its measured sensitivity when the manifest has it, else the
+/// Hessian-weighted error (measured perturbation, or the proxy) with the trace the manifest's
+/// trust rule prices it at ([`crate::traces`]).
 pub fn layer_omega(layer: &crate::Layer, bits: u8) -> f64 {
+    if let Some(s) = &layer.sensitivity {
+        return s[&bits];
+    }
     match &layer.perturbation {
         Some(p) => layer.trace_per_param() * p[&bits],
-        None => proxy_omega(layer.hessian_trace, bits),
+        None => proxy_omega(layer.objective_trace, bits),
     }
 }
 

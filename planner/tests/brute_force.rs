@@ -96,8 +96,8 @@ fn enumerate(inst: &Instance) -> Vec<Priced> {
                     planner::ActivationBits::Fixed(a) => a,
                 };
                 p.omega += match &l.perturbation {
-                    Some(pt) => l.hessian_trace / l.params as f64 * pt[&b],
-                    None => l.hessian_trace * 4f64.powi(-i32::from(b)) / 3.0,
+                    Some(pt) => l.objective_trace / l.params as f64 * pt[&b],
+                    None => l.objective_trace * 4f64.powi(-i32::from(b)) / 3.0,
                 };
                 p.cost[0] += l.params as f64 * f64::from(b) / 8.0;
                 p.cost[1] += l.macs as f64 * f64::from(b) * f64::from(a);

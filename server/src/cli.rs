@@ -184,8 +184,8 @@ struct GapArgs {
 
 #[derive(Debug, Args)]
 struct RuntimeArgs {
-    /// The ONNX Runtime shared library (default: beside the binary, then .cache/onnxruntime-*/ as
-    /// scripts/setup leaves it).
+    /// The ONNX Runtime shared library (default: beside the executable, then .cache/onnxruntime-*/
+    /// in the executable's folder or an ancestor, where scripts/setup leaves it).
     #[arg(long, env = "BITPLAN_ORT_LIB", value_name = "PATH")]
     ort_lib: Option<PathBuf>,
     /// Intra-op threads per inference session.
@@ -350,8 +350,18 @@ fn read(path: &Path, what: &str) -> Result<String, Failure> {
         .map_err(|e| Failure::invalid(format!("cannot read {what} {}: {e}", path.display())))
 }
 
+/// Reads and checks a manifest; what it accepted with a warning goes to stderr.
 fn load_manifest(path: &Path) -> Result<Manifest, Failure> {
-    Manifest::from_json(&read(path, "manifest")?).map_err(in_file(path))
+    let manifest = Manifest::from_json(&read(path, "manifest")?).map_err(in_file(path))?;
+    for w in &manifest.warnings {
+        eprintln!(
+            "bitplan: warning: {}: {}: {}",
+            path.display(),
+            w.path,
+            w.message
+        );
+    }
+    Ok(manifest)
 }
 
 fn plan(args: PlanArgs) -> Result<u8, Failure> {
@@ -395,9 +405,6 @@ fn plan(args: PlanArgs) -> Result<u8, Failure> {
         },
     };
     let result = planner::plan(&problem, &request)?;
-    for w in &result.warnings {
-        eprintln!("bitplan: warning: {}: {}", w.path, w.message);
-    }
     print!("{}", output::render_plan(&problem, &result, args.format));
     Ok(if result.status == PlanStatus::Infeasible {
         EXIT_INFEASIBLE

@@ -43,7 +43,8 @@ pub struct ServeArgs {
     /// Intra-op threads per ONNX Runtime session.
     #[arg(long, env = "BITPLAN_EVAL_THREADS", default_value_t = 1)]
     pub eval_threads: usize,
-    /// The ONNX Runtime shared library (default: beside the binary, then .cache/onnxruntime-*/).
+    /// The ONNX Runtime shared library (default: beside the executable, then .cache/onnxruntime-*/
+    /// in the executable's folder or an ancestor).
     #[arg(long, env = "BITPLAN_ORT_LIB", value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
     /// First retry delay of a failed job, seconds (doubles per attempt).

@@ -1064,3 +1064,60 @@ async fn job_events_stream_progress_then_done() {
     assert!(dones.windows(2).all(|w| w[0] <= w[1]), "{dones:?}");
     assert!(events.len() >= 3, "progress events before the end: {text}");
 }
+
+#[tokio::test]
+async fn manifests_from_other_tools_warn_and_typos_fail() {
+    let svc = Svc::new(|_| {}, false).await;
+    let r = svc
+        .call(
+            "POST",
+            "/v1/supernets",
+            Some(
+                json!({"name": "m", "bits": [8, 4], "exporter": "torch2onnx", "layers": [
+                {"name": "a", "params": 4, "macs": 9, "hessian_trace": 1.0,
+                 "source": "pyhessian", "op": "Conv"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let warnings: Vec<(String, String)> = r.json()["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["path"].as_str().unwrap().into(),
+                w["message"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let ignored = "unknown field, ignored".to_string();
+    assert_eq!(
+        warnings,
+        [
+            ("exporter".to_string(), ignored.clone()),
+            ("layers[0].source".to_string(), ignored.clone()),
+            ("layers[0].op".to_string(), ignored),
+        ]
+    );
+
+    let r = svc
+        .call(
+            "POST",
+            "/v1/supernets",
+            Some(json!({"name": "m", "bits": [8, 4], "layers": [
+                {"name": "a", "params": 4, "macs": 9, "hessian_trace": 1.0, "tei": "x"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        first_field(&r),
+        (422, "layers[0].tei".to_string()),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        r.json()["error"]["fields"][0]["reason"],
+        "unknown field; did you mean tie?"
+    );
+}

@@ -3,6 +3,7 @@
 mod contract;
 mod evaluate_cli;
 mod fleet_cli;
+mod fresh_machine;
 mod plan_cli;
 mod serve;
 
