@@ -11,8 +11,9 @@
 //! (97 against 134 candidates/s on the digits CNN without caching): ONNX Runtime cannot pre-pack
 //! weights it does not see at session build.
 
+use crate::compare::{argmax, closeness, divergence, OutputKind};
 use crate::error::{Error, Result};
-use crate::manifest::{ActivationBits, Manifest, Rounding};
+use crate::manifest::{ActivationBits, Divergence, Manifest, Rounding};
 use crate::npz::ValidationSet;
 use crate::onnx::{declared_dims, pb, OnnxModel};
 use crate::quant::HighBitWeights;
@@ -57,6 +58,12 @@ pub struct Metrics {
     pub kl_highest: f64,
     /// Output SQNR against the fp32 outputs, dB.
     pub sqnr_db: f64,
+    /// Mean over samples of the cosine similarity of the output with fp32's.
+    pub cosine_mean: f64,
+    /// The smallest per-sample cosine similarity with fp32.
+    pub cosine_min: f64,
+    /// ‖output − fp32 output‖₂ / ‖fp32 output‖₂.
+    pub rel_l2: f64,
     /// Median host time per batch, ms.
     pub latency_ms: f64,
     pub samples: usize,
@@ -81,6 +88,10 @@ pub struct Timings {
     pub inference_ms: f64,
     pub candidates: usize,
 }
+
+/// A bit-width that stands for the layer's fp32 weights, unquantized (sensitivity passes keep
+/// every layer but one there).
+pub const FULL_PRECISION: u8 = 0;
 
 /// How a candidate's weights are derived from the fp32 weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +144,7 @@ const SESSIONS_PER_SEGMENT: usize = 32;
 /// Evaluates candidates of one manifest on one model and validation set.
 pub struct Evaluator<B: Backend> {
     backend: B,
-    segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment>,
     /// Per segment: sessions by the bits of the segment's own layers.
     sessions: Vec<HashMap<Vec<u8>, B::Session>>,
     /// Segment outputs over the whole set, by segment and the bits of every layer up to it.
@@ -147,6 +158,8 @@ pub struct Evaluator<B: Backend> {
     batch_size: usize,
     fp32_logits: Tensor,
     highest_logits: Tensor,
+    /// Whether the output rows are logits or probabilities (read off the fp32 outputs).
+    output_kind: OutputKind,
     pub timings: Timings,
 }
 
@@ -400,6 +413,7 @@ impl<B: Backend + Clone> Evaluator<B> {
             data,
             batch_size,
             highest_logits: fp32_logits.clone(),
+            output_kind: OutputKind::detect(&fp32_logits.data, fp32_logits.shape[1]),
             fp32_logits,
             timings: Timings {
                 rewrite_ms,
@@ -420,46 +434,16 @@ impl<B: Backend + Clone> Evaluator<B> {
     /// outputs and sessions); returns the logits and the model's host time per batch (the sum of
     /// the segments' median batch times).
     fn infer(&mut self, bits: &[u8], scheme: Scheme) -> Result<(Arc<Tensor>, f64)> {
-        if bits.len() != self.planned.len() {
-            return Err(Error::invalid(
-                "bit configuration",
-                "",
-                format!(
-                    "has {} bit-widths for {} layers",
-                    bits.len(),
-                    self.planned.len()
-                ),
-            ));
-        }
-        let tag = match scheme {
-            Scheme::DoubleRounding => 0,
-            Scheme::Direct => 1,
-        };
-        let act_values: Vec<Option<[f32; 3]>> = self
-            .planned
-            .iter()
-            .zip(bits)
-            .map(|(p, &b)| {
-                let a = match self.activation_bits {
-                    ActivationBits::Same => b,
-                    ActivationBits::Fixed(a) => a,
-                };
-                p.as_ref()
-                    .and_then(|p| p.act_range)
-                    .map(|r| activation_quantizer(r, a))
-            })
-            .collect();
+        self.check_bits(bits)?;
+        let act_values = self.activation_values(bits);
+        let tag = scheme_tag(scheme);
         let mut upstream = vec![tag];
         let mut current: Option<Arc<Tensor>> = None;
         let mut latency_ms = 0.0;
         for s in 0..self.segments.len() {
-            let seg = &self.segments[s];
-            let mut own = vec![tag];
-            for &(l, _) in &seg.slots {
-                own.extend([l as u8, (l >> 8) as u8, bits[l]]);
-            }
-            for &l in &seg.act_layers {
-                upstream.extend([l as u8, (l >> 8) as u8, bits[l]]);
+            let own = self.own_key(s, bits, scheme);
+            for &l in &self.segments[s].act_layers {
+                push_layer_key(&mut upstream, l, bits[l]);
             }
             upstream.extend_from_slice(&own[1..]);
             if let Some(c) = self.cache.get(&(s, upstream.clone())) {
@@ -468,70 +452,10 @@ impl<B: Backend + Clone> Evaluator<B> {
                 current = Some(c.out.clone());
                 continue;
             }
-            if !self.sessions[s].contains_key(&own) {
-                let t = Instant::now();
-                let mut proto = seg.proto.clone();
-                let g = proto.graph.as_mut().expect("a segment has a graph");
-                for &(l, slot) in &seg.slots {
-                    let w = self.weights(l, bits[l], scheme);
-                    g.initializer[slot].raw_data =
-                        Some(w.iter().flat_map(|v| v.to_le_bytes()).collect());
-                }
-                let bytes = proto.encode_to_vec();
-                self.timings.rewrite_ms += t.elapsed().as_secs_f64() * 1e3;
-                let t = Instant::now();
-                let session = self.backend.session(&bytes)?;
-                self.timings.session_ms += t.elapsed().as_secs_f64() * 1e3;
-                if self.sessions[s].len() >= SESSIONS_PER_SEGMENT {
-                    self.sessions[s].clear();
-                }
-                self.sessions[s].insert(own.clone(), session);
-            }
-            let (x, x_shape): (&[f32], Vec<usize>) = match &current {
-                None => (&self.data.x, self.data.x_shape.clone()),
-                Some(t) => (&t.data, t.shape.clone()),
-            };
-            let n = x_shape[0];
-            let per: usize = x_shape[1..].iter().product();
-            let session = self.sessions[s].get_mut(&own).expect("built above");
-            let names: Vec<[String; 3]> = seg
-                .act_layers
-                .iter()
-                .map(|i| ["scale", "lo", "hi"].map(|k| format!("bitplan.act.{i}.{k}")))
-                .collect();
-            let (mut out, mut out_shape, mut times) = (Vec::new(), Vec::new(), Vec::new());
-            for start in (0..n).step_by(self.batch_size) {
-                let end = (start + self.batch_size).min(n);
-                let mut shape = x_shape.clone();
-                shape[0] = end - start;
-                let mut feeds: Vec<(&str, &[usize], &[f32])> =
-                    vec![(seg.input.as_str(), &shape, &x[start * per..end * per])];
-                for (k, &l) in seg.act_layers.iter().enumerate() {
-                    let v = act_values[l]
-                        .as_ref()
-                        .expect("quantized layers have ranges");
-                    for (name, value) in names[k].iter().zip(v) {
-                        feeds.push((name.as_str(), &[], std::slice::from_ref(value)));
-                    }
-                }
-                let t = Instant::now();
-                let y = session.run(&feeds)?.swap_remove(0);
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-                if out_shape.is_empty() {
-                    out_shape = y.shape.clone();
-                }
-                out.extend_from_slice(&y.data);
-            }
-            self.timings.inference_ms += times.iter().sum::<f64>();
-            self.timings.segment_runs += 1;
-            times.sort_by(f64::total_cmp);
-            let median_ms = times[times.len() / 2];
+            self.ensure_session(s, &own, bits, scheme)?;
+            let (out, median_ms) = self.run_segment(s, &own, current.as_deref(), &act_values)?;
             latency_ms += median_ms;
-            out_shape[0] = n;
-            let out = Arc::new(Tensor {
-                shape: out_shape,
-                data: out,
-            });
+            let out = Arc::new(out);
             let size = out.data.len() * 4;
             if self.cached_bytes + size <= CACHE_BYTES {
                 self.cached_bytes += size;
@@ -548,11 +472,145 @@ impl<B: Backend + Clone> Evaluator<B> {
         Ok((current.expect("at least one segment"), latency_ms))
     }
 
+    /// A configuration has one bit-width per manifest layer.
+    fn check_bits(&self, bits: &[u8]) -> Result<()> {
+        if bits.len() == self.planned.len() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "bit configuration",
+            "",
+            format!(
+                "has {} bit-widths for {} layers",
+                bits.len(),
+                self.planned.len()
+            ),
+        ))
+    }
+
+    /// Each planned layer's activation quantizer `(scale, lo, hi)` for these bits, when it has one.
+    fn activation_values(&self, bits: &[u8]) -> Vec<Option<[f32; 3]>> {
+        self.planned
+            .iter()
+            .zip(bits)
+            .map(|(p, &b)| {
+                let a = match self.activation_bits {
+                    ActivationBits::Same => b,
+                    ActivationBits::Fixed(a) => a,
+                };
+                p.as_ref()
+                    .and_then(|p| p.act_range)
+                    .map(|r| activation_quantizer(r, a))
+            })
+            .collect()
+    }
+
+    /// The key of segment `s`'s session for these bits: the scheme, then each of its layers' bits.
+    pub(crate) fn own_key(&self, s: usize, bits: &[u8], scheme: Scheme) -> Vec<u8> {
+        let mut own = vec![scheme_tag(scheme)];
+        for &(l, _) in &self.segments[s].slots {
+            push_layer_key(&mut own, l, bits[l]);
+        }
+        own
+    }
+
+    /// Builds segment `s`'s session for these bits unless one is kept under `own`.
+    pub(crate) fn ensure_session(
+        &mut self,
+        s: usize,
+        own: &[u8],
+        bits: &[u8],
+        scheme: Scheme,
+    ) -> Result<()> {
+        if self.sessions[s].contains_key(own) {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let mut proto = self.segments[s].proto.clone();
+        let g = proto.graph.as_mut().expect("a segment has a graph");
+        for &(l, slot) in &self.segments[s].slots {
+            let w = self.weights(l, bits[l], scheme);
+            g.initializer[slot].raw_data = Some(w.iter().flat_map(|v| v.to_le_bytes()).collect());
+        }
+        let bytes = proto.encode_to_vec();
+        self.timings.rewrite_ms += t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let session = self.backend.session(&bytes)?;
+        self.timings.session_ms += t.elapsed().as_secs_f64() * 1e3;
+        if self.sessions[s].len() >= SESSIONS_PER_SEGMENT {
+            self.sessions[s].clear();
+        }
+        self.sessions[s].insert(own.to_vec(), session);
+        Ok(())
+    }
+
+    /// Runs segment `s` (its session under `own`, built) over the whole set in batches, from the
+    /// previous segment's output (`None`: the validation set); returns its output and median time
+    /// per batch.
+    pub(crate) fn run_segment(
+        &mut self,
+        s: usize,
+        own: &[u8],
+        input: Option<&Tensor>,
+        act_values: &[Option<[f32; 3]>],
+    ) -> Result<(Tensor, f64)> {
+        let seg = &self.segments[s];
+        let (x, x_shape): (&[f32], &[usize]) = match input {
+            None => (&self.data.x, &self.data.x_shape),
+            Some(t) => (&t.data, &t.shape),
+        };
+        let n = x_shape[0];
+        let per: usize = x_shape[1..].iter().product();
+        let session = self.sessions[s].get_mut(own).expect("built first");
+        let names: Vec<[String; 3]> = seg
+            .act_layers
+            .iter()
+            .map(|i| ["scale", "lo", "hi"].map(|k| format!("bitplan.act.{i}.{k}")))
+            .collect();
+        let (mut out, mut out_shape, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for start in (0..n).step_by(self.batch_size) {
+            let end = (start + self.batch_size).min(n);
+            let mut shape = x_shape.to_vec();
+            shape[0] = end - start;
+            let mut feeds: Vec<(&str, &[usize], &[f32])> =
+                vec![(seg.input.as_str(), &shape, &x[start * per..end * per])];
+            for (k, &l) in seg.act_layers.iter().enumerate() {
+                let v = act_values[l]
+                    .as_ref()
+                    .expect("quantized layers have ranges");
+                for (name, value) in names[k].iter().zip(v) {
+                    feeds.push((name.as_str(), &[], std::slice::from_ref(value)));
+                }
+            }
+            let t = Instant::now();
+            let y = session.run(&feeds)?.swap_remove(0);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            if out_shape.is_empty() {
+                out_shape = y.shape.clone();
+            }
+            out.extend_from_slice(&y.data);
+        }
+        self.timings.inference_ms += times.iter().sum::<f64>();
+        self.timings.segment_runs += 1;
+        times.sort_by(f64::total_cmp);
+        out_shape[0] = n;
+        Ok((
+            Tensor {
+                shape: out_shape,
+                data: out,
+            },
+            times[times.len() / 2],
+        ))
+    }
+
     /// One planned layer's weights at `bits` by `scheme`.
     fn weights(&self, layer: usize, bits: u8, scheme: Scheme) -> Vec<f32> {
         let p = self.planned[layer]
             .as_ref()
             .expect("only planned layers have slots");
+        if bits == FULL_PRECISION {
+            return p.fp32.clone();
+        }
         match scheme {
             Scheme::DoubleRounding => p.high.dequantize(bits.min(p.high.bits), self.rounding),
             Scheme::Direct => HighBitWeights::quantize(&p.fp32, p.channels, p.inner, bits)
@@ -571,13 +629,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         self.timings.candidates += 1;
         let classes = logits.shape[1];
         let n = logits.shape[0];
-        let argmax = |row: &[f32]| {
-            row.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0)
-        };
+        let kind = self.output_kind;
         let mut correct = 0usize;
         let (mut agree32, mut agree_h, mut kl32, mut kl_h) = (0usize, 0usize, 0.0, 0.0);
         let (mut signal, mut noise) = (0.0f64, 0.0f64);
@@ -591,13 +643,14 @@ impl<B: Backend + Clone> Evaluator<B> {
             }
             agree32 += usize::from(top == argmax(r32));
             agree_h += usize::from(top == argmax(rh));
-            kl32 += kl(r32, row);
-            kl_h += kl(rh, row);
+            kl32 += kind.kl(r32, row);
+            kl_h += kind.kl(rh, row);
             for (a, b) in r32.iter().zip(row) {
                 signal += f64::from(*a).powi(2);
                 noise += f64::from(a - b).powi(2);
             }
         }
+        let close = closeness(&self.fp32_logits.data, &logits.data, classes);
         let nf = n as f64;
         Ok(Metrics {
             accuracy: self.data.y.as_ref().map(|_| correct as f64 / nf),
@@ -610,14 +663,37 @@ impl<B: Backend + Clone> Evaluator<B> {
             } else {
                 10.0 * (signal / noise).log10()
             },
+            cosine_mean: close.cosine_mean,
+            cosine_min: close.cosine_min,
+            rel_l2: close.rel_l2,
             latency_ms,
             samples: n,
             batch_size: self.batch_size,
-            activations_quantized: self
-                .planned
-                .iter()
-                .any(|p| p.as_ref().is_some_and(|p| p.act_range.is_some())),
+            activations_quantized: self.quantizes_activations(),
         })
+    }
+
+    /// How far outputs `y` (over the whole set) are from the fp32 outputs.
+    pub(crate) fn divergence_from_fp32(&self, metric: Divergence, y: &Tensor) -> f64 {
+        divergence(
+            metric,
+            self.output_kind,
+            &self.fp32_logits.data,
+            &y.data,
+            self.fp32_logits.shape[1],
+        )
+    }
+
+    /// Whether the evaluator fake-quantizes activations.
+    pub fn quantizes_activations(&self) -> bool {
+        self.planned
+            .iter()
+            .any(|p| p.as_ref().is_some_and(|p| p.act_range.is_some()))
+    }
+
+    /// Whether the model's outputs are logits or probabilities.
+    pub fn output_kind(&self) -> OutputKind {
+        self.output_kind
     }
 
     /// The candidate's output logits over the whole validation set, `[N, classes]`.
@@ -650,16 +726,24 @@ impl<B: Backend + Clone> Evaluator<B> {
             .iter()
             .enumerate()
             .filter(|(s, &l)| {
-                let row = &self.fp32_logits.data[s * classes..(s + 1) * classes];
-                row.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, _)| i as i64)
-                    == Some(l)
+                argmax(&self.fp32_logits.data[s * classes..(s + 1) * classes]) as i64 == l
             })
             .count();
         Some(correct as f64 / y.len() as f64)
     }
+}
+
+fn scheme_tag(scheme: Scheme) -> u8 {
+    match scheme {
+        Scheme::DoubleRounding => 0,
+        Scheme::Direct => 1,
+    }
+}
+
+/// Appends a layer's index (all 32 bits of it) and bit-width to a cache key.
+fn push_layer_key(key: &mut Vec<u8>, layer: usize, bits: u8) {
+    key.extend_from_slice(&(layer as u32).to_le_bytes());
+    key.push(bits);
 }
 
 fn node_is(n: &pb::NodeProto, name: &str) -> bool {
@@ -719,27 +803,6 @@ pub fn check_input_shape(input: &pb::ValueInfoProto, data: &ValidationSet) -> Re
     Ok(())
 }
 
-/// KL(softmax(p) || softmax(q)) in nats, computed stably from logits.
-fn kl(p: &[f32], q: &[f32]) -> f64 {
-    let log_softmax = |z: &[f32]| -> Vec<f64> {
-        let m = z
-            .iter()
-            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-        let lse = m + z
-            .iter()
-            .map(|&v| (f64::from(v) - m).exp())
-            .sum::<f64>()
-            .ln();
-        z.iter().map(|&v| f64::from(v) - lse).collect()
-    };
-    let (lp, lq) = (log_softmax(p), log_softmax(q));
-    lp.iter()
-        .zip(&lq)
-        .map(|(a, b)| a.exp() * (a - b))
-        .sum::<f64>()
-        .max(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,17 +815,5 @@ mod tests {
         );
         assert_eq!(activation_quantizer((-2.0, 1.0), 4), [2.0 / 7.0, -7.0, 7.0]);
         assert_eq!(activation_quantizer((0.0, 0.0), 4), [1.0, 0.0, 15.0]);
-    }
-
-    #[test]
-    fn kl_is_zero_for_equal_logits_and_positive_otherwise() {
-        assert_eq!(kl(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.0);
-        // shifting logits does not change the distribution
-        assert!(kl(&[1.0, 2.0, 3.0], &[11.0, 12.0, 13.0]) < 1e-12);
-        let p = [0.0f32, 0.0];
-        let q = [0.0f32, (3.0f32).ln()];
-        // p = (1/2, 1/2), q = (1/4, 3/4): KL = 1/2 ln 2 + 1/2 ln(2/3)
-        let want = 0.5 * 2f64.ln() + 0.5 * (2.0f64 / 3.0).ln();
-        assert!((kl(&p, &q) - want).abs() < 1e-7);
     }
 }

@@ -31,6 +31,7 @@
 //! ```
 
 mod budget;
+pub mod compare;
 mod core;
 mod device;
 mod error;
@@ -51,6 +52,7 @@ mod plan;
 mod problem;
 pub mod quant;
 mod segment;
+pub mod sensitivity;
 pub mod synth;
 mod traces;
 

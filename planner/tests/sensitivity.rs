@@ -1,0 +1,181 @@
+//! Measured sensitivity on the digits fixture, against an oracle that shares none of the pass's
+//! machinery: the whole model with one weight replaced, in one ONNX Runtime session, compared by a
+//! KL written here with the fixture's own fp32 logits.
+
+mod common;
+use common::{ort_lib, repo};
+use planner::eval::{Backend, EvalOptions, Evaluator, Session};
+use planner::npz::ValidationSet;
+use planner::onnx::OnnxModel;
+use planner::ort_backend::OrtBackend;
+use planner::{Divergence, Manifest};
+use prost::Message;
+
+fn fixture() -> (OnnxModel, Manifest, ValidationSet) {
+    let model = OnnxModel::from_bytes(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap();
+    let manifest = Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let data = ValidationSet::from_npz(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
+    )
+    .unwrap();
+    (model, manifest, data)
+}
+
+/// The fixture's fp32 logits, [540, 10], as the training framework's export wrote them.
+fn fixture_logits() -> Vec<f32> {
+    std::fs::read(repo().join("testdata/digits-cnn/digits_val_logits_fp32.bin"))
+        .unwrap()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn softmax(z: &[f32]) -> Vec<f64> {
+    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+fn mean_kl(reference: &[f32], out: &[f32], width: usize) -> f64 {
+    let rows = reference.len() / width;
+    let mut total = 0.0;
+    for r in 0..rows {
+        let p = softmax(&reference[r * width..(r + 1) * width]);
+        let q = softmax(&out[r * width..(r + 1) * width]);
+        total += p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum::<f64>();
+    }
+    total / rows as f64
+}
+
+/// The whole model's outputs with layer `layer`'s weight at `bits` by Double Rounding, the rest fp32.
+fn whole_model_with_one_layer(
+    backend: &OrtBackend,
+    model: &OnnxModel,
+    manifest: &Manifest,
+    data: &ValidationSet,
+    layer: usize,
+    bits: u8,
+) -> Vec<f32> {
+    let links = model.link_layers(manifest).unwrap();
+    let wl = links[layer].as_ref().unwrap();
+    let values = model
+        .high_bit_weights(wl, manifest.highest_bits())
+        .unwrap()
+        .dequantize(bits, manifest.rounding);
+    let mut proto = model.proto.clone();
+    let init = proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(wl.weight.as_str()))
+        .unwrap();
+    init.float_data.clear();
+    init.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    backend
+        .session(&proto.encode_to_vec())
+        .unwrap()
+        .run(&[("input", &data.x_shape, &data.x)])
+        .unwrap()
+        .swap_remove(0)
+        .data
+}
+
+#[test]
+fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantized() {
+    let (model, manifest, data) = fixture();
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let mut ev = Evaluator::new(
+        &backend,
+        &model,
+        &manifest,
+        data.clone(),
+        EvalOptions::default(),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let measured = ev
+        .sensitivity(&manifest, Divergence::Kl, |p| {
+            seen.push((p.done, p.layer, p.bits))
+        })
+        .unwrap();
+    let total: usize = manifest.layers.iter().map(|l| l.bits.len()).sum();
+    assert_eq!(seen.len(), total);
+    assert_eq!(seen.last().unwrap().0, total);
+
+    let reference = fixture_logits();
+    for (l, layer) in manifest.layers.iter().enumerate() {
+        assert_eq!(
+            measured[l].keys().rev().copied().collect::<Vec<_>>(),
+            layer.bits,
+            "{}",
+            layer.name
+        );
+        for (&b, &got) in &measured[l] {
+            let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, l, b);
+            let want = mean_kl(&reference, &out, 10);
+            assert!(
+                (got - want).abs() <= 1e-6 + 1e-3 * want,
+                "{} at {b} bits: pass {got:e}, whole model {want:e}",
+                layer.name
+            );
+        }
+        // Fewer bits move the output more: 2 bits against 8.
+        assert!(measured[l][&2] > 10.0 * measured[l][&8], "{}", layer.name);
+    }
+}
+
+#[test]
+fn relative_mse_is_measured_the_same_way() {
+    let (model, manifest, data) = fixture();
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let mut ev = Evaluator::new(
+        &backend,
+        &model,
+        &manifest,
+        data.clone(),
+        EvalOptions::default(),
+    )
+    .unwrap();
+    let measured = ev.sensitivity(&manifest, Divergence::Mse, |_| {}).unwrap();
+    let reference = fixture_logits();
+    let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, 1, 3);
+    let (num, den) = reference
+        .iter()
+        .zip(&out)
+        .fold((0.0f64, 0.0f64), |(n, d), (&r, &o)| {
+            (n + ((o - r) as f64).powi(2), d + (r as f64).powi(2))
+        });
+    let want = num / den;
+    let got = measured[1][&3];
+    assert!((got - want).abs() <= 1e-3 * want, "{got:e} vs {want:e}");
+}
+
+#[test]
+fn activation_quantization_is_refused_by_the_pass() {
+    let (model, manifest, data) = fixture();
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let mut ev = Evaluator::new(
+        &backend,
+        &model,
+        &manifest,
+        data,
+        EvalOptions {
+            quantize_activations: true,
+            ..EvalOptions::default()
+        },
+    )
+    .unwrap();
+    let err = ev
+        .sensitivity(&manifest, Divergence::Kl, |_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("quantize_activations"), "{err}");
+}
