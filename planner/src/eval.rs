@@ -111,10 +111,13 @@ pub struct EvalOptions {
     pub quantize_activations: bool,
 }
 
+/// Samples per inference batch unless asked otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 128;
+
 impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
-            batch_size: 128,
+            batch_size: DEFAULT_BATCH_SIZE,
             quantize_activations: false,
         }
     }

@@ -1,14 +1,17 @@
 //! Deriving a manifest from an ONNX model: weight counts from the weights, MACs from the output
-//! shapes of one inference at the given input shape, Hessian traces merged by name.
+//! shapes of one inference at the given input shape, Hessian traces merged by name, and with a
+//! calibration set, each layer's measured sensitivity ([`crate::sensitivity`]).
 //!
 //! MACs per sample of a weighted op = (output elements per sample) x (weights per output channel):
 //! Conv `out_c*oh*ow * in/g*kh*kw`, Gemm/MatMul `n_out * k`. ConvTranspose multiplies each input
 //! element by its `out/g*kh*kw` weights: (input elements per sample) x (weights per input channel).
 
 use crate::error::{Error, FieldError, Result};
-use crate::eval::{probe, Backend};
+use crate::eval::{probe, Backend, EvalOptions, Evaluator};
+use crate::manifest::{Divergence, Manifest, Warning};
 use crate::npz::ValidationSet;
-use crate::onnx::{OnnxModel, WeightedLayer};
+use crate::onnx::{declared_dims, OnnxModel, WeightedLayer};
+use crate::sensitivity::Progress;
 use serde_json::{json, Map, Value};
 
 const WHAT: &str = "traces";
@@ -24,7 +27,52 @@ fn aliases(l: &WeightedLayer) -> Vec<String> {
     out
 }
 
-/// Builds a manifest document from a model, traces (`{"name": trace}` or
+/// The input shape MACs are counted at: `given`, else one sample of the calibration set, else the
+/// model's declared shape with dynamic dimensions at 1 (each such dimension but the batch gets a
+/// warning naming the input and the dimension: a MAC count at 1 can be far off).
+pub fn mac_input_shape(
+    model: &OnnxModel,
+    given: Option<&[usize]>,
+    data: Option<&ValidationSet>,
+) -> Result<(Vec<usize>, Vec<Warning>)> {
+    if let Some(shape) = given {
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(Error::invalid(
+                "input shape",
+                "",
+                format!("{shape:?}: every dimension must be positive"),
+            ));
+        }
+        return Ok((shape.to_vec(), Vec::new()));
+    }
+    if let Some(data) = data {
+        let mut shape = data.x_shape.clone();
+        shape[0] = 1;
+        return Ok((shape, Vec::new()));
+    }
+    let input = model.data_input()?;
+    let name = input.name.clone().unwrap_or_default();
+    let dims = declared_dims(input).ok_or_else(|| {
+        Error::invalid(
+            "input shape",
+            "",
+            format!("the model declares no shape for its input {name:?}: give the input shape or a calibration set"),
+        )
+    })?;
+    let warnings = dims
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, d)| d.is_none())
+        .map(|(i, _)| Warning {
+            path: format!("input {name:?} dimension {i}"),
+            message: "dynamic, counted as 1 for the MAC count: give the input shape or a calibration set for the real size".into(),
+        })
+        .collect();
+    Ok((dims.into_iter().map(|d| d.unwrap_or(1)).collect(), warnings))
+}
+
+/// Builds a manifest from a model, traces (`{"name": trace}` or
 /// `{"name": {"hessian_trace" | "hessian_trace_per_param": x}}`) and candidate bits.
 pub fn derive_manifest<B: Backend>(
     backend: &B,
@@ -33,7 +81,78 @@ pub fn derive_manifest<B: Backend>(
     traces: &Value,
     input_shape: &[usize],
     bits: &[u8],
-) -> Result<crate::Manifest> {
+) -> Result<Manifest> {
+    Manifest::from_value(manifest_document(
+        backend,
+        model,
+        name,
+        Some(traces),
+        input_shape,
+        bits,
+    )?)
+}
+
+/// How a manifest's sensitivity is measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SensitivityOptions {
+    pub metric: Divergence,
+    pub batch_size: usize,
+}
+
+/// Builds a manifest whose layers carry measured sensitivity on `data` (traces optional: kept in
+/// the manifest for reference, unused by the objective); MACs at `input_shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn measure_manifest<B: Backend + Clone>(
+    backend: &B,
+    model: &OnnxModel,
+    name: &str,
+    traces: Option<&Value>,
+    input_shape: &[usize],
+    bits: &[u8],
+    data: ValidationSet,
+    options: SensitivityOptions,
+    progress: impl FnMut(Progress),
+) -> Result<Manifest> {
+    let mut doc = manifest_document(backend, model, name, traces, input_shape, bits)?;
+    // Zero sensitivity stands in until measured, so the structure is checked (and the evaluator
+    // built) as the manifest it will be.
+    let zero: Map<String, Value> = bits.iter().map(|b| (b.to_string(), json!(0.0))).collect();
+    for layer in doc["layers"].as_array_mut().expect("built above") {
+        layer["sensitivity"] = Value::Object(zero.clone());
+    }
+    let structure = Manifest::from_value(doc.clone())?;
+    let eval = EvalOptions {
+        batch_size: options.batch_size.max(1),
+        quantize_activations: false,
+    };
+    let mut evaluator = Evaluator::new(backend, model, &structure, data, eval)?;
+    let measured = evaluator.sensitivity(&structure, options.metric, progress)?;
+    doc["sensitivity_metric"] = json!(options.metric.as_str());
+    for (layer, values) in doc["layers"]
+        .as_array_mut()
+        .expect("built above")
+        .iter_mut()
+        .zip(measured)
+    {
+        let values: Map<String, Value> = values
+            .into_iter()
+            .map(|(b, v)| (b.to_string(), json!(v)))
+            .collect();
+        layer["sensitivity"] = Value::Object(values);
+    }
+    Manifest::from_value(doc)
+}
+
+/// The manifest document of a model: per weighted layer its name, weight count, MACs at
+/// `input_shape`, weight link and, when `traces` are given, its trace.
+fn manifest_document<B: Backend>(
+    backend: &B,
+    model: &OnnxModel,
+    name: &str,
+    traces: Option<&Value>,
+    input_shape: &[usize],
+    bits: &[u8],
+) -> Result<Value> {
     let layers = model.weighted_layers()?;
     if layers.is_empty() {
         return Err(Error::invalid(
@@ -42,9 +161,13 @@ pub fn derive_manifest<B: Backend>(
             "no Conv, ConvTranspose, Gemm or MatMul with constant weights",
         ));
     }
-    let traces = traces.as_object().ok_or_else(|| {
-        Error::invalid(WHAT, "", "must be an object mapping layer names to traces")
-    })?;
+    let empty = Map::new();
+    let traces = match traces {
+        Some(t) => Some(t.as_object().ok_or_else(|| {
+            Error::invalid(WHAT, "", "must be an object mapping layer names to traces")
+        })?),
+        None => None,
+    };
 
     // One inference on zeros, with every weighted op's input and output exposed.
     let sample: usize = input_shape.iter().product();
@@ -94,10 +217,11 @@ pub fn derive_manifest<B: Backend>(
             .to_string();
         let found = names
             .iter()
-            .find_map(|n| traces.get(n).map(|v| (n.clone(), v)));
+            .find_map(|n| traces.unwrap_or(&empty).get(n).map(|v| (n.clone(), v)));
         let mut doc =
             json!({"name": layer_name, "params": params, "macs": macs, "weight": l.weight});
         match found {
+            None if traces.is_none() => {}
             None => errors.push(FieldError::new(
                 layer_name.clone(),
                 format!(
@@ -110,7 +234,11 @@ pub fn derive_manifest<B: Backend>(
                 match v {
                     Value::Number(_) => doc["hessian_trace"] = v.clone(),
                     Value::Object(o) => {
-                        for k in ["hessian_trace", "hessian_trace_per_param"] {
+                        for k in [
+                            "hessian_trace",
+                            "hessian_trace_per_param",
+                            "hessian_trace_stderr",
+                        ] {
                             if let Some(x) = o.get(k) {
                                 doc[k] = x.clone();
                             }
@@ -125,7 +253,7 @@ pub fn derive_manifest<B: Backend>(
         }
         out_layers.push(doc);
     }
-    for key in traces.keys() {
+    for key in traces.unwrap_or(&empty).keys() {
         if !used.contains(key) {
             errors.push(FieldError::new(
                 key.clone(),
@@ -138,5 +266,5 @@ pub fn derive_manifest<B: Backend>(
     doc.insert("name".into(), json!(name));
     doc.insert("bits".into(), json!(bits));
     doc.insert("layers".into(), Value::Array(out_layers));
-    crate::Manifest::from_value(Value::Object(doc))
+    Ok(Value::Object(doc))
 }

@@ -485,6 +485,16 @@ impl Manifest {
             .collect()
     }
 
+    /// What the objective is: `sensitivity_kl` / `sensitivity_mse` (measured output divergence)
+    /// or `hessian` (Hessian-weighted quantization error).
+    pub fn objective(&self) -> &'static str {
+        match self.sensitivity_metric {
+            Some(Divergence::Kl) => "sensitivity_kl",
+            Some(Divergence::Mse) => "sensitivity_mse",
+            None => "hessian",
+        }
+    }
+
     /// Serialises back to the manifest JSON format (checked values: clamped traces, sorted bits).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a manifest always serialises")

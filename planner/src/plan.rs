@@ -160,6 +160,8 @@ pub struct Plan {
     pub engine: String,
     pub warnings: Vec<Warning>,
     pub proxy_layers: Vec<String>,
+    /// What Omega is: `sensitivity_kl`, `sensitivity_mse` (measured) or `hessian`.
+    pub objective: &'static str,
 }
 
 /// One solve's answer.
@@ -385,6 +387,7 @@ impl<'a> Planner<'a> {
                 self.engines.join("+")
             },
             warnings: self.problem.manifest.warnings.clone(),
+            objective: self.problem.manifest.objective(),
             proxy_layers: self
                 .problem
                 .manifest
@@ -641,6 +644,7 @@ impl Plan {
             "solves": self.solves,
             "solve_time_ms": self.solve_time_ms,
             "engine": self.engine,
+            "objective": self.objective,
             "proxy_layers": self.proxy_layers,
             "warnings": self.warnings,
         })

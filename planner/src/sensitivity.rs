@@ -14,11 +14,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Where a sensitivity pass is: measurements done of total, the layer and bit-width just measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
     pub done: usize,
     pub total: usize,
+    /// Index of the layer in manifest order, and its name.
     pub layer: usize,
+    pub layer_name: String,
     pub bits: u8,
     pub elapsed_s: f64,
 }
@@ -94,6 +96,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                         done,
                         total,
                         layer: l,
+                        layer_name: manifest.layers[l].name.clone(),
                         bits: b,
                         elapsed_s: started.elapsed().as_secs_f64(),
                     });

@@ -259,3 +259,30 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         );
     }
 }
+
+#[test]
+fn macs_are_counted_at_the_data_shape_and_dynamic_dims_without_data_are_warned_of() {
+    let mut proto = pb::ModelProto::decode(model().as_slice()).unwrap();
+    proto.graph.as_mut().unwrap().input[0] = value_info("x", &[-1, 1, -1, -1]);
+    let model = OnnxModel { proto };
+    let (shape, warnings) = planner::ingest::mac_input_shape(&model, None, None).unwrap();
+    assert_eq!(shape, [1, 1, 1, 1]);
+    let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["input \"x\" dimension 2", "input \"x\" dimension 3"]
+    );
+    assert!(warnings[0].message.contains("counted as 1"));
+
+    let data = ValidationSet {
+        x: vec![0.0; 3 * 16],
+        x_shape: vec![3, 1, 4, 4],
+        y: None,
+    };
+    let (shape, warnings) = planner::ingest::mac_input_shape(&model, None, Some(&data)).unwrap();
+    assert_eq!((shape, warnings.len()), (vec![1, 1, 4, 4], 0));
+    let (shape, _) =
+        planner::ingest::mac_input_shape(&model, Some(&[2, 1, 4, 4]), Some(&data)).unwrap();
+    assert_eq!(shape, [2, 1, 4, 4]);
+    assert!(planner::ingest::mac_input_shape(&model, Some(&[1, 0]), None).is_err());
+}

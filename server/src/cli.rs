@@ -4,7 +4,8 @@
 use crate::output::{self, Format};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use planner::{
-    Budgets, CostKind, DeviceProfile, Engine, Manifest, PlanRequest, PlanStatus, Problem, Sweep,
+    Budgets, CostKind, DeviceProfile, Divergence, Engine, Manifest, PlanRequest, PlanStatus,
+    Problem, Sweep,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -223,10 +224,22 @@ struct ManifestArgs {
     /// The ONNX model.
     model: PathBuf,
     /// Traces: {"<layer|tensor|node>": trace} or {"<name>": {"hessian_trace": x}} (or
-    /// hessian_trace_per_param).
-    #[arg(long, value_name = "TRACES.json")]
-    traces: PathBuf,
-    /// Input shape for the MAC count, e.g. 1,3,224,224 (default: the model's, dynamic dims as 1).
+    /// hessian_trace_per_param, with an optional hessian_trace_stderr). Optional with --data.
+    #[arg(long, value_name = "TRACES.json", required_unless_present = "data")]
+    traces: Option<PathBuf>,
+    /// Calibration set (.npz with `x`): every layer gets a measured `sensitivity` (its output
+    /// divergence alone at each bit-width, the rest fp32), the planner's objective; MACs are
+    /// counted at its input shape.
+    #[arg(long, value_name = "CALIB.npz")]
+    data: Option<PathBuf>,
+    /// The divergence sensitivity is measured in: kl (classifiers) or mse (relative output MSE).
+    #[arg(long, value_enum, default_value = "kl")]
+    metric: MetricArg,
+    /// Samples per inference batch of the sensitivity pass.
+    #[arg(long, default_value_t = planner::eval::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Input shape for the MAC count, e.g. 1,3,224,224 (default: one calibration sample's, else
+    /// the model's with dynamic dims as 1, which is warned of).
     #[arg(long, value_name = "DIMS", value_delimiter = ',')]
     input_shape: Option<Vec<usize>>,
     /// Candidate bit-widths.
@@ -237,6 +250,12 @@ struct ManifestArgs {
     name: Option<String>,
     #[command(flatten)]
     runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MetricArg {
+    Kl,
+    Mse,
 }
 
 #[derive(Debug, Args)]
@@ -489,6 +508,11 @@ fn in_file(path: &Path) -> impl Fn(planner::Error) -> Failure + '_ {
     }
 }
 
+fn load_data(path: &Path) -> Result<planner::npz::ValidationSet, Failure> {
+    planner::npz::ValidationSet::from_npz(&read_bytes(path, "validation set")?)
+        .map_err(in_file(path))
+}
+
 fn load_model(path: &Path) -> Result<planner::onnx::OnnxModel, Failure> {
     planner::onnx::OnnxModel::from_bytes(&read_bytes(path, "model")?).map_err(in_file(path))
 }
@@ -543,8 +567,7 @@ fn evaluate(args: EvaluateArgs) -> Result<u8, Failure> {
     let problem = Problem::new(&manifest, None)?;
     let bits = load_bits(&args.bits, &problem)?;
     let model = load_model(&args.model)?;
-    let data = planner::npz::ValidationSet::from_npz(&read_bytes(&args.data, "validation set")?)
-        .map_err(in_file(&args.data))?;
+    let data = load_data(&args.data)?;
     if args.batch_size == 0 {
         return Err(Failure::invalid("--batch-size must be at least 1"));
     }
@@ -615,25 +638,19 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
 
 fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
     let model = load_model(&args.model)?;
-    let traces: serde_json::Value = serde_json::from_str(&read(&args.traces, "traces")?)
-        .map_err(|e| Failure::invalid(format!("{}: malformed JSON: {e}", args.traces.display())))?;
-    let input_shape = match args.input_shape {
-        Some(s) if s.iter().all(|&d| d > 0) && !s.is_empty() => s,
-        Some(s) => {
-            return Err(Failure::invalid(format!(
-                "--input-shape {s:?}: every dimension must be positive"
-            )))
-        }
-        // The declared shape, symbolic dimensions (the batch) as 1.
-        None => model
-            .data_input()
-            .ok()
-            .and_then(planner::onnx::declared_dims)
-            .map(|dims| dims.into_iter().map(|d| d.unwrap_or(1)).collect())
-            .ok_or_else(|| {
-                Failure::invalid("the model declares no input shape: pass --input-shape")
-            })?,
+    let traces: Option<serde_json::Value> =
+        match &args.traces {
+            Some(path) => Some(serde_json::from_str(&read(path, "traces")?).map_err(|e| {
+                Failure::invalid(format!("{}: malformed JSON: {e}", path.display()))
+            })?),
+            None => None,
+        };
+    let data = match &args.data {
+        Some(path) => Some(load_data(path)?),
+        None => None,
     };
+    let (input_shape, shape_warnings) =
+        planner::ingest::mac_input_shape(&model, args.input_shape.as_deref(), data.as_ref())?;
     let name = args.name.unwrap_or_else(|| {
         args.model
             .file_stem()
@@ -643,20 +660,79 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         &ort_library(&args.runtime.ort_lib)?,
         args.runtime.threads,
     )?;
-    let m = planner::ingest::derive_manifest(
-        &backend,
-        &model,
-        &name,
-        &traces,
-        &input_shape,
-        &args.bits,
-    )
-    .map_err(in_file(&args.traces))?;
+    let traces_file = args.traces.clone().unwrap_or_default();
+    let mut m = match data {
+        None => planner::ingest::derive_manifest(
+            &backend,
+            &model,
+            &name,
+            traces.as_ref().expect("clap requires traces without data"),
+            &input_shape,
+            &args.bits,
+        )
+        .map_err(in_file(&traces_file))?,
+        Some(data) => {
+            let options = planner::ingest::SensitivityOptions {
+                metric: match args.metric {
+                    MetricArg::Kl => Divergence::Kl,
+                    MetricArg::Mse => Divergence::Mse,
+                },
+                batch_size: args.batch_size,
+            };
+            let mut report = ProgressReport::new("sensitivity");
+            planner::ingest::measure_manifest(
+                &backend,
+                &model,
+                &name,
+                traces.as_ref(),
+                &input_shape,
+                &args.bits,
+                data,
+                options,
+                |p| report.update(p),
+            )?
+        }
+    };
+    m.warnings.splice(0..0, shape_warnings);
+    for w in &m.warnings {
+        eprintln!("bitplan: warning: {}: {}", w.path, w.message);
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&m.to_json()).expect("JSON")
     );
     Ok(0)
+}
+
+/// Progress of a long pass on stderr, at most twice a second, with the time left.
+struct ProgressReport {
+    what: &'static str,
+    last: Option<std::time::Instant>,
+}
+
+impl ProgressReport {
+    fn new(what: &'static str) -> Self {
+        ProgressReport { what, last: None }
+    }
+
+    fn update(&mut self, p: planner::sensitivity::Progress) {
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
+        if due || p.done == p.total {
+            self.last = Some(std::time::Instant::now());
+            eprintln!(
+                "bitplan: {}: {}/{} ({} at {} bits), {:.1} s, about {:.0} s left",
+                self.what,
+                p.done,
+                p.total,
+                p.layer_name,
+                p.bits,
+                p.elapsed_s,
+                p.eta_s()
+            );
+        }
+    }
 }
 
 fn fleet(args: FleetArgs) -> Result<u8, Failure> {
@@ -683,8 +759,7 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
     let mut doc = plan.to_json(&manifest);
     if let (Some(model), Some(data)) = (&args.model, &args.data) {
         let onnx = load_model(model)?;
-        let set = planner::npz::ValidationSet::from_npz(&read_bytes(data, "validation set")?)
-            .map_err(in_file(data))?;
+        let set = load_data(data)?;
         if args.min_accuracy.is_some() && set.y.is_none() {
             return Err(Failure::invalid(format!(
                 "{}: --min-accuracy needs labels (`y`) in the validation set",

@@ -134,6 +134,13 @@ fn table(problem: &Problem, plan: &Plan) -> String {
         plan.solve_time_ms,
         plan.engine
     );
+    if plan.objective != "hessian" {
+        let _ = writeln!(
+            out,
+            "objective: measured {}",
+            plan.objective.replace('_', " ")
+        );
+    }
     if !plan.proxy_layers.is_empty() {
         let _ = writeln!(
             out,

@@ -125,6 +125,7 @@ pub fn result_json(plan: &Plan) -> Value {
         "solves": plan.solves,
         "solve_time_ms": plan.solve_time_ms,
         "engine": plan.engine,
+        "objective": plan.objective,
         "proxy_layers": plan.proxy_layers,
         "warnings": plan.warnings,
         "infeasible": plan.infeasibility,

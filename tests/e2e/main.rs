@@ -5,6 +5,7 @@ mod evaluate_cli;
 mod fleet_cli;
 mod fresh_machine;
 mod plan_cli;
+mod sensitivity_cli;
 mod serve;
 
 use std::path::PathBuf;

@@ -1,0 +1,77 @@
+//! `bitplan manifest --data`: measured sensitivity from a model and a calibration set, no traces
+//! needed, and plans that say they used it.
+
+use crate::{bitplan, stderr, stdout};
+use serde_json::Value;
+
+const MODEL: &str = "testdata/digits-cnn/digits_cnn.onnx";
+const DATA: &str = "testdata/digits-cnn/digits_val.npz";
+
+#[test]
+fn a_manifest_measured_from_data_plans_on_its_sensitivity() {
+    let out = bitplan(&["manifest", MODEL, "--data", DATA, "--bits", "8,4,2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sensitivity: 12/12"),
+        "{}",
+        stderr(&out)
+    );
+    let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(m["sensitivity_metric"], "kl");
+    for l in m["layers"].as_array().unwrap() {
+        assert!(l.get("hessian_trace").is_none(), "{l}");
+        let s = l["sensitivity"].as_object().unwrap();
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["2", "4", "8"], "{l}");
+        assert!(s["2"].as_f64().unwrap() > s["8"].as_f64().unwrap(), "{l}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("measured.json");
+    std::fs::write(&path, stdout(&out)).unwrap();
+    let plan = bitplan(&[
+        "plan",
+        path.to_str().unwrap(),
+        "--max-avg-bits",
+        "4",
+        "--format",
+        "json",
+    ]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let p: Value = serde_json::from_str(&stdout(&plan)).unwrap();
+    assert_eq!(p["objective"], "sensitivity_kl");
+    assert_eq!(p["proxy_layers"].as_array().unwrap().len(), 0);
+    let table = bitplan(&["plan", path.to_str().unwrap(), "--max-avg-bits", "4"]);
+    assert!(
+        stdout(&table).contains("objective: measured sensitivity kl"),
+        "{}",
+        stdout(&table)
+    );
+
+    // With traces too: kept for reference, the objective stays measured; mse on request.
+    let traces = dir.path().join("traces.json");
+    std::fs::write(
+        &traces,
+        r#"{"conv1": -0.2, "conv2": 0.3, "fc1": 2.5, "fc2": 9.5}"#,
+    )
+    .unwrap();
+    let out = bitplan(&[
+        "manifest",
+        MODEL,
+        "--data",
+        DATA,
+        "--traces",
+        traces.to_str().unwrap(),
+        "--metric",
+        "mse",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(m["sensitivity_metric"], "mse");
+    assert_eq!(m["layers"][0]["hessian_trace"], -0.2);
+}
+
+#[test]
+fn a_manifest_needs_traces_or_data() {
+    let out = bitplan(&["manifest", MODEL]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--traces"), "{}", stderr(&out));
+}
