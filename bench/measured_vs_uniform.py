@@ -6,8 +6,9 @@ Usage: measured_vs_uniform.py BITPLAN MODEL_DIR [AVG_BITS ...]   (default 6 5 4)
 MODEL_DIR holds model.onnx, calib.npz (sensitivity is measured on it) and val.npz (every
 configuration is evaluated on it; a different set). Runs the real binary: `bitplan manifest --data`
 once (kept as MODEL_DIR/manifest.json), then per average-bit budget `bitplan plan --max-avg-bits`
-and `bitplan evaluate` of the plan and of uniform bits. Prints a Markdown table and, last, one JSON
-line with every row.
+and `bitplan evaluate` of the plan and of uniform bits; with MODEL_DIR/hessian-manifest.json (a
+manifest of Hessian traces for the same model), that manifest's plan too. Prints a Markdown table
+and, last, one JSON line with every row.
 """
 import json, os, subprocess, sys, tempfile, time
 
@@ -43,12 +44,16 @@ def main():
             m = measure({l: int(b) for l in layers})
             rows.append({"config": f"uniform {int(b)}", "avg_bits": b, "agreement_fp32": m["agreement_fp32"],
                          "kl_fp32": m["kl_fp32"], "accuracy": m.get("accuracy")})
-        plan = json.loads(run(bitplan, "plan", manifest, "--max-avg-bits", str(b), "--format", "json"))
-        c = plan["candidates"][0]
-        m = measure(c["bits"])
-        rows.append({"config": f"bitplan, measured sensitivity, max_avg_bits {b:g}", "avg_bits": c["avg_bits"],
-                     "agreement_fp32": m["agreement_fp32"], "kl_fp32": m["kl_fp32"], "accuracy": m.get("accuracy"),
-                     "bits": "".join(str(v) for v in c["bits"].values())})
+        hessian = os.path.join(folder, "hessian-manifest.json")
+        for label, source in [("Hessian traces", hessian), ("measured sensitivity", manifest)]:
+            if not os.path.exists(source):
+                continue
+            plan = json.loads(run(bitplan, "plan", source, "--max-avg-bits", str(b), "--format", "json"))
+            c = plan["candidates"][0]
+            m = measure(c["bits"])
+            rows.append({"config": f"bitplan, {label}, max_avg_bits {b:g}", "avg_bits": c["avg_bits"],
+                         "agreement_fp32": m["agreement_fp32"], "kl_fp32": m["kl_fp32"],
+                         "accuracy": m.get("accuracy"), "bits": "".join(str(v) for v in c["bits"].values())})
     name = os.path.basename(os.path.normpath(folder))
     print(f"{name}: {len(layers)} layers" + (f", sensitivity pass {pass_s:.1f} s" if pass_s else ""))
     print("| configuration | avg bits | top-1 agreement with fp32 | KL(fp32‖quant) |")

@@ -149,7 +149,7 @@ pub struct Evaluator<B: Backend> {
     backend: B,
     pub(crate) segments: Vec<Segment>,
     /// Per segment: sessions by the bits of the segment's own layers.
-    sessions: Vec<HashMap<Vec<u8>, B::Session>>,
+    pub(crate) sessions: Vec<HashMap<Vec<u8>, B::Session>>,
     /// Segment outputs over the whole set, by segment and the bits of every layer up to it.
     cache: HashMap<(usize, Vec<u8>), Cached>,
     cached_bytes: usize,

@@ -57,6 +57,10 @@ impl Backend for OrtBackend {
             .map_err(|e| rt(e.into()))?
             .with_inter_threads(1)
             .map_err(|e| rt(e.into()))?
+            // Without the arena a session hands its activations back after each run: the
+            // evaluator keeps many sessions, and each arena would keep its peak batch's memory.
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(|e| rt(e.into()))?
             .commit_from_memory(model)
             .map_err(rt)?;
         Ok(OrtSession(session))

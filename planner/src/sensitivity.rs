@@ -126,6 +126,8 @@ impl<B: Backend + Clone> Evaluator<B> {
         let own = self.own_key(s, bits, Scheme::DoubleRounding);
         self.ensure_session(s, &own, bits, Scheme::DoubleRounding)?;
         let mut y = self.run_segment(s, &own, input, activations)?.0;
+        // No other configuration of the pass has these bits on this segment.
+        self.sessions[s].remove(&own);
         for t in s + 1..self.segments.len() {
             let own = self.own_key(t, rest, Scheme::DoubleRounding);
             self.ensure_session(t, &own, rest, Scheme::DoubleRounding)?;
