@@ -61,7 +61,7 @@ pub async fn load(state: &AppState) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("demo plan: {}", e.message))?;
     let plan_id = match created {
         Created::Ready { plan } => plan.id,
-        Created::Queued { plan_id, .. } => plan_id,
+        Created::Queued { plan, .. } => plan.id,
     };
     let job = crate::api::queue_evaluation(state, &plan_id, None, false, 256)
         .await

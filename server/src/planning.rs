@@ -205,8 +205,12 @@ pub async fn solve(
 pub enum Created {
     /// Solved at once and stored with its candidates.
     Ready { plan: crate::store::PlanRow },
-    /// Stored as pending; the job solves it.
-    Queued { plan_id: String, job_id: String },
+    /// Stored as pending; the job solves it. The rows as committed, read before the job runner
+    /// can claim the job (a read after the commit could already see it running).
+    Queued {
+        plan: crate::store::PlanRow,
+        job: crate::store::JobRow,
+    },
 }
 
 /// Creates a plan: small ones are solved now (infeasible budgets are a 422 carrying the smallest
@@ -249,9 +253,11 @@ pub async fn create(
             1,
         )
         .await?;
+        let plan = crate::store::plan_on(&mut *tx, &plan_id).await?;
+        let job = crate::store::job_on(&mut *tx, &job_id).await?;
         tx.commit().await?;
         state.jobs.wake.notify_one();
-        return Ok(Created::Queued { plan_id, job_id });
+        return Ok(Created::Queued { plan, job });
     }
 
     let plan = solve(state, supernet_id, body, prepared).await?;

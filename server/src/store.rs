@@ -217,11 +217,19 @@ impl JobRow {
 }
 
 pub async fn job(db: &Db, id: &str) -> Result<JobRow, ApiError> {
+    job_on(&db.read, id).await
+}
+
+/// A job as `executor` sees it (a transaction sees its own uncommitted rows).
+pub async fn job_on<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    id: &str,
+) -> Result<JobRow, ApiError> {
     sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
     )))
     .bind(id)
-    .fetch_optional(&db.read)
+    .fetch_optional(executor)
     .await?
     .ok_or_else(|| ApiError::not_found("job", id))
 }
@@ -297,9 +305,17 @@ impl PlanRow {
 }
 
 pub async fn plan(db: &Db, id: &str) -> Result<PlanRow, ApiError> {
+    plan_on(&db.read, id).await
+}
+
+/// A plan as `executor` sees it (a transaction sees its own uncommitted rows).
+pub async fn plan_on<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    id: &str,
+) -> Result<PlanRow, ApiError> {
     sqlx::query_as::<_, PlanRow>(sqlx::AssertSqlSafe(format!("{PLAN_SELECT} WHERE p.id = ?")))
         .bind(id)
-        .fetch_optional(&db.read)
+        .fetch_optional(executor)
         .await?
         .ok_or_else(|| ApiError::not_found("plan", id))
 }

@@ -158,10 +158,9 @@ impl Svc {
 
     async fn wait_job(&self, id: &str) -> Value {
         for _ in 0..3000 {
-            let j = self
-                .call("GET", &format!("/v1/jobs/{id}"), None)
-                .await
-                .json();
+            let r = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            let j = r.json();
             if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
                 return j;
             }

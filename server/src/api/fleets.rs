@@ -359,12 +359,20 @@ impl FleetPlanRow {
 }
 
 pub async fn fleet_plan_row(db: &store::Db, id: &str) -> ApiResult<FleetPlanRow> {
+    fleet_plan_row_on(&db.read, id).await
+}
+
+/// A fleet plan as `executor` sees it (a transaction sees its own uncommitted rows).
+async fn fleet_plan_row_on<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    id: &str,
+) -> ApiResult<FleetPlanRow> {
     sqlx::query_as::<_, FleetPlanRow>(
         "SELECT id, supernet_id, fleet_id, fleet, options, status, job_id, result, created_at, updated_at \
          FROM fleet_plans WHERE id = ?",
     )
     .bind(id)
-    .fetch_optional(&db.read)
+    .fetch_optional(executor)
     .await?
     .ok_or_else(|| ApiError::not_found("fleet plan", id))
 }
@@ -443,10 +451,11 @@ pub async fn create_fleet_plan(
         1,
     )
     .await?;
+    // Read inside the transaction: after the commit the runner may already have claimed the job.
+    let mut v = fleet_plan_row_on(&mut *tx, &id).await?.to_json();
+    v["job"] = store::job_on(&mut *tx, &job_id).await?.to_json();
     tx.commit().await?;
     state.jobs.wake.notify_one();
-    let mut v = fleet_plan_row(&state.db, &id).await?.to_json();
-    v["job"] = store::job(&state.db, &job_id).await?.to_json();
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }
 

@@ -34,9 +34,9 @@ pub async fn create(
     ApiJson(body): ApiJson<PlanBody>,
 ) -> ApiResult<Response> {
     match planning::create(&state, &supernet_id, &body).await? {
-        Created::Queued { plan_id, job_id } => {
-            let mut v = store::plan(&state.db, &plan_id).await?.to_json();
-            v["job"] = store::job(&state.db, &job_id).await?.to_json();
+        Created::Queued { plan, job } => {
+            let mut v = plan.to_json();
+            v["job"] = job.to_json();
             Ok((StatusCode::ACCEPTED, Json(v)).into_response())
         }
         Created::Ready { plan } => {
