@@ -7,7 +7,7 @@
 //! element by its `out/g*kh*kw` weights: (input elements per sample) x (weights per input channel).
 
 use crate::error::{Error, FieldError, Result};
-use crate::eval::{probe, Backend, EvalOptions, Evaluator};
+use crate::eval::{probe, Backend, EvalOptions, Evaluator, Timings};
 use crate::manifest::{Divergence, Manifest, Warning};
 use crate::npz::ValidationSet;
 use crate::onnx::{declared_dims, OnnxModel, WeightedLayer};
@@ -100,7 +100,8 @@ pub struct SensitivityOptions {
 }
 
 /// Builds a manifest whose layers carry measured sensitivity on `data` (traces optional: kept in
-/// the manifest for reference, unused by the objective); MACs at `input_shape`.
+/// the manifest for reference, unused by the objective); MACs at `input_shape`. Also says where the
+/// pass spent its time.
 #[allow(clippy::too_many_arguments)]
 pub fn measure_manifest<B: Backend + Clone>(
     backend: &B,
@@ -112,7 +113,7 @@ pub fn measure_manifest<B: Backend + Clone>(
     data: ValidationSet,
     options: SensitivityOptions,
     progress: impl FnMut(Progress),
-) -> Result<Manifest> {
+) -> Result<(Manifest, Timings)> {
     let mut doc = manifest_document(backend, model, name, traces, input_shape, bits)?;
     // Zero sensitivity stands in until measured, so the structure is checked (and the evaluator
     // built) as the manifest it will be.
@@ -140,7 +141,7 @@ pub fn measure_manifest<B: Backend + Clone>(
             .collect();
         layer["sensitivity"] = Value::Object(values);
     }
-    Manifest::from_value(doc)
+    Ok((Manifest::from_value(doc)?, evaluator.timings))
 }
 
 /// The manifest document of a model: per weighted layer its name, weight count, MACs at

@@ -680,7 +680,7 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
                 batch_size: args.batch_size,
             };
             let mut report = ProgressReport::new("sensitivity");
-            planner::ingest::measure_manifest(
+            let (m, t) = planner::ingest::measure_manifest(
                 &backend,
                 &model,
                 &name,
@@ -690,7 +690,15 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
                 data,
                 options,
                 |p| report.update(p),
-            )?
+            )?;
+            eprintln!(
+                "bitplan: sensitivity: session builds {:.1} s, inference {:.1} s over {} segment runs, reference pass {:.1} s",
+                t.session_ms / 1e3,
+                t.inference_ms / 1e3,
+                t.segment_runs,
+                t.reference_ms / 1e3
+            );
+            m
         }
     };
     m.warnings.splice(0..0, shape_warnings);

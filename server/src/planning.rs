@@ -209,7 +209,7 @@ pub enum Created {
     /// can claim the job (a read after the commit could already see it running).
     Queued {
         plan: crate::store::PlanRow,
-        job: crate::store::JobRow,
+        job: Box<crate::store::JobRow>,
     },
 }
 
@@ -257,7 +257,10 @@ pub async fn create(
         let job = crate::store::job_on(&mut *tx, &job_id).await?;
         tx.commit().await?;
         state.jobs.wake.notify_one();
-        return Ok(Created::Queued { plan, job });
+        return Ok(Created::Queued {
+            plan,
+            job: Box::new(job),
+        });
     }
 
     let plan = solve(state, supernet_id, body, prepared).await?;
