@@ -139,19 +139,17 @@ async function supernetView(id) {
   ]);
   crumbs({ label: "Supernets", href: "#/" }, { label: s.name });
   const layers = s.manifest.layers;
-  const sens = layers.map((l) => Math.log10(1e-30 + l.hessian_trace / l.params));
-  const lo = Math.min(...sens), hi = Math.max(...sens);
   const layerRows = layers.map((l, i) =>
-    h("tr", {},
+    h("tr", { "data-layer": l.name },
       h("td", {}, l.name),
       h("td", { class: "num" }, fmt.count(l.params)),
       h("td", { class: "num" }, fmt.count(l.macs)),
-      h("td", { class: "num" }, fmt.sci(l.hessian_trace)),
-      h("td", {}, h("span", { class: "bar", style: `width:${(6 + 94 * (hi > lo ? (sens[i] - lo) / (hi - lo) : 1)).toFixed(0)}px`, title: `trace per weight ${fmt.sci(l.hessian_trace / l.params)}` })),
+      h("td", { class: "num" }, l.hessian_trace === undefined ? "—" : fmt.sci(l.hessian_trace)),
+      h("td", {}, sensitivityCell(layers, i, s.manifest.bits)),
       h("td", { class: "bits" }, (l.bits || []).join(",")),
       h("td", {}, l.pin ?? ""),
       h("td", {}, l.tie ?? ""),
-      h("td", { class: "muted" }, l.perturbation ? "measured" : "proxy")));
+      h("td", { class: "muted" }, l.sensitivity ? "measured sensitivity" : l.perturbation ? "measured error" : "proxy")));
   const planRows = plans.map((p) =>
     h("tr", {},
       h("td", {}, h("a", { href: `#/plans/${p.id}` }, p.id.slice(0, 18) + "…")),
@@ -175,7 +173,33 @@ async function supernetView(id) {
     fleetForm(id, fleets),
     fleet_plans.length ? h("table", {}, h("thead", {}, h("tr", {}, ["fleet", "status", "gate", "created"].map((c) => h("th", {}, c)))), h("tbody", {}, fleetRows)) : null,
     h("h2", {}, "Layers"),
-    h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["layer", "params", "MACs", "trace", "sensitivity (trace per weight, log)", "bits", "pin", "tie", "Ω from"].map((c) => h("th", {}, c)))), h("tbody", {}, layerRows))));
+    h("div", { class: "scroll" }, h("table", { id: "layers" }, h("thead", {}, h("tr", {}, ["layer", "params", "MACs", "trace", sensitivityHeader(s.manifest), "bits", "pin", "tie", "Ω from"].map((c) => h("th", {}, c)))), h("tbody", {}, layerRows))));
+}
+
+function sensitivityHeader(m) {
+  return m.sensitivity_metric ? `measured sensitivity by bit-width (${m.sensitivity_metric}, log, ${m.bits.join(" ")})` : "sensitivity (trace per weight, log)";
+}
+
+// A layer's sensitivity on a log scale shared by every layer: one bar per bit-width (highest first)
+// when measured, else one bar of its trace per weight (a negative estimate drawn as the smallest).
+function sensitivityCell(layers, i, bits) {
+  const l = layers[i];
+  const log = (v) => Math.log10(Math.max(v, 1e-30));
+  if (l.sensitivity) {
+    const all = layers.flatMap((x) => Object.values(x.sensitivity || {})).filter((v) => v > 0).map(log);
+    const lo = Math.min(...all), hi = Math.max(...all);
+    const height = (v) => (v > 0 && hi > lo ? 2 + 18 * (log(v) - lo) / (hi - lo) : 2).toFixed(0);
+    return h("span", { class: "sens-bits" }, ...bits.map((b) => {
+      const v = l.sensitivity[String(b)];
+      return v === undefined
+        ? h("span", { class: "sens-bit absent", title: `${b} bits: not allowed` })
+        : h("span", { class: "sens-bit", style: `height:${height(v)}px`, title: `${b} bits: ${fmt.sci(v)}` });
+    }));
+  }
+  const perWeight = layers.map((x) => log(Math.max(x.hessian_trace ?? 0, 0) / x.params));
+  const lo = Math.min(...perWeight), hi = Math.max(...perWeight);
+  const width = 6 + 94 * (hi > lo ? (perWeight[i] - lo) / (hi - lo) : 1);
+  return h("span", { class: "bar", style: `width:${width.toFixed(0)}px`, title: `trace per weight ${fmt.sci((l.hessian_trace ?? 0) / l.params)}` });
 }
 
 function describeRequest(r) {

@@ -197,9 +197,26 @@ try {
     await page.screenshot({ path: join(artifacts, "plan-resnet18-front.png") });
   });
 
+  let measured;
+  await step("a supernet with measured sensitivity draws it per layer and bit-width", async () => {
+    measured = await json(base, "POST", "/v1/supernets", {
+      name: "measured", bits: [8, 4, 2], sensitivity_metric: "kl", layers: [
+        { name: "stem", params: 100, macs: 1000, sensitivity: { 8: 1e-5, 4: 0.02, 2: 0.9 } },
+        { name: "head", params: 400, macs: 400, hessian_trace: -0.3, sensitivity: { 8: 1e-6, 4: 0.001 }, bits: [8, 4] }] });
+    await page.goto(`${base}/#/supernets/${measured.id}`);
+    await page.waitForSelector("table#layers tr[data-layer=stem] .sens-bit");
+    assert.equal(await page.locator("table#layers tr[data-layer=stem] .sens-bit").count(), 3);
+    assert.equal(await page.locator("table#layers tr[data-layer=head] .sens-bit.absent").count(), 1);
+    const heights = await page.$$eval("table#layers tr[data-layer=stem] .sens-bit", (bars) => bars.map((b) => b.getBoundingClientRect().height));
+    assert.ok(heights[0] < heights[1] && heights[1] < heights[2], `fewer bits, taller bars: ${heights}`);
+    assert.match(await page.textContent("table#layers thead"), /measured sensitivity by bit-width \(kl/);
+    assert.match(await page.textContent("table#layers tr[data-layer=head]"), /measured sensitivity/);
+    await page.screenshot({ path: join(artifacts, "supernet-measured-sensitivity.png") });
+  });
+
   await step("no script errors, no stray text", async () => {
     assert.deepEqual(pageErrors, []);
-    for (const [hash, ready] of [["#/", "tr[data-id]"], [`#/supernets/${sn.id}`, "form.plan"], [`#/plans/${planId}`, "svg#pareto circle.point"]]) {
+    for (const [hash, ready] of [["#/", "tr[data-id]"], [`#/supernets/${sn.id}`, "form.plan"], [`#/supernets/${measured.id}`, "form.plan"], [`#/plans/${planId}`, "svg#pareto circle.point"]]) {
       await page.goto(`${base}/${hash}`);
       await page.reload();
       await page.waitForSelector(ready);
