@@ -72,24 +72,31 @@ pub fn mac_input_shape(
     Ok((dims.into_iter().map(|d| d.unwrap_or(1)).collect(), warnings))
 }
 
-/// Builds a manifest from a model, traces (`{"name": trace}` or
-/// `{"name": {"hessian_trace" | "hessian_trace_per_param": x}}`) and candidate bits.
-pub fn derive_manifest<B: Backend>(
-    backend: &B,
-    model: &OnnxModel,
-    name: &str,
-    traces: &Value,
-    input_shape: &[usize],
-    bits: &[u8],
-) -> Result<Manifest> {
-    Manifest::from_value(manifest_document(
-        backend,
-        model,
-        name,
-        Some(traces),
-        input_shape,
-        bits,
-    )?)
+/// What a manifest is derived from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub model: &'a OnnxModel,
+    /// The manifest's name.
+    pub name: &'a str,
+    /// `{"name": trace}` or `{"name": {"hessian_trace" | "hessian_trace_per_param": x,
+    /// "hessian_trace_stderr": s}}`, matched by module, tensor or node name.
+    pub traces: Option<&'a Value>,
+    /// The input shape MACs are counted at ([`mac_input_shape`]).
+    pub input_shape: &'a [usize],
+    /// Candidate bit-widths.
+    pub bits: &'a [u8],
+}
+
+/// Builds a manifest of Hessian traces (every layer needs one) from a model.
+pub fn derive_manifest<B: Backend>(backend: &B, source: &Source) -> Result<Manifest> {
+    if source.traces.is_none() {
+        return Err(Error::invalid(
+            WHAT,
+            "",
+            "needed to derive a manifest without a calibration set",
+        ));
+    }
+    Manifest::from_value(manifest_document(backend, source)?)
 }
 
 /// How a manifest's sensitivity is measured.
@@ -102,24 +109,20 @@ pub struct SensitivityOptions {
 /// Builds a manifest whose layers carry measured sensitivity on `data` (traces optional: kept in
 /// the manifest for reference, unused by the objective); MACs at `input_shape`. Also says where the
 /// pass spent its time.
-#[allow(clippy::too_many_arguments)]
 pub fn measure_manifest<B: Backend + Clone>(
     backend: &B,
-    model: &OnnxModel,
-    name: &str,
-    traces: Option<&Value>,
-    input_shape: &[usize],
-    bits: &[u8],
+    source: &Source,
     data: ValidationSet,
     options: SensitivityOptions,
     progress: impl FnMut(Progress),
 ) -> Result<(Manifest, Timings)> {
-    let mut doc = manifest_document(backend, model, name, traces, input_shape, bits)?;
+    let mut doc = manifest_document(backend, source)?;
+    let (model, bits) = (source.model, source.bits);
     // Zero sensitivity stands in until measured, so the structure is checked (and the evaluator
     // built) as the manifest it will be.
-    let zero: Map<String, Value> = bits.iter().map(|b| (b.to_string(), json!(0.0))).collect();
+    let zero = per_bit(bits.iter().map(|&b| (b, 0.0)));
     for layer in doc["layers"].as_array_mut().expect("built above") {
-        layer["sensitivity"] = Value::Object(zero.clone());
+        layer["sensitivity"] = zero.clone();
     }
     let structure = Manifest::from_value(doc.clone())?;
     let eval = EvalOptions {
@@ -135,25 +138,31 @@ pub fn measure_manifest<B: Backend + Clone>(
         .iter_mut()
         .zip(measured)
     {
-        let values: Map<String, Value> = values
-            .into_iter()
-            .map(|(b, v)| (b.to_string(), json!(v)))
-            .collect();
-        layer["sensitivity"] = Value::Object(values);
+        layer["sensitivity"] = per_bit(values);
     }
     Ok((Manifest::from_value(doc)?, evaluator.timings))
 }
 
+/// A per-bit map as the manifest writes it (`{"8": x, ...}`).
+fn per_bit(values: impl IntoIterator<Item = (u8, f64)>) -> Value {
+    Value::Object(
+        values
+            .into_iter()
+            .map(|(b, v)| (b.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
 /// The manifest document of a model: per weighted layer its name, weight count, MACs at
 /// `input_shape`, weight link and, when `traces` are given, its trace.
-fn manifest_document<B: Backend>(
-    backend: &B,
-    model: &OnnxModel,
-    name: &str,
-    traces: Option<&Value>,
-    input_shape: &[usize],
-    bits: &[u8],
-) -> Result<Value> {
+fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> {
+    let Source {
+        model,
+        name,
+        traces,
+        input_shape,
+        bits,
+    } = *source;
     let layers = model.weighted_layers()?;
     if layers.is_empty() {
         return Err(Error::invalid(

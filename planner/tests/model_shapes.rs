@@ -208,15 +208,14 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
 
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let traces = serde_json::json!({"conv": 1.0, "up": 0.7, "mm": 2.0, "gemm": 0.5});
-    let manifest = planner::ingest::derive_manifest(
-        &backend,
-        &model,
-        "shapes",
-        &traces,
-        &[1, 1, 4, 4],
-        &[8, 6, 4, 3, 2],
-    )
-    .unwrap();
+    let source = planner::ingest::Source {
+        model: &model,
+        name: "shapes",
+        traces: Some(&traces),
+        input_shape: &[1, 1, 4, 4],
+        bits: &[8, 6, 4, 3, 2],
+    };
+    let manifest = planner::ingest::derive_manifest(&backend, &source).unwrap();
     let macs: Vec<u64> = manifest.layers.iter().map(|l| l.macs).collect();
     // ConvTranspose: each of the 2*4*4 inputs meets its 3*2*2 weights.
     assert_eq!(macs, [2 * 4 * 4 * 9, 2 * 4 * 4 * 12, 8 * 75, 5 * 8]);

@@ -11,6 +11,22 @@ use planner::ort_backend::OrtBackend;
 use planner::{Divergence, Manifest};
 use prost::Message;
 
+/// An evaluator of the fixture, with the backend and the fixture itself.
+fn evaluator(
+    options: EvalOptions,
+) -> (
+    Evaluator<OrtBackend>,
+    OrtBackend,
+    OnnxModel,
+    Manifest,
+    ValidationSet,
+) {
+    let (model, manifest, data) = fixture();
+    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
+    let ev = Evaluator::new(&backend, &model, &manifest, data.clone(), options).unwrap();
+    (ev, backend, model, manifest, data)
+}
+
 fn fixture() -> (OnnxModel, Manifest, ValidationSet) {
     let model = OnnxModel::from_bytes(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
@@ -91,16 +107,7 @@ fn whole_model_with_one_layer(
 
 #[test]
 fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantized() {
-    let (model, manifest, data) = fixture();
-    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
-    let mut ev = Evaluator::new(
-        &backend,
-        &model,
-        &manifest,
-        data.clone(),
-        EvalOptions::default(),
-    )
-    .unwrap();
+    let (mut ev, backend, model, manifest, data) = evaluator(EvalOptions::default());
     let mut seen = Vec::new();
     let measured = ev
         .sensitivity(&manifest, Divergence::Kl, |p| {
@@ -135,16 +142,7 @@ fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantize
 
 #[test]
 fn relative_mse_is_measured_the_same_way() {
-    let (model, manifest, data) = fixture();
-    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
-    let mut ev = Evaluator::new(
-        &backend,
-        &model,
-        &manifest,
-        data.clone(),
-        EvalOptions::default(),
-    )
-    .unwrap();
+    let (mut ev, backend, model, manifest, data) = evaluator(EvalOptions::default());
     let measured = ev.sensitivity(&manifest, Divergence::Mse, |_| {}).unwrap();
     let reference = fixture_logits();
     let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, 1, 3);
@@ -161,19 +159,10 @@ fn relative_mse_is_measured_the_same_way() {
 
 #[test]
 fn activation_quantization_is_refused_by_the_pass() {
-    let (model, manifest, data) = fixture();
-    let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
-    let mut ev = Evaluator::new(
-        &backend,
-        &model,
-        &manifest,
-        data,
-        EvalOptions {
-            quantize_activations: true,
-            ..EvalOptions::default()
-        },
-    )
-    .unwrap();
+    let (mut ev, _, _, manifest, _) = evaluator(EvalOptions {
+        quantize_activations: true,
+        ..EvalOptions::default()
+    });
     let err = ev
         .sensitivity(&manifest, Divergence::Kl, |_| {})
         .unwrap_err();

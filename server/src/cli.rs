@@ -661,16 +661,17 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         args.runtime.threads,
     )?;
     let traces_file = args.traces.clone().unwrap_or_default();
+    let source = planner::ingest::Source {
+        model: &model,
+        name: &name,
+        traces: traces.as_ref(),
+        input_shape: &input_shape,
+        bits: &args.bits,
+    };
     let mut m = match data {
-        None => planner::ingest::derive_manifest(
-            &backend,
-            &model,
-            &name,
-            traces.as_ref().expect("clap requires traces without data"),
-            &input_shape,
-            &args.bits,
-        )
-        .map_err(in_file(&traces_file))?,
+        None => {
+            planner::ingest::derive_manifest(&backend, &source).map_err(in_file(&traces_file))?
+        }
         Some(data) => {
             let options = planner::ingest::SensitivityOptions {
                 metric: match args.metric {
@@ -680,17 +681,10 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
                 batch_size: args.batch_size,
             };
             let mut report = ProgressReport::new("sensitivity");
-            let (m, t) = planner::ingest::measure_manifest(
-                &backend,
-                &model,
-                &name,
-                traces.as_ref(),
-                &input_shape,
-                &args.bits,
-                data,
-                options,
-                |p| report.update(p),
-            )?;
+            let (m, t) =
+                planner::ingest::measure_manifest(&backend, &source, data, options, |p| {
+                    report.update(p)
+                })?;
             eprintln!(
                 "bitplan: sensitivity: session builds {:.1} s, inference {:.1} s over {} segment runs, reference pass {:.1} s",
                 t.session_ms / 1e3,

@@ -112,23 +112,32 @@ fn setup_detects_libclang_as_bindgen_loads_it() {
     );
 }
 
-#[test]
-fn the_binary_finds_onnx_runtime_from_any_folder() {
-    let elsewhere = tempfile::tempdir().unwrap();
-    let bits = elsewhere.path().join("bits.json");
-    std::fs::write(&bits, r#"{"conv1": 8, "conv2": 3, "fc1": 4, "fc2": 8}"#).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_bitplan"))
+/// `exe evaluate` of the digits fixture at `bits`, run in `cwd` without BITPLAN_ORT_LIB.
+fn evaluate_digits(exe: &Path, bits: &Path, cwd: &Path) -> std::process::Output {
+    Command::new(exe)
         .args(["evaluate", "--format", "json", "--bits"])
-        .arg(&bits)
+        .arg(bits)
         .arg(repo().join("examples/digits-cnn.manifest.json"))
         .arg("--model")
         .arg(repo().join("testdata/digits-cnn/digits_cnn.onnx"))
         .arg("--data")
         .arg(repo().join("testdata/digits-cnn/digits_val.npz"))
-        .current_dir(elsewhere.path())
+        .current_dir(cwd)
         .env_remove("BITPLAN_ORT_LIB")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn the_binary_finds_onnx_runtime_from_any_folder() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let bits = elsewhere.path().join("bits.json");
+    std::fs::write(&bits, r#"{"conv1": 8, "conv2": 3, "fc1": 4, "fc2": 8}"#).unwrap();
+    let out = evaluate_digits(
+        Path::new(env!("CARGO_BIN_EXE_bitplan")),
+        &bits,
+        elsewhere.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let accuracy = v["accuracy"].as_f64().unwrap();
@@ -138,18 +147,7 @@ fn the_binary_finds_onnx_runtime_from_any_folder() {
     let lonely = elsewhere.path().join("bin/bitplan");
     std::fs::create_dir_all(lonely.parent().unwrap()).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_bitplan"), &lonely).unwrap();
-    let out = Command::new(&lonely)
-        .args(["evaluate", "--bits"])
-        .arg(&bits)
-        .arg(repo().join("examples/digits-cnn.manifest.json"))
-        .arg("--model")
-        .arg(repo().join("testdata/digits-cnn/digits_cnn.onnx"))
-        .arg("--data")
-        .arg(repo().join("testdata/digits-cnn/digits_val.npz"))
-        .current_dir(repo())
-        .env_remove("BITPLAN_ORT_LIB")
-        .output()
-        .unwrap();
+    let out = evaluate_digits(&lonely, &bits, &repo());
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("ONNX Runtime library not found"), "{err}");
