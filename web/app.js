@@ -196,10 +196,14 @@ function sensitivityCell(layers, i, bits) {
         : h("span", { class: "sens-bit", style: `height:${height(v)}px`, title: `${b} bits: ${fmt.sci(v)}` });
     }));
   }
-  const perWeight = layers.map((x) => log(Math.max(x.hessian_trace ?? 0, 0) / x.params));
-  const lo = Math.min(...perWeight), hi = Math.max(...perWeight);
-  const width = 6 + 94 * (hi > lo ? (perWeight[i] - lo) / (hi - lo) : 1);
-  return h("span", { class: "bar", style: `width:${width.toFixed(0)}px`, title: `trace per weight ${fmt.sci((l.hessian_trace ?? 0) / l.params)}` });
+  // The scale comes from positive estimates; one that is not (the planner prices it by its rule,
+  // never as free) is drawn as the shortest bar.
+  const perWeight = layers.map((x) => ((x.hessian_trace ?? 0) > 0 ? log(x.hessian_trace / x.params) : null));
+  const known = perWeight.filter((v) => v !== null);
+  const lo = Math.min(...known), hi = Math.max(...known);
+  const width = perWeight[i] === null ? 6 : 6 + 94 * (hi > lo ? (perWeight[i] - lo) / (hi - lo) : 1);
+  const title = perWeight[i] === null ? "trace estimate not positive: priced by the trust rule" : `trace per weight ${fmt.sci(l.hessian_trace / l.params)}`;
+  return h("span", { class: "bar", style: `width:${width.toFixed(0)}px`, title });
 }
 
 function describeRequest(r) {

@@ -60,14 +60,24 @@ impl OutputKind {
         }
     }
 
-    /// KL(p || q) in nats between the distributions of two rows.
+    /// KL(p || q) in nats between the distributions of two rows. Terms where p has no mass add
+    /// nothing; a NaN (non-finite outputs) is passed on, never hidden as 0.
     pub fn kl(self, p: &[f32], q: &[f32]) -> f64 {
         let (lp, lq) = (self.log_distribution(p), self.log_distribution(q));
-        lp.iter()
-            .zip(&lq)
-            .map(|(a, b)| a.exp() * (a - b))
-            .sum::<f64>()
-            .max(0.0)
+        let mass = |i: usize| match self {
+            OutputKind::Probabilities => f64::from(p[i]),
+            OutputKind::Logits => lp[i].exp(),
+        };
+        let total: f64 = (0..lp.len())
+            .filter(|&i| mass(i) > 0.0)
+            .map(|i| mass(i) * (lp[i] - lq[i]))
+            .sum();
+        // Rounding can leave a tiny negative sum for equal rows.
+        if total < 0.0 {
+            0.0
+        } else {
+            total
+        }
     }
 }
 
@@ -178,6 +188,11 @@ mod tests {
         assert!((got - want).abs() < 1e-7, "{got} vs {want}");
         // Taking a softmax of probabilities instead understates it many times over.
         assert!(OutputKind::Logits.kl(&[0.9, 0.1], &[0.6, 0.4]) * 5.0 < got);
+        // A class without mass adds nothing; a non-finite output is not hidden as 0.
+        assert!((OutputKind::Probabilities.kl(&[1.0, 0.0], &[0.5, 0.5]) - 2f64.ln()).abs() < 1e-12);
+        assert!(OutputKind::Logits
+            .kl(&[1.0, 2.0], &[f32::NAN, 0.0])
+            .is_nan());
     }
 
     #[test]

@@ -687,6 +687,11 @@ impl<B: Backend + Clone> Evaluator<B> {
         )
     }
 
+    /// Values per sample of the scored output.
+    pub(crate) fn output_width(&self) -> usize {
+        self.fp32_logits.shape[1]
+    }
+
     /// Whether the evaluator fake-quantizes activations.
     pub fn quantizes_activations(&self) -> bool {
         self.planned

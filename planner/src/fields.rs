@@ -10,15 +10,21 @@ use crate::error::FieldError;
 use crate::manifest::Warning;
 use serde_json::Value;
 
-/// The largest edit distance (insertions, deletions, substitutions, adjacent transpositions) at
-/// which an unknown field is taken for a typo of `known`: 2, or 1 for names of at most 4 characters,
-/// where 2 edits reach unrelated words (`id` is 2 edits from `tie`).
-fn typo_distance(known: &str) -> usize {
-    if known.chars().count() <= 4 {
-        1
-    } else {
-        2
+/// Whether `field` (lowercased) is taken for a typo of `known`: within 2 edits (insertions,
+/// deletions, substitutions, adjacent transpositions) of a name of 5 or more characters; for
+/// shorter names, where one edit already reaches fields other tools use (`bias` is one from `bits`,
+/// `min` from `pin`), only two neighbouring letters swapped (`tei`).
+fn is_typo(field: &str, known: &str) -> bool {
+    let distance = edit_distance(field, known);
+    if known.chars().count() >= 5 {
+        return distance <= 2;
     }
+    let sorted = |s: &str| {
+        let mut c: Vec<char> = s.chars().collect();
+        c.sort_unstable();
+        c
+    };
+    distance == 1 && sorted(field) == sorted(known)
 }
 
 /// Optimal-string-alignment distance between two names.
@@ -52,10 +58,9 @@ pub(crate) fn typo_of<'k>(field: &str, known: &[&'k str]) -> Option<&'k str> {
     let lower = field.to_ascii_lowercase();
     known
         .iter()
-        .map(|k| (edit_distance(&lower, k), *k))
-        .filter(|&(d, k)| d <= typo_distance(k))
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, k)| k)
+        .filter(|k| lower == **k || is_typo(&lower, k))
+        .min_by_key(|k| edit_distance(&lower, k))
+        .copied()
 }
 
 /// Sorts the fields of `object` (at JSON path `path`) that are not in `known`: typos of known
@@ -125,7 +130,9 @@ mod tests {
         assert_eq!(typo_of("hesian_trace", &known), Some("hessian_trace"));
         assert_eq!(typo_of("Params", &known), Some("params"));
         assert_eq!(typo_of("wieght", &known), Some("weight"));
-        assert_eq!(typo_of("pins", &known), Some("pin"));
+        assert_eq!(typo_of("tei", &known), Some("tie"));
+        assert_eq!(typo_of("PIN", &known), Some("pin"));
+        let with_bits = ["bits", "name", "pin", "tie"];
         for other in [
             "hessian_trace_stderr",
             "op",
@@ -133,8 +140,12 @@ mod tests {
             "source",
             "id",
             "kind",
+            "bias",
+            "min",
+            "pins",
         ] {
             assert_eq!(typo_of(other, &known), None, "{other}");
+            assert_eq!(typo_of(other, &with_bits), None, "{other}");
         }
     }
 

@@ -41,7 +41,7 @@ pub enum Rounding {
     HalfToEven,
 }
 
-/// A warning about accepted input that the user should know of (e.g. a clamped trace).
+/// A warning about accepted input that the user should know of (e.g. a trace priced as not free).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Warning {
     pub path: String,
@@ -131,7 +131,7 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity_metric: Option<Divergence>,
     pub layers: Vec<Layer>,
-    /// What was accepted but changed or assumed (clamped traces); not part of the manifest itself.
+    /// What was accepted but changed, assumed or ignored; not part of the manifest itself.
     #[serde(skip)]
     pub warnings: Vec<Warning>,
 }
@@ -384,12 +384,14 @@ impl Manifest {
                     &mut problems,
                 )
             });
+            // A pinned layer's sensitivity is needed at its pin only.
+            let measurable = pin.map_or_else(|| layer_bits.clone(), |p| vec![p]);
             let sensitivity = l.sensitivity.as_ref().map(|map| {
                 check_per_bit(
                     map,
                     &at("sensitivity"),
                     &bits,
-                    &layer_bits,
+                    &measurable,
                     "divergence",
                     &mut problems,
                 )
@@ -495,7 +497,7 @@ impl Manifest {
         }
     }
 
-    /// Serialises back to the manifest JSON format (checked values: clamped traces, sorted bits).
+    /// Serialises back to the manifest JSON format (checked values, traces as given, sorted bits).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a manifest always serialises")
     }
@@ -519,6 +521,12 @@ fn check_trace(
             return None;
         }
         (None, None) => {
+            if l.hessian_trace_stderr.is_some() {
+                problems.push(
+                    at("hessian_trace_stderr"),
+                    "is the standard error of a trace: give hessian_trace or hessian_trace_per_param with it",
+                );
+            }
             if !has_sensitivity {
                 problems.push(
                     at("hessian_trace"),

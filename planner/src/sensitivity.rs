@@ -31,11 +31,12 @@ impl Progress {
         if self.done == 0 {
             return f64::NAN;
         }
-        self.elapsed_s / self.done as f64 * (self.total - self.done) as f64
+        self.elapsed_s / self.done as f64 * self.total.saturating_sub(self.done) as f64
     }
 }
 
-/// Each manifest layer's divergence at each of its allowed bit-widths, in manifest order.
+/// Each manifest layer's divergence at each bit-width it may take (its pin alone when pinned), in
+/// manifest order.
 pub type Sensitivities = Vec<BTreeMap<u8, f64>>;
 
 impl<B: Backend + Clone> Evaluator<B> {
@@ -75,22 +76,44 @@ impl<B: Backend + Clone> Evaluator<B> {
                 ),
             ));
         }
-        let total: usize = manifest.layers.iter().map(|l| l.bits.len()).sum();
+        if metric == Divergence::Kl && self.output_width() < 2 {
+            return Err(Error::invalid(
+                "sensitivity pass",
+                "metric",
+                format!(
+                    "kl compares distributions, and the model's output has {} column(s): use mse",
+                    self.output_width()
+                ),
+            ));
+        }
+        let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
         let started = Instant::now();
         let fp32 = vec![FULL_PRECISION; layers];
         let no_activations = vec![None; layers];
         let mut out: Sensitivities = vec![BTreeMap::new(); layers];
         let mut done = 0;
+        let mut measured = vec![false; layers];
         // The fp32 activations entering the current segment (None: the calibration set itself).
         let mut chain: Option<Tensor> = None;
         for s in 0..self.segments.len() {
             let slots: Vec<usize> = self.segments[s].slots.iter().map(|&(l, _)| l).collect();
             for l in slots {
-                for &b in &manifest.layers[l].bits {
+                if std::mem::replace(&mut measured[l], true) {
+                    continue;
+                }
+                for b in manifest.layers[l].choices() {
                     let mut bits = fp32.clone();
                     bits[l] = b;
                     let y = self.run_from(s, chain.as_ref(), &bits, &fp32, &no_activations)?;
-                    out[l].insert(b, self.divergence_from_fp32(metric, &y));
+                    let value = self.divergence_from_fp32(metric, &y);
+                    if !value.is_finite() {
+                        return Err(Error::Runtime(format!(
+                            "layer {} at {b} bits: the output's {} divergence is {value} (non-finite outputs)",
+                            manifest.layers[l].name,
+                            metric.as_str()
+                        )));
+                    }
+                    out[l].insert(b, value);
                     done += 1;
                     progress(Progress {
                         done,

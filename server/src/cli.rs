@@ -649,6 +649,9 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         Some(path) => Some(load_data(path)?),
         None => None,
     };
+    if args.batch_size == 0 {
+        return Err(Failure::invalid("--batch-size must be at least 1"));
+    }
     let (input_shape, shape_warnings) =
         planner::ingest::mac_input_shape(&model, args.input_shape.as_deref(), data.as_ref())?;
     let name = args.name.unwrap_or_else(|| {

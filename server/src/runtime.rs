@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 const LIBRARY: &str = "libonnxruntime.so";
 
 /// The library: `given` (`--ort-lib`, or `BITPLAN_ORT_LIB` through clap), else `libonnxruntime.so`
-/// beside the executable, else the newest `.cache/onnxruntime-*/libonnxruntime.so` in the
-/// executable's folder or one of its ancestors (a checkout's `target/release/bitplan` finds the
-/// checkout's `.cache/`). The error lists every place looked at.
+/// beside the executable, else the newest `.cache/onnxruntime-*/libonnxruntime.so` of the bitplan
+/// checkout the executable sits in (a folder above it with `Cargo.toml` and `scripts/setup`: a
+/// checkout's `target/release/bitplan` finds the checkout's `.cache/`; folders that are not a
+/// checkout, such as a home directory, are not searched). The error lists every place looked at.
 pub fn ort_library(given: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
@@ -36,7 +37,10 @@ fn places_beside(exe: &Path) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut places = vec![dir.join(LIBRARY)];
-    for ancestor in dir.ancestors() {
+    let checkouts = dir
+        .ancestors()
+        .filter(|a| a.join("Cargo.toml").is_file() && a.join("scripts/setup").is_file());
+    for ancestor in checkouts {
         let cache = ancestor.join(".cache");
         let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
             .into_iter()
@@ -75,6 +79,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let exe = root.path().join("checkout/target/release/bitplan");
         std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        // Not a checkout yet: its .cache is not searched.
+        let lib = root
+            .path()
+            .join("checkout/.cache/onnxruntime-1.32.0")
+            .join(LIBRARY);
+        std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+        std::fs::write(&lib, b"").unwrap();
+        assert_eq!(places_beside(&exe), [exe.parent().unwrap().join(LIBRARY)]);
+        std::fs::create_dir_all(root.path().join("checkout/scripts")).unwrap();
+        std::fs::write(root.path().join("checkout/scripts/setup"), b"").unwrap();
+        std::fs::write(root.path().join("checkout/Cargo.toml"), b"").unwrap();
         for v in ["1.9.0", "1.32.0"] {
             let dir = root.path().join(format!("checkout/.cache/onnxruntime-{v}"));
             std::fs::create_dir_all(&dir).unwrap();

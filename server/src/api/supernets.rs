@@ -27,7 +27,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 }
 
 /// `POST /v1/supernets`: the body is a manifest; answers 201 with the stored supernet and any
-/// warnings (such as negative traces clamped to zero).
+/// warnings (fields it does not read, traces priced as not free).
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
