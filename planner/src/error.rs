@@ -50,6 +50,9 @@ pub enum Error {
     /// The exact enumeration would exceed its memory bound.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller asked a long computation to stop (its progress callback said so).
+    #[error("stopped at the caller's request: {0}")]
+    Stopped(String),
 }
 
 impl Error {

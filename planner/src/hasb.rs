@@ -3,7 +3,8 @@
 //! The paper samples each layer's bit-width with `random.choices(bits, weights=...)` so that
 //! sensitive layers lean to high bits and insensitive ones to low bits, without publishing the
 //! exact weights. bitplan's rule, deterministic and scale-free:
-//! 1. sensitivity `s_i` in `[0, 1]`: the rank percentile of the layer's trace per weight
+//! 1. sensitivity `s_i` in `[0, 1]`: the rank percentile of the layer's trace per weight, or of
+//!    its measured sensitivity at its lowest bit-width when the manifest has measured sensitivity
 //!    (ties share their mean rank; a lone layer gets 0.5). Ranks ignore the traces' absolute scale
 //!    and their heavy tail, so one huge trace does not flatten the others;
 //! 2. the layer's allowed bits, lowest first, sit at positions `u_j = j / (m - 1)` in `[0, 1]`;
@@ -14,6 +15,7 @@
 //! Pinned layers get probability 1 on the pin. Tied layers share one distribution (from their most
 //! sensitive member) and must be sampled jointly.
 
+use crate::error::Result;
 use crate::manifest::Manifest;
 use crate::problem::Problem;
 use serde::Serialize;
@@ -47,13 +49,21 @@ pub struct LayerProbabilities {
 }
 
 /// Per-layer bit sampling probabilities (see the module docs for the rule).
-pub fn sampling_probabilities(manifest: &Manifest, params: HasbParams) -> Vec<LayerProbabilities> {
-    let problem = Problem::new(manifest, None).expect("no device, so pricing cannot fail");
+/// Fails on a manifest without an objective (structure only).
+pub fn sampling_probabilities(
+    manifest: &Manifest,
+    params: HasbParams,
+) -> Result<Vec<LayerProbabilities>> {
+    let problem = Problem::new(manifest, None)?;
     let n = manifest.layers.len();
+    // What the ranks order: the divergence at the lowest measured bit-width, or trace per weight.
     let tpp: Vec<f64> = manifest
         .layers
         .iter()
-        .map(|l| l.trace_per_param())
+        .map(|l| match &l.sensitivity {
+            Some(s) => s.values().next().copied().unwrap_or(0.0),
+            None => l.trace_per_param(),
+        })
         .collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| tpp[a].total_cmp(&tpp[b]));
@@ -102,7 +112,7 @@ pub fn sampling_probabilities(manifest: &Manifest, params: HasbParams) -> Vec<La
             probabilities,
         });
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -119,7 +129,7 @@ mod tests {
               {"name":"pinned","params":100,"macs":1,"hessian_trace":5,"pin":8}]}"#,
         )
         .unwrap();
-        let p = sampling_probabilities(&m, HasbParams::default());
+        let p = sampling_probabilities(&m, HasbParams::default()).unwrap();
         for lp in &p {
             let sum: f64 = lp.probabilities.iter().map(|x| x.1).sum();
             assert!((sum - 1.0).abs() < 1e-12, "{lp:?}");

@@ -13,6 +13,7 @@ use crate::npz::ValidationSet;
 use crate::onnx::{declared_dims, OnnxModel, WeightedLayer};
 use crate::sensitivity::Progress;
 use serde_json::{json, Map, Value};
+use std::ops::ControlFlow;
 
 const WHAT: &str = "traces";
 
@@ -87,15 +88,9 @@ pub struct Source<'a> {
     pub bits: &'a [u8],
 }
 
-/// Builds a manifest of Hessian traces (every layer needs one) from a model.
+/// Builds a manifest from a model: with traces, one of Hessian traces (every layer needs one);
+/// without, a structure-only manifest (objective `none`) to measure sensitivity into later.
 pub fn derive_manifest<B: Backend>(backend: &B, source: &Source) -> Result<Manifest> {
-    if source.traces.is_none() {
-        return Err(Error::invalid(
-            WHAT,
-            "",
-            "needed to derive a manifest without a calibration set",
-        ));
-    }
     Manifest::from_value(manifest_document(backend, source)?)
 }
 
@@ -114,27 +109,34 @@ pub fn measure_manifest<B: Backend + Clone>(
     source: &Source,
     data: ValidationSet,
     options: SensitivityOptions,
-    progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<(Manifest, Timings)> {
-    let mut doc = manifest_document(backend, source)?;
-    let (model, bits) = (source.model, source.bits);
-    // Zero sensitivity stands in until measured, so the structure is checked (and the evaluator
-    // built) as the manifest it will be.
-    let zero = per_bit(bits.iter().map(|&b| (b, 0.0)));
-    for layer in doc["layers"].as_array_mut().expect("built above") {
-        layer["sensitivity"] = zero.clone();
-    }
-    let structure = Manifest::from_value(doc.clone())?;
+    let structure = derive_manifest(backend, source)?;
+    measure_sensitivity(backend, source.model, &structure, data, options, progress)
+}
+
+/// `manifest` (structure only, or with traces or older measurements) with every layer's
+/// sensitivity measured on `data` under `options.metric`, replacing any it had; and where the pass
+/// spent its time. `progress` may stop the pass ([`Error::Stopped`]).
+pub fn measure_sensitivity<B: Backend + Clone>(
+    backend: &B,
+    model: &OnnxModel,
+    manifest: &Manifest,
+    data: ValidationSet,
+    options: SensitivityOptions,
+    progress: impl FnMut(Progress) -> ControlFlow<()>,
+) -> Result<(Manifest, Timings)> {
     let eval = EvalOptions {
         batch_size: options.batch_size.max(1),
         quantize_activations: false,
     };
-    let mut evaluator = Evaluator::new(backend, model, &structure, data, eval)?;
-    let measured = evaluator.sensitivity(&structure, options.metric, progress)?;
+    let mut evaluator = Evaluator::new(backend, model, manifest, data, eval)?;
+    let measured = evaluator.sensitivity(manifest, options.metric, progress)?;
+    let mut doc = manifest.to_json();
     doc["sensitivity_metric"] = json!(options.metric.as_str());
     for (layer, values) in doc["layers"]
         .as_array_mut()
-        .expect("built above")
+        .expect("a manifest has layers")
         .iter_mut()
         .zip(measured)
     {

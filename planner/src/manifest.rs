@@ -105,6 +105,11 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Neither a trace nor measured sensitivity: nothing to price its bit-widths by yet.
+    pub fn unscored(&self) -> bool {
+        self.hessian_trace.is_none() && self.sensitivity.is_none()
+    }
+
     /// The objective's trace per weight (HAWQ-V3's normalisation).
     pub fn trace_per_param(&self) -> f64 {
         self.objective_trace / self.params as f64
@@ -177,6 +182,12 @@ struct RawLayer {
 }
 
 const WHAT: &str = "manifest";
+
+/// Why a structure-only manifest (no layer with a trace or sensitivity) cannot be planned yet.
+pub const UNSCORED: &str = "no layer has hessian_trace or sensitivity: the manifest describes the \
+     model's structure only and cannot be planned until each layer's sensitivity is measured \
+     (`bitplan manifest MODEL --data CALIB.npz`, or POST /v1/supernets/{id}/sensitivity once \
+     the model and validation set are uploaded)";
 
 /// The top-level fields a manifest may carry.
 const MANIFEST_FIELDS: &[&str] = &[
@@ -315,6 +326,13 @@ impl Manifest {
 
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut layers = Vec::with_capacity(raw.layers.len());
+        // Traces are the objective unless some layer has measured sensitivity; a manifest with
+        // neither anywhere is structure only (valid, not plannable).
+        let needs_trace = raw.layers.iter().all(|l| l.sensitivity.is_none())
+            && raw
+                .layers
+                .iter()
+                .any(|l| l.hessian_trace.is_some() || l.hessian_trace_per_param.is_some());
         for (i, l) in raw.layers.iter().enumerate() {
             let at = |field: &str| format!("layers[{i}].{field}");
             if l.name.trim().is_empty() {
@@ -339,13 +357,7 @@ impl Manifest {
             }
             let params = l.params.max(1) as u64;
 
-            let trace = check_trace(
-                l,
-                i,
-                params,
-                raw.layers.iter().any(|l| l.sensitivity.is_some()),
-                &mut problems,
-            );
+            let trace = check_trace(l, i, params, needs_trace, &mut problems);
             let layer_bits = match &l.bits {
                 None => bits.clone(),
                 Some(list) => {
@@ -440,6 +452,12 @@ impl Manifest {
         if layers.iter().all(|l| l.sensitivity.is_none()) {
             warnings.extend(trace_warnings);
         }
+        if layers.iter().all(Layer::unscored) {
+            warnings.push(Warning {
+                path: "layers".into(),
+                message: UNSCORED.into(),
+            });
+        }
 
         if problems.0.is_empty() {
             Ok(Manifest {
@@ -487,14 +505,21 @@ impl Manifest {
             .collect()
     }
 
-    /// What the objective is: `sensitivity_kl` / `sensitivity_mse` (measured output divergence)
-    /// or `hessian` (Hessian-weighted quantization error).
+    /// What the objective is: `sensitivity_kl` / `sensitivity_mse` (measured output divergence),
+    /// `hessian` (Hessian-weighted quantization error), or `none` (structure only: no layer has a
+    /// trace or sensitivity yet, so the manifest cannot be planned until measured).
     pub fn objective(&self) -> &'static str {
         match self.sensitivity_metric {
             Some(Divergence::Kl) => "sensitivity_kl",
             Some(Divergence::Mse) => "sensitivity_mse",
+            None if self.layers.iter().all(Layer::unscored) => "none",
             None => "hessian",
         }
+    }
+
+    /// Whether the layers carry an objective (traces or measured sensitivity) to plan with.
+    pub fn is_scored(&self) -> bool {
+        !self.layers.iter().all(Layer::unscored)
     }
 
     /// Serialises back to the manifest JSON format (checked values, traces as given, sorted bits).
@@ -508,7 +533,7 @@ fn check_trace(
     l: &RawLayer,
     i: usize,
     params: u64,
-    has_sensitivity: bool,
+    needs_trace: bool,
     problems: &mut Problems,
 ) -> Option<Estimate> {
     let at = |field: &str| format!("layers[{i}].{field}");
@@ -527,7 +552,7 @@ fn check_trace(
                     "is the standard error of a trace: give hessian_trace or hessian_trace_per_param with it",
                 );
             }
-            if !has_sensitivity {
+            if needs_trace {
                 problems.push(
                     at("hessian_trace"),
                     "missing: give hessian_trace or hessian_trace_per_param (or measured sensitivity)",

@@ -196,3 +196,28 @@ fn every_known_field_is_read_without_a_warning() {
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 }
+
+#[test]
+fn a_manifest_without_any_objective_is_structure_only_and_cannot_be_planned() {
+    let m = Manifest::from_json(
+        r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":4,"macs":1},
+            {"name":"b","params":4,"macs":1}]}"#,
+    )
+    .unwrap();
+    assert_eq!(m.objective(), "none");
+    assert!(!m.is_scored());
+    assert_eq!(m.warnings.len(), 1);
+    assert_eq!(m.warnings[0].path, "layers");
+    let e = crate::problem::Problem::new(&m, None).unwrap_err();
+    assert_eq!(e.field_errors()[0].path, "layers");
+    assert!(e.to_string().contains("sensitivity"), "{e}");
+    // One layer with a trace makes the trace the objective: the other needs one too.
+    let errs = err_paths(
+        r#"{"name":"m","bits":[8,4],"layers":[{"name":"a","params":4,"macs":1,"hessian_trace":1},
+            {"name":"b","params":4,"macs":1}]}"#,
+    );
+    assert_eq!(
+        errs,
+        ["layers[1].hessian_trace | missing: give hessian_trace or hessian_trace_per_param (or measured sensitivity)"]
+    );
+}

@@ -13,7 +13,7 @@
 //! rest at full precision), `Omega_i(b)` is that divergence and traces are not used.
 
 use crate::device::DeviceProfile;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::{common_choices, ActivationBits, Manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -135,8 +135,16 @@ pub fn layer_omega(layer: &crate::Layer, bits: u8) -> f64 {
 
 impl Problem {
     /// Compiles a manifest (and a device, when latency matters) into group cost tables.
-    /// Fails when the device cannot price some layer at some allowed bit-width.
+    /// Fails when the device cannot price some layer at some allowed bit-width, or when the
+    /// manifest has no objective yet (structure only).
     pub fn new(manifest: &Manifest, device: Option<&DeviceProfile>) -> Result<Problem> {
+        if !manifest.is_scored() {
+            return Err(Error::invalid(
+                "manifest",
+                "layers",
+                crate::manifest::UNSCORED,
+            ));
+        }
         let mut by_tie: BTreeMap<&str, usize> = BTreeMap::new();
         let mut members: Vec<Vec<usize>> = Vec::new();
         let mut labels: Vec<String> = Vec::new();

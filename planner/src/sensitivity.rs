@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Backend, Evaluator, Scheme, Tensor, FULL_PRECISION};
 use crate::manifest::{Divergence, Manifest};
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// Where a sensitivity pass is: measurements done of total, the layer and bit-width just measured.
@@ -41,13 +42,14 @@ pub type Sensitivities = Vec<BTreeMap<u8, f64>>;
 
 impl<B: Backend + Clone> Evaluator<B> {
     /// Measures every layer of `manifest` (the one this evaluator was built for) alone at each of
-    /// its allowed bit-widths; `progress` hears of each measurement. Needs an evaluator without
-    /// activation quantization (the pass measures weights), and every layer linked to its weight.
+    /// its allowed bit-widths; `progress` hears of each measurement and may stop the pass there
+    /// ([`Error::Stopped`]). Needs an evaluator without activation quantization (the pass
+    /// measures weights), and every layer linked to its weight.
     pub fn sensitivity(
         &mut self,
         manifest: &Manifest,
         metric: Divergence,
-        mut progress: impl FnMut(Progress),
+        mut progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Sensitivities> {
         if self.quantizes_activations() {
             return Err(Error::invalid(
@@ -115,7 +117,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                     }
                     out[l].insert(b, value);
                     done += 1;
-                    progress(Progress {
+                    let step = progress(Progress {
                         done,
                         total,
                         layer: l,
@@ -123,6 +125,11 @@ impl<B: Backend + Clone> Evaluator<B> {
                         bits: b,
                         elapsed_s: started.elapsed().as_secs_f64(),
                     });
+                    if step.is_break() {
+                        return Err(Error::Stopped(format!(
+                            "sensitivity pass after {done} of {total} measurements"
+                        )));
+                    }
                 }
             }
             if s + 1 < self.segments.len() {

@@ -10,6 +10,7 @@ use planner::onnx::OnnxModel;
 use planner::ort_backend::OrtBackend;
 use planner::{Divergence, Manifest};
 use prost::Message;
+use std::ops::ControlFlow;
 
 /// An evaluator of the fixture, with the backend and the fixture itself.
 fn evaluator(
@@ -111,7 +112,8 @@ fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantize
     let mut seen = Vec::new();
     let measured = ev
         .sensitivity(&manifest, Divergence::Kl, |p| {
-            seen.push((p.done, p.layer, p.bits))
+            seen.push((p.done, p.layer, p.bits));
+            ControlFlow::Continue(())
         })
         .unwrap();
     // conv1 is pinned to 8 bits: it is measured there only.
@@ -148,7 +150,9 @@ fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantize
 #[test]
 fn relative_mse_is_measured_the_same_way() {
     let (mut ev, backend, model, manifest, data) = evaluator(EvalOptions::default());
-    let measured = ev.sensitivity(&manifest, Divergence::Mse, |_| {}).unwrap();
+    let measured = ev
+        .sensitivity(&manifest, Divergence::Mse, |_| ControlFlow::Continue(()))
+        .unwrap();
     let reference = fixture_logits();
     let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, 1, 3);
     let (num, den) = reference
@@ -169,7 +173,7 @@ fn activation_quantization_is_refused_by_the_pass() {
         ..EvalOptions::default()
     });
     let err = ev
-        .sensitivity(&manifest, Divergence::Kl, |_| {})
+        .sensitivity(&manifest, Divergence::Kl, |_| ControlFlow::Continue(()))
         .unwrap_err();
     assert!(err.to_string().contains("quantize_activations"), "{err}");
 }

@@ -224,8 +224,10 @@ struct ManifestArgs {
     /// The ONNX model.
     model: PathBuf,
     /// Traces: {"<layer|tensor|node>": trace} or {"<name>": {"hessian_trace": x}} (or
-    /// hessian_trace_per_param, with an optional hessian_trace_stderr). Optional with --data.
-    #[arg(long, value_name = "TRACES.json", required_unless_present = "data")]
+    /// hessian_trace_per_param, with an optional hessian_trace_stderr). Without traces and
+    /// --data the manifest is structure only: it cannot be planned until its sensitivity is
+    /// measured (here with --data, or by the service's sensitivity job).
+    #[arg(long, value_name = "TRACES.json")]
     traces: Option<PathBuf>,
     /// Calibration set (.npz with `x`): every layer gets a measured `sensitivity` (its output
     /// divergence alone at each bit-width, the rest fp32), the planner's objective; MACs are
@@ -452,7 +454,7 @@ fn hasb(args: HasbArgs) -> Result<u8, Failure> {
             sigma: args.sigma,
             floor: args.floor,
         },
-    );
+    )?;
     let doc: serde_json::Map<String, serde_json::Value> = probs
         .iter()
         .map(|lp| {
@@ -686,7 +688,8 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
             let mut report = ProgressReport::new("sensitivity");
             let (m, t) =
                 planner::ingest::measure_manifest(&backend, &source, data, options, |p| {
-                    report.update(p)
+                    report.update(p);
+                    std::ops::ControlFlow::Continue(())
                 })?;
             eprintln!(
                 "bitplan: sensitivity: session builds {:.1} s, inference {:.1} s over {} segment runs, reference pass {:.1} s",

@@ -50,8 +50,8 @@ pub struct ServeArgs {
     /// First retry delay of a failed job, seconds (doubles per attempt).
     #[arg(long, env = "BITPLAN_RETRY_BASE_S", default_value_t = 2.0)]
     pub retry_base_s: f64,
-    /// Pause after each evaluated candidate, ms (for durability tests that must catch a job
-    /// mid-way; 0 in production).
+    /// Pause after each evaluated candidate or sensitivity measurement, ms (for durability tests
+    /// that must catch a job mid-way; 0 in production).
     #[arg(long, env = "BITPLAN_EVAL_PAUSE_MS", default_value_t = 0, hide = true)]
     pub eval_pause_ms: u64,
 }

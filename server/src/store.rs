@@ -350,6 +350,9 @@ pub struct CandidateRow {
     pub agreement_highest: Option<f64>,
     pub kl_highest: Option<f64>,
     pub sqnr_db: Option<f64>,
+    pub cosine_mean: Option<f64>,
+    pub cosine_min: Option<f64>,
+    pub rel_l2: Option<f64>,
     pub eval_latency_ms: Option<f64>,
     pub samples: Option<i64>,
     pub batch_size: Option<i64>,
@@ -359,8 +362,8 @@ pub struct CandidateRow {
 /// Candidates joined with the evaluations of one activation setting (bound as the first `?`).
 pub const CANDIDATE_SELECT: &str = "SELECT c.id, c.plan_id, c.supernet_id, c.position, c.bits, \
      c.omega, c.size_bytes, c.bops, c.avg_bits, c.latency_ms, c.sources, c.solve, e.accuracy, \
-     e.agreement_fp32, e.kl_fp32, e.agreement_highest, e.kl_highest, e.sqnr_db, \
-     e.latency_ms AS eval_latency_ms, e.samples, e.batch_size, e.created_at AS evaluated_at \
+     e.agreement_fp32, e.kl_fp32, e.agreement_highest, e.kl_highest, e.sqnr_db, e.cosine_mean, \
+     e.cosine_min, e.rel_l2, e.latency_ms AS eval_latency_ms, e.samples, e.batch_size, e.created_at AS evaluated_at \
      FROM candidates c LEFT JOIN evaluations e ON e.supernet_id = c.supernet_id AND e.bits = c.bits \
      AND e.quantize_activations = ?";
 
@@ -386,6 +389,9 @@ impl CandidateRow {
                 agreement_highest: self.agreement_highest.unwrap_or(f64::NAN),
                 kl_highest: self.kl_highest.unwrap_or(f64::NAN),
                 sqnr_db: self.sqnr_db,
+                cosine_mean: self.cosine_mean,
+                cosine_min: self.cosine_min,
+                rel_l2: self.rel_l2,
                 latency_ms: self.eval_latency_ms.unwrap_or(f64::NAN),
                 samples: self.samples.unwrap_or(0),
                 batch_size: self.batch_size.unwrap_or(0),
@@ -422,6 +428,10 @@ pub struct MetricsRow {
     pub agreement_highest: f64,
     pub kl_highest: f64,
     pub sqnr_db: Option<f64>,
+    /// Output closeness to fp32 (absent on rows measured before it was stored).
+    pub cosine_mean: Option<f64>,
+    pub cosine_min: Option<f64>,
+    pub rel_l2: Option<f64>,
     pub latency_ms: f64,
     pub samples: i64,
     pub batch_size: i64,
@@ -439,6 +449,9 @@ impl MetricsRow {
             "agreement_highest": self.agreement_highest,
             "kl_highest": self.kl_highest,
             "sqnr_db": self.sqnr_db,
+            "cosine_mean": self.cosine_mean,
+            "cosine_min": self.cosine_min,
+            "rel_l2": self.rel_l2,
             "latency_ms": self.latency_ms,
             "samples": self.samples,
             "batch_size": self.batch_size,
@@ -456,7 +469,7 @@ pub async fn measurements(
 ) -> Result<Vec<MetricsRow>, sqlx::Error> {
     sqlx::query_as::<_, MetricsRow>(
         "SELECT bits, accuracy, agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, \
-         latency_ms, samples, batch_size, quantize_activations, created_at FROM evaluations \
+         cosine_mean, cosine_min, rel_l2, latency_ms, samples, batch_size, quantize_activations, created_at FROM evaluations \
          WHERE supernet_id = ? AND quantize_activations = ?",
     )
     .bind(supernet_id)

@@ -6,6 +6,7 @@ mod fleet_cli;
 mod fresh_machine;
 mod plan_cli;
 mod sensitivity_cli;
+mod sensitivity_service;
 mod serve;
 
 use std::path::PathBuf;

@@ -70,8 +70,24 @@ fn a_manifest_measured_from_data_plans_on_its_sensitivity() {
 }
 
 #[test]
-fn a_manifest_needs_traces_or_data() {
+fn a_manifest_without_traces_or_data_is_structure_only_and_refused_by_the_planner() {
     let out = bitplan(&["manifest", MODEL]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--traces"), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: layers: no layer has hessian_trace or sensitivity"),
+        "{}",
+        stderr(&out)
+    );
+    let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 4, "{m}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("structure.json");
+    std::fs::write(&path, stdout(&out)).unwrap();
+    let plan = bitplan(&["plan", path.to_str().unwrap(), "--max-avg-bits", "4"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    assert!(
+        stderr(&plan).contains("layers: no layer has hessian_trace or sensitivity"),
+        "{}",
+        stderr(&plan)
+    );
 }

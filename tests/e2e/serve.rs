@@ -176,7 +176,7 @@ impl Drop for Server {
     }
 }
 
-fn ort_env() -> Vec<(&'static str, String)> {
+pub fn ort_env() -> Vec<(&'static str, String)> {
     let lib = std::env::var("BITPLAN_ORT_LIB").unwrap_or_else(|_| {
         repo()
             .join(".cache/onnxruntime-1.32.0/libonnxruntime.so")
@@ -186,7 +186,7 @@ fn ort_env() -> Vec<(&'static str, String)> {
     vec![("BITPLAN_ORT_LIB", lib)]
 }
 
-fn env_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub fn env_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     v.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 

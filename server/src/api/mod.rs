@@ -58,6 +58,10 @@ pub fn router(state: AppState) -> Router {
             get(supernets::get).delete(supernets::delete),
         )
         .route(
+            "/v1/supernets/{id}/sensitivity",
+            post(supernets::measure_sensitivity),
+        )
+        .route(
             "/v1/supernets/{id}/plans",
             get(plans::list).post(plans::create),
         )

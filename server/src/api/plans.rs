@@ -169,7 +169,7 @@ pub struct CandidateQuery {
 }
 
 /// Sort keys and their columns.
-const SORTS: [(&str, &str); 11] = [
+const SORTS: [(&str, &str); 14] = [
     ("rank", "c.position"),
     ("omega", "c.omega"),
     ("size_bytes", "c.size_bytes"),
@@ -180,6 +180,9 @@ const SORTS: [(&str, &str); 11] = [
     ("agreement_fp32", "e.agreement_fp32"),
     ("kl_fp32", "e.kl_fp32"),
     ("sqnr_db", "e.sqnr_db"),
+    ("cosine_mean", "e.cosine_mean"),
+    ("cosine_min", "e.cosine_min"),
+    ("rel_l2", "e.rel_l2"),
     ("measured_latency_ms", "e.latency_ms"),
 ];
 

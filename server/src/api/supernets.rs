@@ -263,6 +263,74 @@ async fn check_upload(
     .map_err(|e| ApiError::internal("upload check", e))?
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensitivityBody {
+    #[serde(default)]
+    metric: planner::Divergence,
+    #[serde(default = "default_sensitivity_batch")]
+    batch_size: usize,
+}
+
+fn default_sensitivity_batch() -> usize {
+    planner::eval::DEFAULT_BATCH_SIZE
+}
+
+/// `POST /v1/supernets/{id}/sensitivity`: queues the measurement of every layer's sensitivity on
+/// the supernet's model and validation set; answers 202 with the job. One such job per supernet
+/// at a time (409 names the one running).
+pub async fn measure_sensitivity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SensitivityBody>,
+) -> ApiResult<Response> {
+    if !(1..=65_536).contains(&body.batch_size) {
+        return Err(ApiError::invalid("batch_size", "must be within 1..=65536"));
+    }
+    let supernet = store::supernet(&state.db, &id).await?;
+    if supernet.model_hash.is_none() || supernet.data_hash.is_none() {
+        return Err(ApiError::conflict(format!(
+            "supernet {id:?} needs its ONNX model and validation set before its sensitivity can be \
+             measured (PUT /v1/supernets/{id}/model and /validation)"
+        )));
+    }
+    let manifest = state.manifest(&id).await?;
+    let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
+    let payload = json!({"metric": body.metric, "batch_size": body.batch_size});
+    let job_id = new_id("job");
+    let mut tx = state.db.write.begin().await?;
+    let running: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE supernet_id = ? AND kind = 'sensitivity' \
+         AND status IN ('queued', 'running') LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(job) = running {
+        return Err(ApiError::conflict(format!(
+            "supernet {id:?} already has a sensitivity job in progress ({job}); cancel it or wait"
+        ))
+        .with_details(json!({ "job_id": job })));
+    }
+    store::insert_job(
+        &mut tx,
+        &job_id,
+        "sensitivity",
+        &id,
+        None,
+        &payload,
+        total as i64,
+    )
+    .await?;
+    tx.commit().await?;
+    state.jobs.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(store::job(&state.db, &job_id).await?.to_json()),
+    )
+        .into_response())
+}
+
 pub async fn get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+mod sensitivity;
+
 /// Why a job stopped without finishing.
 #[derive(Debug)]
 pub struct JobError {
@@ -196,6 +198,7 @@ async fn execute(
             "plan" => solve_plan(&ctx).await.unwrap_or_else(Outcome::Failed),
             "evaluate" => evaluate(&ctx).await.unwrap_or_else(Outcome::Failed),
             "fleet" => fleet_plan(&ctx).await.unwrap_or_else(Outcome::Failed),
+            "sensitivity" => sensitivity::run(&ctx).await.unwrap_or_else(Outcome::Failed),
             other => Outcome::Failed(JobError::permanent(format!("unknown job kind {other:?}"))),
         },
     };
@@ -440,27 +443,14 @@ async fn measure(
     if remaining.is_empty() {
         return Ok(None);
     }
-    let supernet = store::supernet(&state.db, supernet_id).await?;
-    let (Some(model_hash), Some(data_hash)) = (supernet.model_hash, supernet.data_hash) else {
-        return Err(JobError::permanent(
-            "the supernet has no model or validation set any more",
-        ));
-    };
-    let model = state.blobs.read(&model_hash).await?;
-    let data = state.blobs.read(&data_hash).await?;
-    let manifest = state.manifest(supernet_id).await?;
-    let library = crate::runtime::ort_library(state.config.ort_lib.as_deref())
-        .map_err(JobError::permanent)?;
-    let threads = state.config.eval_threads;
+    let inputs = Inputs::load(state, supernet_id).await?;
     let options = EvalOptions {
         batch_size,
         quantize_activations,
     };
     let mut evaluator = blocking(move || {
-        let backend = planner::ort_backend::OrtBackend::new(&library, threads)?;
-        let model = planner::onnx::OnnxModel::from_bytes(&model)?;
-        let data = planner::npz::ValidationSet::from_npz(&data)?;
-        Evaluator::new(&backend, &model, &manifest, data, options)
+        let (backend, model, data) = inputs.open()?;
+        Evaluator::new(&backend, &model, &inputs.manifest, data, options)
     })
     .await??;
     for key in remaining {
@@ -556,6 +546,50 @@ async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     )))
 }
 
+/// What measuring a supernet needs: its model and validation set, its manifest, and where ONNX
+/// Runtime is.
+struct Inputs {
+    model: Vec<u8>,
+    data: Vec<u8>,
+    manifest: Arc<planner::Manifest>,
+    library: std::path::PathBuf,
+    threads: usize,
+}
+
+impl Inputs {
+    async fn load(state: &AppState, supernet_id: &str) -> Result<Inputs, JobError> {
+        let supernet = store::supernet(&state.db, supernet_id).await?;
+        let (Some(model_hash), Some(data_hash)) = (supernet.model_hash, supernet.data_hash) else {
+            return Err(JobError::permanent(
+                "the supernet has no model or validation set any more",
+            ));
+        };
+        Ok(Inputs {
+            model: state.blobs.read(&model_hash).await?,
+            data: state.blobs.read(&data_hash).await?,
+            manifest: state.manifest(supernet_id).await?,
+            library: crate::runtime::ort_library(state.config.ort_lib.as_deref())
+                .map_err(JobError::permanent)?,
+            threads: state.config.eval_threads,
+        })
+    }
+
+    /// The runtime, the parsed model and the validation set (blocking work).
+    fn open(
+        &self,
+    ) -> planner::Result<(
+        planner::ort_backend::OrtBackend,
+        planner::onnx::OnnxModel,
+        planner::npz::ValidationSet,
+    )> {
+        Ok((
+            planner::ort_backend::OrtBackend::new(&self.library, self.threads)?,
+            planner::onnx::OnnxModel::from_bytes(&self.model)?,
+            planner::npz::ValidationSet::from_npz(&self.data)?,
+        ))
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, JobError> {
@@ -591,8 +625,9 @@ async fn store_evaluation(
     let mut tx = ctx.state.db.write.begin().await?;
     sqlx::query(
         "INSERT OR IGNORE INTO evaluations (supernet_id, bits, quantize_activations, accuracy, \
-         agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, latency_ms, samples, \
-         batch_size, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, cosine_mean, cosine_min, \
+         rel_l2, latency_ms, samples, batch_size, job_id, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(supernet_id)
     .bind(bits)
@@ -603,6 +638,9 @@ async fn store_evaluation(
     .bind(m.agreement_highest)
     .bind(m.kl_highest)
     .bind(finite(m.sqnr_db))
+    .bind(finite(m.cosine_mean))
+    .bind(finite(m.cosine_min))
+    .bind(finite(m.rel_l2))
     .bind(m.latency_ms)
     .bind(m.samples as i64)
     .bind(m.batch_size as i64)

@@ -1,0 +1,125 @@
+//! The sensitivity job: each layer of a supernet alone at each of its bit-widths, measured on the
+//! supernet's model and validation set ([`planner::ingest::measure_sensitivity`]), then stored in
+//! the supernet's manifest so later plans use it as their objective.
+//!
+//! The pass runs on a blocking thread; it reports each measurement through a watch channel the
+//! job forwards to the job row (at most every [`REPORT_EVERY`]), and it stops at the next
+//! measurement when the job is cancelled or the server shuts down. Nothing is stored until the
+//! whole pass has finished, so a stopped pass leaves the manifest as it was.
+
+use super::{progress, Ctx, Inputs, JobError, Outcome};
+use crate::store::now_ms;
+use planner::ingest::SensitivityOptions;
+use planner::sensitivity::Progress;
+use planner::Divergence;
+use serde::Deserialize;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How often progress reaches the job row.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Deserialize)]
+struct Payload {
+    metric: Divergence,
+    batch_size: usize,
+}
+
+pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
+    let payload: Payload = serde_json::from_str(&ctx.job.payload)
+        .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))?;
+    let supernet_id = ctx
+        .job
+        .supernet_id
+        .clone()
+        .ok_or_else(|| JobError::permanent("a sensitivity job without a supernet"))?;
+    let inputs = Inputs::load(&ctx.state, &supernet_id).await?;
+    let options = SensitivityOptions {
+        metric: payload.metric,
+        batch_size: payload.batch_size,
+    };
+    let (report, mut reports) = tokio::sync::watch::channel::<Option<Progress>>(None);
+    let cancel = ctx.cancel.clone();
+    let shutdown = ctx.shutdown.clone();
+    let pause = ctx.state.config.eval_pause;
+    let mut pass = tokio::task::spawn_blocking(move || {
+        let (backend, model, data) = inputs.open()?;
+        planner::ingest::measure_sensitivity(
+            &backend,
+            &model,
+            &inputs.manifest,
+            data,
+            options,
+            |p| {
+                report.send_replace(Some(p));
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+                if cancel.load(Ordering::SeqCst) || *shutdown.borrow() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+    });
+    let result = loop {
+        tokio::select! {
+            done = &mut pass => break done.map_err(|e| JobError {
+                message: format!("sensitivity task: {e}"),
+                retryable: true,
+            })?,
+            changed = reports.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let latest = reports.borrow_and_update().clone();
+                if let Some(p) = latest {
+                    let message = format!(
+                        "{} of {} measured ({} at {} bits), about {:.0} s left",
+                        p.done, p.total, p.layer_name, p.bits, p.eta_s()
+                    );
+                    progress(ctx, p.done, &message).await?;
+                }
+                tokio::time::sleep(REPORT_EVERY).await;
+            }
+        }
+    };
+    let (manifest, timings) = match result {
+        Err(planner::Error::Stopped(_)) => {
+            return Ok(ctx
+                .checkpoint()
+                .unwrap_or_else(|| Outcome::Cancelled("stopped".into())))
+        }
+        other => other?,
+    };
+    if let Some(o) = ctx.checkpoint() {
+        return Ok(o);
+    }
+    let measured: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
+    let mut tx = ctx.state.db.write.begin().await?;
+    let updated = sqlx::query("UPDATE supernets SET manifest = ? WHERE id = ?")
+        .bind(manifest.to_json().to_string())
+        .bind(&supernet_id)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(Outcome::Cancelled("the supernet was deleted".into()));
+    }
+    sqlx::query("UPDATE jobs SET progress_done = ?, updated_at = ? WHERE id = ?")
+        .bind(measured as i64)
+        .bind(now_ms())
+        .bind(&ctx.job.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    ctx.state.forget_manifest(&supernet_id);
+    Ok(Outcome::Done(format!(
+        "{measured} measurements of {} layers ({}) in {:.1} s: plans now use measured sensitivity",
+        manifest.layers.len(),
+        payload.metric.as_str(),
+        (timings.reference_ms + timings.session_ms + timings.inference_ms + timings.rewrite_ms)
+            / 1e3
+    )))
+}
