@@ -149,7 +149,7 @@ async function supernetView(id) {
       h("td", { class: "bits" }, (l.bits || []).join(",")),
       h("td", {}, l.pin ?? ""),
       h("td", {}, l.tie ?? ""),
-      h("td", { class: "muted" }, l.sensitivity ? "measured sensitivity" : l.perturbation ? "measured error" : "proxy")));
+      h("td", { class: "muted" }, l.sensitivity ? "measured sensitivity" : l.perturbation ? "measured error" : l.hessian_trace === undefined ? "none yet: measure sensitivity" : "proxy")));
   const planRows = plans.map((p) =>
     h("tr", {},
       h("td", {}, h("a", { href: `#/plans/${p.id}` }, p.id.slice(0, 18) + "…")),

@@ -292,7 +292,9 @@ fn upload_plan_evaluate_export_then_read_back_after_restart() {
         .as_array()
         .unwrap()
         .iter()
-        .all(|c| c["metrics"]["accuracy"].is_number()));
+        .all(|c| c["metrics"]["accuracy"].is_number()
+            && c["metrics"]["cosine_mean"].is_number()
+            && c["metrics"]["rel_l2"].is_number()));
     s.stop();
 }
 
