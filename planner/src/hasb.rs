@@ -56,12 +56,19 @@ pub fn sampling_probabilities(
 ) -> Result<Vec<LayerProbabilities>> {
     let problem = Problem::new(manifest, None)?;
     let n = manifest.layers.len();
-    // What the ranks order: the divergence at the lowest measured bit-width, or trace per weight.
+    // What the ranks order: the divergence at the manifest's lowest bit-width, or trace per weight.
+    let lowest = *manifest.bits.last().expect("a manifest has bits");
     let tpp: Vec<f64> = manifest
         .layers
         .iter()
         .map(|l| match &l.sensitivity {
-            Some(s) => s.values().next().copied().unwrap_or(0.0),
+            // A pinned layer is measured at its pin only: rank it at the lowest bit-width
+            // measured on every other layer, or not above them when it has no such value.
+            Some(s) => s
+                .get(&lowest)
+                .or_else(|| s.values().next().filter(|_| l.pin.is_none()))
+                .copied()
+                .unwrap_or(0.0),
             None => l.trace_per_param(),
         })
         .collect();
@@ -157,5 +164,24 @@ mod tests {
             .iter()
             .all(|lp| lp.probabilities.iter().all(|x| x.1 >= 0.1 / 4.0 - 1e-12)));
         assert_eq!(p[3].probabilities, vec![(8, 1.0)]);
+    }
+
+    #[test]
+    fn measured_sensitivity_ranks_layers_when_present() {
+        // Traces say the opposite of the measurements: the measurements rank.
+        let m = Manifest::from_json(
+            r#"{"name":"m","bits":[8,4,2],"sensitivity_metric":"kl","layers":[
+              {"name":"a","params":100,"macs":1,"hessian_trace":100,"sensitivity":{"8":0,"4":0.001,"2":0.01}},
+              {"name":"b","params":100,"macs":1,"hessian_trace":0.01,"sensitivity":{"8":0,"4":0.1,"2":2}},
+              {"name":"p","params":100,"macs":1,"pin":8,"sensitivity":{"8":0.5}}]}"#,
+        )
+        .unwrap();
+        let p = sampling_probabilities(&m, HasbParams::default()).unwrap();
+        assert!(p[1].sensitivity > p[0].sensitivity, "{p:?}");
+        assert_eq!(
+            p[0].sensitivity, 0.5,
+            "the pinned layer ranks lowest: {p:?}"
+        );
+        assert_eq!(p[2].probabilities, vec![(8, 1.0)]);
     }
 }

@@ -7,7 +7,7 @@ use crate::store::{self, Db};
 use planner::{CostKind, FrontIndex, Manifest, Problem};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -106,14 +106,20 @@ pub struct AppState {
     pub jobs: Arc<JobHub>,
     /// Group commit of plans created at once.
     pub plan_writer: crate::writer::PlanWriter,
-    /// Parsed manifests by supernet id (manifests never change after creation).
+    /// Parsed manifests by supernet id (a manifest changes only when a sensitivity job stores its
+    /// measurements, which forgets it here).
     manifests: Arc<Mutex<HashMap<String, Arc<Manifest>>>>,
-    /// Exact fronts by (supernet, device profile, cost), built once on first use; `None` when
-    /// the front is too large to enumerate.
+    /// Bumped by every [`AppState::forget_manifest`]: a manifest read from the database before a
+    /// bump is not cached after it.
+    manifest_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Exact fronts by (supernet, device profile, cost, manifest contents), built once on first
+    /// use; `None` when the front is too large to enumerate.
     fronts: Arc<Mutex<HashMap<FrontKey, FrontCell>>>,
 }
 
-type FrontKey = (String, String, CostKind);
+/// Supernet, device profile, cost, and a hash of the manifest the front was built from (so a front
+/// of an older objective is never served for a newer one).
+type FrontKey = (String, String, CostKind, u64);
 type FrontCell = Arc<tokio::sync::OnceCell<Option<Arc<FrontIndex>>>>;
 
 /// Fronts kept in memory (a ResNet-50-scale size front is about 2 MB).
@@ -135,6 +141,7 @@ impl AppState {
             jobs: Arc::new(JobHub::new()),
             plan_writer: crate::writer::PlanWriter::spawn(db.clone()),
             manifests: Arc::new(Mutex::new(HashMap::new())),
+            manifest_generation: Arc::default(),
             fronts: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -144,12 +151,16 @@ impl AppState {
         if let Some(m) = self.manifests.lock().expect("lock").get(supernet_id) {
             return Ok(m.clone());
         }
+        let generation = self.manifest_generation.load(Ordering::SeqCst);
         let row = store::supernet(&self.db, supernet_id).await?;
         let manifest = Arc::new(
             Manifest::from_json(&row.manifest)
                 .map_err(|e| ApiError::internal("stored manifest", e))?,
         );
         let mut cache = self.manifests.lock().expect("lock");
+        if self.manifest_generation.load(Ordering::SeqCst) != generation {
+            return Ok(manifest);
+        }
         if cache.len() >= MANIFEST_CACHE {
             cache.clear();
         }
@@ -157,12 +168,16 @@ impl AppState {
         Ok(manifest)
     }
 
+    /// Drops a supernet's cached manifest and fronts (after it changed or was deleted).
     pub fn forget_manifest(&self, supernet_id: &str) {
-        self.manifests.lock().expect("lock").remove(supernet_id);
+        let mut cache = self.manifests.lock().expect("lock");
+        self.manifest_generation.fetch_add(1, Ordering::SeqCst);
+        cache.remove(supernet_id);
+        drop(cache);
         self.fronts
             .lock()
             .expect("lock")
-            .retain(|(id, _, _), _| id != supernet_id);
+            .retain(|(id, _, _, _), _| id != supernet_id);
     }
 
     /// The exact front of `problem` on `axis`, built once per supernet, device and cost (off the
@@ -174,10 +189,17 @@ impl AppState {
         axis: CostKind,
         problem: &Problem,
     ) -> Option<Arc<FrontIndex>> {
+        let contents = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            problem.manifest.to_json().to_string().hash(&mut h);
+            h.finish()
+        };
         let key = (
             supernet_id.to_string(),
             device.map(|d| d.to_string()).unwrap_or_default(),
             axis,
+            contents,
         );
         let cell = {
             let mut fronts = self.fronts.lock().expect("lock");

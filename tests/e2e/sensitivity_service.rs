@@ -89,6 +89,13 @@ fn a_model_without_traces_is_measured_by_a_job_then_planned() {
     s.ok("POST", &format!("/v1/jobs/{id}/cancel"), None);
     let cancelled = s.wait_job(id, Duration::from_secs(60));
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    // Stopped inside the pass, not after it ran to the end.
+    let message = cancelled["progress"]["message"].as_str().unwrap();
+    assert!(message.contains("sensitivity pass after"), "{cancelled}");
+    assert!(
+        cancelled["progress"]["done"].as_i64().unwrap() < layers * 4,
+        "{cancelled}"
+    );
     let manifest = &s.ok("GET", &format!("/v1/supernets/{sn}"), None)["manifest"];
     assert!(manifest.get("sensitivity_metric").is_none(), "{manifest}");
 
@@ -107,6 +114,10 @@ fn a_model_without_traces_is_measured_by_a_job_then_planned() {
     let stored = s.ok("GET", &format!("/v1/supernets/{sn}"), None)["manifest"].clone();
     let measured = cli_manifest(&["--data", DATA]);
     assert_eq!(stored["sensitivity_metric"], "kl");
+    assert_eq!(
+        stored["layers"].as_array().unwrap().len(),
+        measured["layers"].as_array().unwrap().len()
+    );
     for (a, b) in stored["layers"]
         .as_array()
         .unwrap()
@@ -132,6 +143,23 @@ fn a_model_without_traces_is_measured_by_a_job_then_planned() {
         Some(&json!({"budgets": {"max_avg_bits": 4}})),
     );
     assert_eq!(plan["result"]["objective"], "sensitivity_kl", "{plan}");
+
+    // Measuring again replaces it, and plans (and their cached fronts) follow.
+    let job = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/sensitivity"),
+        Some(&json!({"metric": "mse"})),
+    );
+    let done = s.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120));
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let plan = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/plans"),
+        Some(&json!({"budgets": {"max_avg_bits": 4}})),
+    );
+    assert_eq!(plan["result"]["objective"], "sensitivity_mse", "{plan}");
+    let stored = s.ok("GET", &format!("/v1/supernets/{sn}"), None)["manifest"].clone();
+    assert_eq!(stored["sensitivity_metric"], "mse");
     s.stop();
 
     // The measured manifest outlives the process.

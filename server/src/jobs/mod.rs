@@ -549,6 +549,8 @@ async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
 /// What measuring a supernet needs: its model and validation set, its manifest, and where ONNX
 /// Runtime is.
 struct Inputs {
+    model_hash: String,
+    data_hash: String,
     model: Vec<u8>,
     data: Vec<u8>,
     manifest: Arc<planner::Manifest>,
@@ -567,6 +569,8 @@ impl Inputs {
         Ok(Inputs {
             model: state.blobs.read(&model_hash).await?,
             data: state.blobs.read(&data_hash).await?,
+            model_hash,
+            data_hash,
             manifest: state.manifest(supernet_id).await?,
             library: crate::runtime::ort_library(state.config.ort_lib.as_deref())
                 .map_err(JobError::permanent)?,

@@ -14,11 +14,22 @@ use planner::sensitivity::Progress;
 use planner::Divergence;
 use serde::Deserialize;
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often progress reaches the job row.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Raises its flag when dropped.
+#[derive(Default)]
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
 
 #[derive(Debug, Deserialize)]
 struct Payload {
@@ -35,6 +46,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         .clone()
         .ok_or_else(|| JobError::permanent("a sensitivity job without a supernet"))?;
     let inputs = Inputs::load(&ctx.state, &supernet_id).await?;
+    let (model_hash, data_hash) = (inputs.model_hash.clone(), inputs.data_hash.clone());
     let options = SensitivityOptions {
         metric: payload.metric,
         batch_size: payload.batch_size,
@@ -43,6 +55,10 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let cancel = ctx.cancel.clone();
     let shutdown = ctx.shutdown.clone();
     let pause = ctx.state.config.eval_pause;
+    // Set when this function returns early (a database error while reporting): the pass stops at
+    // its next measurement instead of running on, uncancellable, past its permit.
+    let abandoned = Abandon::default();
+    let gone = abandoned.0.clone();
     let mut pass = tokio::task::spawn_blocking(move || {
         let (backend, model, data) = inputs.open()?;
         planner::ingest::measure_sensitivity(
@@ -56,7 +72,10 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
                 if !pause.is_zero() {
                     std::thread::sleep(pause);
                 }
-                if cancel.load(Ordering::SeqCst) || *shutdown.borrow() {
+                let stop = cancel.load(Ordering::SeqCst)
+                    || *shutdown.borrow()
+                    || gone.load(Ordering::SeqCst);
+                if stop {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -64,14 +83,17 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
             },
         )
     });
+    let mut reporting = true;
     let result = loop {
         tokio::select! {
             done = &mut pass => break done.map_err(|e| JobError {
                 message: format!("sensitivity task: {e}"),
                 retryable: true,
             })?,
-            changed = reports.changed() => {
+            changed = reports.changed(), if reporting => {
                 if changed.is_err() {
+                    // The pass has dropped its reporter: it is finishing.
+                    reporting = false;
                     continue;
                 }
                 let latest = reports.borrow_and_update().clone();
@@ -87,10 +109,15 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         }
     };
     let (manifest, timings) = match result {
-        Err(planner::Error::Stopped(_)) => {
-            return Ok(ctx
-                .checkpoint()
-                .unwrap_or_else(|| Outcome::Cancelled("stopped".into())))
+        Err(planner::Error::Stopped(why)) => {
+            let done = reports.borrow().as_ref().map_or(0, |p| p.done);
+            progress(ctx, done, &why).await?;
+            return Ok(match ctx.checkpoint() {
+                Some(Outcome::Cancelled(_)) | None => {
+                    Outcome::Cancelled(format!("cancelled: {why}"))
+                }
+                Some(other) => other,
+            });
         }
         other => other?,
     };
@@ -99,13 +126,21 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     }
     let measured: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
     let mut tx = ctx.state.db.write.begin().await?;
-    let updated = sqlx::query("UPDATE supernets SET manifest = ? WHERE id = ?")
-        .bind(manifest.to_json().to_string())
-        .bind(&supernet_id)
-        .execute(&mut *tx)
-        .await?;
+    // Stored only if the model and validation set are still the ones measured.
+    let updated = sqlx::query(
+        "UPDATE supernets SET manifest = ? WHERE id = ? AND model_hash = ? AND data_hash = ?",
+    )
+    .bind(manifest.to_json().to_string())
+    .bind(&supernet_id)
+    .bind(&model_hash)
+    .bind(&data_hash)
+    .execute(&mut *tx)
+    .await?;
     if updated.rows_affected() == 0 {
-        return Ok(Outcome::Cancelled("the supernet was deleted".into()));
+        return Err(JobError::permanent(
+            "the supernet was deleted, or its model or validation set replaced, while it was \
+             measured: nothing stored (measure it again)",
+        ));
     }
     sqlx::query("UPDATE jobs SET progress_done = ?, updated_at = ? WHERE id = ?")
         .bind(measured as i64)
