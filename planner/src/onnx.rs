@@ -110,7 +110,8 @@ pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
         return Err(Error::invalid(
             WHAT,
             name,
-            "external tensor data is not supported; save the model with its weights inside",
+            "its data is in an external file: load the model from its path (OnnxModel::from_path, \
+             or the CLI) so the file beside it can be read, or save the model with its weights inside",
         ));
     }
     let n: usize = t.dims.iter().map(|&d| d.max(0) as usize).product();
@@ -155,6 +156,64 @@ pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     Ok(values)
 }
 
+/// Reads a tensor's external data from beside the model into `raw_data`.
+fn read_external(t: &mut pb::TensorProto, folder: &std::path::Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let name = t.name.clone().unwrap_or_default();
+    let refuse = |reason: String| Error::invalid(WHAT, format!("{name}.external_data"), reason);
+    let entry = |key: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key.as_deref() == Some(key))
+            .and_then(|e| e.value.clone())
+    };
+    let number = |key: &str| -> Result<Option<u64>> {
+        entry(key)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| refuse(format!("{key} {v:?} is not a byte count")))
+            })
+            .transpose()
+    };
+    let location = entry("location").ok_or_else(|| refuse("has no location".into()))?;
+    let relative = std::path::Path::new(&location);
+    let inside = !location.is_empty()
+        && relative.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if !inside {
+        return Err(refuse(format!(
+            "location {location:?} must be a path inside the model's folder (not absolute, no ..)"
+        )));
+    }
+    let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+    let path = folder.join(relative);
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
+    let size = file
+        .metadata()
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
+        .len();
+    let length = length.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(refuse(format!(
+            "bytes {offset}..{} are past the end of {location:?} ({size} bytes)",
+            offset.saturating_add(length)
+        )));
+    }
+    let mut raw = vec![0u8; length as usize];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut raw))
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    t.raw_data = Some(raw);
+    t.external_data.clear();
+    t.data_location = Some(pb::tensor_proto::DataLocation::Default as i32);
+    Ok(())
+}
+
 impl OnnxModel {
     /// Decodes an ONNX file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel> {
@@ -173,6 +232,30 @@ impl OnnxModel {
             ));
         }
         Ok(OnnxModel { proto })
+    }
+
+    /// Reads an ONNX file and the external data its tensors name (`location`, `offset`,
+    /// `length`, relative to the model's folder), which is then held inside the model. Absolute
+    /// locations and locations that leave the folder (`..`) are refused, as are ranges past the
+    /// end of their file.
+    pub fn from_path(path: &std::path::Path) -> Result<OnnxModel> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::invalid(WHAT, "", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let mut model = OnnxModel::from_bytes(&bytes)?;
+        let folder = path.parent().unwrap_or(std::path::Path::new("."));
+        let g = model.proto.graph.as_mut().expect("checked on load");
+        let constants = g
+            .node
+            .iter_mut()
+            .flat_map(|n| n.attribute.iter_mut())
+            .filter_map(|a| a.t.as_mut());
+        for t in g.initializer.iter_mut().chain(constants) {
+            if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
+                read_external(t, folder)?;
+            }
+        }
+        Ok(model)
     }
 
     pub fn graph(&self) -> &pb::GraphProto {

@@ -516,7 +516,7 @@ fn load_data(path: &Path) -> Result<planner::npz::ValidationSet, Failure> {
 }
 
 fn load_model(path: &Path) -> Result<planner::onnx::OnnxModel, Failure> {
-    planner::onnx::OnnxModel::from_bytes(&read_bytes(path, "model")?).map_err(in_file(path))
+    planner::onnx::OnnxModel::from_path(path).map_err(in_file(path))
 }
 
 fn ort_library(flag: &Option<PathBuf>) -> Result<PathBuf, Failure> {
