@@ -4,12 +4,10 @@
 
 mod common;
 
-use common::{ort_lib, repo};
+use common::{digits, ort_lib, repo};
 use planner::eval::{EvalOptions, Evaluator};
-use planner::npz::ValidationSet;
 use planner::onnx::{pb, OnnxModel};
 use planner::ort_backend::OrtBackend;
-use planner::Manifest;
 use prost::Message;
 use std::path::PathBuf;
 
@@ -87,14 +85,7 @@ fn external_weights_read_evaluate_and_match_the_inline_model() {
         .to_string();
     assert!(err.contains("external file"), "{err}");
 
-    let manifest = Manifest::from_json(
-        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let data = ValidationSet::from_npz(
-        &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
-    )
-    .unwrap();
+    let (_, manifest, data) = digits();
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let mut from_inline = Evaluator::new(
         &backend,

@@ -3,7 +3,7 @@
 //! cached activations), compared by a KL written here with the fixture's own fp32 logits.
 
 mod common;
-use common::{ort_lib, repo};
+use common::{digits, ort_lib, repo};
 use planner::eval::{Backend, EvalOptions, Evaluator, Session};
 use planner::npz::ValidationSet;
 use planner::onnx::OnnxModel;
@@ -22,26 +22,10 @@ fn evaluator(
     Manifest,
     ValidationSet,
 ) {
-    let (model, manifest, data) = fixture();
+    let (model, manifest, data) = digits();
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let ev = Evaluator::new(&backend, &model, &manifest, data.clone(), options).unwrap();
     (ev, backend, model, manifest, data)
-}
-
-fn fixture() -> (OnnxModel, Manifest, ValidationSet) {
-    let model = OnnxModel::from_bytes(
-        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
-    )
-    .unwrap();
-    let manifest = Manifest::from_json(
-        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let data = ValidationSet::from_npz(
-        &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
-    )
-    .unwrap();
-    (model, manifest, data)
 }
 
 /// The fixture's fp32 logits, [540, 10], as the training framework's export wrote them.

@@ -20,6 +20,27 @@ pub fn ort_lib() -> PathBuf {
     path
 }
 
+/// The digits fixture: its model, manifest and validation set.
+pub fn digits() -> (
+    planner::onnx::OnnxModel,
+    planner::Manifest,
+    planner::npz::ValidationSet,
+) {
+    let model = planner::onnx::OnnxModel::from_bytes(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
+    )
+    .unwrap();
+    let manifest = planner::Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let data = planner::npz::ValidationSet::from_npz(
+        &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
+    )
+    .unwrap();
+    (model, manifest, data)
+}
+
 /// Largest difference between two outputs, relative to the expected magnitude (at least 1).
 pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());

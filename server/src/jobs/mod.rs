@@ -159,6 +159,19 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The job's stored payload.
+    fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
+        serde_json::from_str(&self.job.payload)
+            .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))
+    }
+
+    /// The supernet the job works on (every evaluation and sensitivity job has one).
+    fn supernet_id(&self) -> Result<String, JobError> {
+        self.job.supernet_id.clone().ok_or_else(|| {
+            JobError::permanent(format!("a {} job without a supernet", self.job.kind))
+        })
+    }
+
     /// Whether to stop here: cancelled by a user, or the server is shutting down.
     fn checkpoint(&self) -> Option<Outcome> {
         if self.cancel.load(Ordering::SeqCst) {
@@ -391,13 +404,8 @@ struct EvaluatePayload {
 }
 
 async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let payload: EvaluatePayload = serde_json::from_str(&ctx.job.payload)
-        .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))?;
-    let supernet_id = ctx
-        .job
-        .supernet_id
-        .clone()
-        .ok_or_else(|| JobError::permanent("an evaluation job without a supernet"))?;
+    let payload: EvaluatePayload = ctx.payload()?;
+    let supernet_id = ctx.supernet_id()?;
     let total = payload.bits.len();
     if let Some(o) = measure(
         ctx,

@@ -38,13 +38,8 @@ struct Payload {
 }
 
 pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let payload: Payload = serde_json::from_str(&ctx.job.payload)
-        .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))?;
-    let supernet_id = ctx
-        .job
-        .supernet_id
-        .clone()
-        .ok_or_else(|| JobError::permanent("a sensitivity job without a supernet"))?;
+    let payload: Payload = ctx.payload()?;
+    let supernet_id = ctx.supernet_id()?;
     let inputs = Inputs::load(&ctx.state, &supernet_id).await?;
     let (model_hash, data_hash) = (inputs.model_hash.clone(), inputs.data_hash.clone());
     let options = SensitivityOptions {
