@@ -15,33 +15,15 @@ use crate::compare::{argmax, closeness, divergence, OutputKind};
 use crate::error::{Error, Result};
 use crate::manifest::{ActivationBits, Divergence, Manifest, Rounding};
 use crate::npz::ValidationSet;
-use crate::onnx::{declared_dims, pb, OnnxModel};
+use crate::onnx::{pb, OnnxModel};
 use crate::quant::HighBitWeights;
+pub use crate::runtime::{Backend, Elements, Feed, Session, Tensor};
 use crate::segment::{split, Segment};
 use prost::Message;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// A dense f32 tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-/// An inference runtime.
-pub trait Backend {
-    type Session: Session;
-    /// Builds a session from a serialized ONNX model.
-    fn session(&self, model: &[u8]) -> Result<Self::Session>;
-}
-
-/// A loaded model: named f32 inputs in, every graph output out, in graph order.
-pub trait Session {
-    fn run(&mut self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Vec<Tensor>>;
-}
 
 /// What a candidate measures on the validation set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -194,17 +176,40 @@ pub fn activation_quantizer(range: (f32, f32), bits: u8) -> [f32; 3] {
 
 /// Runs the unmodified model over the whole set in batches, also returning the named
 /// intermediate tensors through `visit(index, tensor)`: the fp32 reference and calibration pass.
+/// Returns the scored `output` (the graph's first when `None`), at least `[samples, width]`.
 pub fn probe<B: Backend>(
     backend: &B,
     model: &OnnxModel,
+    output: Option<&str>,
+    tensors: &[String],
+    data: &ValidationSet,
+    batch_size: usize,
+    visit: impl FnMut(usize, &Tensor),
+) -> Result<Tensor> {
+    probe_bound(
+        backend,
+        model,
+        output,
+        tensors,
+        &data.bind(model)?,
+        batch_size,
+        visit,
+    )
+}
+
+/// [`probe`] on a set already bound to the model.
+fn probe_bound<B: Backend>(
+    backend: &B,
+    model: &OnnxModel,
+    output: Option<&str>,
     tensors: &[String],
     data: &ValidationSet,
     batch_size: usize,
     mut visit: impl FnMut(usize, &Tensor),
 ) -> Result<Tensor> {
-    let input = model.data_input()?.name.clone().unwrap_or_default();
     let mut proto = model.proto.clone();
     let g = proto.graph.as_mut().expect("checked on load");
+    g.output = vec![model.scored_output(output)?.clone()];
     for t in tensors {
         g.output.push(pb::ValueInfoProto {
             name: Some(t.clone()),
@@ -212,32 +217,33 @@ pub fn probe<B: Backend>(
             ..Default::default()
         });
     }
+    let name = g.output[0].name.clone().unwrap_or_default();
     let mut session = backend.session(&proto.encode_to_vec())?;
-    let per = data.sample_size();
     let n = data.len();
     let (mut out, mut out_shape) = (Vec::new(), Vec::new());
     for start in (0..n).step_by(batch_size.max(1)) {
         let end = (start + batch_size.max(1)).min(n);
-        let mut shape = data.x_shape.clone();
-        shape[0] = end - start;
-        let mut outputs =
-            session.run(&[(input.as_str(), &shape, &data.x[start * per..end * per])])?;
-        let extra = outputs.split_off(outputs.len() - tensors.len());
+        let mut outputs = session.run(&data.feeds(start, end))?;
+        let extra = outputs.split_off(1);
         for (k, t) in extra.iter().enumerate() {
             visit(k, t);
         }
         let y = outputs.swap_remove(0);
+        if y.shape.len() < 2 || y.shape[0] != end - start {
+            return Err(Error::invalid(
+                WHAT,
+                "output",
+                format!(
+                    "the scored output {name:?} must be [batch, ...] with at least one value per sample; a batch of {} gave shape {:?}",
+                    end - start,
+                    y.shape
+                ),
+            ));
+        }
         if out_shape.is_empty() {
             out_shape = y.shape.clone();
         }
         out.extend_from_slice(&y.data);
-    }
-    if out_shape.len() != 2 {
-        return Err(Error::invalid(
-            WHAT,
-            "model",
-            format!("the first output must be [batch, classes], got shape {out_shape:?}"),
-        ));
     }
     out_shape[0] = n;
     Ok(Tensor {
@@ -266,9 +272,8 @@ impl<B: Backend + Clone> Evaluator<B> {
         options: EvalOptions,
     ) -> Result<Self> {
         let batch_size = options.batch_size.max(1);
-        let input = model.data_input()?;
-        let input_name = input.name.clone().unwrap_or_default();
-        check_input_shape(input, &data)?;
+        let data = data.bind(model)?;
+        let output = model.scored_output(manifest.output.as_deref())?.clone();
         let links = model.link_layers(manifest)?;
         // The planned ops, found once: every weighted op takes its weight as input 1, data as input 0.
         let ops: Vec<Option<usize>> =
@@ -295,14 +300,33 @@ impl<B: Backend + Clone> Evaluator<B> {
         };
         let names: Vec<String> = act_inputs.iter().map(|(_, n)| n.clone()).collect();
         let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); names.len()];
-        let fp32_logits = probe(backend, model, &names, &data, batch_size, |k, t| {
-            for &v in &t.data {
-                ranges[k].0 = ranges[k].0.min(v);
-                ranges[k].1 = ranges[k].1.max(v);
-            }
-        })?;
+        let fp32_logits = probe_bound(
+            backend,
+            model,
+            manifest.output.as_deref(),
+            &names,
+            &data,
+            batch_size,
+            |k, t| {
+                for &v in &t.data {
+                    ranges[k].0 = ranges[k].0.min(v);
+                    ranges[k].1 = ranges[k].1.max(v);
+                }
+            },
+        )?;
         let reference_ms = t.elapsed().as_secs_f64() * 1e3;
         if let Some(y) = &data.y {
+            if fp32_logits.shape.len() != 2 {
+                return Err(Error::invalid(
+                    WHAT,
+                    "y",
+                    format!(
+                        "labels need a scored output [samples, classes]; {:?} has shape {:?}",
+                        output.name.clone().unwrap_or_default(),
+                        fp32_logits.shape
+                    ),
+                ));
+            }
             let classes = fp32_logits.shape[1];
             if let Some((i, &label)) = y.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
                 return Err(Error::invalid(
@@ -318,6 +342,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         let started = Instant::now();
         let mut proto = model.proto.clone();
         let g = proto.graph.as_mut().expect("checked on load");
+        g.output = vec![output];
         let mut planned = Vec::with_capacity(links.len());
         let mut inserts: Vec<(usize, Vec<pb::NodeProto>)> = Vec::new();
         for (i, (wl, op)) in links.iter().zip(&ops).enumerate() {
@@ -400,7 +425,8 @@ impl<B: Backend + Clone> Evaluator<B> {
             .collect();
         g.initializer
             .retain(|t| t.name.as_ref().is_some_and(|n| used.contains(n)));
-        let segments = split(&proto, &input_name, planned.len());
+        let inputs: Vec<String> = data.inputs.iter().map(|i| i.name.clone()).collect();
+        let segments = split(&proto, &inputs, planned.len());
         let rewrite_ms = started.elapsed().as_secs_f64() * 1e3;
 
         let mut ev = Evaluator {
@@ -416,7 +442,7 @@ impl<B: Backend + Clone> Evaluator<B> {
             data,
             batch_size,
             highest_logits: fp32_logits.clone(),
-            output_kind: OutputKind::detect(&fp32_logits.data, fp32_logits.shape[1]),
+            output_kind: OutputKind::detect(&fp32_logits.data, width(&fp32_logits)),
             fp32_logits,
             timings: Timings {
                 rewrite_ms,
@@ -548,8 +574,8 @@ impl<B: Backend + Clone> Evaluator<B> {
     }
 
     /// Runs segment `s` (its session under `own`, built) over the whole set in batches, from the
-    /// previous segment's output (`None`: the validation set); returns its output and median time
-    /// per batch.
+    /// previous segment's output (`None` for the first) and the validation inputs it reads;
+    /// returns its output and median time per batch.
     pub(crate) fn run_segment(
         &mut self,
         s: usize,
@@ -558,31 +584,35 @@ impl<B: Backend + Clone> Evaluator<B> {
         act_values: &[Option<[f32; 3]>],
     ) -> Result<(Tensor, f64)> {
         let seg = &self.segments[s];
-        let (x, x_shape): (&[f32], &[usize]) = match input {
-            None => (&self.data.x, &self.data.x_shape),
-            Some(t) => (&t.data, &t.shape),
-        };
-        let n = x_shape[0];
-        let per: usize = x_shape[1..].iter().product();
+        let n = self.data.len();
         let session = self.sessions[s].get_mut(own).expect("built first");
         let names: Vec<[String; 3]> = seg
             .act_layers
             .iter()
             .map(|i| ["scale", "lo", "hi"].map(|k| format!("bitplan.act.{i}.{k}")))
             .collect();
+        let fed: Vec<&crate::npz::Input> = seg
+            .data_inputs
+            .iter()
+            .map(|name| self.data.input(name).expect("segments read bound inputs"))
+            .collect();
         let (mut out, mut out_shape, mut times) = (Vec::new(), Vec::new(), Vec::new());
         for start in (0..n).step_by(self.batch_size) {
             let end = (start + self.batch_size).min(n);
-            let mut shape = x_shape.to_vec();
-            shape[0] = end - start;
-            let mut feeds: Vec<(&str, &[usize], &[f32])> =
-                vec![(seg.input.as_str(), &shape, &x[start * per..end * per])];
+            let mut feeds: Vec<Feed> = Vec::new();
+            if let (Some(name), Some(x)) = (&seg.input, input) {
+                let per: usize = x.shape[1..].iter().product();
+                let mut shape = x.shape.clone();
+                shape[0] = end - start;
+                feeds.push(Feed::f32(name, &shape, &x.data[start * per..end * per]));
+            }
+            feeds.extend(fed.iter().map(|i| i.feed(start, end)));
             for (k, &l) in seg.act_layers.iter().enumerate() {
                 let v = act_values[l]
                     .as_ref()
                     .expect("quantized layers have ranges");
                 for (name, value) in names[k].iter().zip(v) {
-                    feeds.push((name.as_str(), &[], std::slice::from_ref(value)));
+                    feeds.push(Feed::f32(name, &[], std::slice::from_ref(value)));
                 }
             }
             let t = Instant::now();
@@ -630,8 +660,8 @@ impl<B: Backend + Clone> Evaluator<B> {
     pub fn evaluate_with(&mut self, bits: &[u8], scheme: Scheme) -> Result<Metrics> {
         let (logits, latency_ms) = self.infer(bits, scheme)?;
         self.timings.candidates += 1;
-        let classes = logits.shape[1];
-        let n = logits.shape[0];
+        let classes = width(&logits);
+        let n = logits.data.len() / classes;
         let kind = self.output_kind;
         let mut correct = 0usize;
         let (mut agree32, mut agree_h, mut kl32, mut kl_h) = (0usize, 0usize, 0.0, 0.0);
@@ -670,7 +700,7 @@ impl<B: Backend + Clone> Evaluator<B> {
             cosine_min: close.cosine_min,
             rel_l2: close.rel_l2,
             latency_ms,
-            samples: n,
+            samples: self.data.len(),
             batch_size: self.batch_size,
             activations_quantized: self.quantizes_activations(),
         })
@@ -683,13 +713,13 @@ impl<B: Backend + Clone> Evaluator<B> {
             self.output_kind,
             &self.fp32_logits.data,
             &y.data,
-            self.fp32_logits.shape[1],
+            width(&self.fp32_logits),
         )
     }
 
     /// Values per sample of the scored output.
     pub(crate) fn output_width(&self) -> usize {
-        self.fp32_logits.shape[1]
+        width(&self.fp32_logits)
     }
 
     /// Whether the evaluator fake-quantizes activations.
@@ -729,7 +759,7 @@ impl<B: Backend + Clone> Evaluator<B> {
     /// Top-1 accuracy of the fp32 model, when labelled.
     pub fn fp32_accuracy(&self) -> Option<f64> {
         let y = self.data.y.as_ref()?;
-        let classes = self.fp32_logits.shape[1];
+        let classes = width(&self.fp32_logits);
         let correct = y
             .iter()
             .enumerate()
@@ -781,34 +811,10 @@ fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
     }
 }
 
-/// Checks that a validation set fits the model's declared data input (rank and fixed dimensions).
-pub fn check_input_shape(input: &pb::ValueInfoProto, data: &ValidationSet) -> Result<()> {
-    let Some(dims) = declared_dims(input) else {
-        return Ok(());
-    };
-    let fits = dims.len() == data.x_shape.len()
-        && dims
-            .iter()
-            .zip(&data.x_shape)
-            .skip(1)
-            .all(|(d, &x)| d.is_none_or(|d| d == x));
-    if !fits {
-        let want: Vec<String> = dims
-            .iter()
-            .map(|d| d.map_or("?".into(), |v| v.to_string()))
-            .collect();
-        let name = input.name.clone().unwrap_or_default();
-        return Err(Error::invalid(
-            WHAT,
-            "x",
-            format!(
-                "shape {:?} does not fit the model input {name:?} [{}]",
-                data.x_shape,
-                want.join(", ")
-            ),
-        ));
-    }
-    Ok(())
+/// Values per row of a scored output: its last dimension. An output `[N, ..., w]` is compared row
+/// by row (a sequence model's logits are a distribution per position).
+fn width(t: &Tensor) -> usize {
+    t.shape.last().copied().unwrap_or(1).max(1)
 }
 
 #[cfg(test)]

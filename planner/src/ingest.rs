@@ -9,8 +9,8 @@
 use crate::error::{Error, FieldError, Result};
 use crate::eval::{probe, Backend, EvalOptions, Evaluator, Timings};
 use crate::manifest::{Divergence, Manifest, Warning};
-use crate::npz::ValidationSet;
-use crate::onnx::{declared_dims, OnnxModel, WeightedLayer};
+use crate::npz::{Input, InputValues, ValidationSet};
+use crate::onnx::{declared_dims, declared_elem_type, pb, OnnxModel, WeightedLayer};
 use crate::sensitivity::Progress;
 use serde_json::{json, Map, Value};
 use std::ops::ControlFlow;
@@ -28,14 +28,16 @@ fn aliases(l: &WeightedLayer) -> Vec<String> {
     out
 }
 
-/// The input shape MACs are counted at: `given`, else one sample of the calibration set, else the
-/// model's declared shape with dynamic dimensions at 1 (each such dimension but the batch gets a
-/// warning naming the input and the dimension: a MAC count at 1 can be far off).
-pub fn mac_input_shape(
+/// The one sample MACs are counted at: zeros of `given` shape (single-input models), else the
+/// first sample of the calibration set, else zeros at the model's declared shapes with dynamic
+/// dimensions at 1 (each such dimension but the batch gets a warning naming the input and the
+/// dimension: a MAC count at 1 can be far off).
+pub fn mac_sample(
     model: &OnnxModel,
     given: Option<&[usize]>,
     data: Option<&ValidationSet>,
-) -> Result<(Vec<usize>, Vec<Warning>)> {
+) -> Result<(ValidationSet, Vec<Warning>)> {
+    let inputs = model.data_inputs()?;
     if let Some(shape) = given {
         if shape.is_empty() || shape.contains(&0) {
             return Err(Error::invalid(
@@ -44,33 +46,71 @@ pub fn mac_input_shape(
                 format!("{shape:?}: every dimension must be positive"),
             ));
         }
-        return Ok((shape.to_vec(), Vec::new()));
+        let [input] = inputs.as_slice() else {
+            return Err(Error::invalid(
+                "input shape",
+                "",
+                format!(
+                    "the model has {} inputs: give a calibration set with an array per input instead",
+                    inputs.len()
+                ),
+            ));
+        };
+        let sample = ValidationSet {
+            inputs: vec![zeros(input, shape)],
+            y: None,
+        };
+        return Ok((sample, Vec::new()));
     }
     if let Some(data) = data {
-        let mut shape = data.x_shape.clone();
-        shape[0] = 1;
-        return Ok((shape, Vec::new()));
+        return Ok((data.bind(model)?.slice(0, 1), Vec::new()));
     }
-    let input = model.data_input()?;
-    let name = input.name.clone().unwrap_or_default();
-    let dims = declared_dims(input).ok_or_else(|| {
-        Error::invalid(
-            "input shape",
-            "",
-            format!("the model declares no shape for its input {name:?}: give the input shape or a calibration set"),
-        )
-    })?;
-    let warnings = dims
-        .iter()
-        .enumerate()
-        .skip(1)
-        .filter(|(_, d)| d.is_none())
-        .map(|(i, _)| Warning {
-            path: format!("input {name:?} dimension {i}"),
-            message: "dynamic, counted as 1 for the MAC count: give the input shape or a calibration set for the real size".into(),
-        })
-        .collect();
-    Ok((dims.into_iter().map(|d| d.unwrap_or(1)).collect(), warnings))
+    let mut warnings = Vec::new();
+    let mut sample = ValidationSet {
+        inputs: Vec::new(),
+        y: None,
+    };
+    for input in inputs {
+        let name = input.name.clone().unwrap_or_default();
+        let dims = declared_dims(input).ok_or_else(|| {
+            Error::invalid(
+                "input shape",
+                "",
+                format!("the model declares no shape for its input {name:?}: give the input shape or a calibration set"),
+            )
+        })?;
+        warnings.extend(
+            dims.iter()
+                .enumerate()
+                .skip(1)
+                .filter(|(_, d)| d.is_none())
+                .map(|(i, _)| Warning {
+                    path: format!("input {name:?} dimension {i}"),
+                    message: "dynamic, counted as 1 for the MAC count: give the input shape or a calibration set for the real size".into(),
+                }),
+        );
+        let shape: Vec<usize> = dims.into_iter().map(|d| d.unwrap_or(1)).collect();
+        sample.inputs.push(zeros(input, &shape));
+    }
+    Ok((sample, warnings))
+}
+
+/// An input of zeros of `shape` in the element type `info` declares.
+fn zeros(info: &pb::ValueInfoProto, shape: &[usize]) -> Input {
+    use pb::tensor_proto::DataType as D;
+    let n: usize = shape.iter().product();
+    let elem = declared_elem_type(info).unwrap_or(D::Float as i32);
+    Input {
+        name: info.name.clone().unwrap_or_default(),
+        shape: shape.to_vec(),
+        values: if elem == D::Int64 as i32 {
+            InputValues::I64(vec![0; n])
+        } else if elem == D::Int32 as i32 {
+            InputValues::I32(vec![0; n])
+        } else {
+            InputValues::F32(vec![0.0; n])
+        },
+    }
 }
 
 /// What a manifest is derived from.
@@ -82,16 +122,35 @@ pub struct Source<'a> {
     /// `{"name": trace}` or `{"name": {"hessian_trace" | "hessian_trace_per_param": x,
     /// "hessian_trace_stderr": s}}`, matched by module, tensor or node name.
     pub traces: Option<&'a Value>,
-    /// The input shape MACs are counted at ([`mac_input_shape`]).
-    pub input_shape: &'a [usize],
+    /// The sample MACs are counted at ([`mac_sample`]).
+    pub sample: &'a ValidationSet,
+    /// The output to score (the graph's first when `None`), written into the manifest.
+    pub output: Option<&'a str>,
     /// Candidate bit-widths.
     pub bits: &'a [u8],
 }
 
 /// Builds a manifest from a model: with traces, one of Hessian traces (every layer needs one);
-/// without, a structure-only manifest (objective `none`) to measure sensitivity into later.
+/// without, a structure-only manifest (objective `none`) to measure sensitivity into later. A model
+/// with several outputs and no `output` chosen gets a warning naming the one scored.
 pub fn derive_manifest<B: Backend>(backend: &B, source: &Source) -> Result<Manifest> {
-    Manifest::from_value(manifest_document(backend, source)?)
+    let mut manifest = Manifest::from_value(manifest_document(backend, source)?)?;
+    let outputs = &source.model.graph().output;
+    if source.output.is_none() && outputs.len() > 1 {
+        let names: Vec<String> = outputs
+            .iter()
+            .map(|o| format!("{:?}", o.name.clone().unwrap_or_default()))
+            .collect();
+        manifest.warnings.push(Warning {
+            path: "output".into(),
+            message: format!(
+                "the model has {} outputs ({}); the first is scored: --output NAME picks another",
+                outputs.len(),
+                names.join(", ")
+            ),
+        });
+    }
+    Ok(manifest)
 }
 
 /// How a manifest's sensitivity is measured.
@@ -102,7 +161,7 @@ pub struct SensitivityOptions {
 }
 
 /// Builds a manifest whose layers carry measured sensitivity on `data` (traces optional: kept in
-/// the manifest for reference, unused by the objective); MACs at `input_shape`. Also says where the
+/// the manifest for reference, unused by the objective); MACs at `source.sample`. Also says where the
 /// pass spent its time.
 pub fn measure_manifest<B: Backend + Clone>(
     backend: &B,
@@ -156,13 +215,14 @@ fn per_bit(values: impl IntoIterator<Item = (u8, f64)>) -> Value {
 }
 
 /// The manifest document of a model: per weighted layer its name, weight count, MACs at
-/// `input_shape`, weight link and, when `traces` are given, its trace.
+/// the source's sample, weight link and, when `traces` are given, its trace.
 fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> {
     let Source {
         model,
         name,
         traces,
-        input_shape,
+        sample,
+        output,
         bits,
     } = *source;
     let layers = model.weighted_layers()?;
@@ -181,13 +241,7 @@ fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> 
         None => None,
     };
 
-    // One inference on zeros, with every weighted op's input and output exposed.
-    let sample: usize = input_shape.iter().product();
-    let data = ValidationSet {
-        x: vec![0.0; sample],
-        x_shape: input_shape.to_vec(),
-        y: None,
-    };
+    // One inference on the sample, with every weighted op's input and output exposed.
     let g = model.graph();
     let mut tensors = Vec::new();
     for l in &layers {
@@ -203,9 +257,10 @@ fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> 
     probe(
         backend,
         model,
+        output,
         &tensors,
-        &data,
-        input_shape[0].max(1),
+        sample,
+        sample.len().max(1),
         |k, t| shapes[k] = t.shape.clone(),
     )?;
     let per_sample = |shape: &[usize]| -> u64 { shape.iter().skip(1).product::<usize>() as u64 };
@@ -277,6 +332,9 @@ fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> 
     let mut doc = Map::new();
     doc.insert("name".into(), json!(name));
     doc.insert("bits".into(), json!(bits));
+    if let Some(output) = output {
+        doc.insert("output".into(), json!(output));
+    }
     doc.insert("layers".into(), Value::Array(out_layers));
     Ok(Value::Object(doc))
 }

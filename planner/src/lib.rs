@@ -51,9 +51,11 @@ pub mod ort_backend;
 mod plan;
 mod problem;
 pub mod quant;
+pub mod runtime;
 mod segment;
 pub mod sensitivity;
 pub mod synth;
+pub mod synth_model;
 mod traces;
 
 pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};

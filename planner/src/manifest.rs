@@ -135,6 +135,9 @@ pub struct Manifest {
     /// The divergence the layers' `sensitivity` measures, when they have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitivity_metric: Option<Divergence>,
+    /// The model output evaluation and sensitivity score (the graph's first when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     pub layers: Vec<Layer>,
     /// What was accepted but changed, assumed or ignored; not part of the manifest itself.
     #[serde(skip)]
@@ -152,6 +155,8 @@ struct RawManifest {
     rounding: Option<Rounding>,
     #[serde(default)]
     sensitivity_metric: Option<Divergence>,
+    #[serde(default)]
+    output: Option<String>,
     layers: Vec<RawLayer>,
 }
 
@@ -196,6 +201,7 @@ const MANIFEST_FIELDS: &[&str] = &[
     "activation_bits",
     "rounding",
     "sensitivity_metric",
+    "output",
     "layers",
 ];
 
@@ -459,6 +465,10 @@ impl Manifest {
             });
         }
 
+        if raw.output.as_deref().is_some_and(|o| o.trim().is_empty()) {
+            problems.push("output", "must name one of the model's outputs");
+        }
+
         if problems.0.is_empty() {
             Ok(Manifest {
                 name: raw.name,
@@ -469,6 +479,7 @@ impl Manifest {
                     .iter()
                     .any(|l| l.sensitivity.is_some())
                     .then(|| raw.sensitivity_metric.unwrap_or_default()),
+                output: raw.output,
                 layers,
                 warnings,
             })

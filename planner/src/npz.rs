@@ -1,96 +1,371 @@
-//! NumPy `.npz` validation sets: `x` (inputs, any float or integer dtype) and optional `y`
-//! (integer labels), read without Python.
+//! Validation sets: named input arrays (and optional integer labels `y`) read from NumPy `.npz`
+//! without Python, and bound to a model's data inputs.
+//!
+//! An npz for a single-input model holds `x` (or an array named like the input); for a model with
+//! several inputs, one array per input, named like it; other arrays are ignored. Every array but
+//! `y` is read as an input, and all share the leading sample dimension. Binding ([`ValidationSet::bind`]) orders the arrays like the
+//! model's inputs and converts them to the element type each declares: integer arrays feed float
+//! inputs as numbers (uint8 images), and integer inputs (token ids, masks) take integer arrays
+//! unchanged; float arrays never feed integer inputs.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
+use crate::onnx::{data_type_name, declared_dims, declared_elem_type, pb, OnnxModel};
+use crate::runtime::{Elements, Feed};
 use std::collections::BTreeMap;
 use std::io::Read;
 
 const WHAT: &str = "validation set";
 
-/// One array: its shape and values as f64 (exact for every dtype an npz of inputs or labels holds).
+/// One array's values: floats as f64, integers as i64 (both exact for what the npz held).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Array {
-    pub shape: Vec<usize>,
-    pub values: Vec<f64>,
+pub enum Values {
+    Float(Vec<f64>),
+    Int(Vec<i64>),
 }
 
-/// A validation set: inputs and, when present, labels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidationSet {
-    /// Inputs `[N, ...]`, as f32.
-    pub x: Vec<f32>,
-    pub x_shape: Vec<usize>,
-    pub y: Option<Vec<i64>>,
-}
-
-impl ValidationSet {
+impl Values {
     pub fn len(&self) -> usize {
-        self.x_shape.first().copied().unwrap_or(0)
+        match self {
+            Values::Float(v) => v.len(),
+            Values::Int(v) => v.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Elements per sample.
-    pub fn sample_size(&self) -> usize {
-        self.x_shape[1..].iter().product()
+}
+
+/// One `.npy` array: its shape and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub values: Values,
+}
+
+/// An input's elements, in the type a run feeds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputValues {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+}
+
+/// One named input `[N, ...]` of a validation set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: InputValues,
+}
+
+impl Input {
+    /// Samples `start..end` as a run's input.
+    pub fn feed(&self, start: usize, end: usize) -> Feed<'_> {
+        let per: usize = self.shape[1..].iter().product();
+        let (a, b) = (start * per, end * per);
+        let mut shape = self.shape.clone();
+        shape[0] = end - start;
+        Feed {
+            name: &self.name,
+            shape,
+            elements: match &self.values {
+                InputValues::F32(v) => Elements::F32(&v[a..b]),
+                InputValues::I64(v) => Elements::I64(&v[a..b]),
+                InputValues::I32(v) => Elements::I32(&v[a..b]),
+            },
+        }
+    }
+}
+
+/// A validation set: inputs sharing a leading sample dimension and, when present, labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationSet {
+    /// Read from an npz, in the archive's name order; bound to a model, in its input order.
+    pub inputs: Vec<Input>,
+    pub y: Option<Vec<i64>>,
+}
+
+impl ValidationSet {
+    /// A set with one f32 input `x` of `shape` `[N, ...]`.
+    pub fn single(x: Vec<f32>, shape: Vec<usize>, y: Option<Vec<i64>>) -> ValidationSet {
+        ValidationSet {
+            inputs: vec![Input {
+                name: "x".into(),
+                shape,
+                values: InputValues::F32(x),
+            }],
+            y,
+        }
     }
 
-    /// Reads `x` and optional `y` from `.npz` bytes.
+    /// Samples: the labels', else those of `x`, else of the first input (all agree once bound).
+    pub fn len(&self) -> usize {
+        if let Some(y) = &self.y {
+            return y.len();
+        }
+        self.input("x")
+            .or(self.inputs.first())
+            .and_then(|i| i.shape.first().copied())
+            .unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every input's samples `start..end`, as a run's inputs.
+    pub fn feeds(&self, start: usize, end: usize) -> Vec<Feed<'_>> {
+        self.inputs.iter().map(|i| i.feed(start, end)).collect()
+    }
+
+    /// The input of that name.
+    pub fn input(&self, name: &str) -> Option<&Input> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// Samples `start..end` as a set of their own.
+    pub fn slice(&self, start: usize, end: usize) -> ValidationSet {
+        ValidationSet {
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| {
+                    let per: usize = i.shape[1..].iter().product();
+                    let (a, b) = (start * per, end * per);
+                    let mut shape = i.shape.clone();
+                    shape[0] = end - start;
+                    Input {
+                        name: i.name.clone(),
+                        shape,
+                        values: match &i.values {
+                            InputValues::F32(v) => InputValues::F32(v[a..b].to_vec()),
+                            InputValues::I64(v) => InputValues::I64(v[a..b].to_vec()),
+                            InputValues::I32(v) => InputValues::I32(v[a..b].to_vec()),
+                        },
+                    }
+                })
+                .collect(),
+            y: self.y.as_ref().map(|y| y[start..end].to_vec()),
+        }
+    }
+
+    /// Reads every array of an `.npz`: `y` as labels, the others as inputs. Shapes are checked
+    /// when the set is bound to a model ([`ValidationSet::bind`]).
     pub fn from_npz(bytes: &[u8]) -> Result<ValidationSet> {
-        let arrays = read_npz(bytes)?;
-        let x = arrays.get("x").ok_or_else(|| {
-            Error::invalid(
-                WHAT,
-                "x",
-                format!(
-                    "the npz has no array `x` (it has: {})",
-                    arrays.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
-        if x.shape.is_empty() || x.shape[0] == 0 {
+        let mut arrays = read_npz(bytes)?;
+        let y = arrays.remove("y");
+        if arrays.is_empty() {
             return Err(Error::invalid(
                 WHAT,
                 "x",
-                format!(
-                    "must have a leading sample dimension of at least 1, has shape {:?}",
-                    x.shape
-                ),
+                "the npz has no input array: name it `x` (or, for a model with several inputs, like each input)",
             ));
         }
-        let y = match arrays.get("y") {
+        let inputs = arrays
+            .into_iter()
+            .map(|(name, a)| Input {
+                name,
+                shape: a.shape,
+                values: match a.values {
+                    Values::Float(v) => InputValues::F32(v.into_iter().map(|v| v as f32).collect()),
+                    Values::Int(v) => InputValues::I64(v),
+                },
+            })
+            .collect();
+        let y = match y {
             None => None,
             Some(y) => {
-                if y.shape != [x.shape[0]] {
+                if y.shape.len() != 1 {
                     return Err(Error::invalid(
                         WHAT,
                         "y",
                         format!(
-                            "shape {:?} does not match {} samples of x",
-                            y.shape, x.shape[0]
+                            "labels must be one per sample, [N]; got shape {:?}",
+                            y.shape
                         ),
                     ));
                 }
-                let mut labels = Vec::with_capacity(y.values.len());
-                for (i, &v) in y.values.iter().enumerate() {
-                    if v.fract() != 0.0 || v < 0.0 {
-                        return Err(Error::invalid(
-                            WHAT,
-                            format!("y[{i}]"),
-                            format!("labels must be non-negative integers, found {v}"),
-                        ));
-                    }
-                    labels.push(v as i64);
+                let labels = match y.values {
+                    Values::Int(v) => v,
+                    Values::Float(v) => v
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            if v.fract() == 0.0 && v.abs() < 2f64.powi(53) {
+                                Ok(v as i64)
+                            } else {
+                                Err(Error::invalid(
+                                    WHAT,
+                                    format!("y[{i}]"),
+                                    format!("labels must be non-negative integers, found {v}"),
+                                ))
+                            }
+                        })
+                        .collect::<Result<_>>()?,
+                };
+                if let Some((i, v)) = labels.iter().enumerate().find(|(_, &v)| v < 0) {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!("y[{i}]"),
+                        format!("labels must be non-negative integers, found {v}"),
+                    ));
                 }
                 Some(labels)
             }
         };
+        Ok(ValidationSet { inputs, y })
+    }
+
+    /// This set as `model` reads it: one input per data input of the model, in the model's order,
+    /// under its names, in the element type it declares, with shapes checked against its fixed
+    /// dimensions. Arrays no input reads are left out (an npz may carry indices or metadata).
+    /// Errors name the array and the reason; every problem is reported at once.
+    pub fn bind(&self, model: &OnnxModel) -> Result<ValidationSet> {
+        let wanted = model.data_inputs()?;
+        let mut errors = Vec::new();
+        let mut inputs = Vec::with_capacity(wanted.len());
+        for info in &wanted {
+            let name = info.name.clone().unwrap_or_default();
+            let found = self.inputs.iter().position(|i| i.name == name).or_else(|| {
+                // A single-input model reads `x` whatever it calls its input.
+                (wanted.len() == 1)
+                    .then(|| self.inputs.iter().position(|i| i.name == "x"))
+                    .flatten()
+            });
+            let Some(k) = found else {
+                let have = self
+                    .inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                errors.push(if wanted.len() == 1 {
+                    FieldError::new(
+                        "x",
+                        format!("the npz has no array `x` nor one named like the model input {name:?} (it has: {have})"),
+                    )
+                } else {
+                    FieldError::new(
+                        name.clone(),
+                        format!("the model input {name:?} has no array of that name in the npz (it has: {have})"),
+                    )
+                });
+                continue;
+            };
+            match bind_input(&self.inputs[k], info) {
+                Ok(values) => inputs.push(Input {
+                    name,
+                    shape: self.inputs[k].shape.clone(),
+                    values,
+                }),
+                Err(reason) => errors.push(FieldError::new(self.inputs[k].name.clone(), reason)),
+            }
+        }
+        Error::check(WHAT, errors)?;
+        // Every input, and the labels, have one row per sample.
+        let mut errors = Vec::new();
+        let n = inputs[0].shape.first().copied().unwrap_or(0);
+        for i in &inputs {
+            let m = i.shape.first().copied().unwrap_or(0);
+            if m == 0 {
+                errors.push(FieldError::new(
+                    i.name.clone(),
+                    format!(
+                        "must have a leading sample dimension of at least 1, has shape {:?}",
+                        i.shape
+                    ),
+                ));
+            } else if m != n {
+                errors.push(FieldError::new(
+                    i.name.clone(),
+                    format!(
+                        "has {m} samples but {} has {n}: inputs share the leading dimension",
+                        inputs[0].name
+                    ),
+                ));
+            }
+        }
+        if let Some(y) = &self.y {
+            if y.len() != n {
+                errors.push(FieldError::new(
+                    "y",
+                    format!("has {} labels for {n} samples of the inputs", y.len()),
+                ));
+            }
+        }
+        Error::check(WHAT, errors)?;
         Ok(ValidationSet {
-            x: x.values.iter().map(|&v| v as f32).collect(),
-            x_shape: x.shape.clone(),
-            y,
+            inputs,
+            y: self.y.clone(),
         })
     }
+}
+
+/// An input's values converted to the element type the model declares for `info`, or why not.
+fn bind_input(
+    input: &Input,
+    info: &pb::ValueInfoProto,
+) -> std::result::Result<InputValues, String> {
+    use pb::tensor_proto::DataType as D;
+    let name = info.name.clone().unwrap_or_default();
+    if let Some(dims) = declared_dims(info) {
+        let fits = dims.len() == input.shape.len()
+            && dims
+                .iter()
+                .zip(&input.shape)
+                .skip(1)
+                .all(|(d, &x)| d.is_none_or(|d| d == x));
+        if !fits {
+            let want: Vec<String> = dims
+                .iter()
+                .map(|d| d.map_or("?".into(), |v| v.to_string()))
+                .collect();
+            return Err(format!(
+                "shape {:?} does not fit the model input {name:?} [{}]",
+                input.shape,
+                want.join(", ")
+            ));
+        }
+    }
+    let elem = declared_elem_type(info).unwrap_or(D::Float as i32);
+    let float_for_int = || {
+        format!(
+            "holds floats, but the model input {name:?} is {}: save it as an integer array",
+            data_type_name(elem)
+        )
+    };
+    Ok(match (elem, &input.values) {
+        (e, InputValues::F32(v)) if e == D::Float as i32 => InputValues::F32(v.clone()),
+        (e, InputValues::I64(v)) if e == D::Float as i32 => {
+            InputValues::F32(v.iter().map(|&v| v as f32).collect())
+        }
+        (e, InputValues::I32(v)) if e == D::Float as i32 => {
+            InputValues::F32(v.iter().map(|&v| v as f32).collect())
+        }
+        (e, InputValues::I64(v)) if e == D::Int64 as i32 => InputValues::I64(v.clone()),
+        (e, InputValues::I32(v)) if e == D::Int64 as i32 => {
+            InputValues::I64(v.iter().map(|&v| i64::from(v)).collect())
+        }
+        (e, InputValues::I32(v)) if e == D::Int32 as i32 => InputValues::I32(v.clone()),
+        (e, InputValues::I64(v)) if e == D::Int32 as i32 => InputValues::I32(
+            v.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    i32::try_from(v).map_err(|_| {
+                        format!("value {v} at flat index {i} does not fit the int32 input {name:?}")
+                    })
+                })
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        (e, InputValues::F32(_)) if e == D::Int64 as i32 || e == D::Int32 as i32 => {
+            return Err(float_for_int())
+        }
+        (e, _) => {
+            return Err(format!(
+                "the model input {name:?} is {}; bitplan feeds float, int64 and int32 inputs",
+                data_type_name(e)
+            ))
+        }
+    })
 }
 
 /// Every `.npy` member of an `.npz` archive (stored or deflated), by name without `.npy`.
@@ -110,6 +385,41 @@ pub fn read_npz(bytes: &[u8]) -> Result<BTreeMap<String, Array>> {
         out.insert(name, arr);
     }
     Ok(out)
+}
+
+/// An `.npz` archive (stored, not deflated) of `.npy` arrays, version 1: floats as `<f8`, integers
+/// as `<i8`, in C order. What [`read_npz`] reads back.
+pub fn to_npz(arrays: &[(&str, &Array)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, array) in arrays {
+        let (descr, data): (&str, Vec<u8>) = match &array.values {
+            Values::Float(v) => ("<f8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Values::Int(v) => ("<i8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        let dims: Vec<String> = array.shape.iter().map(usize::to_string).collect();
+        let shape = match dims.as_slice() {
+            [one] => format!("({one},)"),
+            _ => format!("({})", dims.join(", ")),
+        };
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        // The data starts 64-byte aligned, after a newline-terminated header.
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        npy.extend_from_slice(header.as_bytes());
+        npy.extend_from_slice(&data);
+        zip.start_file(format!("{name}.npy"), options)
+            .expect("writing to memory");
+        zip.write_all(&npy).expect("writing to memory");
+    }
+    zip.finish().expect("writing to memory").into_inner()
 }
 
 /// Parses one `.npy` file (format versions 1-3, little-endian or byte-sized dtypes, C order).
@@ -166,7 +476,7 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
         return Err(format!("big-endian dtype {descr} is not supported"));
     }
     macro_rules! read {
-        ($t:ty, $size:expr) => {{
+        ($t:ty, $size:expr, $as:ty) => {{
             if data.len() < n * $size {
                 return Err(format!(
                     "truncated data: {} bytes for {n} values of {descr}",
@@ -175,22 +485,28 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
             }
             data[..n * $size]
                 .chunks_exact($size)
-                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")) as f64)
-                .collect::<Vec<f64>>()
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")) as $as)
+                .collect::<Vec<$as>>()
         }};
     }
     let values = match kind {
-        "f4" => read!(f32, 4),
-        "f8" => read!(f64, 8),
-        "f2" => return Err("float16 arrays are not supported; convert x to float32".into()),
-        "i1" => read!(i8, 1),
-        "u1" | "b1" => read!(u8, 1),
-        "i2" => read!(i16, 2),
-        "u2" => read!(u16, 2),
-        "i4" => read!(i32, 4),
-        "u4" => read!(u32, 4),
-        "i8" => read!(i64, 8),
-        "u8" => read!(u64, 8),
+        "f4" => Values::Float(read!(f32, 4, f64)),
+        "f8" => Values::Float(read!(f64, 8, f64)),
+        "f2" => return Err("float16 arrays are not supported; convert to float32".into()),
+        "i1" => Values::Int(read!(i8, 1, i64)),
+        "u1" | "b1" => Values::Int(read!(u8, 1, i64)),
+        "i2" => Values::Int(read!(i16, 2, i64)),
+        "u2" => Values::Int(read!(u16, 2, i64)),
+        "i4" => Values::Int(read!(i32, 4, i64)),
+        "u4" => Values::Int(read!(u32, 4, i64)),
+        "i8" => Values::Int(read!(i64, 8, i64)),
+        "u8" => {
+            let v = read!(u64, 8, u64);
+            match v.iter().find(|&&v| i64::try_from(v).is_err()) {
+                Some(big) => return Err(format!("uint64 value {big} is beyond int64")),
+                None => Values::Int(v.into_iter().map(|v| v as i64).collect()),
+            }
+        }
         other => return Err(format!("unsupported dtype {other:?}")),
     };
     Ok(Array { shape, values })

@@ -74,11 +74,20 @@ fn node_name(node: &pb::NodeProto) -> String {
         .unwrap_or_else(|| node.output.first().cloned().unwrap_or_default())
 }
 
-fn data_type_name(t: i32) -> String {
+/// An ONNX element type's name (`FLOAT`, `INT64`, ...).
+pub fn data_type_name(t: i32) -> String {
     pb::tensor_proto::DataType::try_from(t).map_or_else(
         |_| format!("data type {t}"),
         |d| d.as_str_name().to_string(),
     )
+}
+
+/// A value's declared tensor element type, when it declares one.
+pub fn declared_elem_type(value: &pb::ValueInfoProto) -> Option<i32> {
+    match value.r#type.as_ref()?.value.as_ref()? {
+        pb::type_proto::Value::TensorType(t) => t.elem_type,
+        _ => None,
+    }
 }
 
 /// A value's declared dimensions (`None` for symbolic or unknown ones); `None` when it declares
@@ -271,9 +280,9 @@ impl OnnxModel {
             .expect("found when listing layers")
     }
 
-    /// The graph's single data input (inputs that are not initializers); models with more are
-    /// refused, naming how many they have.
-    pub fn data_input(&self) -> Result<&pb::ValueInfoProto> {
+    /// The graph's data inputs (inputs that are not initializers), in graph order; a model with
+    /// none is refused.
+    pub fn data_inputs(&self) -> Result<Vec<&pb::ValueInfoProto>> {
         let g = self.graph();
         let initializers: std::collections::HashSet<&str> = g
             .initializer
@@ -285,17 +294,40 @@ impl OnnxModel {
             .iter()
             .filter(|i| !i.name.as_deref().is_some_and(|n| initializers.contains(n)))
             .collect();
-        match inputs.as_slice() {
-            [one] => Ok(one),
-            _ => Err(Error::invalid(
+        if inputs.is_empty() {
+            return Err(Error::invalid(
                 WHAT,
                 "graph.input",
-                format!(
-                    "bitplan works on models with exactly one data input; this one has {}",
-                    inputs.len()
-                ),
-            )),
+                "the model has no data input (every input is an initializer)",
+            ));
         }
+        Ok(inputs)
+    }
+
+    /// The output bitplan scores: the one named `output`, else the graph's first.
+    pub fn scored_output(&self, output: Option<&str>) -> Result<&pb::ValueInfoProto> {
+        let outputs = &self.graph().output;
+        let found = match output {
+            None => outputs.first(),
+            Some(name) => outputs.iter().find(|o| o.name.as_deref() == Some(name)),
+        };
+        found.ok_or_else(|| {
+            let names: Vec<String> = outputs
+                .iter()
+                .map(|o| format!("{:?}", o.name.clone().unwrap_or_default()))
+                .collect();
+            Error::invalid(
+                "output",
+                "output",
+                match output {
+                    Some(name) => format!(
+                        "the model has no output {name:?} (its outputs: {})",
+                        names.join(", ")
+                    ),
+                    None => "the model has no output".into(),
+                },
+            )
+        })
     }
 
     /// Every constant tensor by name: initializers and Constant node outputs.

@@ -2,8 +2,9 @@
 //! library of the PyPI `onnxruntime` wheel. One environment per process.
 
 use crate::error::{Error, Result};
-use crate::eval::{Backend, Session, Tensor};
+use crate::runtime::{Backend, Elements, Feed, Session, Tensor};
 use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorElementType;
 use ort::value::TensorRef;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -68,21 +69,47 @@ impl Backend for OrtBackend {
 }
 
 impl Session for OrtSession {
-    fn run(&mut self, inputs: &[(&str, &[usize], &[f32])]) -> Result<Vec<Tensor>> {
+    fn run(&mut self, feeds: &[Feed<'_>]) -> Result<Vec<Tensor>> {
         let rt = |e: ort::Error| Error::Runtime(format!("inference failed: {e}"));
-        let mut feeds = Vec::with_capacity(inputs.len());
-        for &(name, shape, data) in inputs {
-            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            feeds.push((name, TensorRef::from_array_view((shape, data)).map_err(rt)?));
+        let mut inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
+            Vec::with_capacity(feeds.len());
+        for feed in feeds {
+            let shape: Vec<i64> = feed.shape.iter().map(|&d| d as i64).collect();
+            let value = match feed.elements {
+                Elements::F32(d) => TensorRef::from_array_view((shape, d)).map_err(rt)?.into(),
+                Elements::I64(d) => TensorRef::from_array_view((shape, d)).map_err(rt)?.into(),
+                Elements::I32(d) => TensorRef::from_array_view((shape, d)).map_err(rt)?.into(),
+            };
+            inputs.push((feed.name, value));
         }
-        let outputs = self.0.run(feeds).map_err(rt)?;
+        let outputs = self.0.run(inputs).map_err(rt)?;
         let mut out = Vec::with_capacity(outputs.len());
-        for (_, value) in outputs.iter() {
-            let (shape, data) = value.try_extract_tensor::<f32>().map_err(rt)?;
-            out.push(Tensor {
-                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-                data: data.to_vec(),
-            });
+        for (name, value) in outputs.iter() {
+            let shape: Vec<usize> = match value.dtype() {
+                ort::value::ValueType::Tensor { shape, .. } => {
+                    shape.iter().map(|&d| d.max(0) as usize).collect()
+                }
+                other => {
+                    return Err(Error::Runtime(format!(
+                        "output {name:?} is a {other}, not a tensor"
+                    )))
+                }
+            };
+            // Integer outputs (class indices, counts) are compared as numbers like any other.
+            let data: Vec<f32> = match value.dtype().tensor_type() {
+                Some(TensorElementType::Float32) => {
+                    value.try_extract_tensor::<f32>().map_err(rt)?.1.to_vec()
+                }
+                Some(TensorElementType::Float64) => value.try_extract_tensor::<f64>().map_err(rt)?.1.iter().map(|&v| v as f32).collect(),
+                Some(TensorElementType::Int64) => value.try_extract_tensor::<i64>().map_err(rt)?.1.iter().map(|&v| v as f32).collect(),
+                Some(TensorElementType::Int32) => value.try_extract_tensor::<i32>().map_err(rt)?.1.iter().map(|&v| v as f32).collect(),
+                other => {
+                    return Err(Error::Runtime(format!(
+                        "output {name:?} has element type {other:?}; bitplan reads float, double, int64 and int32 outputs"
+                    )))
+                }
+            };
+            out.push(Tensor { shape, data });
         }
         Ok(out)
     }

@@ -2,8 +2,11 @@
 //! planned layer upstream of a cut share the activations at that cut instead of recomputing them.
 //!
 //! A cut sits just before a planned layer (before its activation quantizer, when it has one) where
-//! exactly one non-constant tensor crosses from earlier nodes to later ones. Graphs with skip
-//! connections cut only where the branches have joined; a graph with no such place is one segment.
+//! exactly one tensor made by earlier nodes is read by later ones. Graph inputs do not count: they
+//! are the validation set's (or per-run quantizer parameters), fed again to every segment that
+//! reads them, so a mask or a second input read deep in the graph does not prevent cuts. Graphs
+//! with skip connections cut only where the branches have joined; a graph with no such place is
+//! one segment.
 
 use crate::onnx::pb;
 use std::collections::{HashMap, HashSet};
@@ -12,8 +15,10 @@ use std::collections::{HashMap, HashSet};
 #[derive(Debug, Clone)]
 pub(crate) struct Segment {
     pub proto: pb::ModelProto,
-    /// The tensor entering the segment (the graph's data input for the first).
-    pub input: String,
+    /// The tensor entering the segment from the one before (none for the first).
+    pub input: Option<String>,
+    /// The graph's data inputs the segment reads, fed from the validation set.
+    pub data_inputs: Vec<String>,
     /// Planned layers whose weights live here, with their initializer index in `proto`.
     pub slots: Vec<(usize, usize)>,
     /// Planned layers whose activation quantizer inputs are fed here.
@@ -35,8 +40,9 @@ fn untyped(name: &str) -> pb::ValueInfoProto {
 }
 
 /// Splits a graph prepared by the evaluator (weights in `bitplan.weight.{i}` initializers,
-/// quantizer inputs `bitplan.act.{i}.*`) at every valid cut before a planned layer.
-pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> Vec<Segment> {
+/// quantizer inputs `bitplan.act.{i}.*`) at every valid cut before a planned layer. `data_inputs`
+/// are the graph inputs the validation set feeds.
+pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usize) -> Vec<Segment> {
     let g = proto.graph.as_ref().expect("checked on load");
     let nodes = &g.node;
     let is_constant_node = |n: &pb::NodeProto| n.op_type.as_deref() == Some("Constant");
@@ -49,7 +55,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> 
         constant.extend(n.output.iter().map(String::as_str));
     }
     for i in &g.input {
-        if let Some(name) = i.name.as_deref().filter(|n| *n != data_input) {
+        if let Some(name) = i.name.as_deref() {
             constant.insert(name);
         }
     }
@@ -59,7 +65,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> 
         .and_then(|o| o.name.clone())
         .unwrap_or_default();
     // Where each tensor is made and last read (graph outputs are read "after the end").
-    let mut made: HashMap<&str, usize> = HashMap::from([(data_input, 0)]);
+    let mut made: HashMap<&str, usize> = HashMap::new();
     let mut last_read: HashMap<&str, usize> = HashMap::new();
     for (k, n) in nodes.iter().enumerate() {
         for o in &n.output {
@@ -114,12 +120,15 @@ pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> 
         .filter(|n| is_constant_node(n))
         .cloned()
         .collect();
-    let mut bounds: Vec<(usize, String)> = vec![(0, data_input.to_string())];
-    bounds.extend(cuts);
+    let mut bounds: Vec<(usize, Option<String>)> = vec![(0, None)];
+    bounds.extend(cuts.into_iter().map(|(b, t)| (b, Some(t))));
     let mut segments = Vec::with_capacity(bounds.len());
     for (s, (start, input)) in bounds.iter().enumerate() {
         let end = bounds.get(s + 1).map_or(nodes.len(), |b| b.0);
-        let out_name = bounds.get(s + 1).map_or(output.clone(), |b| b.1.clone());
+        let out_name = bounds
+            .get(s + 1)
+            .and_then(|b| b.1.clone())
+            .unwrap_or_else(|| output.clone());
         let body: Vec<pb::NodeProto> = nodes[*start..end]
             .iter()
             .filter(|n| !is_constant_node(n))
@@ -138,26 +147,21 @@ pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> 
         seg_graph
             .initializer
             .retain(|t| t.name.as_deref().is_some_and(|n| reads.contains(n)));
-        let data_info = if s == 0 {
-            g.input
-                .iter()
-                .find(|i| i.name.as_deref() == Some(data_input))
-                .cloned()
-                .unwrap_or_else(|| untyped(input))
-        } else {
-            untyped(input)
-        };
-        seg_graph.input = std::iter::once(data_info)
+        // The tensor from the segment before, then every graph input the segment reads.
+        seg_graph.input = input
+            .iter()
+            .map(|t| untyped(t))
             .chain(
                 g.input
                     .iter()
-                    .filter(|i| {
-                        i.name
-                            .as_deref()
-                            .is_some_and(|n| n != data_input && reads.contains(n))
-                    })
+                    .filter(|i| i.name.as_deref().is_some_and(|n| reads.contains(n)))
                     .cloned(),
             )
+            .collect();
+        let fed = data_inputs
+            .iter()
+            .filter(|d| reads.contains(d.as_str()))
+            .cloned()
             .collect();
         seg_graph.output = vec![if end == nodes.len() {
             g.output[0].clone()
@@ -183,6 +187,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_input: &str, layers: usize) -> 
         segments.push(Segment {
             proto: seg_proto,
             input: input.clone(),
+            data_inputs: fed,
             slots,
             act_layers,
         });

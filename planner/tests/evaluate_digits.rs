@@ -117,7 +117,7 @@ fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
         let data = ev.data().clone();
         let mut session = backend.session(&qdq).unwrap();
         let got = session
-            .run(&[("input", &data.x_shape, &data.x)])
+            .run(&data.bind(&model).unwrap().feeds(0, data.len()))
             .unwrap()
             .swap_remove(0);
         assert_eq!(got.shape, want.shape);
@@ -191,7 +191,7 @@ fn reused_segments_give_the_same_outputs_as_the_whole_model() {
         let want = backend
             .session(&qdq)
             .unwrap()
-            .run(&[("input", &data.x_shape, &data.x)])
+            .run(&data.bind(&model).unwrap().feeds(0, data.len()))
             .unwrap()
             .swap_remove(0);
         let got = shared.logits(&bits).unwrap();

@@ -212,7 +212,8 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         model: &model,
         name: "shapes",
         traces: Some(&traces),
-        input_shape: &[1, 1, 4, 4],
+        sample: &ValidationSet::single(vec![0.0; 16], vec![1, 1, 4, 4], None),
+        output: None,
         bits: &[8, 6, 4, 3, 2],
     };
     let manifest = planner::ingest::derive_manifest(&backend, &source).unwrap();
@@ -224,11 +225,11 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
 
     let mut rng = Rng::new(9);
     let n = 64;
-    let data = ValidationSet {
-        x: (0..n * 16).map(|_| rng.range(0.0, 1.0) as f32).collect(),
-        x_shape: vec![n, 1, 4, 4],
-        y: Some((0..n).map(|_| rng.below(5) as i64).collect()),
-    };
+    let data = ValidationSet::single(
+        (0..n * 16).map(|_| rng.range(0.0, 1.0) as f32).collect(),
+        vec![n, 1, 4, 4],
+        Some((0..n).map(|_| rng.below(5) as i64).collect()),
+    );
     let mut ev = Evaluator::new(
         &backend,
         &model,
@@ -248,7 +249,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         let got = backend
             .session(&qdq)
             .unwrap()
-            .run(&[("x", &data.x_shape, &data.x)])
+            .run(&data.bind(&model).unwrap().feeds(0, data.len()))
             .unwrap()
             .swap_remove(0);
         let worst = max_rel_diff(&got.data, &want.data);
@@ -264,8 +265,9 @@ fn macs_are_counted_at_the_data_shape_and_dynamic_dims_without_data_are_warned_o
     let mut proto = pb::ModelProto::decode(model().as_slice()).unwrap();
     proto.graph.as_mut().unwrap().input[0] = value_info("x", &[-1, 1, -1, -1]);
     let model = OnnxModel { proto };
-    let (shape, warnings) = planner::ingest::mac_input_shape(&model, None, None).unwrap();
-    assert_eq!(shape, [1, 1, 1, 1]);
+    let shape = |sample: &ValidationSet| sample.inputs[0].shape.clone();
+    let (sample, warnings) = planner::ingest::mac_sample(&model, None, None).unwrap();
+    assert_eq!(shape(&sample), [1, 1, 1, 1]);
     let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -273,15 +275,11 @@ fn macs_are_counted_at_the_data_shape_and_dynamic_dims_without_data_are_warned_o
     );
     assert!(warnings[0].message.contains("counted as 1"));
 
-    let data = ValidationSet {
-        x: vec![0.0; 3 * 16],
-        x_shape: vec![3, 1, 4, 4],
-        y: None,
-    };
-    let (shape, warnings) = planner::ingest::mac_input_shape(&model, None, Some(&data)).unwrap();
-    assert_eq!((shape, warnings.len()), (vec![1, 1, 4, 4], 0));
-    let (shape, _) =
-        planner::ingest::mac_input_shape(&model, Some(&[2, 1, 4, 4]), Some(&data)).unwrap();
-    assert_eq!(shape, [2, 1, 4, 4]);
-    assert!(planner::ingest::mac_input_shape(&model, Some(&[1, 0]), None).is_err());
+    let data = ValidationSet::single(vec![0.0; 3 * 16], vec![3, 1, 4, 4], None);
+    let (sample, warnings) = planner::ingest::mac_sample(&model, None, Some(&data)).unwrap();
+    assert_eq!((shape(&sample), warnings.len()), (vec![1, 1, 4, 4], 0));
+    let (sample, _) =
+        planner::ingest::mac_sample(&model, Some(&[2, 1, 4, 4]), Some(&data)).unwrap();
+    assert_eq!(shape(&sample), [2, 1, 4, 4]);
+    assert!(planner::ingest::mac_sample(&model, Some(&[1, 0]), None).is_err());
 }

@@ -3,13 +3,12 @@
 //! cached activations), compared by a KL written here with the fixture's own fp32 logits.
 
 mod common;
-use common::{digits, ort_lib, repo};
-use planner::eval::{Backend, EvalOptions, Evaluator, Session};
+use common::{digits, ort_lib, repo, whole_model_with_one_layer};
+use planner::eval::{EvalOptions, Evaluator};
 use planner::npz::ValidationSet;
 use planner::onnx::OnnxModel;
 use planner::ort_backend::OrtBackend;
 use planner::{Divergence, Manifest};
-use prost::Message;
 use std::ops::ControlFlow;
 
 /// An evaluator of the fixture, with the backend and the fixture itself.
@@ -55,41 +54,6 @@ fn mean_kl(reference: &[f32], out: &[f32], width: usize) -> f64 {
     total / rows as f64
 }
 
-/// The whole model's outputs with layer `layer`'s weight at `bits` by Double Rounding, the rest fp32.
-fn whole_model_with_one_layer(
-    backend: &OrtBackend,
-    model: &OnnxModel,
-    manifest: &Manifest,
-    data: &ValidationSet,
-    layer: usize,
-    bits: u8,
-) -> Vec<f32> {
-    let links = model.link_layers(manifest).unwrap();
-    let wl = links[layer].as_ref().unwrap();
-    let values = model
-        .high_bit_weights(wl, manifest.highest_bits())
-        .unwrap()
-        .dequantize(bits, manifest.rounding);
-    let mut proto = model.proto.clone();
-    let init = proto
-        .graph
-        .as_mut()
-        .unwrap()
-        .initializer
-        .iter_mut()
-        .find(|t| t.name.as_deref() == Some(wl.weight.as_str()))
-        .unwrap();
-    init.float_data.clear();
-    init.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
-    backend
-        .session(&proto.encode_to_vec())
-        .unwrap()
-        .run(&[("input", &data.x_shape, &data.x)])
-        .unwrap()
-        .swap_remove(0)
-        .data
-}
-
 #[test]
 fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantized() {
     let (mut ev, backend, model, manifest, data) = evaluator(EvalOptions::default());
@@ -116,7 +80,7 @@ fn each_layers_sensitivity_equals_the_whole_model_with_that_layer_alone_quantize
             layer.name
         );
         for (&b, &got) in &measured[l] {
-            let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, l, b);
+            let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, l, b, 0);
             let want = mean_kl(&reference, &out, 10);
             assert!(
                 (got - want).abs() <= 1e-6 + 1e-3 * want,
@@ -138,7 +102,7 @@ fn relative_mse_is_measured_the_same_way() {
         .sensitivity(&manifest, Divergence::Mse, |_| ControlFlow::Continue(()))
         .unwrap();
     let reference = fixture_logits();
-    let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, 1, 3);
+    let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, 1, 3, 0);
     let (num, den) = reference
         .iter()
         .zip(&out)

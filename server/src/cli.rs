@@ -229,9 +229,9 @@ struct ManifestArgs {
     /// measured (here with --data, or by the service's sensitivity job).
     #[arg(long, value_name = "TRACES.json")]
     traces: Option<PathBuf>,
-    /// Calibration set (.npz with `x`): every layer gets a measured `sensitivity` (its output
-    /// divergence alone at each bit-width, the rest fp32), the planner's objective; MACs are
-    /// counted at its input shape.
+    /// Calibration set (.npz with `x`, or for a model with several inputs an array named like
+    /// each; `y` labels): every layer gets a measured `sensitivity` (its output divergence alone
+    /// at each bit-width, the rest fp32), the planner's objective; MACs are counted at its shapes.
     #[arg(long, value_name = "CALIB.npz")]
     data: Option<PathBuf>,
     /// The divergence sensitivity is measured in: kl (classifiers) or mse (relative output MSE).
@@ -240,6 +240,10 @@ struct ManifestArgs {
     /// Samples per inference batch of the sensitivity pass.
     #[arg(long, default_value_t = planner::eval::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
+    /// The model output to score when it has several (default: the first); written into the
+    /// manifest, so evaluations and the service score it too.
+    #[arg(long, value_name = "NAME")]
+    output: Option<String>,
     /// Input shape for the MAC count, e.g. 1,3,224,224 (default: one calibration sample's, else
     /// the model's with dynamic dims as 1, which is warned of).
     #[arg(long, value_name = "DIMS", value_delimiter = ',')]
@@ -654,8 +658,12 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
     if args.batch_size == 0 {
         return Err(Failure::invalid("--batch-size must be at least 1"));
     }
-    let (input_shape, shape_warnings) =
-        planner::ingest::mac_input_shape(&model, args.input_shape.as_deref(), data.as_ref())?;
+    if let Some(output) = &args.output {
+        model.scored_output(Some(output))?;
+    }
+    let (sample, shape_warnings) =
+        planner::ingest::mac_sample(&model, args.input_shape.as_deref(), data.as_ref())
+            .map_err(in_file(args.data.as_deref().unwrap_or(&args.model)))?;
     let name = args.name.unwrap_or_else(|| {
         args.model
             .file_stem()
@@ -670,7 +678,8 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         model: &model,
         name: &name,
         traces: traces.as_ref(),
-        input_shape: &input_shape,
+        sample: &sample,
+        output: args.output.as_deref(),
         bits: &args.bits,
     };
     let mut m = match data {

@@ -170,8 +170,9 @@ fn bad_bits_models_and_data_are_named() {
     );
 
     let no_x = write(dir.path(), "n.npz", &npz(&[("inputs", x(4, 8))]));
-    assert!(stderr(&run(MODEL, &no_x, &good_bits))
-        .contains("the npz has no array `x` (it has: inputs)"));
+    assert!(stderr(&run(MODEL, &no_x, &good_bits)).contains(
+        "x: the npz has no array `x` nor one named like the model input \"input\" (it has: inputs)"
+    ));
     let not_npz = write(dir.path(), "z.npz", b"PK not really");
     assert!(stderr(&run(MODEL, &not_npz, &good_bits)).contains("not an .npz archive"));
 

@@ -49,3 +49,42 @@ pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
         .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
         .fold(0f32, f32::max)
 }
+
+/// Output `output` of the whole model with layer `layer`'s weight at `bits` by Double Rounding, the
+/// rest fp32, run in one session: the oracle for measured sensitivity.
+pub fn whole_model_with_one_layer(
+    backend: &planner::ort_backend::OrtBackend,
+    model: &planner::onnx::OnnxModel,
+    manifest: &planner::Manifest,
+    data: &planner::npz::ValidationSet,
+    layer: usize,
+    bits: u8,
+    output: usize,
+) -> Vec<f32> {
+    let links = model.link_layers(manifest).unwrap();
+    let wl = links[layer].as_ref().unwrap();
+    let values = model
+        .high_bit_weights(wl, manifest.highest_bits())
+        .unwrap()
+        .dequantize(bits, manifest.rounding);
+    let mut proto = model.proto.clone();
+    let init = proto
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some(wl.weight.as_str()))
+        .unwrap();
+    init.float_data.clear();
+    init.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+    use planner::eval::{Backend, Session};
+    use prost::Message;
+    backend
+        .session(&proto.encode_to_vec())
+        .unwrap()
+        .run(&data.bind(model).unwrap().feeds(0, data.len()))
+        .unwrap()
+        .swap_remove(output)
+        .data
+}

@@ -252,9 +252,11 @@ async fn check_upload(
             model
                 .link_layers(&manifest)
                 .map_err(|e| ApiError::from(e).under("model."))?;
+            model
+                .scored_output(manifest.output.as_deref())
+                .map_err(|e| ApiError::from(e).under("manifest."))?;
             if let Some(d) = &data {
-                planner::eval::check_input_shape(model.data_input().map_err(prefixed)?, d)
-                    .map_err(prefixed)?;
+                d.bind(&model).map_err(prefixed)?;
             }
         }
         Ok(data.map(|d| d.len()))
