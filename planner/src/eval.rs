@@ -32,7 +32,8 @@ pub struct Metrics {
     pub accuracy: Option<f64>,
     /// Top-1 agreement with the fp32 model.
     pub agreement_fp32: f64,
-    /// Mean KL(p_fp32 || p_candidate) over samples, nats.
+    /// Mean KL(p_fp32 || p_candidate) over output rows (samples; positions of an output
+    /// `[N, ..., w]`), nats.
     pub kl_fp32: f64,
     /// Top-1 agreement with the all-highest-bit model.
     pub agreement_highest: f64,

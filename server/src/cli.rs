@@ -201,7 +201,8 @@ struct EvaluateArgs {
     /// The fp32 (or int8 QDQ) ONNX model.
     #[arg(long, value_name = "MODEL.onnx")]
     model: PathBuf,
-    /// Validation set: .npz with `x` and optional integer labels `y`.
+    /// Validation set: .npz with `x` (or an array per model input, named like it) and optional
+    /// integer labels `y`.
     #[arg(long, value_name = "VAL.npz")]
     data: PathBuf,
     /// Bit configuration: {"<layer>": bits, ...} (or a plan candidate with a `bits` object).

@@ -91,3 +91,81 @@ fn a_manifest_without_traces_or_data_is_structure_only_and_refused_by_the_planne
         stderr(&plan)
     );
 }
+
+/// A generated text encoder: two int64 inputs, two outputs, the second an embedding.
+#[test]
+fn a_two_input_model_is_measured_and_evaluated_on_the_output_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = planner::synth_model::text_encoder(5, 24);
+    let model = dir.path().join("text.onnx");
+    let data = dir.path().join("calib.npz");
+    std::fs::write(&model, &generated.model).unwrap();
+    std::fs::write(&data, &generated.npz).unwrap();
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+
+    // Without --output the first output is scored, and said so.
+    let out = bitplan(&["manifest", model, "--bits", "8,4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "output: the model has 2 outputs (\"pooled\", \"embedding\"); the first is scored"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = bitplan(&["manifest", model, "--data", data, "--output", "logits"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "output: the model has no output \"logits\" (its outputs: \"pooled\", \"embedding\")"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = bitplan(&[
+        "manifest",
+        model,
+        "--data",
+        data,
+        "--output",
+        "embedding",
+        "--metric",
+        "mse",
+        "--bits",
+        "8,4,2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(m["output"], "embedding");
+    assert_eq!(m["sensitivity_metric"], "mse");
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for l in layers {
+        let s = &l["sensitivity"];
+        assert!(s["2"].as_f64().unwrap() > s["8"].as_f64().unwrap(), "{l}");
+    }
+    let manifest = dir.path().join("text.manifest.json");
+    std::fs::write(&manifest, stdout(&out)).unwrap();
+    let bits = dir.path().join("bits.json");
+    std::fs::write(&bits, r#"{"proj": 4, "head": 2}"#).unwrap();
+    let out = bitplan(&[
+        "evaluate",
+        manifest.to_str().unwrap(),
+        "--model",
+        model,
+        "--data",
+        data,
+        "--bits",
+        bits.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let cosine = e["cosine_mean"].as_f64().unwrap();
+    assert!(cosine > 0.5 && cosine < 1.0, "{e}");
+    assert!(e["rel_l2"].as_f64().unwrap() > 0.0, "{e}");
+    assert_eq!(e["samples"], 24);
+}
