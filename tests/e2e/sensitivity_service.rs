@@ -170,3 +170,91 @@ fn a_model_without_traces_is_measured_by_a_job_then_planned() {
     );
     s.stop();
 }
+
+/// A generated two-input text encoder (int64 ids and mask) through the service: the upload binds
+/// the npz by input name, and the job measures the output the manifest names.
+#[test]
+fn a_two_input_model_is_measured_by_the_service_on_its_named_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = planner::synth_model::text_encoder(7, 20);
+    let (model, npz) = (dir.path().join("text.onnx"), dir.path().join("calib.npz"));
+    std::fs::write(&model, &generated.model).unwrap();
+    std::fs::write(&npz, &generated.npz).unwrap();
+    let (model, npz) = (model.to_str().unwrap(), npz.to_str().unwrap());
+    let manifest = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "manifest",
+            model,
+            "--output",
+            "embedding",
+            "--bits",
+            "8,4,2",
+        ];
+        args.extend_from_slice(extra);
+        let out = bitplan(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let env = ort_env();
+    let s = Server::start(&dir.path().join("data"), &env_refs(&env), &[]);
+    let created = s.ok("POST", "/v1/supernets", Some(&manifest(&[])));
+    let sn = created["id"].as_str().unwrap().to_string();
+
+    // A set without the mask is refused at upload, naming the input it lacks.
+    let ids_only = dir.path().join("ids.npz");
+    let set = planner::npz::read_npz(&generated.npz).unwrap();
+    std::fs::write(
+        &ids_only,
+        planner::npz::to_npz(&[("input_ids", &set["input_ids"])]),
+    )
+    .unwrap();
+    s.upload(&format!("/v1/supernets/{sn}/model"), model);
+    let (status, refused) = s.raw(
+        "PUT",
+        &format!("/v1/supernets/{sn}/validation"),
+        Some(std::fs::read(&ids_only).unwrap()),
+        "application/octet-stream",
+    );
+    let refused: Value = serde_json::from_slice(&refused).unwrap();
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["error"]["fields"][0]["path"], "validation.attention_mask",
+        "{refused}"
+    );
+    s.upload(&format!("/v1/supernets/{sn}/validation"), npz);
+
+    let job = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/sensitivity"),
+        Some(&json!({"metric": "mse", "batch_size": 8})),
+    );
+    let done = s.wait_job(job["id"].as_str().unwrap(), Duration::from_secs(120));
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let stored = s.ok("GET", &format!("/v1/supernets/{sn}"), None)["manifest"].clone();
+    assert_eq!(stored["output"], "embedding", "{stored}");
+    let measured = manifest(&["--data", npz, "--metric", "mse", "--batch-size", "8"]);
+    for (a, b) in stored["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(measured["layers"].as_array().unwrap())
+    {
+        for (bits, v) in a["sensitivity"].as_object().unwrap() {
+            let (x, y) = (
+                v.as_f64().unwrap(),
+                b["sensitivity"][bits].as_f64().unwrap(),
+            );
+            assert!(
+                y > 0.0 && (x - y).abs() <= 1e-9 * y,
+                "{bits} bits: {x} vs {y}"
+            );
+        }
+    }
+    let plan = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/plans"),
+        Some(&json!({"budgets": {"max_avg_bits": 4}})),
+    );
+    assert_eq!(plan["result"]["objective"], "sensitivity_mse", "{plan}");
+    s.stop();
+}
