@@ -30,14 +30,14 @@ use std::time::Instant;
 pub struct Metrics {
     /// Top-1 accuracy, when the set has labels.
     pub accuracy: Option<f64>,
-    /// Top-1 agreement with the fp32 model.
+    /// Top-1 agreement with the fp32 model, over output rows.
     pub agreement_fp32: f64,
     /// Mean KL(p_fp32 || p_candidate) over output rows (samples; positions of an output
     /// `[N, ..., w]`), nats.
     pub kl_fp32: f64,
-    /// Top-1 agreement with the all-highest-bit model.
+    /// Top-1 agreement with the all-highest-bit model, over output rows.
     pub agreement_highest: f64,
-    /// Mean KL(p_highest || p_candidate), nats.
+    /// Mean KL(p_highest || p_candidate) over output rows, nats.
     pub kl_highest: f64,
     /// Output SQNR against the fp32 outputs, dB.
     pub sqnr_db: f64,
@@ -229,13 +229,17 @@ fn probe_bound<B: Backend>(
         for (k, t) in extra.iter().enumerate() {
             visit(k, t);
         }
-        let y = outputs.swap_remove(0);
-        if y.shape.len() < 2 || y.shape[0] != end - start {
+        let mut y = outputs.swap_remove(0);
+        if y.shape.len() == 1 {
+            // One value per sample (a score, a class index): a row of width 1.
+            y.shape.push(1);
+        }
+        if y.shape.first() != Some(&(end - start)) {
             return Err(Error::invalid(
                 WHAT,
                 "output",
                 format!(
-                    "the scored output {name:?} must be [batch, ...] with at least one value per sample; a batch of {} gave shape {:?}",
+                    "the scored output {name:?} must have the batch as its first dimension; a batch of {} gave shape {:?}",
                     end - start,
                     y.shape
                 ),
@@ -735,7 +739,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         self.output_kind
     }
 
-    /// The candidate's output logits over the whole validation set, `[N, classes]`.
+    /// The candidate's scored output over the whole validation set, `[N, ...]`.
     pub fn logits(&mut self, bits: &[u8]) -> Result<Tensor> {
         Ok(self.infer(bits, Scheme::DoubleRounding)?.0.as_ref().clone())
     }
@@ -813,9 +817,14 @@ fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
 }
 
 /// Values per row of a scored output: its last dimension. An output `[N, ..., w]` is compared row
-/// by row (a sequence model's logits are a distribution per position).
+/// by row (a sequence model's logits are a distribution per position; padded positions count
+/// like the others); `[N]` is a row of one per sample.
 fn width(t: &Tensor) -> usize {
-    t.shape.last().copied().unwrap_or(1).max(1)
+    match t.shape.as_slice() {
+        [_, .., w] => (*w).max(1),
+        // `[N]`: one value per sample.
+        _ => 1,
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,24 @@ fn tensor(
 
 /// The candidate (a bit-width per manifest layer) as serialized QDQ ONNX bytes.
 pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result<Vec<u8>> {
+    Ok(export_qdq_model(model, manifest, bits)?.encode_to_vec())
+}
+
+/// The candidate as QDQ ONNX bytes whose weights of 1 KiB or more are in a second blob, to be
+/// written beside the model under the file name `location` (how models over 2 GB are stored).
+pub fn export_qdq_external(
+    model: &OnnxModel,
+    manifest: &Manifest,
+    bits: &[u8],
+    location: &str,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut proto = export_qdq_model(model, manifest, bits)?;
+    let blob = crate::onnx::externalize(&mut proto, location);
+    Ok((proto.encode_to_vec(), blob))
+}
+
+/// The candidate as a QDQ ONNX model.
+fn export_qdq_model(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result<pb::ModelProto> {
     let opset = model
         .proto
         .opset_import
@@ -156,5 +174,5 @@ pub fn export_qdq(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Result
         .retain(|t| t.name.as_ref().is_none_or(|n| used.contains(n)));
     g.input
         .retain(|i| i.name.as_ref().is_none_or(|n| used.contains(n)));
-    Ok(proto.encode_to_vec())
+    Ok(proto)
 }

@@ -49,7 +49,7 @@ pub fn mac_sample(
         let [input] = inputs.as_slice() else {
             return Err(Error::invalid(
                 "input shape",
-                "",
+                "--input-shape",
                 format!(
                     "the model has {} inputs: give a calibration set with an array per input instead",
                     inputs.len()
@@ -135,22 +135,28 @@ pub struct Source<'a> {
 /// with several outputs and no `output` chosen gets a warning naming the one scored.
 pub fn derive_manifest<B: Backend>(backend: &B, source: &Source) -> Result<Manifest> {
     let mut manifest = Manifest::from_value(manifest_document(backend, source)?)?;
-    let outputs = &source.model.graph().output;
-    if source.output.is_none() && outputs.len() > 1 {
-        let names: Vec<String> = outputs
-            .iter()
-            .map(|o| format!("{:?}", o.name.clone().unwrap_or_default()))
-            .collect();
-        manifest.warnings.push(Warning {
-            path: "output".into(),
-            message: format!(
-                "the model has {} outputs ({}); the first is scored: --output NAME picks another",
-                outputs.len(),
-                names.join(", ")
-            ),
-        });
-    }
+    manifest.warnings.extend(output_warning(source));
     Ok(manifest)
+}
+
+/// When the model has several outputs and none was chosen, which one is scored.
+fn output_warning(source: &Source) -> Option<Warning> {
+    let outputs = &source.model.graph().output;
+    if source.output.is_some() || outputs.len() < 2 {
+        return None;
+    }
+    let names: Vec<String> = outputs
+        .iter()
+        .map(|o| format!("{:?}", o.name.clone().unwrap_or_default()))
+        .collect();
+    Some(Warning {
+        path: "output".into(),
+        message: format!(
+            "the model has {} outputs ({}); the first is scored: --output NAME picks another",
+            outputs.len(),
+            names.join(", ")
+        ),
+    })
 }
 
 /// How a manifest's sensitivity is measured.
@@ -171,7 +177,10 @@ pub fn measure_manifest<B: Backend + Clone>(
     progress: impl FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<(Manifest, Timings)> {
     let structure = derive_manifest(backend, source)?;
-    measure_sensitivity(backend, source.model, &structure, data, options, progress)
+    let (mut measured, timings) =
+        measure_sensitivity(backend, source.model, &structure, data, options, progress)?;
+    measured.warnings.extend(output_warning(source));
+    Ok((measured, timings))
 }
 
 /// `manifest` (structure only, or with traces or older measurements) with every layer's

@@ -165,6 +165,47 @@ pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     Ok(values)
 }
 
+/// Initializers of at least this many bytes go to the external data file when a model is written
+/// with one (onnx's own converter uses 1 KiB too).
+pub const EXTERNAL_THRESHOLD: usize = 1024;
+
+/// Whether any initializer keeps its bytes outside the model file.
+pub fn has_external_data(proto: &pb::ModelProto) -> bool {
+    proto.graph.as_ref().is_some_and(|g| {
+        g.initializer
+            .iter()
+            .any(|t| t.data_location == Some(pb::tensor_proto::DataLocation::External as i32))
+    })
+}
+
+/// Moves every initializer of at least [`EXTERNAL_THRESHOLD`] raw bytes out of `proto` into the
+/// returned blob, each at a 64-byte aligned offset, recorded as external data at `location` (the
+/// blob's file name, relative to the model's folder). What [`OnnxModel::from_path`] reads back.
+pub fn externalize(proto: &mut pb::ModelProto, location: &str) -> Vec<u8> {
+    let mut blob = Vec::new();
+    let Some(g) = proto.graph.as_mut() else {
+        return blob;
+    };
+    for t in &mut g.initializer {
+        let Some(raw) = t.raw_data.take_if(|r| r.len() >= EXTERNAL_THRESHOLD) else {
+            continue;
+        };
+        blob.resize(blob.len().div_ceil(64) * 64, 0);
+        let entry = |key: &str, value: String| pb::StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value),
+        };
+        t.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", blob.len().to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+        blob.extend_from_slice(&raw);
+    }
+    blob
+}
+
 /// Reads a tensor's external data from beside the model into `raw_data`.
 fn read_external(t: &mut pb::TensorProto, folder: &std::path::Path) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
@@ -243,6 +284,11 @@ impl OnnxModel {
         Ok(OnnxModel { proto })
     }
 
+    /// The model's serialized bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.proto.encode_to_vec()
+    }
+
     /// Reads an ONNX file and the external data its tensors name (`location`, `offset`,
     /// `length`, relative to the model's folder), which is then held inside the model. Absolute
     /// locations and locations that leave the folder (`..`) are refused, as are ranges past the
@@ -317,7 +363,7 @@ impl OnnxModel {
                 .map(|o| format!("{:?}", o.name.clone().unwrap_or_default()))
                 .collect();
             Error::invalid(
-                "output",
+                "manifest",
                 "output",
                 match output {
                     Some(name) => format!(

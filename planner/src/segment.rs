@@ -106,8 +106,13 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
             .position(|n| n.input.contains(&act))
             .or_else(|| nodes.iter().position(|n| n.input.contains(&weight)));
         if let Some(b) = start.filter(|&b| b > 0) {
+            // The one tensor crossing must be what the layer's chain reads (a float activation),
+            // not, say, an integer mask made earlier while the layer reads a graph input.
             if let [t] = live(b).as_slice() {
-                if *t != output && !cuts.iter().any(|(c, _)| *c == b) {
+                if *t != output
+                    && nodes[b].input.iter().any(|i| i == t)
+                    && !cuts.iter().any(|(c, _)| *c == b)
+                {
                     cuts.push((b, t.to_string()));
                 }
             }

@@ -5,7 +5,8 @@
 //! Graph (opset 13): `input_ids` int64 `[N, T]` → Gather from an embedding table (not planned) →
 //! MatMul `proj` `[D, H]` → Relu → times `attention_mask` (int64 `[N, T]`, cast, read only here,
 //! after the first planned layer) → sum over tokens → outputs `pooled` `[N, H]` (first) and, by
-//! MatMul `head` `[H, E]`, `embedding` `[N, E]` (the one to score).
+//! MatMul `head` `[H, E]`, `embedding` `[N, E]` (the one to score); a third output, `length`
+//! (int64 `[N]`), counts each sample's tokens straight from the mask.
 
 use crate::npz::{to_npz, Array, Values};
 use crate::onnx::pb;
@@ -112,6 +113,8 @@ pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
         r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
         ..Default::default()
     });
+    let mut length = node("ReduceSum", &["attention_mask", "tokens_axis"], "length");
+    length.attribute = pooled.attribute.clone();
     let graph = pb::GraphProto {
         name: Some("text_encoder".into()),
         node: vec![
@@ -123,6 +126,7 @@ pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
             node("Mul", &["hidden", "mask_3d"], "masked"),
             pooled,
             node("MatMul", &["pooled", "head.weight"], "embedding"),
+            length,
         ],
         initializer: vec![
             float_tensor("embed.weight", &[VOCAB, EMBED], &mut rng, 1.0),
@@ -138,6 +142,7 @@ pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
         output: vec![
             value("pooled", D::Float, &[None, Some(HIDDEN)]),
             value("embedding", D::Float, &[None, Some(OUT)]),
+            value("length", D::Int64, &[None]),
         ],
         ..Default::default()
     };

@@ -222,6 +222,7 @@ fn a_set_that_does_not_fit_the_inputs_is_refused_naming_each_array() {
         values: Values::Int(vec![1; 4 * (TOKENS + 1)]),
     };
     let errors = refused(&[("input_ids", &wrong_width), ("attention_mask", &ints(4))]);
+    assert_eq!(errors[0].0, "input_ids");
     assert!(errors[0].1.contains("does not fit"), "{errors:?}");
 
     // Inputs must agree on the number of samples.
@@ -231,4 +232,32 @@ fn a_set_that_does_not_fit_the_inputs_is_refused_naming_each_array() {
         errors[0].1.contains("has 3 samples but input_ids has 4"),
         "{errors:?}"
     );
+}
+
+#[test]
+fn an_integer_output_of_one_value_per_sample_is_scored_as_numbers() {
+    let (backend, model, data, mut manifest) = setup();
+    manifest.output = Some("length".into());
+    let mut ev = Evaluator::new(
+        &backend,
+        &model,
+        &manifest,
+        data.clone(),
+        EvalOptions::default(),
+    )
+    .unwrap();
+    // Oracle: the tokens each mask row marks.
+    let bound = data.bind(&model).unwrap();
+    let InputValues::I64(mask) = &bound.input("attention_mask").unwrap().values else {
+        panic!("the mask is int64");
+    };
+    let want: Vec<f32> = mask
+        .chunks(TOKENS)
+        .map(|r| r.iter().sum::<i64>() as f32)
+        .collect();
+    let got = ev.logits(&[2, 2]).unwrap();
+    assert_eq!(got.data, want);
+    // Weights do not touch it: no distance at any bits.
+    let m = ev.evaluate(&[2, 2]).unwrap();
+    assert_eq!((m.rel_l2, m.cosine_min), (0.0, 1.0));
 }

@@ -66,7 +66,7 @@ struct FleetArgs {
     /// The ONNX model, to measure the chosen configurations.
     #[arg(long, value_name = "MODEL.onnx", requires = "data")]
     model: Option<PathBuf>,
-    /// Validation set (.npz with `x` and labels `y`).
+    /// Validation set (.npz with `x`, or an array per model input, and labels `y`).
     #[arg(long, value_name = "VAL.npz", requires = "model")]
     data: Option<PathBuf>,
     /// Optima shown at this many tighter and looser budgets around each device's choice.
@@ -612,7 +612,22 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
     let problem = Problem::new(&manifest, None)?;
     let bits = load_bits(&args.bits, &problem)?;
     let model = load_model(&args.model)?;
-    let qdq = planner::export::export_qdq(&model, &manifest, &bits)?;
+    // A model whose weights live beside it is written the same way: OUT.onnx and OUT.onnx.data.
+    // (Its file alone is small: the weights are not in it.)
+    let source = planner::onnx::OnnxModel::from_bytes(&read_bytes(&args.model, "ONNX model")?)
+        .map_err(in_file(&args.model))?;
+    let (qdq, external) = if planner::onnx::has_external_data(&source.proto) {
+        let name = format!(
+            "{}.data",
+            args.out
+                .file_name()
+                .map_or("model.onnx".into(), |n| n.to_string_lossy())
+        );
+        let (qdq, blob) = planner::export::export_qdq_external(&model, &manifest, &bits, &name)?;
+        (qdq, Some((args.out.with_file_name(&name), blob)))
+    } else {
+        (planner::export::export_qdq(&model, &manifest, &bits)?, None)
+    };
     let config_path = args
         .config_out
         .clone()
@@ -629,6 +644,14 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
             message: format!("cannot write {}: {e}", path.display()),
         })
     };
+    if let Some((path, blob)) = &external {
+        write(path, blob)?;
+        eprintln!(
+            "bitplan: wrote {} ({} bytes of weights the model refers to)",
+            path.display(),
+            blob.len()
+        );
+    }
     write(&args.out, &qdq)?;
     write(
         &config_path,

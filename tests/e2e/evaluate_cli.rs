@@ -305,3 +305,74 @@ fn manifest_derives_params_and_macs_and_names_missing_traces() {
         "{e}"
     );
 }
+
+/// A model whose weights live beside it exports the same way: OUT.onnx refers to OUT.onnx.data,
+/// and read back it is the export of the same model stored inline.
+#[test]
+fn export_of_an_external_data_model_keeps_its_weights_beside_it() {
+    use planner::onnx::{externalize, has_external_data, OnnxModel};
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = OnnxModel::from_path(&repo().join(MODEL)).unwrap();
+    let blob = externalize(&mut source.proto, "digits.weights");
+    assert!(has_external_data(&source.proto));
+    std::fs::write(dir.path().join("digits.weights"), &blob).unwrap();
+    let model = write(dir.path(), "digits.onnx", &source.to_bytes());
+    let bits = write(
+        dir.path(),
+        "bits.json",
+        br#"{"conv1": 8, "conv2": 3, "fc1": 4, "fc2": 2}"#,
+    );
+    let export = |model: &str, out: &Path| {
+        let run = bitplan(&[
+            "export",
+            MANIFEST,
+            "--model",
+            model,
+            "--bits",
+            &bits,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    };
+    let (external_out, inline_out) = (dir.path().join("q.onnx"), dir.path().join("inline_q.onnx"));
+    export(&model, &external_out);
+    export(MODEL, &inline_out);
+    assert!(!dir.path().join("inline_q.onnx.data").exists());
+
+    let written = OnnxModel::from_bytes(&std::fs::read(&external_out).unwrap()).unwrap();
+    assert!(has_external_data(&written.proto));
+    let external = OnnxModel::from_path(&external_out).unwrap();
+    let inline = OnnxModel::from_path(&inline_out).unwrap();
+    let tensors = |m: &OnnxModel| -> Vec<(String, Vec<f32>)> {
+        m.graph()
+            .initializer
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone().unwrap(),
+                    planner::onnx::tensor_values(t).unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(tensors(&external), tensors(&inline));
+    assert_eq!(external.graph().node, inline.graph().node);
+    // The big weights really are in the file beside it, at aligned offsets.
+    let data = std::fs::metadata(dir.path().join("q.onnx.data"))
+        .unwrap()
+        .len();
+    assert!(data > 10_000, "{data} bytes");
+    for t in &written.graph().initializer {
+        if let Some(offset) = t
+            .external_data
+            .iter()
+            .find(|e| e.key.as_deref() == Some("offset"))
+        {
+            assert_eq!(
+                offset.value.as_ref().unwrap().parse::<u64>().unwrap() % 64,
+                0
+            );
+        }
+    }
+}

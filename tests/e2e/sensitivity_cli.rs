@@ -108,8 +108,18 @@ fn a_two_input_model_is_measured_and_evaluated_on_the_output_it_names() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
-            "output: the model has 2 outputs (\"pooled\", \"embedding\"); the first is scored"
+            "output: the model has 3 outputs (\"pooled\", \"embedding\", \"length\"); the first is scored"
         ),
+        "{}",
+        stderr(&out)
+    );
+    // Measured too, it still says so.
+    let out = bitplan(&[
+        "manifest", model, "--data", data, "--bits", "8,4", "--metric", "mse",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("output: the model has 3 outputs"),
         "{}",
         stderr(&out)
     );
@@ -117,7 +127,7 @@ fn a_two_input_model_is_measured_and_evaluated_on_the_output_it_names() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains(
-            "output: the model has no output \"logits\" (its outputs: \"pooled\", \"embedding\")"
+            "output: the model has no output \"logits\" (its outputs: \"pooled\", \"embedding\", \"length\")"
         ),
         "{}",
         stderr(&out)

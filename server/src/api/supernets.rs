@@ -201,15 +201,19 @@ async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResu
             return Err(e);
         }
     };
+    // The sample count is the set's as the model reads it, so a model upload recounts it too.
     let sql = match what {
-        Upload::Model => "UPDATE supernets SET model_hash = ? WHERE id = ?",
+        Upload::Model => {
+            "UPDATE supernets SET model_hash = ?, data_samples = COALESCE(?, data_samples) WHERE id = ?"
+        }
         Upload::Validation => "UPDATE supernets SET data_hash = ?, data_samples = ? WHERE id = ?",
     };
-    let mut q = sqlx::query(sql).bind(&stored.hash);
-    if what == Upload::Validation {
-        q = q.bind(samples.map(|s| s as i64));
-    }
-    let updated = q.bind(id).execute(&state.db.write).await?;
+    let updated = sqlx::query(sql)
+        .bind(&stored.hash)
+        .bind(samples.map(|s| s as i64))
+        .bind(id)
+        .execute(&state.db.write)
+        .await?;
     if updated.rows_affected() == 0 {
         collect_garbage(state).await?;
         return Err(ApiError::not_found("supernet", id));
@@ -218,7 +222,8 @@ async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResu
     Ok(Json(store::supernet(&state.db, id).await?.to_json(false)))
 }
 
-/// Parses the uploaded file and checks it fits; returns the sample count of a validation set.
+/// Parses the uploaded file and checks it fits; returns the sample count of the validation set
+/// (as the model reads it, when both are present).
 async fn check_upload(
     state: &AppState,
     id: &str,
@@ -236,9 +241,7 @@ async fn check_upload(
         Some(h) => Some(state.blobs.read(&h).await?),
         None => None,
     };
-    let field = what.field();
     tokio::task::spawn_blocking(move || {
-        let prefixed = |e: planner::Error| ApiError::from(e).under(&format!("{field}."));
         let (model_bytes, data_bytes) = match what {
             Upload::Model => (Some(bytes), other),
             Upload::Validation => (other, Some(bytes)),
@@ -256,7 +259,10 @@ async fn check_upload(
                 .scored_output(manifest.output.as_deref())
                 .map_err(|e| ApiError::from(e).under("manifest."))?;
             if let Some(d) = &data {
-                d.bind(&model).map_err(prefixed)?;
+                let bound = d
+                    .bind(&model)
+                    .map_err(|e| ApiError::from(e).under("validation."))?;
+                return Ok(Some(bound.len()));
             }
         }
         Ok(data.map(|d| d.len()))
