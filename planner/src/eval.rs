@@ -229,11 +229,7 @@ fn probe_bound<B: Backend>(
         for (k, t) in extra.iter().enumerate() {
             visit(k, t);
         }
-        let mut y = outputs.swap_remove(0);
-        if y.shape.len() == 1 {
-            // One value per sample (a score, a class index): a row of width 1.
-            y.shape.push(1);
-        }
+        let y = outputs.swap_remove(0);
         if y.shape.first() != Some(&(end - start)) {
             return Err(Error::invalid(
                 WHAT,

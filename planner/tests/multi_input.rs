@@ -260,4 +260,12 @@ fn an_integer_output_of_one_value_per_sample_is_scored_as_numbers() {
     // Weights do not touch it: no distance at any bits.
     let m = ev.evaluate(&[2, 2]).unwrap();
     assert_eq!((m.rel_l2, m.cosine_min), (0.0, 1.0));
+    // One value per sample is no distribution: KL sensitivity is refused, naming the metric.
+    let err = ev
+        .sensitivity(&manifest, Divergence::Kl, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("metric") && err.contains("1 column"), "{err}");
 }
