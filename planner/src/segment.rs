@@ -199,3 +199,54 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
     }
     segments
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// `m` (a graph input) is made into an integer `mi` before the first planned layer, which
+    /// reads the graph input `x`: `mi` is the one tensor live there, yet not what the layer reads,
+    /// so no cut; before the second layer only `y`, which it reads, crosses.
+    #[test]
+    fn a_cut_carries_only_the_tensor_its_layer_reads() {
+        let weight = |i: usize| pb::TensorProto {
+            name: Some(format!("bitplan.weight.{i}")),
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            node: vec![
+                node("Unsqueeze", &["m", "axes"], "mi"),
+                node("MatMul", &["x", "bitplan.weight.0"], "h"),
+                node("Cast", &["mi"], "mf"),
+                node("Mul", &["h", "mf"], "y"),
+                node("MatMul", &["y", "bitplan.weight.1"], "out"),
+            ],
+            initializer: vec![weight(0), weight(1)],
+            input: vec![untyped("x"), untyped("m"), untyped("axes")],
+            output: vec![untyped("out")],
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            graph: Some(graph),
+            ..Default::default()
+        };
+        let segments = split(&proto, &["x".into(), "m".into()], 2);
+        let inputs: Vec<Option<&str>> = segments.iter().map(|s| s.input.as_deref()).collect();
+        assert_eq!(inputs, [None, Some("y")]);
+        assert_eq!(segments[0].data_inputs, ["x", "m"]);
+        assert!(segments[1].data_inputs.is_empty());
+        assert_eq!(
+            segments[1].slots.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [1]
+        );
+    }
+}
