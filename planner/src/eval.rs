@@ -177,7 +177,7 @@ pub fn activation_quantizer(range: (f32, f32), bits: u8) -> [f32; 3] {
 
 /// Runs the unmodified model over the whole set in batches, also returning the named
 /// intermediate tensors through `visit(index, tensor)`: the fp32 reference and calibration pass.
-/// Returns the scored `output` (the graph's first when `None`), at least `[samples, width]`.
+/// Returns the scored `output` (the graph's first when `None`), `[samples, ...]`.
 pub fn probe<B: Backend>(
     backend: &B,
     model: &OnnxModel,
