@@ -17,11 +17,13 @@ use crate::manifest::{ActivationBits, Divergence, Manifest, Rounding};
 use crate::npz::ValidationSet;
 use crate::onnx::{pb, OnnxModel};
 use crate::quant::HighBitWeights;
-pub use crate::runtime::{Backend, Elements, Feed, Session, Tensor};
+pub use crate::runtime::{Backend, Elements, External, Feed, Initializer, Session, Tensor};
 use crate::segment::{split, Segment};
+use crate::sessions::{self, Sessions};
 use prost::Message;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,6 +110,7 @@ impl Default for EvalOptions {
 
 /// A planned layer: its weights and highest-bit store.
 struct Planned {
+    shape: Vec<usize>,
     channels: usize,
     inner: usize,
     fp32: Vec<f32>,
@@ -124,15 +127,21 @@ struct Cached {
 
 /// Memory for cached segment outputs; past it, outputs are recomputed rather than kept.
 const CACHE_BYTES: usize = 1 << 30;
-/// Sessions kept per segment before the oldest are dropped.
-const SESSIONS_PER_SEGMENT: usize = 32;
+/// Where the planned weights' slots say their data is: never read, since every session is given
+/// the slots' values in memory.
+const SLOT_LOCATION: &str = "bitplan.weight-slot";
 
 /// Evaluates candidates of one manifest on one model and validation set.
 pub struct Evaluator<B: Backend> {
     backend: B,
     pub(crate) segments: Vec<Segment>,
-    /// Per segment: sessions by the bits of the segment's own layers.
-    pub(crate) sessions: Vec<HashMap<Vec<u8>, B::Session>>,
+    /// Each segment's serialized graph: small, as its planned weights are given per session and
+    /// the model's large weights stay in their external file.
+    segment_bytes: Vec<Vec<u8>>,
+    /// The model's folder, where its external data is.
+    folder: Option<PathBuf>,
+    /// Sessions by segment and the bits of the segment's own layers.
+    pub(crate) sessions: Sessions<B::Session>,
     /// Segment outputs over the whole set, by segment and the bits of every layer up to it.
     cache: HashMap<(usize, Vec<u8>), Cached>,
     cached_bytes: usize,
@@ -219,7 +228,10 @@ fn probe_bound<B: Backend>(
         });
     }
     let name = g.output[0].name.clone().unwrap_or_default();
-    let mut session = backend.session(&proto.encode_to_vec())?;
+    let mut session = backend.session(
+        &proto.encode_to_vec(),
+        External::folder(model.folder.clone()),
+    )?;
     let n = data.len();
     let (mut out, mut out_shape) = (Vec::new(), Vec::new());
     for start in (0..n).step_by(batch_size.max(1)) {
@@ -352,15 +364,23 @@ impl<B: Backend + Clone> Evaluator<B> {
                 continue;
             };
             let fp32 = model.weight_values(wl)?;
-            let high = model.high_bit_weights(wl, manifest.highest_bits())?;
-            let name = format!("bitplan.weight.{i}");
+            let high = match model.stored_high_bit_weights(wl, manifest.highest_bits())? {
+                Some(stored) => stored,
+                None => {
+                    HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits())
+                }
+            };
+            let name = slot_name(i);
             g.node[*op].input[1] = name.clone();
-            g.initializer.push(pb::TensorProto {
+            // The slot's values are given to each session in memory ([`External::values`]).
+            let mut slot = pb::TensorProto {
                 name: Some(name),
                 dims: wl.shape.iter().map(|&d| d as i64).collect(),
                 data_type: Some(pb::tensor_proto::DataType::Float as i32),
                 ..Default::default()
-            });
+            };
+            crate::external::mark(&mut slot, SLOT_LOCATION, 0, 4 * wl.params());
+            g.initializer.push(slot);
             let act_range = act_inputs
                 .iter()
                 .position(|(j, _)| *j == i)
@@ -407,6 +427,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                 g.node[*op].input[0] = format!("{p}.out");
             }
             planned.push(Some(Planned {
+                shape: wl.shape.clone(),
                 channels: wl.channels,
                 inner: wl.inner,
                 fp32,
@@ -427,13 +448,20 @@ impl<B: Backend + Clone> Evaluator<B> {
         g.initializer
             .retain(|t| t.name.as_ref().is_some_and(|n| used.contains(n)));
         let inputs: Vec<String> = data.inputs.iter().map(|i| i.name.clone()).collect();
-        let segments = split(&proto, &inputs, planned.len());
+        let mut segments = split(&proto, &inputs, planned.len());
+        // Each segment's graph is kept serialized only.
+        let segment_bytes = segments
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.proto).encode_to_vec())
+            .collect();
         let rewrite_ms = started.elapsed().as_secs_f64() * 1e3;
 
         let mut ev = Evaluator {
             backend: backend.clone(),
-            sessions: segments.iter().map(|_| HashMap::new()).collect(),
+            sessions: Sessions::new(sessions::WEIGHT_BUDGET, sessions::PER_SEGMENT),
+            segment_bytes,
             segments,
+            folder: model.folder.clone(),
             cache: HashMap::new(),
             cached_bytes: 0,
             planned,
@@ -552,25 +580,37 @@ impl<B: Backend + Clone> Evaluator<B> {
         bits: &[u8],
         scheme: Scheme,
     ) -> Result<()> {
-        if self.sessions[s].contains_key(own) {
+        if self.sessions.contains(s, own) {
             return Ok(());
         }
         let t = Instant::now();
-        let mut proto = self.segments[s].proto.clone();
-        let g = proto.graph.as_mut().expect("a segment has a graph");
-        for &(l, slot) in &self.segments[s].slots {
-            let w = self.weights(l, bits[l], scheme);
-            g.initializer[slot].raw_data = Some(w.iter().flat_map(|v| v.to_le_bytes()).collect());
-        }
-        let bytes = proto.encode_to_vec();
+        let values = self.segments[s]
+            .slots
+            .iter()
+            .map(|&(l, _)| Initializer {
+                name: slot_name(l),
+                shape: self.planned[l]
+                    .as_ref()
+                    .expect("slots are planned")
+                    .shape
+                    .clone(),
+                data: self.weights(l, bits[l], scheme),
+            })
+            .collect();
+        let external = External {
+            folder: self.folder.clone(),
+            values,
+        };
         self.timings.rewrite_ms += t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let session = self.backend.session(&bytes)?;
+        let session = self.backend.session(&self.segment_bytes[s], external)?;
         self.timings.session_ms += t.elapsed().as_secs_f64() * 1e3;
-        if self.sessions[s].len() >= SESSIONS_PER_SEGMENT {
-            self.sessions[s].clear();
-        }
-        self.sessions[s].insert(own.to_vec(), session);
+        let bytes = self.segments[s]
+            .slots
+            .iter()
+            .map(|&(l, _)| 4 * self.planned[l].as_ref().map_or(0, |p| p.fp32.len()))
+            .sum();
+        self.sessions.insert(s, own, session, bytes);
         Ok(())
     }
 
@@ -586,7 +626,7 @@ impl<B: Backend + Clone> Evaluator<B> {
     ) -> Result<(Tensor, f64)> {
         let seg = &self.segments[s];
         let n = self.data.len();
-        let session = self.sessions[s].get_mut(own).expect("built first");
+        let session = self.sessions.get_mut(s, own).expect("built first");
         let names: Vec<[String; 3]> = seg
             .act_layers
             .iter()
@@ -744,7 +784,7 @@ impl<B: Backend + Clone> Evaluator<B> {
     pub fn clear_cache(&mut self) {
         self.cache.clear();
         self.cached_bytes = 0;
-        self.sessions.iter_mut().for_each(HashMap::clear);
+        self.sessions.clear();
     }
 
     /// How many pieces the graph was cut into for reuse across candidates.
@@ -770,6 +810,11 @@ impl<B: Backend + Clone> Evaluator<B> {
             .count();
         Some(correct as f64 / y.len() as f64)
     }
+}
+
+/// The initializer planned layer `layer`'s weights take in every session.
+fn slot_name(layer: usize) -> String {
+    format!("bitplan.weight.{layer}")
 }
 
 fn scheme_tag(scheme: Scheme) -> u8 {

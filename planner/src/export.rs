@@ -39,7 +39,7 @@ pub fn export_qdq_external(
     location: &str,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut proto = export_qdq_model(model, manifest, bits)?;
-    let blob = crate::onnx::externalize(&mut proto, location);
+    let blob = crate::external::externalize(&mut proto, location);
     Ok((proto.encode_to_vec(), blob))
 }
 
@@ -56,7 +56,11 @@ fn export_qdq_model(model: &OnnxModel, manifest: &Manifest, bits: &[u8]) -> Resu
         return Err(Error::invalid(WHAT, "model.opset_import", format!("per-channel DequantizeLinear needs opset 13 or later; the model uses opset {opset}")));
     }
     let links = model.link_layers(manifest)?;
-    let mut proto = model.proto.clone();
+    // The weights it keeps go with it: the source's external data is read in, and written out
+    // again (inline, or to a blob of its own by `export_qdq_external`).
+    let mut source = model.clone();
+    source.inline_external_data()?;
+    let mut proto = source.proto;
     let mut errors = Vec::new();
     let mut new_nodes = Vec::new();
     for ((layer, &b), wl) in manifest.layers.iter().zip(bits).zip(&links) {

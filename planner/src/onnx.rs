@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use prost::Message;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// The generated ONNX protobuf types.
 #[allow(missing_debug_implementations, clippy::all)]
@@ -22,6 +23,9 @@ const WHAT: &str = "ONNX model";
 #[derive(Debug, Clone)]
 pub struct OnnxModel {
     pub proto: pb::ModelProto,
+    /// The folder the model was read from, which its external data locations are relative to
+    /// (`None` for a model read from bytes alone).
+    pub folder: Option<PathBuf>,
 }
 
 /// How a weight tensor is stored in the graph.
@@ -112,10 +116,10 @@ pub fn declared_dims(value: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
 }
 
 /// The values of a tensor as f32 (float, or integer types converted exactly).
-pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
+fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     use pb::tensor_proto::DataType as D;
     let name = t.name.clone().unwrap_or_default();
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
+    if crate::external::is_external(t) {
         return Err(Error::invalid(
             WHAT,
             name,
@@ -165,105 +169,6 @@ pub fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     Ok(values)
 }
 
-/// Initializers of at least this many bytes go to the external data file when a model is written
-/// with one (onnx's own converter uses 1 KiB too).
-pub const EXTERNAL_THRESHOLD: usize = 1024;
-
-/// Whether any initializer keeps its bytes outside the model file.
-pub fn has_external_data(proto: &pb::ModelProto) -> bool {
-    proto.graph.as_ref().is_some_and(|g| {
-        g.initializer
-            .iter()
-            .any(|t| t.data_location == Some(pb::tensor_proto::DataLocation::External as i32))
-    })
-}
-
-/// Moves every initializer of at least [`EXTERNAL_THRESHOLD`] raw bytes out of `proto` into the
-/// returned blob, each at a 64-byte aligned offset, recorded as external data at `location` (the
-/// blob's file name, relative to the model's folder). What [`OnnxModel::from_path`] reads back.
-pub fn externalize(proto: &mut pb::ModelProto, location: &str) -> Vec<u8> {
-    let mut blob = Vec::new();
-    let Some(g) = proto.graph.as_mut() else {
-        return blob;
-    };
-    for t in &mut g.initializer {
-        let Some(raw) = t.raw_data.take_if(|r| r.len() >= EXTERNAL_THRESHOLD) else {
-            continue;
-        };
-        blob.resize(blob.len().div_ceil(64) * 64, 0);
-        let entry = |key: &str, value: String| pb::StringStringEntryProto {
-            key: Some(key.into()),
-            value: Some(value),
-        };
-        t.external_data = vec![
-            entry("location", location.into()),
-            entry("offset", blob.len().to_string()),
-            entry("length", raw.len().to_string()),
-        ];
-        t.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
-        blob.extend_from_slice(&raw);
-    }
-    blob
-}
-
-/// Reads a tensor's external data from beside the model into `raw_data`.
-fn read_external(t: &mut pb::TensorProto, folder: &std::path::Path) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let name = t.name.clone().unwrap_or_default();
-    let refuse = |reason: String| Error::invalid(WHAT, format!("{name}.external_data"), reason);
-    let entry = |key: &str| {
-        t.external_data
-            .iter()
-            .find(|e| e.key.as_deref() == Some(key))
-            .and_then(|e| e.value.clone())
-    };
-    let number = |key: &str| -> Result<Option<u64>> {
-        entry(key)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| refuse(format!("{key} {v:?} is not a byte count")))
-            })
-            .transpose()
-    };
-    let location = entry("location").ok_or_else(|| refuse("has no location".into()))?;
-    let relative = std::path::Path::new(&location);
-    let inside = !location.is_empty()
-        && relative.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        });
-    if !inside {
-        return Err(refuse(format!(
-            "location {location:?} must be a path inside the model's folder (not absolute, no ..)"
-        )));
-    }
-    let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
-    let path = folder.join(relative);
-    let mut file = std::fs::File::open(&path)
-        .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
-    let size = file
-        .metadata()
-        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
-        .len();
-    let length = length.unwrap_or(size.saturating_sub(offset));
-    if offset.checked_add(length).is_none_or(|end| end > size) {
-        return Err(refuse(format!(
-            "bytes {offset}..{} are past the end of {location:?} ({size} bytes)",
-            offset.saturating_add(length)
-        )));
-    }
-    let mut raw = vec![0u8; length as usize];
-    file.seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut raw))
-        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
-    t.raw_data = Some(raw);
-    t.external_data.clear();
-    t.data_location = Some(pb::tensor_proto::DataLocation::Default as i32);
-    Ok(())
-}
-
 impl OnnxModel {
     /// Decodes an ONNX file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel> {
@@ -281,7 +186,10 @@ impl OnnxModel {
                 "the model has no graph nodes (is this an ONNX file?)",
             ));
         }
-        Ok(OnnxModel { proto })
+        Ok(OnnxModel {
+            proto,
+            folder: None,
+        })
     }
 
     /// The model's serialized bytes.
@@ -289,28 +197,56 @@ impl OnnxModel {
         self.proto.encode_to_vec()
     }
 
-    /// Reads an ONNX file and the external data its tensors name (`location`, `offset`,
-    /// `length`, relative to the model's folder), which is then held inside the model. Absolute
-    /// locations and locations that leave the folder (`..`) are refused, as are ranges past the
-    /// end of their file.
-    pub fn from_path(path: &std::path::Path) -> Result<OnnxModel> {
+    /// Reads an ONNX file and checks the external data its tensors name (`location`, `offset`,
+    /// `length`, relative to the model's folder): absolute locations and locations that leave the
+    /// folder (`..`) are refused, as are files that do not open and ranges past their end. The
+    /// bytes stay in their file until a tensor's values are needed.
+    pub fn from_path(path: &Path) -> Result<OnnxModel> {
         let bytes = std::fs::read(path).map_err(|e| {
             Error::invalid(WHAT, "", format!("cannot read {}: {e}", path.display()))
         })?;
         let mut model = OnnxModel::from_bytes(&bytes)?;
-        let folder = path.parent().unwrap_or(std::path::Path::new("."));
+        let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let g = model.proto.graph.as_mut().expect("checked on load");
-        let constants = g
-            .node
-            .iter_mut()
-            .flat_map(|n| n.attribute.iter_mut())
-            .filter_map(|a| a.t.as_mut());
-        for t in g.initializer.iter_mut().chain(constants) {
-            if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-                read_external(t, folder)?;
+        for t in crate::external::tensors_mut(g) {
+            if crate::external::is_external(t) {
+                crate::external::locate(t, &folder)?;
             }
         }
+        model.folder = Some(folder);
         Ok(model)
+    }
+
+    /// The values of one of the model's tensors as f32, read from its external file when it has
+    /// one.
+    pub fn tensor_values(&self, t: &pb::TensorProto) -> Result<Vec<f32>> {
+        match &self.folder {
+            Some(folder) if crate::external::is_external(t) => tensor_values(&pb::TensorProto {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                data_type: t.data_type,
+                raw_data: Some(crate::external::read(t, folder)?),
+                ..Default::default()
+            }),
+            _ => tensor_values(t),
+        }
+    }
+
+    /// Reads every external tensor's bytes into the model, which then stands alone (as a file of
+    /// its own it would be as large as its weights).
+    pub fn inline_external_data(&mut self) -> Result<()> {
+        let Some(folder) = self.folder.clone() else {
+            return Ok(());
+        };
+        let g = self.proto.graph.as_mut().expect("checked on load");
+        for t in crate::external::tensors_mut(g) {
+            if crate::external::is_external(t) {
+                t.raw_data = Some(crate::external::read(t, &folder)?);
+                t.external_data.clear();
+                t.data_location = Some(pb::tensor_proto::DataLocation::Default as i32);
+            }
+        }
+        Ok(())
     }
 
     pub fn graph(&self) -> &pb::GraphProto {
@@ -483,11 +419,11 @@ impl OnnxModel {
         let constants = self.constants();
         match &layer.source {
             WeightSource::Initializer | WeightSource::Constant => {
-                tensor_values(constants[layer.weight.as_str()].0)
+                self.tensor_values(constants[layer.weight.as_str()].0)
             }
             WeightSource::Dequantized { node, integer } => {
                 let dq = self.node_named(node);
-                let q = tensor_values(constants[integer.as_str()].0)?;
+                let q = self.tensor_values(constants[integer.as_str()].0)?;
                 let value_of = |i: usize| -> Result<Vec<f32>> {
                     match dq.input.get(i).filter(|s| !s.is_empty()) {
                         None => Ok(vec![0.0]),
@@ -499,7 +435,7 @@ impl OnnxModel {
                                     format!("DequantizeLinear input {n:?} is not a constant"),
                                 ))
                             },
-                            |(t, _)| tensor_values(t),
+                            |(t, _)| self.tensor_values(t),
                         ),
                     }
                 };
@@ -533,6 +469,25 @@ impl OnnxModel {
         wl: &WeightedLayer,
         bits: u8,
     ) -> Result<crate::quant::HighBitWeights> {
+        if let Some(stored) = self.stored_high_bit_weights(wl, bits)? {
+            return Ok(stored);
+        }
+        let w = self.weight_values(wl)?;
+        Ok(crate::quant::HighBitWeights::quantize(
+            &w,
+            wl.channels,
+            wl.inner,
+            bits,
+        ))
+    }
+
+    /// The layer's integer weights when they already are its highest-bit store at `bits` (see
+    /// [`OnnxModel::high_bit_weights`]); `None` when the fp32 values are to be quantized.
+    pub fn stored_high_bit_weights(
+        &self,
+        wl: &WeightedLayer,
+        bits: u8,
+    ) -> Result<Option<crate::quant::HighBitWeights>> {
         if let (WeightSource::Dequantized { node, integer }, 8) = (&wl.source, bits) {
             let constants = self.constants();
             let dq = self.node_named(node);
@@ -552,38 +507,32 @@ impl OnnxModel {
                 axis
             } as usize;
             if let (true, Some(scale_t)) = (is_int8, get(1)) {
-                let scales = tensor_values(scale_t)?;
+                let scales = self.tensor_values(scale_t)?;
                 let zero = match get(2) {
-                    Some(z) => tensor_values(z)?,
+                    Some(z) => self.tensor_values(z)?,
                     None => vec![0.0],
                 };
                 let per_channel_ok =
                     scales.len() == 1 || (axis == wl.axis && scales.len() == wl.channels);
                 if zero.iter().all(|&z| z == 0.0) && per_channel_ok {
-                    let q: Vec<i32> = tensor_values(q_t)?.iter().map(|&v| v as i32).collect();
+                    let q: Vec<i32> = self.tensor_values(q_t)?.iter().map(|&v| v as i32).collect();
                     if q.iter().all(|v| v.abs() <= 127) {
                         let scales = if scales.len() == 1 {
                             vec![scales[0]; wl.channels]
                         } else {
                             scales
                         };
-                        return Ok(crate::quant::HighBitWeights {
+                        return Ok(Some(crate::quant::HighBitWeights {
                             bits,
                             q,
                             scales,
                             inner: wl.inner,
-                        });
+                        }));
                     }
                 }
             }
         }
-        let w = self.weight_values(wl)?;
-        Ok(crate::quant::HighBitWeights::quantize(
-            &w,
-            wl.channels,
-            wl.inner,
-            bits,
-        ))
+        Ok(None)
     }
 
     /// For each manifest layer, the model layer its `weight` links to (by weight tensor or node

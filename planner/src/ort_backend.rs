@@ -2,7 +2,7 @@
 //! library of the PyPI `onnxruntime` wheel. One environment per process.
 
 use crate::error::{Error, Result};
-use crate::runtime::{Backend, Elements, Feed, Session, Tensor};
+use crate::runtime::{Backend, Elements, External, Feed, Session, Tensor};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorElementType;
 use ort::value::TensorRef;
@@ -48,9 +48,9 @@ pub struct OrtSession(ort::session::Session);
 impl Backend for OrtBackend {
     type Session = OrtSession;
 
-    fn session(&self, model: &[u8]) -> Result<OrtSession> {
+    fn session(&self, model: &[u8], external: External) -> Result<OrtSession> {
         let rt = |e: ort::Error| Error::Runtime(format!("ONNX Runtime refused the model: {e}"));
-        let session = ort::session::Session::builder(&self.env)
+        let mut builder = ort::session::Session::builder(&self.env)
             .map_err(rt)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| rt(e.into()))?
@@ -61,9 +61,24 @@ impl Backend for OrtBackend {
             // Without the arena a session hands its activations back after each run: the
             // evaluator keeps many sessions, and each arena would keep its peak batch's memory.
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
-            .map_err(|e| rt(e.into()))?
-            .commit_from_memory(model)
-            .map_err(rt)?;
+            .map_err(|e| rt(e.into()))?;
+        if let Some(folder) = &external.folder {
+            // A model read from memory finds its external data relative to this folder.
+            builder = builder
+                .with_config_entry(
+                    "session.model_external_initializers_file_folder_path",
+                    folder.to_string_lossy(),
+                )
+                .map_err(|e| rt(e.into()))?;
+        }
+        for t in external.values {
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let value = ort::value::Tensor::from_array((shape, t.data)).map_err(rt)?;
+            builder = builder
+                .with_external_initializer(&t.name, value.into_dyn())
+                .map_err(|e| rt(e.into()))?;
+        }
+        let session = builder.commit_from_memory(model).map_err(rt)?;
         Ok(OrtSession(session))
     }
 }

@@ -15,6 +15,23 @@ pub fn qmax(bits: u8) -> i32 {
     (1i32 << (bits - 1)) - 1
 }
 
+/// Calls `f(channel, run)` on consecutive runs of `w` that share one output channel, in order:
+/// element `i` is in channel `(i / inner) % channels`.
+fn for_each_run(w: &[f32], channels: usize, inner: usize, mut f: impl FnMut(usize, &[f32])) {
+    if inner == 1 {
+        // One element per channel, channels cycling: each row holds every channel once.
+        for row in w.chunks(channels) {
+            for (c, v) in row.iter().enumerate() {
+                f(c, std::slice::from_ref(v));
+            }
+        }
+    } else {
+        for (r, run) in w.chunks(inner).enumerate() {
+            f(r % channels, run);
+        }
+    }
+}
+
 /// `round(q / 2^k)` in integers, with the given tie rule. `k` may be 0. Branch-free, so loops
 /// over it vectorize (`(x ^ sign) - sign` negates when `sign` is -1).
 #[inline]
@@ -54,23 +71,25 @@ impl HighBitWeights {
     /// layout: element `i` belongs to channel `(i / inner) % channels` (Conv `[out, in, kh, kw]`:
     /// `inner = in*kh*kw`; a MatMul constant `[in, out]`: `inner = 1`).
     pub fn quantize(w: &[f32], channels: usize, inner: usize, bits: u8) -> HighBitWeights {
-        let channel = |i: usize| (i / inner) % channels;
+        let (channels, inner) = (channels.max(1), inner.max(1));
         let mut max_abs = vec![0f32; channels];
-        for (i, &v) in w.iter().enumerate() {
-            let c = channel(i);
-            max_abs[c] = max_abs[c].max(v.abs());
-        }
+        for_each_run(w, channels, inner, |c, run| {
+            max_abs[c] = run.iter().fold(max_abs[c], |m, v| m.max(v.abs()));
+        });
         let qm = qmax(bits);
         // An all-zero channel keeps scale 1 so it dequantizes to exact zeros.
         let scales: Vec<f32> = max_abs
             .iter()
             .map(|&m| if m > 0.0 { m / qm as f32 } else { 1.0 })
             .collect();
-        let q = w
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| ((v / scales[channel(i)]).round_ties_even() as i32).clamp(-qm, qm))
-            .collect();
+        let mut q = Vec::with_capacity(w.len());
+        for_each_run(w, channels, inner, |c, run| {
+            let s = scales[c];
+            q.extend(
+                run.iter()
+                    .map(|&v| ((v / s).round_ties_even() as i32).clamp(-qm, qm)),
+            );
+        });
         HighBitWeights {
             bits,
             q,

@@ -157,7 +157,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         self.ensure_session(s, &own, bits, Scheme::DoubleRounding)?;
         let mut y = self.run_segment(s, &own, input, activations)?.0;
         // No other configuration of the pass has these bits on this segment.
-        self.sessions[s].remove(&own);
+        self.sessions.remove(s, &own);
         for t in s + 1..self.segments.len() {
             let own = self.own_key(t, rest, Scheme::DoubleRounding);
             self.ensure_session(t, &own, rest, Scheme::DoubleRounding)?;

@@ -115,7 +115,7 @@ fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
 
         let want = ev.logits(&bits).unwrap();
         let data = ev.data().clone();
-        let mut session = backend.session(&qdq).unwrap();
+        let mut session = backend.session(&qdq, Default::default()).unwrap();
         let got = session
             .run(&data.bind(&model).unwrap().feeds(0, data.len()))
             .unwrap()
@@ -189,7 +189,7 @@ fn reused_segments_give_the_same_outputs_as_the_whole_model() {
         // Oracle: the whole candidate as one model (the QDQ export), run in one session.
         let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
         let want = backend
-            .session(&qdq)
+            .session(&qdq, Default::default())
             .unwrap()
             .run(&data.bind(&model).unwrap().feeds(0, data.len()))
             .unwrap()

@@ -247,7 +247,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
         let want = ev.logits(&bits).unwrap();
         let got = backend
-            .session(&qdq)
+            .session(&qdq, Default::default())
             .unwrap()
             .run(&data.bind(&model).unwrap().feeds(0, data.len()))
             .unwrap()
@@ -264,7 +264,10 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
 fn macs_are_counted_at_the_data_shape_and_dynamic_dims_without_data_are_warned_of() {
     let mut proto = pb::ModelProto::decode(model().as_slice()).unwrap();
     proto.graph.as_mut().unwrap().input[0] = value_info("x", &[-1, 1, -1, -1]);
-    let model = OnnxModel { proto };
+    let model = OnnxModel {
+        proto,
+        folder: None,
+    };
     let shape = |sample: &ValidationSet| sample.inputs[0].shape.clone();
     let (sample, warnings) = planner::ingest::mac_sample(&model, None, None).unwrap();
     assert_eq!(shape(&sample), [1, 1, 1, 1]);

@@ -46,7 +46,7 @@ fn run_whole(
     output: usize,
 ) -> Vec<f32> {
     backend
-        .session(model_bytes)
+        .session(model_bytes, Default::default())
         .unwrap()
         .run(&data.bind(model).unwrap().feeds(0, data.len()))
         .unwrap()

@@ -613,10 +613,7 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
     let bits = load_bits(&args.bits, &problem)?;
     let model = load_model(&args.model)?;
     // A model whose weights live beside it is written the same way: OUT.onnx and OUT.onnx.data.
-    // (Its file alone is small: the weights are not in it.)
-    let source = planner::onnx::OnnxModel::from_bytes(&read_bytes(&args.model, "ONNX model")?)
-        .map_err(in_file(&args.model))?;
-    let (qdq, external) = if planner::onnx::has_external_data(&source.proto) {
+    let (qdq, external) = if planner::external::has_external_data(&model.proto) {
         let name = format!(
             "{}.data",
             args.out

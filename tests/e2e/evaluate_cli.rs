@@ -249,7 +249,7 @@ fn export_writes_a_qdq_model_and_its_bit_configuration() {
         .iter()
         .find(|t| t.name.as_deref() == Some("conv2.weight.bitplan_w3.q"))
         .unwrap();
-    let values = planner::onnx::tensor_values(q).unwrap();
+    let values = model.tensor_values(q).unwrap();
     assert!(values.iter().all(|v| v.abs() <= 3.0) && values.iter().any(|v| v.abs() == 3.0));
     let config: Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("digits_q.bits.json")).unwrap(),
@@ -310,7 +310,8 @@ fn manifest_derives_params_and_macs_and_names_missing_traces() {
 /// and read back it is the export of the same model stored inline.
 #[test]
 fn export_of_an_external_data_model_keeps_its_weights_beside_it() {
-    use planner::onnx::{externalize, has_external_data, OnnxModel};
+    use planner::external::{externalize, has_external_data};
+    use planner::onnx::OnnxModel;
     let dir = tempfile::tempdir().unwrap();
     let mut source = OnnxModel::from_path(&repo().join(MODEL)).unwrap();
     let blob = externalize(&mut source.proto, "digits.weights");
@@ -348,12 +349,7 @@ fn export_of_an_external_data_model_keeps_its_weights_beside_it() {
         m.graph()
             .initializer
             .iter()
-            .map(|t| {
-                (
-                    t.name.clone().unwrap(),
-                    planner::onnx::tensor_values(t).unwrap(),
-                )
-            })
+            .map(|t| (t.name.clone().unwrap(), m.tensor_values(t).unwrap()))
             .collect()
     };
     assert_eq!(tensors(&external), tensors(&inline));

@@ -77,11 +77,16 @@ pub fn whole_model_with_one_layer(
         .find(|t| t.name.as_deref() == Some(wl.weight.as_str()))
         .unwrap();
     init.float_data.clear();
+    init.external_data.clear();
+    init.data_location = None;
     init.raw_data = Some(values.iter().flat_map(|v| v.to_le_bytes()).collect());
-    use planner::eval::{Backend, Session};
+    use planner::eval::{Backend, External, Session};
     use prost::Message;
     backend
-        .session(&proto.encode_to_vec())
+        .session(
+            &proto.encode_to_vec(),
+            External::folder(model.folder.clone()),
+        )
         .unwrap()
         .run(&data.bind(model).unwrap().feeds(0, data.len()))
         .unwrap()
