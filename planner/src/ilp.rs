@@ -48,8 +48,9 @@ pub(crate) enum Objective {
     Cost(usize),
 }
 
-#[derive(Debug)]
-pub(crate) enum IlpOutcome {
+/// One solve's answer.
+#[derive(Debug, Clone)]
+pub enum SolveOutcome {
     Solved {
         picks: Vec<usize>,
         status: SolveStatus,
@@ -184,7 +185,7 @@ pub(crate) fn solve(
     fixed: &[Option<usize>],
     objective: Objective,
     stop: Stop,
-) -> Result<IlpOutcome> {
+) -> Result<SolveOutcome> {
     let Stop {
         time_limit_s,
         mip_gap,
@@ -203,7 +204,7 @@ pub(crate) fn solve(
     };
     for (k, l) in limits.iter().enumerate() {
         if l.is_some_and(|l| inst.min_total(k) > l + 1e-9 * l.abs().max(1.0)) {
-            return Ok(IlpOutcome::Infeasible);
+            return Ok(SolveOutcome::Infeasible);
         }
     }
     let root = if limits.iter().any(Option::is_some) {
@@ -218,7 +219,7 @@ pub(crate) fn solve(
     {
         let gap = gap(inst.value(incumbent), *bound);
         if gap <= PROVEN_GAP.max(mip_gap) {
-            return Ok(IlpOutcome::Solved {
+            return Ok(SolveOutcome::Solved {
                 picks: incumbent.clone(),
                 status: if gap <= PROVEN_GAP {
                     SolveStatus::Optimal
@@ -237,7 +238,7 @@ pub(crate) fn solve(
             None if left < MIN_MIP_S && limits.iter().any(Option::is_some) => {
                 return Err(no_solution(&deadline));
             }
-            Some(r) if left < MIN_MIP_S => IlpOutcome::Solved {
+            Some(r) if left < MIN_MIP_S => SolveOutcome::Solved {
                 picks: r.incumbent.clone(),
                 status: SolveStatus::TimeLimit {
                     gap: r.bound.map(|b| gap(inst.value(&r.incumbent), b)),
@@ -245,7 +246,7 @@ pub(crate) fn solve(
             },
             _ => solve_mip(&inst, &limits, root.as_ref(), mip_gap, &deadline)?,
         };
-        let IlpOutcome::Solved { picks, .. } = &outcome else {
+        let SolveOutcome::Solved { picks, .. } = &outcome else {
             return Ok(outcome);
         };
         let costs = inst.costs(picks);
@@ -640,7 +641,7 @@ fn solve_mip(
     root: Option<&Root>,
     mip_gap: f64,
     deadline: &Deadline,
-) -> Result<IlpOutcome> {
+) -> Result<SolveOutcome> {
     let incumbent = root.map(|r| r.incumbent.as_slice());
     let bound = root.and_then(|r| r.bound);
     let model = Model {
@@ -653,14 +654,14 @@ fn solve_mip(
             .map(|b| within_gap_of(b, mip_gap)),
     };
     let (values, ended) = match run(inst, limits, model)? {
-        Run::Infeasible => return Ok(IlpOutcome::Infeasible),
+        Run::Infeasible => return Ok(SolveOutcome::Infeasible),
         Run::NoSolution => return Err(no_solution(deadline)),
         Run::Solved { values, ended, .. } => (values, ended),
     };
     let mut picks = argmax(&values);
     match ended {
         Ended::Optimal => {
-            return Ok(IlpOutcome::Solved {
+            return Ok(SolveOutcome::Solved {
                 picks,
                 status: SolveStatus::Optimal,
             })
@@ -671,7 +672,7 @@ fn solve_mip(
             // bound), and at most the gap to the root's bound.
             let value = inst.value(&picks);
             let gap = bound.map_or(mip_gap, |b| gap(value, b).min(mip_gap));
-            return Ok(IlpOutcome::Solved {
+            return Ok(SolveOutcome::Solved {
                 picks,
                 status: SolveStatus::WithinGap { gap },
             });
@@ -703,7 +704,7 @@ fn solve_mip(
     };
     let value = inst.value(&picks);
     let gap = bound.map(|b| gap(value, b));
-    Ok(IlpOutcome::Solved {
+    Ok(SolveOutcome::Solved {
         picks,
         status: match gap {
             // Out of time, but what was asked is proven.
@@ -1010,7 +1011,7 @@ mod tests {
             let Run::Solved { lambda, .. } = run(&inst, &limits, Model::lp(60.0)).unwrap() else {
                 panic!("the LP is feasible")
             };
-            let Ok(IlpOutcome::Solved {
+            let Ok(SolveOutcome::Solved {
                 picks,
                 status: SolveStatus::Optimal,
             }) = solve_mip(&inst, &limits, None, 0.0, &deadline)

@@ -65,11 +65,10 @@ pub use device::{DeviceProfile, LatencyModel};
 pub use error::{Error, FieldError, Result};
 pub use front::{spread, FrontIndex, MAX_STATES};
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
-pub use ilp::SolveStatus;
+pub use ilp::{SolveOutcome, SolveStatus};
 pub use manifest::{ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS};
 pub use plan::{
     bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
-    Plan, PlanRequest, PlanStatus, PlannedCandidate, SolveOutcome, Source, Sweep,
-    AUTO_KNAPSACK_MAX_GROUPS,
+    Plan, PlanRequest, PlanStatus, PlannedCandidate, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, CostKind, Group, Problem};

@@ -4,7 +4,7 @@
 use crate::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility, Limits};
 use crate::error::{Error, Result};
 use crate::front::{pareto_front, spread, FrontIndex};
-use crate::ilp::{self, IlpOutcome, Objective, SolveStatus};
+use crate::ilp::{self, Objective, SolveOutcome, SolveStatus};
 use crate::manifest::Warning;
 use crate::problem::{Candidate, CostKind, Problem};
 use serde::{Deserialize, Serialize};
@@ -162,16 +162,6 @@ pub struct Plan {
     pub proxy_layers: Vec<String>,
     /// What Omega is: `sensitivity_kl`, `sensitivity_mse` (measured) or `hessian`.
     pub objective: &'static str,
-}
-
-/// One solve's answer.
-#[derive(Debug, Clone)]
-pub enum SolveOutcome {
-    Solved {
-        picks: Vec<usize>,
-        status: SolveStatus,
-    },
-    Infeasible,
 }
 
 /// Plans: the engine behind `bitplan plan` and the service's plans.
@@ -499,21 +489,14 @@ impl<'a> Planner<'a> {
         match engine {
             Engine::Highs => {
                 self.engines.push("highs");
-                Ok(
-                    match ilp::solve(
-                        self.problem,
-                        limits,
-                        fixed,
-                        Objective::Omega,
-                        ilp::Stop {
-                            time_limit_s: self.request.time_limit_s,
-                            mip_gap: self.request.mip_gap,
-                        },
-                    )? {
-                        IlpOutcome::Solved { picks, status } => {
-                            SolveOutcome::Solved { picks, status }
-                        }
-                        IlpOutcome::Infeasible => SolveOutcome::Infeasible,
+                ilp::solve(
+                    self.problem,
+                    limits,
+                    fixed,
+                    Objective::Omega,
+                    ilp::Stop {
+                        time_limit_s: self.request.time_limit_s,
+                        mip_gap: self.request.mip_gap,
                     },
                 )
             }
@@ -555,10 +538,10 @@ impl<'a> Planner<'a> {
                     mip_gap: 0.0,
                 },
             )? {
-                IlpOutcome::Solved { picks, .. } => {
+                SolveOutcome::Solved { picks, .. } => {
                     Some(self.problem.candidate(&picks).cost(b.kind) * b.to_budget_units)
                 }
-                IlpOutcome::Infeasible => None,
+                SolveOutcome::Infeasible => None,
             };
             let min_achievable = alone * b.to_budget_units;
             reports.push(BudgetReport {

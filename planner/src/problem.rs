@@ -272,19 +272,6 @@ impl Problem {
         Ok(self.candidate(&picks))
     }
 
-    /// Choice index per group for a candidate's per-layer bits.
-    pub fn picks_of(&self, candidate: &Candidate) -> Vec<usize> {
-        let mut picks = vec![0; self.groups.len()];
-        for (i, &g) in self.layer_group.iter().enumerate() {
-            picks[g] = self.groups[g]
-                .choices
-                .iter()
-                .position(|c| c.bits == candidate.bits[i])
-                .unwrap_or(0);
-        }
-        picks
-    }
-
     /// Sum over groups of the cheapest choice for cost `k` (ties and pins only, no other budget).
     pub fn min_cost(&self, k: CostKind) -> f64 {
         self.groups.iter().map(|g| g.min_cost(k.index())).sum()

@@ -189,10 +189,13 @@ fn a_time_limit_holds_where_highs_presolve_once_spun() {
             (seed, budgets, rx)
         })
         .collect();
+    // The spin ran 30-40 s; a solve that keeps its 2 s limit is back well within 15 s, even with
+    // the other solve and the rest of the suite sharing the cores.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     for (seed, budgets, rx) in solves {
         let r = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("seed {seed}: a solve limited to 2 s ran past 60 s"));
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_else(|_| panic!("seed {seed}: a solve limited to 2 s ran past 15 s"));
         assert!(
             matches!(r.status, PlanStatus::Optimal | PlanStatus::TimeLimit),
             "seed {seed}: {:?}",

@@ -116,8 +116,14 @@ fn external_weights_read_evaluate_and_match_the_inline_model() {
         ort: backend.clone(),
         sizes: Default::default(),
     };
-    let mut from_external =
-        Evaluator::new(&recording, &external, &manifest, data, EvalOptions::default()).unwrap();
+    let mut from_external = Evaluator::new(
+        &recording,
+        &external,
+        &manifest,
+        data,
+        EvalOptions::default(),
+    )
+    .unwrap();
     let bits: Vec<u8> = manifest
         .layers
         .iter()

@@ -9,8 +9,7 @@ use serde_json::json;
 /// Plans one device alone, as a user would: its own manifest restricted to what it runs, its
 /// own profile, its own budgets, the planner's default engines (no shared front or cache).
 fn alone(manifest: &Manifest, device: &serde_json::Value) -> (PlanStatus, Option<f64>) {
-    let spec = planner::fleet::DeviceSpec::from_value(device.clone(), "").unwrap();
-    let Ok(m) = spec.restrict(manifest) else {
+    let Some(m) = restricted(manifest, device) else {
         return (PlanStatus::Infeasible, None);
     };
     let mut doc = serde_json::Map::new();
@@ -31,6 +30,44 @@ fn alone(manifest: &Manifest, device: &serde_json::Value) -> (PlanStatus, Option
     )
     .unwrap();
     (r.status, r.candidates.first().map(|c| c.candidate.omega))
+}
+
+/// The manifest a user would write for one device, from the fleet document's own words: each
+/// layer keeps the bit-widths the device lists in `weight_bits` (the model runs activations at its
+/// weights' bits, and these devices list no `activation_bits`); a `high_bit_layers` layer is
+/// pinned to its highest. `None` when a layer is left with nothing it may take.
+fn restricted(manifest: &Manifest, device: &serde_json::Value) -> Option<Manifest> {
+    assert!(device.get("activation_bits").is_none(), "{device}");
+    let supported: Vec<u8> = serde_json::from_value(device["weight_bits"].clone()).unwrap();
+    let high: Vec<String> = device
+        .get("high_bit_layers")
+        .map_or_else(Vec::new, |v| serde_json::from_value(v.clone()).unwrap());
+    let keep = |bits: &[u8]| -> Vec<u8> {
+        bits.iter()
+            .copied()
+            .filter(|b| supported.contains(b))
+            .collect()
+    };
+    let mut doc = manifest.to_json();
+    doc["bits"] = json!(keep(&manifest.bits));
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        let bits = keep(&layer.bits);
+        let highest = *bits.iter().max()?;
+        let entry = &mut doc["layers"][i];
+        match layer.pin {
+            Some(p) if !bits.contains(&p) => return None,
+            None if high.contains(&layer.name) => entry["pin"] = json!(highest),
+            _ => {}
+        }
+        if let Some(per_bit) = entry
+            .get_mut("perturbation")
+            .and_then(|v| v.as_object_mut())
+        {
+            per_bit.retain(|k, _| bits.contains(&k.parse::<u8>().unwrap()));
+        }
+        entry["bits"] = json!(bits);
+    }
+    Manifest::from_value(doc).ok()
 }
 
 #[test]

@@ -56,10 +56,22 @@ impl Resp {
 }
 
 impl Svc {
+    /// The service with ONNX Runtime, for evaluations and sensitivity jobs.
     async fn new(tweak: impl FnOnce(&mut Config), runner: bool) -> Svc {
+        Svc::start(
+            |c| {
+                c.ort_lib = Some(ort_lib());
+                tweak(c)
+            },
+            runner,
+        )
+        .await
+    }
+
+    /// The service as configured by `tweak` alone: what needs no model runs needs no ONNX Runtime.
+    async fn start(tweak: impl FnOnce(&mut Config), runner: bool) -> Svc {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path().join("data"));
-        config.ort_lib = Some(ort_lib());
         config.retry_base = Duration::from_millis(20);
         tweak(&mut config);
         let state = AppState::open(config).await.unwrap();
@@ -701,7 +713,7 @@ async fn cancelling_a_queued_job_cancels_its_plan() {
 
 #[tokio::test]
 async fn a_token_guards_writes() {
-    let svc = Svc::new(|c| c.api_token = Some("s3cret".into()), false).await;
+    let svc = Svc::start(|c| c.api_token = Some("s3cret".into()), false).await;
     let manifest: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
     )
@@ -725,7 +737,7 @@ async fn a_token_guards_writes() {
         "reads stay open"
     );
 
-    let locked = Svc::new(
+    let locked = Svc::start(
         |c| {
             c.api_token = Some("s3cret".into());
             c.protect_reads = true;
@@ -739,7 +751,7 @@ async fn a_token_guards_writes() {
 
 #[tokio::test]
 async fn bodies_over_their_limits_are_refused() {
-    let svc = Svc::new(
+    let svc = Svc::start(
         |c| {
             c.max_json_bytes = 1000;
             c.max_upload_bytes = 5000;

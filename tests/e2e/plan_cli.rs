@@ -300,15 +300,31 @@ fn csv_has_one_column_per_layer_and_table_is_aligned() {
 
     let out = bitplan(&["plan", DIGITS, "--pareto", "size", "--points", "5"]);
     let text = stdout(&out);
-    let rows: Vec<&str> = text.lines().skip(1).collect();
-    let col = rows[0].find("bits").unwrap();
-    assert!(
-        rows[1..]
-            .iter()
-            .all(|r| r.len() >= col && r.is_char_boundary(col)),
-        "{text}"
-    );
+    let rows: Vec<&[u8]> = text.lines().skip(1).map(str::as_bytes).collect();
     assert_eq!(rows.len(), 6, "{text}");
+    let header = std::str::from_utf8(rows[0]).unwrap();
+    // Where a heading starts (a whole word: `bits` is not the end of `avg_bits`).
+    let at = |name: &str| header.find(&format!(" {name} ")).unwrap() + 1;
+    let blank = |r: &[u8], i: usize| r.get(i).is_none_or(|&c| c == b' ');
+    // Numbers end under the end of their heading; `from` and the bits start under theirs.
+    for name in ["omega", "size", "bops", "avg_bits"] {
+        let end = at(name) + name.len();
+        for r in &rows {
+            assert!(
+                !blank(r, end - 1) && blank(r, end),
+                "{name} column:\n{text}"
+            );
+        }
+    }
+    for name in ["from", "bits"] {
+        let start = at(name);
+        for r in &rows {
+            assert!(
+                blank(r, start - 1) && !blank(r, start),
+                "{name} column:\n{text}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -334,8 +350,35 @@ fn paper_pool_and_sweep_are_deduplicated_pools() {
         assert!(seen.insert(c["bits"].to_string()), "duplicate {c}");
         assert!(c["avg_bits"].as_f64().unwrap() <= 5.0);
     }
-    // digits: conv1 pinned; 3 free layers x 5 other bits = 15 forced re-solves (+ the optimum)
-    let paper = cands
+    // The paper's pool, by brute force over all 6^3 assignments of the free layers (conv1 is
+    // pinned): the optimum, and for each free layer and each other bit-width the best assignment
+    // with that layer forced to it, within 5 average bits.
+    let problem = planner::Problem::new(
+        &planner::Manifest::from_json(&std::fs::read_to_string(repo().join(DIGITS)).unwrap())
+            .unwrap(),
+        None,
+    )
+    .unwrap();
+    let widths = [8u8, 6, 5, 4, 3, 2];
+    let all: Vec<planner::Candidate> = (0..216)
+        .map(|i| vec![8, widths[i / 36], widths[i / 6 % 6], widths[i % 6]])
+        .map(|bits| problem.candidate_from_bits(&bits).unwrap())
+        .filter(|c| c.avg_bits <= 5.0)
+        .collect();
+    let best = |keep: &dyn Fn(&planner::Candidate) -> bool| {
+        all.iter()
+            .filter(|c| keep(c))
+            .min_by(|a, b| a.omega.total_cmp(&b.omega))
+            .map(|c| c.bits.clone())
+    };
+    let optimum = best(&|_| true).unwrap();
+    let mut want: std::collections::BTreeSet<Vec<u8>> = [optimum.clone()].into();
+    for (layer, &at_optimum) in optimum.iter().enumerate().skip(1) {
+        for &b in widths.iter().filter(|&&b| b != at_optimum) {
+            want.extend(best(&|c| c.bits[layer] == b));
+        }
+    }
+    let paper: std::collections::BTreeSet<Vec<u8>> = cands
         .iter()
         .filter(|c| {
             c["sources"]
@@ -344,8 +387,14 @@ fn paper_pool_and_sweep_are_deduplicated_pools() {
                 .iter()
                 .any(|s| s == "paper" || s == "optimal")
         })
-        .count();
-    assert!((2..=16).contains(&paper), "{paper}");
+        .map(|c| {
+            ["conv1", "conv2", "fc1", "fc2"]
+                .iter()
+                .map(|l| c["bits"][l].as_u64().unwrap() as u8)
+                .collect()
+        })
+        .collect();
+    assert_eq!(paper, want);
     assert!(cands.iter().any(|c| c["sources"]
         .as_array()
         .unwrap()
