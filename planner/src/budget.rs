@@ -34,6 +34,17 @@ pub(crate) struct Bound {
 /// Upper bounds per cost kind, `[size, bops, latency]`; the tightest budget of each kind.
 pub type Limits = [Option<f64>; 3];
 
+/// Relative tolerance of "within a budget": the rounding of a cost summed over thousands of layers
+/// in another order (about 1e-13), and no more, so that a plan's reported cost is within its
+/// budget as the user reads it.
+pub(crate) const TOLERANCE: f64 = 1e-12;
+
+/// Whether `cost` is within the budget `limit`: the one rule of every engine (knapsack, core,
+/// front, HiGHS), so they agree on a candidate exactly at a budget.
+pub(crate) fn within(cost: f64, limit: f64) -> bool {
+    cost <= limit + TOLERANCE * limit.abs().max(1.0)
+}
+
 impl Budgets {
     /// Whether no budget is set.
     pub fn is_empty(&self) -> bool {
@@ -198,5 +209,28 @@ pub fn fmt_num(v: f64) -> String {
     } else {
         let s = format!("{v:.6}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_a_budget_is_relative_with_a_floor_of_one_unit() {
+        for limit in [1e-3, 1.0, 4096.0, 3.7e9] {
+            let scale = f64::max(limit, 1.0);
+            assert!(within(limit, limit), "exactly at {limit}");
+            assert!(
+                within(limit + 0.5 * TOLERANCE * scale, limit),
+                "rounding at {limit}"
+            );
+            assert!(
+                !within(limit + 2.0 * TOLERANCE * scale, limit),
+                "over {limit}"
+            );
+        }
+        // A zero budget takes only rounding of a unit.
+        assert!(within(0.5e-12, 0.0) && !within(2e-12, 0.0));
     }
 }

@@ -15,6 +15,7 @@
 //! expands, most states die young: on 1000 random layers the staircase peaks at 1,500-60,000
 //! states.
 
+use crate::budget::within;
 use crate::error::{Error, Result};
 use crate::front::MAX_STATES;
 use crate::problem::Problem;
@@ -60,8 +61,7 @@ pub(crate) fn optimum_until(
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<usize>>> {
     let n = choices.len();
-    let tolerance = 1e-12 * limit.abs().max(1.0);
-    let fits = |cost: f64| cost <= limit + tolerance;
+    let fits = |cost: f64| within(cost, limit);
     let pick = |lambda: f64| -> Vec<usize> {
         choices
             .iter()

@@ -325,7 +325,7 @@ impl Default for FleetOptions {
         FleetOptions {
             neighbours: 2,
             step: 0.1,
-            time_limit_s: 10.0,
+            time_limit_s: crate::plan::DEFAULT_TIME_LIMIT_S,
             neighbour_time_limit_s: 0.05,
             mip_gap: 0.0,
         }

@@ -8,7 +8,7 @@
 //! size. Budgets on other costs add dimensions to the dominance test. States that cannot meet a
 //! budget even with the cheapest completion are dropped as they appear.
 
-use crate::budget::Limits;
+use crate::budget::{within, Limits};
 use crate::error::{Error, Result};
 use crate::problem::{CostKind, Problem};
 
@@ -79,11 +79,10 @@ impl FrontIndex {
         self.costs.is_empty()
     }
 
-    /// The least-Omega assignment whose cost is within `limit` (the same tolerance as the dynamic
-    /// program), or `None` when none is.
+    /// The least-Omega assignment whose cost is within `limit` (the rule every engine uses), or
+    /// `None` when none is.
     pub fn best_under(&self, limit: f64) -> Option<Vec<usize>> {
-        let tolerance = 1e-9 * limit.abs().max(1.0);
-        let n = self.costs.partition_point(|&c| c <= limit + tolerance);
+        let n = self.costs.partition_point(|&c| within(c, limit));
         n.checked_sub(1)
             .map(|i| self.picks[i].iter().map(|&c| usize::from(c)).collect())
     }
@@ -137,7 +136,7 @@ fn enumerate(
         }
     }
     let fits = |k: usize, value: f64, g_next: usize| -> bool {
-        limits[k].is_none_or(|l| value + rest_min[g_next][k] <= l + 1e-9 * l.abs().max(1.0))
+        limits[k].is_none_or(|l| within(value + rest_min[g_next][k], l))
     };
     if (0..3).any(|k| !fits(k, 0.0, 0)) {
         return Ok(Vec::new());

@@ -14,7 +14,7 @@
 //! and another incumbent. The time limit covers the whole solve; a solve stopped by it returns its
 //! best assignment and the gap to the strongest bound.
 
-use crate::budget::Limits;
+use crate::budget::{within, Limits};
 use crate::error::{Error, Result};
 use crate::problem::Problem;
 use good_lp::solvers::highs::highs;
@@ -139,7 +139,7 @@ fn fits(costs: &[f64; 3], limits: &Limits) -> bool {
     limits
         .iter()
         .zip(costs)
-        .all(|(l, c)| l.is_none_or(|l| *c <= l + 1e-12 * l.abs().max(1.0)))
+        .all(|(l, c)| l.is_none_or(|l| within(*c, l)))
 }
 
 /// What the solve knows before the MIP: a feasible assignment and a lower bound on the optimum.
@@ -203,7 +203,7 @@ pub(crate) fn solve(
         allowed,
     };
     for (k, l) in limits.iter().enumerate() {
-        if l.is_some_and(|l| inst.min_total(k) > l + 1e-9 * l.abs().max(1.0)) {
+        if l.is_some_and(|l| !within(inst.min_total(k), l)) {
             return Ok(SolveOutcome::Infeasible);
         }
     }
@@ -253,9 +253,8 @@ pub(crate) fn solve(
         let mut tightened = false;
         for (k, lim) in limits.iter_mut().enumerate() {
             if let Some(l) = lim {
-                let over = costs[k] - *l;
-                if over > 1e-12 * l.abs().max(1.0) {
-                    *l -= 2.0 * over;
+                if !within(costs[k], *l) {
+                    *l -= 2.0 * (costs[k] - *l);
                     tightened = true;
                 }
             }
@@ -889,7 +888,7 @@ fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Result<Run> {
             .map(|(g, xs)| group_min(g, xs, cost))
             .collect();
         let slack = limit - gmins.iter().sum::<f64>();
-        if slack < -1e-9 * limit.abs().max(1.0) {
+        if !within(limit - slack, limit) {
             return Ok(Run::Infeasible);
         }
         let widest = x

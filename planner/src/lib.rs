@@ -70,5 +70,6 @@ pub use manifest::{ActivationBits, Divergence, Layer, Manifest, Rounding, Warnin
 pub use plan::{
     bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
     Plan, PlanRequest, PlanStatus, PlannedCandidate, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,
+    DEFAULT_TIME_LIMIT_S,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, CostKind, Group, Problem};

@@ -73,8 +73,11 @@ pub struct PlanRequest {
     pub engine: Engine,
 }
 
+/// Time limit of each ILP solve unless a request gives one, seconds.
+pub const DEFAULT_TIME_LIMIT_S: f64 = 10.0;
+
 fn default_time_limit() -> f64 {
-    10.0
+    DEFAULT_TIME_LIMIT_S
 }
 
 /// A `mip_gap` must be a relative gap in `[0, 1)`.

@@ -76,7 +76,7 @@ struct FleetArgs {
     #[arg(long, default_value_t = 0.1)]
     step: f64,
     /// Time limit of each ILP solve for a device's choice, seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = planner::DEFAULT_TIME_LIMIT_S)]
     time_limit_s: f64,
     /// Time limit of each ILP solve for a neighbour, seconds (a neighbour stopped there reports
     /// its status and gap).
@@ -84,7 +84,7 @@ struct FleetArgs {
     neighbour_time_limit_s: f64,
     #[command(flatten)]
     gap: GapArgs,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = planner::eval::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -158,7 +158,7 @@ struct PlanArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     sweep_points: usize,
     /// Time limit of each ILP solve, seconds.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    #[arg(long, value_name = "S", default_value_t = planner::DEFAULT_TIME_LIMIT_S)]
     time_limit_s: f64,
     #[command(flatten)]
     gap: GapArgs,
@@ -208,7 +208,7 @@ struct EvaluateArgs {
     /// Bit configuration: {"<layer>": bits, ...} (or a plan candidate with a `bits` object).
     #[arg(long, value_name = "BITS.json")]
     bits: PathBuf,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = planner::eval::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     /// Also fake-quantize each planned layer's input activations at the manifest's
     /// activation_bits, with ranges calibrated on the validation set (min/max).

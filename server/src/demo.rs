@@ -63,9 +63,15 @@ pub async fn load(state: &AppState) -> anyhow::Result<String> {
         Created::Ready { plan } => plan.id,
         Created::Queued { plan, .. } => plan.id,
     };
-    let job = crate::api::queue_evaluation(state, &plan_id, None, false, 256)
-        .await
-        .map_err(|e| anyhow::anyhow!("demo evaluation: {}", e.message))?;
+    let job = crate::api::queue_evaluation(
+        state,
+        &plan_id,
+        None,
+        false,
+        planner::eval::DEFAULT_BATCH_SIZE,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("demo evaluation: {}", e.message))?;
     tracing::info!(
         "demo loaded: supernet {id}, plan {plan_id} (exact size front), evaluation job {job}"
     );

@@ -86,7 +86,9 @@ impl PlanBody {
             } => ApiError::from(e).under("device.").prefix_message("device"),
             other => ApiError::from(other),
         })?;
-        let time_limit_s = self.time_limit_s.unwrap_or(10.0_f64.min(max_time_s));
+        let time_limit_s = self
+            .time_limit_s
+            .unwrap_or(planner::DEFAULT_TIME_LIMIT_S.min(max_time_s));
         if time_limit_s > max_time_s {
             return Err(ApiError::invalid(
                 "time_limit_s",

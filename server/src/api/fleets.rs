@@ -291,7 +291,7 @@ pub struct FleetPlanBody {
     pub neighbour_time_limit_s: f64,
     #[serde(default)]
     pub mip_gap: f64,
-    #[serde(default = "default_batch")]
+    #[serde(default = "super::default_batch")]
     pub batch_size: usize,
 }
 
@@ -304,16 +304,14 @@ fn default_step() -> f64 {
 fn default_neighbour_limit() -> f64 {
     0.05
 }
-fn default_batch() -> usize {
-    256
-}
-
 impl FleetPlanBody {
     pub fn options(&self, max_time_s: f64) -> planner::fleet::FleetOptions {
         planner::fleet::FleetOptions {
             neighbours: self.neighbours,
             step: self.step,
-            time_limit_s: self.time_limit_s.unwrap_or(10f64.min(max_time_s)),
+            time_limit_s: self
+                .time_limit_s
+                .unwrap_or(planner::DEFAULT_TIME_LIMIT_S.min(max_time_s)),
             neighbour_time_limit_s: self.neighbour_time_limit_s,
             mip_gap: self.mip_gap,
         }

@@ -25,6 +25,12 @@ use serde::de::DeserializeOwned;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
+/// Samples per inference batch when a request gives no `batch_size` (evaluations, fleet plans,
+/// sensitivity passes).
+fn default_batch() -> usize {
+    planner::eval::DEFAULT_BATCH_SIZE
+}
+
 /// The OpenAPI 3.1 contract, served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");
 

@@ -381,12 +381,8 @@ pub struct EvaluateBody {
     candidate_ids: Option<Vec<String>>,
     #[serde(default)]
     quantize_activations: bool,
-    #[serde(default = "default_batch")]
+    #[serde(default = "super::default_batch")]
     batch_size: usize,
-}
-
-fn default_batch() -> usize {
-    256
 }
 
 /// `POST /v1/plans/{id}/evaluations`: a job that measures the candidates on the supernet's

@@ -276,12 +276,8 @@ async fn check_upload(
 pub struct SensitivityBody {
     #[serde(default)]
     metric: planner::Divergence,
-    #[serde(default = "default_sensitivity_batch")]
+    #[serde(default = "super::default_batch")]
     batch_size: usize,
-}
-
-fn default_sensitivity_batch() -> usize {
-    planner::eval::DEFAULT_BATCH_SIZE
 }
 
 /// `POST /v1/supernets/{id}/sensitivity`: queues the measurement of every layer's sensitivity on
