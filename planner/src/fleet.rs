@@ -611,16 +611,7 @@ impl FleetPlan {
     /// The JSON document of `bitplan fleet --format json` (and of the service's fleet plans).
     /// `bits` maps layer names to bit-widths in manifest order.
     pub fn to_json(&self, manifest: &Manifest) -> Value {
-        let bits = |c: &Candidate| -> Value {
-            Value::Object(
-                manifest
-                    .layers
-                    .iter()
-                    .zip(&c.bits)
-                    .map(|(l, b)| (l.name.clone(), json!(b)))
-                    .collect(),
-            )
-        };
+        let bits = |c: &Candidate| manifest.bits_json(&c.bits);
         let priced = |c: &Candidate| {
             json!({
                 "bits": bits(c),

@@ -66,7 +66,9 @@ pub use error::{Error, FieldError, Result};
 pub use front::{spread, FrontIndex, MAX_STATES};
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::{SolveOutcome, SolveStatus};
-pub use manifest::{ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS};
+pub use manifest::{
+    bits_json, ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS,
+};
 pub use plan::{
     bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
     Plan, PlanRequest, PlanStatus, PlannedCandidate, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,

@@ -259,6 +259,17 @@ fn check_bit_list(values: &[i64], path: &str, problems: &mut Problems) -> Vec<u8
     out
 }
 
+/// A bit configuration as JSON: `{"<layer>": bits, ...}`, layers in the order given.
+pub fn bits_json<'a>(names: impl IntoIterator<Item = &'a str>, bits: &[u8]) -> serde_json::Value {
+    serde_json::Value::Object(
+        names
+            .into_iter()
+            .zip(bits)
+            .map(|(n, &b)| (n.to_string(), serde_json::json!(b)))
+            .collect(),
+    )
+}
+
 impl Manifest {
     /// Parses and checks a manifest document.
     pub fn from_json(text: &str) -> Result<Manifest> {
@@ -531,6 +542,12 @@ impl Manifest {
     /// Whether the layers carry an objective (traces or measured sensitivity) to plan with.
     pub fn is_scored(&self) -> bool {
         !self.layers.iter().all(Layer::unscored)
+    }
+
+    /// A bit configuration as JSON: each layer's name to its bit-width, in manifest order (what
+    /// plans, evaluations and exports give as `bits`).
+    pub fn bits_json(&self, bits: &[u8]) -> serde_json::Value {
+        bits_json(self.layers.iter().map(|l| l.name.as_str()), bits)
     }
 
     /// Serialises back to the manifest JSON format (checked values, traces as given, sorted bits).

@@ -648,12 +648,8 @@ pub fn candidate_json(problem: &Problem, c: &PlannedCandidate) -> Value {
 
 /// A priced candidate as JSON, without provenance.
 pub fn bare_candidate_json(problem: &Problem, c: &Candidate) -> Value {
-    let mut bits = Map::new();
-    for (l, b) in problem.manifest.layers.iter().zip(&c.bits) {
-        bits.insert(l.name.clone(), json!(b));
-    }
     let mut obj = Map::new();
-    obj.insert("bits".into(), Value::Object(bits));
+    obj.insert("bits".into(), problem.manifest.bits_json(&c.bits));
     obj.insert("omega".into(), json!(c.omega));
     obj.insert("size_bytes".into(), json!(c.size_bytes));
     obj.insert("bops".into(), json!(c.bops));

@@ -629,12 +629,7 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
         .config_out
         .clone()
         .unwrap_or_else(|| args.out.with_extension("bits.json"));
-    let config: serde_json::Map<String, serde_json::Value> = manifest
-        .layers
-        .iter()
-        .zip(&bits)
-        .map(|(l, b)| (l.name.clone(), serde_json::json!(b)))
-        .collect();
+    let config = manifest.bits_json(&bits);
     let write = |path: &Path, bytes: &[u8]| {
         std::fs::write(path, bytes).map_err(|e| Failure {
             code: 1,

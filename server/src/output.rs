@@ -376,14 +376,7 @@ pub fn render_metrics(
     match format {
         Format::Json => {
             let mut v = serde_json::to_value(m).expect("JSON");
-            let layer_bits: serde_json::Map<String, serde_json::Value> = problem
-                .manifest
-                .layers
-                .iter()
-                .zip(bits)
-                .map(|(l, b)| (l.name.clone(), serde_json::json!(b)))
-                .collect();
-            v["bits"] = serde_json::Value::Object(layer_bits);
+            v["bits"] = problem.manifest.bits_json(bits);
             v["timings"] = serde_json::to_value(t).expect("JSON");
             serde_json::to_string_pretty(&v).expect("JSON") + "\n"
         }

@@ -375,11 +375,7 @@ impl CandidateRow {
 
     /// The API body: `bits` maps layer names to bit-widths (given the manifest's layer names).
     pub fn to_json(&self, layer_names: &[String], quantize_activations: bool) -> Value {
-        let bits: serde_json::Map<String, Value> = layer_names
-            .iter()
-            .zip(self.bit_list())
-            .map(|(n, b)| (n.clone(), json!(b)))
-            .collect();
+        let bits = planner::bits_json(layer_names.iter().map(String::as_str), &self.bit_list());
         let metrics = self.evaluated_at.map(|at| {
             MetricsRow {
                 bits: String::new(),

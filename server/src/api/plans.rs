@@ -315,12 +315,7 @@ pub async fn candidate(
 pub async fn config(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let row = store::candidate(&state.db, &id, false).await?;
     let manifest = state.manifest(&row.supernet_id).await?;
-    let bits: serde_json::Map<String, Value> = manifest
-        .layers
-        .iter()
-        .zip(row.bit_list())
-        .map(|(l, b)| (l.name.clone(), json!(b)))
-        .collect();
+    let bits = manifest.bits_json(&row.bit_list());
     let body = json!({
         "supernet_id": row.supernet_id,
         "supernet": manifest.name,
