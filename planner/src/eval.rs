@@ -2,14 +2,15 @@
 //! validation set.
 //!
 //! The runtime sits behind [`Backend`] so this module and its tests need no ONNX Runtime. The graph
-//! is prepared once (weights as initializers in known slots, activation quantizers whose scale
-//! and bounds are fed per run) and split at single-tensor cuts before planned layers
-//! ([`crate::segment`]). A candidate runs segment by segment: a segment's output is reused when an
-//! earlier candidate had the same bits on every planned layer up to it, and a segment's session is
-//! reused when its own layers' bits repeat; otherwise its weights are written into their slots,
-//! serialised and a session built. Feeding weights as graph inputs to one session measured slower
-//! (97 against 134 candidates/s on the digits CNN without caching): ONNX Runtime cannot pre-pack
-//! weights it does not see at session build.
+//! is prepared once (each planned weight an initializer slot whose values every session is given
+//! in memory, activation quantizers whose scale and bounds are fed per run), split at
+//! single-tensor cuts before planned layers ([`crate::segment`]), and each segment serialised
+//! once. A candidate runs segment by segment: a segment's output is reused when an earlier
+//! candidate had the same bits on every planned layer up to it, and a segment's session is reused
+//! when its own layers' bits repeat ([`crate::sessions`]); otherwise a session is built with the
+//! slots' weights at those bits. Slots are initializers, not graph inputs fed per run: ONNX Runtime
+//! pre-packs weights it sees at session build (graph inputs measured 97 against 134 candidates/s
+//! on the digits CNN without caching).
 
 use crate::compare::{argmax, closeness, divergence, OutputKind};
 use crate::error::{Error, Result};
@@ -135,8 +136,8 @@ const SLOT_LOCATION: &str = "bitplan.weight-slot";
 pub struct Evaluator<B: Backend> {
     backend: B,
     pub(crate) segments: Vec<Segment>,
-    /// Each segment's serialized graph: small, as its planned weights are given per session and
-    /// the model's large weights stay in their external file.
+    /// Each segment's serialized graph, without its planned weights (given per session) and
+    /// without external data (read by the runtime from the model's folder).
     segment_bytes: Vec<Vec<u8>>,
     /// The model's folder, where its external data is.
     folder: Option<PathBuf>,
@@ -217,6 +218,7 @@ fn probe_bound<B: Backend>(
     batch_size: usize,
     mut visit: impl FnMut(usize, &Tensor),
 ) -> Result<Tensor> {
+    model.require_external_data()?;
     let mut proto = model.proto.clone();
     let g = proto.graph.as_mut().expect("checked on load");
     g.output = vec![model.scored_output(output)?.clone()];
@@ -566,7 +568,7 @@ impl<B: Backend + Clone> Evaluator<B> {
     /// The key of segment `s`'s session for these bits: the scheme, then each of its layers' bits.
     pub(crate) fn own_key(&self, s: usize, bits: &[u8], scheme: Scheme) -> Vec<u8> {
         let mut own = vec![scheme_tag(scheme)];
-        for &(l, _) in &self.segments[s].slots {
+        for &l in &self.segments[s].slots {
             push_layer_key(&mut own, l, bits[l]);
         }
         own
@@ -584,10 +586,10 @@ impl<B: Backend + Clone> Evaluator<B> {
             return Ok(());
         }
         let t = Instant::now();
-        let values = self.segments[s]
+        let values: Vec<Initializer> = self.segments[s]
             .slots
             .iter()
-            .map(|&(l, _)| Initializer {
+            .map(|&l| Initializer {
                 name: slot_name(l),
                 shape: self.planned[l]
                     .as_ref()
@@ -597,6 +599,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                 data: self.weights(l, bits[l], scheme),
             })
             .collect();
+        let bytes = values.iter().map(|v| 4 * v.data.len()).sum();
         let external = External {
             folder: self.folder.clone(),
             values,
@@ -605,11 +608,6 @@ impl<B: Backend + Clone> Evaluator<B> {
         let t = Instant::now();
         let session = self.backend.session(&self.segment_bytes[s], external)?;
         self.timings.session_ms += t.elapsed().as_secs_f64() * 1e3;
-        let bytes = self.segments[s]
-            .slots
-            .iter()
-            .map(|&(l, _)| 4 * self.planned[l].as_ref().map_or(0, |p| p.fp32.len()))
-            .sum();
         self.sessions.insert(s, own, session, bytes);
         Ok(())
     }

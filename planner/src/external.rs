@@ -27,7 +27,41 @@ pub fn has_external_data(proto: &pb::ModelProto) -> bool {
         .is_some_and(|g| g.initializer.iter().any(is_external))
 }
 
-/// Every tensor of the graph that can hold data: initializers and Constant nodes' values.
+/// Every tensor of the graph that can hold data, with the name errors give it: initializers, and
+/// Constant nodes' values (named by the node's output).
+pub(crate) fn tensors(g: &pb::GraphProto) -> impl Iterator<Item = (String, &pb::TensorProto)> {
+    let constants = g.node.iter().flat_map(|n| {
+        let output = n.output.first().cloned().unwrap_or_default();
+        n.attribute
+            .iter()
+            .filter_map(move |a| a.t.as_ref().map(|t| (output.clone(), t)))
+    });
+    g.initializer
+        .iter()
+        .map(|t| (t.name.clone().unwrap_or_default(), t))
+        .chain(constants)
+}
+
+/// Refuses a model whose tensors keep their bytes beside it when there is no folder to read them
+/// from (a model given as bytes alone), naming each such tensor.
+pub fn require_folder(g: &pb::GraphProto, folder: Option<&Path>) -> Result<()> {
+    if folder.is_some() {
+        return Ok(());
+    }
+    let errors: Vec<crate::FieldError> = tensors(g)
+        .filter(|(_, t)| is_external(t))
+        .map(|(name, _)| {
+            crate::FieldError::new(
+                format!("{name}.external_data"),
+                "its bytes are in a file beside the model, and the model came alone: give it with \
+                 its weights inside (the CLI reads a model's path with the files beside it)",
+            )
+        })
+        .collect();
+    Error::check(WHAT, errors)
+}
+
+/// Every tensor of the graph that can hold data, mutably: initializers and Constant nodes' values.
 pub(crate) fn tensors_mut(g: &mut pb::GraphProto) -> impl Iterator<Item = &mut pb::TensorProto> {
     let constants = g
         .node
@@ -114,10 +148,13 @@ pub fn locate(t: &pb::TensorProto, folder: &Path) -> Result<Reference> {
     }
     let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
     let path = folder.join(relative);
-    let size = std::fs::File::open(&path)
+    let meta = std::fs::File::open(&path)
         .and_then(|f| f.metadata())
-        .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?
-        .len();
+        .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(refuse(format!("{} is not a file", path.display())));
+    }
+    let size = meta.len();
     let length = length.unwrap_or(size.saturating_sub(offset));
     if offset.checked_add(length).is_none_or(|end| end > size) {
         return Err(refuse(format!(

@@ -206,7 +206,10 @@ impl OnnxModel {
             Error::invalid(WHAT, "", format!("cannot read {}: {e}", path.display()))
         })?;
         let mut model = OnnxModel::from_bytes(&bytes)?;
-        let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let g = model.proto.graph.as_mut().expect("checked on load");
         for t in crate::external::tensors_mut(g) {
             if crate::external::is_external(t) {
@@ -232,9 +235,16 @@ impl OnnxModel {
         }
     }
 
+    /// Refuses the model when its tensors keep their bytes beside it and it has no folder to read
+    /// them from (see [`crate::external::require_folder`]).
+    pub fn require_external_data(&self) -> Result<()> {
+        crate::external::require_folder(self.graph(), self.folder.as_deref())
+    }
+
     /// Reads every external tensor's bytes into the model, which then stands alone (as a file of
     /// its own it would be as large as its weights).
     pub fn inline_external_data(&mut self) -> Result<()> {
+        self.require_external_data()?;
         let Some(folder) = self.folder.clone() else {
             return Ok(());
         };

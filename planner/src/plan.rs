@@ -552,7 +552,10 @@ impl<'a> Planner<'a> {
                 limit: b.limit * b.to_budget_units,
                 min_achievable,
                 min_under_other_budgets: under_others,
-                achievable_alone: min_achievable <= b.limit * b.to_budget_units * (1.0 + 1e-12),
+                achievable_alone: crate::budget::within(
+                    min_achievable,
+                    b.limit * b.to_budget_units,
+                ),
             });
         }
         Ok(Infeasibility::new(reports))

@@ -19,8 +19,8 @@ pub(crate) struct Segment {
     pub input: Option<String>,
     /// The graph's data inputs the segment reads, fed from the validation set.
     pub data_inputs: Vec<String>,
-    /// Planned layers whose weights live here, with their initializer index in `proto`.
-    pub slots: Vec<(usize, usize)>,
+    /// Planned layers whose weight slots (`bitplan.weight.<layer>`) live here.
+    pub slots: Vec<usize>,
     /// Planned layers whose activation quantizer inputs are fed here.
     pub act_layers: Vec<usize>,
 }
@@ -175,13 +175,12 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
         }];
         seg_graph.value_info.clear();
         let slots = (0..layers)
-            .filter_map(|i| {
+            .filter(|i| {
                 let name = format!("bitplan.weight.{i}");
                 seg_graph
                     .initializer
                     .iter()
-                    .position(|t| t.name.as_deref() == Some(name.as_str()))
-                    .map(|slot| (i, slot))
+                    .any(|t| t.name.as_deref() == Some(name.as_str()))
             })
             .collect();
         let act_layers = (0..layers)
@@ -244,9 +243,6 @@ mod tests {
         assert_eq!(inputs, [None, Some("y")]);
         assert_eq!(segments[0].data_inputs, ["x", "m"]);
         assert!(segments[1].data_inputs.is_empty());
-        assert_eq!(
-            segments[1].slots.iter().map(|s| s.0).collect::<Vec<_>>(),
-            [1]
-        );
+        assert_eq!(segments[1].slots, [1]);
     }
 }

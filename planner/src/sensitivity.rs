@@ -60,12 +60,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         }
         let layers = manifest.layers.len();
         let unlinked: Vec<String> = (0..layers)
-            .filter(|&l| {
-                !self
-                    .segments
-                    .iter()
-                    .any(|s| s.slots.iter().any(|&(k, _)| k == l))
-            })
+            .filter(|&l| !self.segments.iter().any(|s| s.slots.contains(&l)))
             .map(|l| manifest.layers[l].name.clone())
             .collect();
         if !unlinked.is_empty() {
@@ -98,8 +93,7 @@ impl<B: Backend + Clone> Evaluator<B> {
         // The fp32 activations entering the current segment (None: the calibration set itself).
         let mut chain: Option<Tensor> = None;
         for s in 0..self.segments.len() {
-            let slots: Vec<usize> = self.segments[s].slots.iter().map(|&(l, _)| l).collect();
-            for l in slots {
+            for l in self.segments[s].slots.clone() {
                 if std::mem::replace(&mut measured[l], true) {
                     continue;
                 }

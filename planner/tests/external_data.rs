@@ -33,11 +33,11 @@ fn inline() -> OnnxModel {
 }
 
 /// A fresh folder of its own under the system's temporary directory.
-fn folder(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bitplan-external-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn folder(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bitplan-external-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn entry(key: &str, value: String) -> pb::StringStringEntryProto {
@@ -78,8 +78,9 @@ fn write_external(dir: &std::path::Path, location: impl Fn(usize) -> String) -> 
 
 #[test]
 fn external_weights_read_evaluate_and_match_the_inline_model() {
-    let dir = folder("match");
-    let path = write_external(&dir, |_| "weights.bin".into());
+    let tmp = folder("match");
+    let dir = tmp.path();
+    let path = write_external(dir, |_| "weights.bin".into());
     let external = OnnxModel::from_path(&path).unwrap();
     let inline = inline();
     let (a, b) = (
@@ -145,7 +146,6 @@ fn external_weights_read_evaluate_and_match_the_inline_model() {
         sizes.iter().all(|&n| n < weights / 20),
         "{sizes:?} bytes handed to sessions, with {weights} bytes of weights"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -160,23 +160,23 @@ fn locations_outside_the_models_folder_and_short_files_are_refused() {
         ),
         ("missing", "other.bin", "cannot open"),
     ] {
-        let dir = folder(case);
-        let path = write_external(&dir, |_| location.to_string());
+        let tmp = folder(case);
+        let dir = tmp.path();
+        let path = write_external(dir, |_| location.to_string());
         let err = OnnxModel::from_path(&path).unwrap_err().to_string();
         assert!(err.contains(want), "{case}: {err}");
         assert!(
             err.contains(".external_data"),
             "{case}: names the tensor: {err}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
-    let dir = folder("short");
-    let path = write_external(&dir, |_| "weights.bin".into());
+    let tmp = folder("short");
+    let dir = tmp.path();
+    let path = write_external(dir, |_| "weights.bin".into());
     let full = std::fs::read(dir.join("weights.bin")).unwrap();
     std::fs::write(dir.join("weights.bin"), &full[..full.len() - 1]).unwrap();
     let err = OnnxModel::from_path(&path).unwrap_err().to_string();
     assert!(err.contains("past the end"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Deterministic weights in [-scale, scale) (xorshift).
@@ -205,7 +205,8 @@ fn a_model_over_two_gigabytes_evaluates_and_is_measured_from_its_external_data()
     // 49152x16: 2.25 GiB of weights.
     let dims = [4096usize, 49152, 4096, 49152, 16];
     let samples = 2;
-    let dir = folder("large");
+    let tmp = folder("large");
+    let dir = tmp.path();
     let mut blob = std::io::BufWriter::new(std::fs::File::create(dir.join("weights.bin")).unwrap());
     let x = weights(99, samples * dims[0], 1.0);
     let mut h: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
@@ -370,5 +371,4 @@ fn a_model_over_two_gigabytes_evaluates_and_is_measured_from_its_external_data()
             assert!((four - want).abs() <= 1e-4 * want, "{four} vs {want}");
         }
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }

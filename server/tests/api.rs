@@ -779,6 +779,34 @@ async fn bodies_over_their_limits_are_refused() {
     assert_eq!(tmp, 0, "the partial upload is removed");
 }
 
+/// A model whose weights are in a file beside it cannot come as one upload: refused, naming each
+/// such tensor, before anything is stored or run.
+#[tokio::test]
+async fn a_model_upload_with_external_data_is_refused_naming_its_tensors() {
+    let svc = Svc::start(|_| {}, false).await;
+    let sn = svc.supernet("examples/digits-cnn.manifest.json").await;
+    let mut model =
+        planner::onnx::OnnxModel::from_path(&repo().join("testdata/digits-cnn/digits_cnn.onnx"))
+            .unwrap();
+    planner::external::externalize(&mut model.proto, "digits.weights");
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), model.to_bytes())
+        .await;
+    assert_eq!(r.status, 422, "{}", r.json());
+    let paths: Vec<String> = r.json()["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        paths.contains(&"model.conv2.weight.external_data".to_string()),
+        "{paths:?}"
+    );
+    let r = svc.call("GET", &format!("/v1/supernets/{sn}"), None).await;
+    assert_eq!(r.json()["model"], Value::Null, "{}", r.json());
+}
+
 #[tokio::test]
 async fn metrics_count_requests_and_solves() {
     let svc = Svc::new(|_| {}, false).await;

@@ -253,6 +253,9 @@ async fn check_upload(
         if let Some(b) = model_bytes {
             let model = OnnxModel::from_bytes(&b).map_err(|e| ApiError::from(e).under("model."))?;
             model
+                .require_external_data()
+                .map_err(|e| ApiError::from(e).under("model."))?;
+            model
                 .link_layers(&manifest)
                 .map_err(|e| ApiError::from(e).under("model."))?;
             model
