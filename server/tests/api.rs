@@ -186,6 +186,16 @@ fn error_code(r: &Resp) -> String {
     r.json()["error"]["code"].as_str().unwrap_or("").to_string()
 }
 
+/// The path of every field an error response names.
+fn field_paths(r: &Resp) -> Vec<String> {
+    r.json()["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// An error response's status and the path of the first field it names.
 fn first_field(r: &Resp) -> (u16, String) {
     let path = r.json()["error"]["fields"][0]["path"]
@@ -242,12 +252,7 @@ async fn supernets_plans_and_candidates() {
         )
         .await;
     assert_eq!(r.status, 422);
-    let paths: Vec<String> = r.json()["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .collect();
+    let paths = field_paths(&r);
     assert!(paths.contains(&"layers[0].params".to_string()), "{paths:?}");
     assert!(paths.contains(&"layers[1].name".to_string()), "{paths:?}");
     assert!(paths.contains(&"layers[1].pin".to_string()), "{paths:?}");
@@ -793,12 +798,7 @@ async fn a_model_upload_with_external_data_is_refused_naming_its_tensors() {
         .upload(&format!("/v1/supernets/{sn}/model"), model.to_bytes())
         .await;
     assert_eq!(r.status, 422, "{}", r.json());
-    let paths: Vec<String> = r.json()["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .collect();
+    let paths = field_paths(&r);
     assert!(
         paths.contains(&"model.conv2.weight.external_data".to_string()),
         "{paths:?}"
@@ -835,12 +835,7 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
     // Devices are checked with paths.
     let r = svc.call("POST", "/v1/devices", Some(json!({"name": "x", "roofline": {"peak_gmac_per_s": {"8": 1}}, "weight_bits": [], "budgets": {"max_bops": -2}}))).await;
     assert_eq!(r.status, 422);
-    let paths: Vec<String> = r.json()["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap().to_string())
-        .collect();
+    let paths = field_paths(&r);
     for want in ["roofline", "weight_bits", "budgets.max_bops"] {
         assert!(
             paths.iter().any(|p| p.starts_with(want)),
