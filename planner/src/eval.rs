@@ -811,7 +811,7 @@ impl<B: Backend + Clone> Evaluator<B> {
 }
 
 /// The initializer planned layer `layer`'s weights take in every session.
-fn slot_name(layer: usize) -> String {
+pub(crate) fn slot_name(layer: usize) -> String {
     format!("bitplan.weight.{layer}")
 }
 

@@ -97,10 +97,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
     // Candidate cuts: the first node of each planned layer's chain.
     let mut cuts: Vec<(usize, String)> = Vec::new();
     for i in 0..layers {
-        let (act, weight) = (
-            format!("bitplan.act.{i}.scale"),
-            format!("bitplan.weight.{i}"),
-        );
+        let (act, weight) = (format!("bitplan.act.{i}.scale"), crate::eval::slot_name(i));
         let start = nodes
             .iter()
             .position(|n| n.input.contains(&act))
@@ -176,7 +173,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
         seg_graph.value_info.clear();
         let slots = (0..layers)
             .filter(|i| {
-                let name = format!("bitplan.weight.{i}");
+                let name = crate::eval::slot_name(*i);
                 seg_graph
                     .initializer
                     .iter()
