@@ -1,7 +1,8 @@
 //! Budgets: upper bounds on costs, and the report of why a set of budgets cannot be met.
 
+use crate::cost::{CostKind, Limits};
 use crate::error::{Error, FieldError, Result};
-use crate::problem::{CostKind, Problem};
+use crate::problem::Problem;
 use serde::{Deserialize, Serialize};
 
 /// The budgets a plan must meet; any subset may be given.
@@ -30,9 +31,6 @@ pub(crate) struct Bound {
     /// Multiplies a cost to express it in the budget's units (8 / params for average bits).
     pub to_budget_units: f64,
 }
-
-/// Upper bounds per cost kind, `[size, bops, latency]`; the tightest budget of each kind.
-pub type Limits = [Option<f64>; 3];
 
 /// Relative tolerance of "within a budget": the rounding of a cost summed over thousands of layers
 /// in another order (about 1e-13), and no more, so that a plan's reported cost is within its
@@ -135,9 +133,9 @@ impl Budgets {
 }
 
 pub(crate) fn limits_of(bounds: &[Bound]) -> Limits {
-    let mut limits: Limits = [None; 3];
+    let mut limits = Limits::NONE;
     for b in bounds {
-        let slot = &mut limits[b.kind.index()];
+        let slot = &mut limits[b.kind];
         *slot = Some(slot.map_or(b.limit, |l: f64| l.min(b.limit)));
     }
     limits

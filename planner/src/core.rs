@@ -16,6 +16,7 @@
 //! states.
 
 use crate::budget::within;
+use crate::cost::CostKind;
 use crate::error::{Error, Result};
 use crate::front::MAX_STATES;
 use crate::problem::Problem;
@@ -302,7 +303,7 @@ fn reconstruct(
 /// [`optimum`] for a problem: least Omega with cost `k` within `limit`, some groups fixed.
 pub(crate) fn solve(
     problem: &Problem,
-    k: usize,
+    k: CostKind,
     limit: f64,
     fixed: &[Option<usize>],
 ) -> Result<Option<Vec<usize>>> {

@@ -8,13 +8,14 @@
 //! front per problem and cost ([`FrontIndex`]); devices are planned on all cores.
 
 use crate::budget::{Budgets, Infeasibility};
+use crate::cost::CostKind;
 use crate::device::DeviceProfile;
 use crate::error::{Error, FieldError, Result};
 use crate::front::FrontIndex;
 use crate::ilp::SolveStatus;
 use crate::manifest::{ActivationBits, Manifest};
 use crate::plan::{plan_indexed, PlanRequest, PlanStatus};
-use crate::problem::{Candidate, CostKind, Problem};
+use crate::problem::{Candidate, Problem};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;

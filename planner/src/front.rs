@@ -8,9 +8,10 @@
 //! size. Budgets on other costs add dimensions to the dominance test. States that cannot meet a
 //! budget even with the cheapest completion are dropped as they appear.
 
-use crate::budget::{within, Limits};
+use crate::budget::within;
+use crate::cost::{CostKind, Costs, Limits};
 use crate::error::{Error, Result};
-use crate::problem::{CostKind, Problem};
+use crate::problem::Problem;
 
 /// Most states one step may keep before the enumeration is refused as too large.
 pub const MAX_STATES: usize = 2_000_000;
@@ -52,7 +53,7 @@ pub struct FrontIndex {
 impl FrontIndex {
     /// Enumerates the front (refuses, like any front, past [`MAX_STATES`]).
     pub fn build(problem: &Problem, axis: CostKind) -> Result<FrontIndex> {
-        let front = pareto_front(problem, axis, &[None; 3], &[])?;
+        let front = pareto_front(problem, axis, &Limits::NONE, &[])?;
         Ok(FrontIndex {
             axis,
             groups: problem.groups.len(),
@@ -113,8 +114,10 @@ fn enumerate(
     optimum_only: bool,
 ) -> Result<Vec<Vec<usize>>> {
     let groups = &problem.groups;
-    let a = axis.index();
-    let dims: Vec<usize> = (0..3).filter(|&k| k != a && limits[k].is_some()).collect();
+    let dims: Vec<CostKind> = CostKind::ALL
+        .into_iter()
+        .filter(|&k| k != axis && limits[k].is_some())
+        .collect();
     let nd = dims.len();
     let allowed: Vec<Vec<usize>> = (0..groups.len())
         .map(|g| match fixed.get(g).copied().flatten() {
@@ -124,26 +127,27 @@ fn enumerate(
         .collect();
 
     // Cheapest completion from group g on, per cost kind, for pruning.
-    let mut rest_min = vec![[0.0f64; 3]; groups.len() + 1];
+    let mut rest_min = vec![Costs::ZERO; groups.len() + 1];
     for g in (0..groups.len()).rev() {
-        let next = rest_min[g + 1];
-        for (k, slot) in rest_min[g].iter_mut().enumerate() {
-            let m = allowed[g]
+        let cheapest = Costs::from_fn(|k| {
+            allowed[g]
                 .iter()
                 .map(|&c| groups[g].choices[c].cost[k])
-                .fold(f64::INFINITY, f64::min);
-            *slot = next[k] + m;
-        }
+                .fold(f64::INFINITY, f64::min)
+        });
+        rest_min[g] = rest_min[g + 1] + cheapest;
     }
-    let fits = |k: usize, value: f64, g_next: usize| -> bool {
+    let fits = |k: CostKind, value: f64, g_next: usize| -> bool {
         limits[k].is_none_or(|l| within(value + rest_min[g_next][k], l))
     };
-    if (0..3).any(|k| !fits(k, 0.0, 0)) {
+    if CostKind::ALL.into_iter().any(|k| !fits(k, 0.0, 0)) {
         return Ok(Vec::new());
     }
-    let bound = match limits[a] {
+    let bound = match limits[axis] {
         // The greedy incumbent only respects the axis budget, so it bounds nothing when others bind.
-        Some(limit) if optimum_only && nd == 0 => LagrangeBound::new(problem, a, limit, &allowed),
+        Some(limit) if optimum_only && nd == 0 => {
+            LagrangeBound::new(problem, axis, limit, &allowed)
+        }
         _ => None,
     };
     let promising = |omega: f64, axis_cost: f64, g_next: usize| -> bool {
@@ -167,7 +171,7 @@ fn enumerate(
                 let ch = &groups[g].choices[c];
                 (
                     c as u8,
-                    ch.cost[a],
+                    ch.cost[axis],
                     ch.omega,
                     dims.iter().map(|&k| ch.cost[k]).collect(),
                 )
@@ -177,11 +181,11 @@ fn enumerate(
             merge_2d(
                 &cur,
                 &choices,
-                |v| fits(a, v, g + 1),
+                |v| fits(axis, v, g + 1),
                 |om, ax| promising(om, ax, g + 1),
             )
         } else {
-            merge_nd(&cur, &choices, &dims, &fits, &promising, a, g + 1)?
+            merge_nd(&cur, &choices, &dims, &fits, &promising, axis, g + 1)?
         };
         if next.axis.len() > MAX_STATES {
             return Err(Error::TooLarge(format!(
@@ -269,10 +273,10 @@ fn merge_2d(
 fn merge_nd(
     cur: &Stage,
     choices: &[(u8, f64, f64, Vec<f64>)],
-    dims: &[usize],
-    fits: &impl Fn(usize, f64, usize) -> bool,
+    dims: &[CostKind],
+    fits: &impl Fn(CostKind, f64, usize) -> bool,
     promising: &impl Fn(f64, f64, usize) -> bool,
-    a: usize,
+    axis: CostKind,
     g_next: usize,
 ) -> Result<Stage> {
     let nd = dims.len();
@@ -282,7 +286,7 @@ fn merge_nd(
     for i in 0..n {
         'choice: for (c, ax, om, oth) in choices {
             let ax = cur.axis[i] + ax;
-            if !fits(a, ax, g_next) || !promising(cur.omega[i] + om, ax, g_next) {
+            if !fits(axis, ax, g_next) || !promising(cur.omega[i] + om, ax, g_next) {
                 continue;
             }
             let start = other_vals.len();
@@ -339,7 +343,7 @@ struct LagrangeBound {
 impl LagrangeBound {
     fn new(
         problem: &Problem,
-        k: usize,
+        k: CostKind,
         limit: f64,
         allowed: &[Vec<usize>],
     ) -> Option<LagrangeBound> {

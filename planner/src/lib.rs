@@ -33,6 +33,7 @@
 mod budget;
 pub mod compare;
 mod core;
+mod cost;
 mod device;
 mod error;
 pub mod eval;
@@ -61,6 +62,7 @@ pub mod synth_model;
 mod traces;
 
 pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};
+pub use cost::{CostKind, Costs, Limits, PerCost};
 pub use device::{DeviceProfile, LatencyModel};
 pub use error::{Error, FieldError, Result};
 pub use front::{spread, FrontIndex, MAX_STATES};
@@ -74,4 +76,4 @@ pub use plan::{
     Plan, PlanRequest, PlanStatus, PlannedCandidate, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,
     DEFAULT_TIME_LIMIT_S,
 };
-pub use problem::{layer_omega, proxy_omega, Candidate, Choice, CostKind, Group, Problem};
+pub use problem::{layer_omega, proxy_omega, Candidate, Choice, Group, Problem};

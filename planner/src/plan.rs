@@ -1,12 +1,13 @@
 //! Planning: one solve, the exact Pareto front, the paper's iterative pool and budget sweeps,
 //! merged into one deduplicated pool of candidates.
 
-use crate::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility, Limits};
+use crate::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility};
+use crate::cost::{CostKind, Limits};
 use crate::error::{Error, Result};
 use crate::front::{pareto_front, spread, FrontIndex};
 use crate::ilp::{self, Objective, SolveOutcome, SolveStatus};
 use crate::manifest::Warning;
-use crate::problem::{Candidate, CostKind, Problem};
+use crate::problem::{Candidate, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -322,7 +323,7 @@ impl<'a> Planner<'a> {
             }
         }
         if let Some(sweep) = self.request.sweep {
-            let k = sweep.cost.index();
+            let k = sweep.cost;
             let lo = self.problem.min_cost(sweep.cost);
             let hi = self.limits[k].map_or(self.problem.max_cost(sweep.cost), |l| {
                 l.min(self.problem.max_cost(sweep.cost))
@@ -399,7 +400,7 @@ impl<'a> Planner<'a> {
         axis: CostKind,
         n: usize,
     ) -> Result<Vec<(Vec<usize>, SolveStatus)>> {
-        let k = axis.index();
+        let k = axis;
         let SolveOutcome::Solved { picks: top, status } = self.solve(&self.limits.clone(), &[])?
         else {
             return Ok(Vec::new());
@@ -437,13 +438,14 @@ impl<'a> Planner<'a> {
     fn solve(&mut self, limits: &Limits, fixed: &[Option<usize>]) -> Result<SolveOutcome> {
         self.solves += 1;
         if let Some(ix) = self.index {
-            let bounded: Vec<usize> = (0..3).filter(|&k| limits[k].is_some()).collect();
+            let bounded: Vec<(CostKind, f64)> = limits.bounded().collect();
             if self.request.engine != Engine::Highs
                 && fixed.iter().all(Option::is_none)
-                && bounded == [ix.axis().index()]
+                && bounded.len() == 1
+                && bounded[0].0 == ix.axis()
             {
                 self.engines.push("front-index");
-                let limit = limits[bounded[0]].expect("bounded");
+                let limit = bounded[0].1;
                 return Ok(ix
                     .best_under(limit)
                     .map_or(SolveOutcome::Infeasible, |picks| SolveOutcome::Solved {
@@ -452,7 +454,7 @@ impl<'a> Planner<'a> {
                     }));
             }
         }
-        let bounded = limits.iter().filter(|l| l.is_some()).count();
+        let bounded = limits.bounded().count();
         let small = self.problem.groups.len() <= AUTO_KNAPSACK_MAX_GROUPS;
         let engine = match (self.request.engine, bounded) {
             (Engine::Auto | Engine::Core, 0) => Engine::Knapsack,
@@ -462,8 +464,7 @@ impl<'a> Planner<'a> {
             (e, _) => e,
         };
         if engine == Engine::Core {
-            let k = (0..3).find(|&k| limits[k].is_some()).expect("one limit");
-            let limit = limits[k].expect("one limit");
+            let (k, limit) = limits.bounded().next().expect("one limit");
             match crate::core::solve(self.problem, k, limit, fixed) {
                 Ok(found) => {
                     self.engines.push("core");
@@ -520,7 +521,7 @@ impl<'a> Planner<'a> {
     fn infeasibility(&mut self) -> Result<Infeasibility> {
         let mut reports = Vec::new();
         for (i, b) in self.bounds.iter().enumerate() {
-            let k = b.kind.index();
+            let k = b.kind;
             let alone = self.problem.min_cost(b.kind);
             let others: Vec<Bound> = self
                 .bounds
@@ -569,7 +570,7 @@ pub(crate) fn knapsack_optimum(
     fixed: &[Option<usize>],
 ) -> Result<Option<Vec<usize>>> {
     // Without any budget every group independently takes its least-Omega choice.
-    if limits.iter().all(Option::is_none) {
+    if limits.bounded().next().is_none() {
         return Ok(Some(
             problem
                 .groups
@@ -579,20 +580,17 @@ pub(crate) fn knapsack_optimum(
                     Some(c) => c,
                     None => (0..grp.choices.len())
                         .min_by(|&a, &b| {
-                            grp.choices[a]
-                                .omega
-                                .total_cmp(&grp.choices[b].omega)
-                                .then(grp.choices[a].cost[0].total_cmp(&grp.choices[b].cost[0]))
+                            grp.choices[a].omega.total_cmp(&grp.choices[b].omega).then(
+                                grp.choices[a].cost[CostKind::Size]
+                                    .total_cmp(&grp.choices[b].cost[CostKind::Size]),
+                            )
                         })
                         .expect("every group has a choice"),
                 })
                 .collect(),
         ));
     }
-    let axis = CostKind::ALL
-        .into_iter()
-        .find(|k| limits[k.index()].is_some())
-        .expect("some limit is set");
+    let (axis, _) = limits.bounded().next().expect("some limit is set");
     crate::front::optimum(problem, axis, limits, fixed)
 }
 

@@ -12,71 +12,19 @@
 //! With measured sensitivity (every layer's output divergence when it alone is at `b` bits, the
 //! rest at full precision), `Omega_i(b)` is that divergence and traces are not used.
 
+use crate::cost::{CostKind, Costs};
 use crate::device::DeviceProfile;
 use crate::error::{Error, Result};
 use crate::manifest::{common_choices, ActivationBits, Manifest};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// A cost that budgets bound and fronts trade against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CostKind {
-    /// Model weight storage, `sum params * bits / 8`.
-    Size,
-    /// Bit-operations, `sum MACs * w_bits * a_bits`.
-    Bops,
-    /// Device latency, from the device profile's model.
-    Latency,
-}
-
-impl CostKind {
-    pub const ALL: [CostKind; 3] = [CostKind::Size, CostKind::Bops, CostKind::Latency];
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The name used on the command line and in JSON (`size`, `bops`, `latency`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CostKind::Size => "size",
-            CostKind::Bops => "bops",
-            CostKind::Latency => "latency",
-        }
-    }
-
-    /// The budget that bounds this cost.
-    pub fn budget_name(self) -> &'static str {
-        match self {
-            CostKind::Size => "max_size_bytes",
-            CostKind::Bops => "max_bops",
-            CostKind::Latency => "max_latency_ms",
-        }
-    }
-}
-
-impl std::str::FromStr for CostKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "size" => Ok(CostKind::Size),
-            "bops" => Ok(CostKind::Bops),
-            "latency" => Ok(CostKind::Latency),
-            other => Err(format!(
-                "unknown cost {other:?}: expected size, bops or latency"
-            )),
-        }
-    }
-}
 
 /// One bit-width a group may take, with the group's summed objective and costs at it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
     pub bits: u8,
     pub omega: f64,
-    /// `[size_bytes, bops, latency_ms]`, indexed by [`CostKind`]; latency is 0 without a device.
-    pub cost: [f64; 3],
+    /// Latency is 0 without a device.
+    pub cost: Costs,
 }
 
 /// Layers that must share a bit-width (a tie group, or a single untied layer).
@@ -91,13 +39,13 @@ pub struct Group {
 }
 
 impl Group {
-    pub(crate) fn min_cost(&self, k: usize) -> f64 {
+    pub(crate) fn min_cost(&self, k: CostKind) -> f64 {
         self.choices
             .iter()
             .map(|c| c.cost[k])
             .fold(f64::INFINITY, f64::min)
     }
-    pub(crate) fn max_cost(&self, k: usize) -> f64 {
+    pub(crate) fn max_cost(&self, k: CostKind) -> f64 {
         self.choices
             .iter()
             .map(|c| c.cost[k])
@@ -173,7 +121,7 @@ impl Problem {
                 let mut c = Choice {
                     bits,
                     omega: 0.0,
-                    cost: [0.0; 3],
+                    cost: Costs::ZERO,
                 };
                 for &i in &layers {
                     let l = &manifest.layers[i];
@@ -182,11 +130,10 @@ impl Problem {
                         ActivationBits::Fixed(a) => a,
                     };
                     c.omega += layer_omega(l, bits);
-                    c.cost[CostKind::Size.index()] += l.params as f64 * f64::from(bits) / 8.0;
-                    c.cost[CostKind::Bops.index()] +=
-                        l.macs as f64 * f64::from(bits) * f64::from(a_bits);
+                    c.cost[CostKind::Size] += l.params as f64 * f64::from(bits) / 8.0;
+                    c.cost[CostKind::Bops] += l.macs as f64 * f64::from(bits) * f64::from(a_bits);
                     if let Some(d) = device {
-                        c.cost[CostKind::Latency.index()] += d.layer_latency_ms(l, bits, a_bits)?;
+                        c.cost[CostKind::Latency] += d.layer_latency_ms(l, bits, a_bits)?;
                     }
                 }
                 choices.push(c);
@@ -214,13 +161,11 @@ impl Problem {
     pub fn candidate(&self, picks: &[usize]) -> Candidate {
         debug_assert_eq!(picks.len(), self.groups.len());
         let mut omega = 0.0;
-        let mut cost = [0.0; 3];
+        let mut cost = Costs::ZERO;
         for (g, &p) in self.groups.iter().zip(picks) {
             let c = &g.choices[p];
             omega += c.omega;
-            for (acc, v) in cost.iter_mut().zip(c.cost) {
-                *acc += v;
-            }
+            cost += c.cost;
         }
         let bits = self
             .layer_group
@@ -231,10 +176,10 @@ impl Problem {
         Candidate {
             bits,
             omega,
-            size_bytes: cost[0],
-            bops: cost[1],
-            avg_bits: cost[0] * 8.0 / total_params,
-            latency_ms: self.has_latency().then_some(cost[2]),
+            size_bytes: cost[CostKind::Size],
+            bops: cost[CostKind::Bops],
+            avg_bits: cost[CostKind::Size] * 8.0 / total_params,
+            latency_ms: self.has_latency().then_some(cost[CostKind::Latency]),
         }
     }
 
@@ -274,12 +219,12 @@ impl Problem {
 
     /// Sum over groups of the cheapest choice for cost `k` (ties and pins only, no other budget).
     pub fn min_cost(&self, k: CostKind) -> f64 {
-        self.groups.iter().map(|g| g.min_cost(k.index())).sum()
+        self.groups.iter().map(|g| g.min_cost(k)).sum()
     }
 
     /// Sum over groups of the most expensive choice for cost `k`.
     pub fn max_cost(&self, k: CostKind) -> f64 {
-        self.groups.iter().map(|g| g.max_cost(k.index())).sum()
+        self.groups.iter().map(|g| g.max_cost(k)).sum()
     }
 }
 

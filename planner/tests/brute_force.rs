@@ -1,9 +1,10 @@
 //! The solver, the knapsack DP, the expanding-core DP and the exact front checked against brute-force enumeration on
 //! random small instances (<= 7 layers, <= 4 bit-widths, random ties, pins, devices and budgets).
 
+use planner::CostKind::{Bops, Latency, Size};
 use planner::{
-    plan, Budgets, CostKind, DeviceProfile, Engine, Manifest, PlanRequest, PlanStatus, Problem,
-    SolveStatus,
+    plan, Budgets, CostKind, Costs, DeviceProfile, Engine, Manifest, PlanRequest, PlanStatus,
+    Problem, SolveStatus,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -19,7 +20,7 @@ struct Instance {
 struct Priced {
     bits: Vec<u8>,
     omega: f64,
-    cost: [f64; 3],
+    cost: Costs,
 }
 
 fn instance() -> impl Strategy<Value = Instance> {
@@ -88,7 +89,7 @@ fn enumerate(inst: &Instance) -> Vec<Priced> {
             let mut p = Priced {
                 bits: bits.clone(),
                 omega: 0.0,
-                cost: [0.0; 3],
+                cost: Costs::ZERO,
             };
             for (l, &b) in m.layers.iter().zip(&bits) {
                 let a = match m.activation_bits {
@@ -99,9 +100,9 @@ fn enumerate(inst: &Instance) -> Vec<Priced> {
                     Some(pt) => l.objective_trace / l.params as f64 * pt[&b],
                     None => l.objective_trace * 4f64.powi(-i32::from(b)) / 3.0,
                 };
-                p.cost[0] += l.params as f64 * f64::from(b) / 8.0;
-                p.cost[1] += l.macs as f64 * f64::from(b) * f64::from(a);
-                p.cost[2] += inst.device.layer_latency_ms(l, b, a).unwrap();
+                p.cost[Size] += l.params as f64 * f64::from(b) / 8.0;
+                p.cost[Bops] += l.macs as f64 * f64::from(b) * f64::from(a);
+                p.cost[Latency] += inst.device.layer_latency_ms(l, b, a).unwrap();
             }
             out.push(p);
         }
@@ -135,21 +136,21 @@ fn budgets_for(
     total_params: f64,
     fr: [Option<f64>; 4],
 ) -> (Budgets, impl Fn(&Priced) -> bool) {
-    let span = |k: usize| {
+    let span = |k: CostKind| {
         let lo = all.iter().map(|p| p.cost[k]).fold(f64::INFINITY, f64::min);
         let hi = all.iter().map(|p| p.cost[k]).fold(0.0, f64::max);
         (lo, hi)
     };
-    let lim = |k: usize, f: Option<f64>| {
+    let lim = |k: CostKind, f: Option<f64>| {
         f.map(|f| {
             let (lo, hi) = span(k);
             (lo + f * (hi - lo)).max(0.0)
         })
     };
-    let size = lim(0, fr[0]);
-    let bops = lim(1, fr[1]);
-    let lat = lim(2, fr[2]);
-    let avg = lim(0, fr[3]).map(|s| s * 8.0 / total_params);
+    let size = lim(Size, fr[0]);
+    let bops = lim(Bops, fr[1]);
+    let lat = lim(Latency, fr[2]);
+    let avg = lim(Size, fr[3]).map(|s| s * 8.0 / total_params);
     let b = Budgets {
         max_size_bytes: size,
         max_bops: bops,
@@ -157,10 +158,10 @@ fn budgets_for(
         max_avg_bits: avg,
     };
     let ok = move |p: &Priced| {
-        size.is_none_or(|s| p.cost[0] <= s * (1.0 + 1e-12))
-            && bops.is_none_or(|s| p.cost[1] <= s * (1.0 + 1e-12))
-            && lat.is_none_or(|s| p.cost[2] <= s * (1.0 + 1e-12))
-            && avg.is_none_or(|a| p.cost[0] * 8.0 / total_params <= a * (1.0 + 1e-12))
+        size.is_none_or(|s| p.cost[Size] <= s * (1.0 + 1e-12))
+            && bops.is_none_or(|s| p.cost[Bops] <= s * (1.0 + 1e-12))
+            && lat.is_none_or(|s| p.cost[Latency] <= s * (1.0 + 1e-12))
+            && avg.is_none_or(|a| p.cost[Size] * 8.0 / total_params <= a * (1.0 + 1e-12))
     };
     (b, ok)
 }
@@ -184,7 +185,7 @@ proptest! {
                 prop_assert!(!inf.budgets.is_empty());
                 // The reported minimum of each budget alone is the brute-force minimum.
                 for r in &inf.budgets {
-                    let k = match r.budget { "max_size_bytes" | "max_avg_bits" => 0, "max_bops" => 1, _ => 2 };
+                    let k = match r.budget { "max_size_bytes" | "max_avg_bits" => Size, "max_bops" => Bops, _ => Latency };
                     let unit = if r.budget == "max_avg_bits" { 8.0 / total } else { 1.0 };
                     let lo = all.iter().map(|p| p.cost[k]).fold(f64::INFINITY, f64::min) * unit;
                     prop_assert!(close(r.min_achievable, lo), "{:?} vs {}", r, lo);
@@ -195,7 +196,7 @@ proptest! {
                 prop_assert!(close(c.omega, best), "{:?}: solver {} vs brute force {}", engine, c.omega, best);
                 let priced = all.iter().find(|p| p.bits == c.bits).expect("the candidate is a valid assignment (ties, pins, allowed bits)");
                 prop_assert!(ok(priced), "{:?} breaks a budget: {:?}", engine, priced);
-                prop_assert!(close(priced.omega, c.omega) && close(priced.cost[0], c.size_bytes) && close(priced.cost[1], c.bops));
+                prop_assert!(close(priced.omega, c.omega) && close(priced.cost[Size], c.size_bytes) && close(priced.cost[Bops], c.bops));
             }
         }
     }
@@ -233,6 +234,7 @@ proptest! {
 
     #[test]
     fn front_equals_brute_force_non_dominated_set(inst in instance(), fr in budgets_strategy(), axis in 0usize..3) {
+        let axis = CostKind::ALL[axis];
         let all = enumerate(&inst);
         let total = inst.manifest.total_params() as f64;
         let (budgets, ok) = budgets_for(&all, total, fr);
@@ -246,9 +248,9 @@ proptest! {
         expected.dedup_by(|a, b| close(a.0, b.0) && close(a.1, b.1));
 
         let problem = Problem::new(&inst.manifest, Some(&inst.device)).unwrap();
-        let req = PlanRequest { budgets, pareto: Some(CostKind::ALL[axis]), ..PlanRequest::default() };
+        let req = PlanRequest { budgets, pareto: Some(axis), ..PlanRequest::default() };
         let result = plan(&problem, &req).unwrap();
-        let got: Vec<(f64, f64)> = result.candidates.iter().map(|c| (c.candidate.cost(CostKind::ALL[axis]), c.candidate.omega)).collect();
+        let got: Vec<(f64, f64)> = result.candidates.iter().map(|c| (c.candidate.cost(axis), c.candidate.omega)).collect();
         prop_assert_eq!(got.len(), expected.len(), "front {:?} vs brute force {:?}", got, expected);
         for (g, e) in got.iter().zip(&expected) {
             prop_assert!(close(g.0, e.0) && close(g.1, e.1), "front {:?} vs brute force {:?}", got, expected);

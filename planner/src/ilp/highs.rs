@@ -134,7 +134,7 @@ pub(super) enum Run {
     Solved {
         values: Vec<Vec<(usize, f64)>>,
         ended: Ended,
-        lambda: [f64; 3],
+        lambda: PerCost<f64>,
     },
     Infeasible,
     /// Stopped at the time limit before finding any feasible assignment.
@@ -249,8 +249,7 @@ pub(super) fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Res
     }
 
     let mut budget_rows = Vec::new();
-    for (k, limit) in limits.iter().enumerate() {
-        let Some(limit) = *limit else { continue };
+    for (k, limit) in limits.bounded() {
         let cost = |g: usize, c: usize| inst.cost(g, c, k);
         let gmins: Vec<f64> = x
             .iter()
@@ -305,7 +304,7 @@ pub(super) fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Res
         SolutionStatus::GapLimit => Ended::WithinGap,
         _ => Ended::TimeLimit,
     };
-    let mut lambda = [0.0; 3];
+    let mut lambda = PerCost::default();
     if relax {
         let duals = solution.compute_dual();
         for (k, scale, row) in budget_rows {

@@ -19,7 +19,8 @@
 
 mod highs;
 
-use crate::budget::{within, Limits};
+use crate::budget::within;
+use crate::cost::{CostKind, Costs, Limits, PerCost};
 use crate::error::{Error, Result};
 use crate::problem::Problem;
 use good_lp::solvers::highs::highs;
@@ -51,7 +52,7 @@ pub enum SolveStatus {
 pub(crate) enum Objective {
     Omega,
     /// Minimise one cost (for infeasibility reports).
-    Cost(usize),
+    Cost(CostKind),
 }
 
 /// One solve's answer.
@@ -100,8 +101,11 @@ impl Instance<'_> {
             Objective::Cost(k) => ch.cost[k],
         }
     }
-    fn cost(&self, g: usize, c: usize, k: usize) -> f64 {
+    fn cost(&self, g: usize, c: usize, k: CostKind) -> f64 {
         self.problem.groups[g].choices[c].cost[k]
+    }
+    fn choice_costs(&self, g: usize, c: usize) -> Costs {
+        self.problem.groups[g].choices[c].cost
     }
     fn value(&self, picks: &[usize]) -> f64 {
         picks
@@ -110,17 +114,15 @@ impl Instance<'_> {
             .map(|(g, &c)| self.coef(g, c))
             .sum()
     }
-    fn costs(&self, picks: &[usize]) -> [f64; 3] {
-        let mut out = [0.0; 3];
-        for (g, &c) in picks.iter().enumerate() {
-            for (k, o) in out.iter_mut().enumerate() {
-                *o += self.cost(g, c, k);
-            }
-        }
-        out
+    fn costs(&self, picks: &[usize]) -> Costs {
+        picks
+            .iter()
+            .enumerate()
+            .map(|(g, &c)| self.choice_costs(g, c))
+            .sum()
     }
     /// Sum over groups of the cheapest allowed choice for cost `k`.
-    fn min_total(&self, k: usize) -> f64 {
+    fn min_total(&self, k: CostKind) -> f64 {
         self.per_group_min(|g, c| self.cost(g, c, k)).iter().sum()
     }
     /// Per group, `f(group, choice)` of each allowed choice it keeps (`Some`).
@@ -139,13 +141,6 @@ impl Instance<'_> {
             .map(|(g, cs)| cs.iter().map(|&c| f(g, c)).fold(f64::INFINITY, f64::min))
             .collect()
     }
-}
-
-fn fits(costs: &[f64; 3], limits: &Limits) -> bool {
-    limits
-        .iter()
-        .zip(costs)
-        .all(|(l, c)| l.is_none_or(|l| within(*c, l)))
 }
 
 /// What the solve knows before the MIP: a feasible assignment and a lower bound on the optimum.
@@ -208,12 +203,10 @@ pub(crate) fn solve(
         objective,
         allowed,
     };
-    for (k, l) in limits.iter().enumerate() {
-        if l.is_some_and(|l| !within(inst.min_total(k), l)) {
-            return Ok(SolveOutcome::Infeasible);
-        }
+    if limits.bounded().any(|(k, l)| !within(inst.min_total(k), l)) {
+        return Ok(SolveOutcome::Infeasible);
     }
-    let root = if limits.iter().any(Option::is_some) {
+    let root = if limits.bounded().next().is_some() {
         root(&mut inst, limits, &deadline)?
     } else {
         None
@@ -241,7 +234,7 @@ pub(crate) fn solve(
     for _ in 0..4 {
         let left = inst.mip_time(&deadline);
         let outcome = match &root {
-            None if left < MIN_MIP_S && limits.iter().any(Option::is_some) => {
+            None if left < MIN_MIP_S && limits.bounded().next().is_some() => {
                 return Err(no_solution(&deadline));
             }
             Some(r) if left < MIN_MIP_S => SolveOutcome::Solved {
@@ -257,8 +250,8 @@ pub(crate) fn solve(
         };
         let costs = inst.costs(picks);
         let mut tightened = false;
-        for (k, lim) in limits.iter_mut().enumerate() {
-            if let Some(l) = lim {
+        for k in CostKind::ALL {
+            if let Some(l) = &mut limits[k] {
                 if !within(costs[k], *l) {
                     *l -= 2.0 * (costs[k] - *l);
                     tightened = true;
@@ -358,9 +351,10 @@ fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result
     // Stronger bounds, and more starting points, from keeping one budget exact. On the narrowed
     // instance: it holds every assignment better than the incumbent, so its bounds hold too.
     let mut bound = lagrangian.bound;
-    let mut kept: Vec<(usize, f64, Vec<usize>)> = (0..3)
-        .filter(|&k| limits[k].is_some() && lambda[k] > 0.0)
-        .filter_map(|k| {
+    let mut kept: Vec<(CostKind, f64, Vec<usize>)> = limits
+        .bounded()
+        .filter(|&(k, _)| lambda[k] > 0.0)
+        .filter_map(|(k, _)| {
             keep_one_exact(inst, limits, &lambda, k, deadline).map(|(b, picks)| (k, b, picks))
         })
         .collect();
@@ -389,21 +383,21 @@ fn root(inst: &mut Instance<'_>, limits: &Limits, deadline: &Deadline) -> Result
 /// bounds every assignment, and a choice whose reduced cost alone lifts `L` above a feasible
 /// incumbent cannot be in a better one.
 struct Lagrangian {
-    lambda: [f64; 3],
+    lambda: PerCost<f64>,
     /// Per group, the least Lagrangian value over its allowed choices (before any narrowing).
     best: Vec<f64>,
     bound: f64,
 }
 
 impl Lagrangian {
-    fn new(inst: &Instance<'_>, limits: &Limits, lambda: [f64; 3]) -> Lagrangian {
+    fn new(inst: &Instance<'_>, limits: &Limits, lambda: PerCost<f64>) -> Lagrangian {
         let mut l = Lagrangian {
             lambda,
             best: Vec::new(),
             bound: 0.0,
         };
         l.best = inst.per_group_min(|g, c| l.value(inst, g, c));
-        let priced: f64 = (0..3).map(|k| lambda[k] * limits[k].unwrap_or(0.0)).sum();
+        let priced = lambda.dot(&limits.or_zero());
         let sum: f64 = l.best.iter().sum();
         // Rounded down by more than the rounding of its sums can add, so it never overstates.
         let magnitude = l.best.iter().map(|b| b.abs()).sum::<f64>() + priced.abs();
@@ -412,10 +406,7 @@ impl Lagrangian {
     }
 
     fn value(&self, inst: &Instance<'_>, g: usize, c: usize) -> f64 {
-        inst.coef(g, c)
-            + (0..3)
-                .map(|k| self.lambda[k] * inst.cost(g, c, k))
-                .sum::<f64>()
+        inst.coef(g, c) + self.lambda.dot(&inst.choice_costs(g, c))
     }
 
     /// Reduced-cost fixing against `incumbent`: drops every choice that cannot be in an
@@ -440,12 +431,13 @@ impl Lagrangian {
 fn exact_on_another(
     inst: &Instance<'_>,
     limits: &Limits,
-    lambda: &[f64; 3],
-    k: usize,
+    lambda: &PerCost<f64>,
+    k: CostKind,
     start: &[usize],
     deadline: &Deadline,
 ) -> Vec<Vec<usize>> {
-    (0..3)
+    CostKind::ALL
+        .into_iter()
         .filter(|&j| j != k && lambda[j] > 0.0)
         .filter_map(|j| {
             let choices = inst.per_choice(|g, c| {
@@ -455,7 +447,7 @@ fn exact_on_another(
             crate::core::optimum_until(&choices, limits[j]?, &|| deadline.passed())
                 .ok()
                 .flatten()
-                .filter(|p| fits(&inst.costs(p), limits))
+                .filter(|p| limits.admit(&inst.costs(p)))
         })
         .collect()
 }
@@ -470,24 +462,16 @@ fn exact_on_another(
 fn keep_one_exact(
     inst: &Instance<'_>,
     limits: &Limits,
-    lambda: &[f64; 3],
-    k: usize,
+    lambda: &PerCost<f64>,
+    k: CostKind,
     deadline: &Deadline,
 ) -> Option<(f64, Vec<usize>)> {
-    let priced = |g: usize, c: usize| {
-        inst.coef(g, c)
-            + (0..3)
-                .filter(|&j| j != k)
-                .map(|j| lambda[j] * inst.cost(g, c, j))
-                .sum::<f64>()
-    };
+    let others = PerCost::from_fn(|j| if j == k { 0.0 } else { lambda[j] });
+    let priced = |g: usize, c: usize| inst.coef(g, c) + others.dot(&inst.choice_costs(g, c));
     let choices = inst.per_choice(|g, c| Some((c, priced(g, c), inst.cost(g, c, k))));
     let picks = crate::core::optimum_until(&choices, limits[k]?, &|| deadline.passed()).ok()??;
     let value: f64 = picks.iter().enumerate().map(|(g, &c)| priced(g, c)).sum();
-    let offset: f64 = (0..3)
-        .filter(|&j| j != k)
-        .map(|j| lambda[j] * limits[j].unwrap_or(0.0))
-        .sum();
+    let offset = others.dot(&limits.or_zero());
     let magnitude: f64 = picks
         .iter()
         .enumerate()
@@ -519,21 +503,14 @@ fn repair_and_improve(
     mut picks: Vec<usize>,
     deadline: &Deadline,
 ) -> Option<Vec<usize>> {
-    let excess = |costs: &[f64; 3]| -> f64 {
-        (0..3)
-            .map(|k| {
-                limits[k].map_or(0.0, |l| {
-                    (costs[k] - l).max(0.0) / l.abs().max(f64::MIN_POSITIVE)
-                })
-            })
+    let excess = |costs: &Costs| -> f64 {
+        limits
+            .bounded()
+            .map(|(k, l)| (costs[k] - l).max(0.0) / l.abs().max(f64::MIN_POSITIVE))
             .sum()
     };
-    let moved = |costs: &[f64; 3], g: usize, from: usize, to: usize| -> [f64; 3] {
-        let mut c = *costs;
-        for (k, v) in c.iter_mut().enumerate() {
-            *v += inst.cost(g, to, k) - inst.cost(g, from, k);
-        }
-        c
+    let moved = |costs: &Costs, g: usize, from: usize, to: usize| -> Costs {
+        *costs + (inst.choice_costs(g, to) - inst.choice_costs(g, from))
     };
     let mut costs = inst.costs(&picks);
     for _ in 0..inst.allowed.len() * 8 {
@@ -558,7 +535,7 @@ fn repair_and_improve(
         costs = moved(&costs, g, picks[g], c);
         picks[g] = c;
     }
-    if !fits(&costs, limits) {
+    if !limits.admit(&costs) {
         return None;
     }
     improve(inst, limits, &mut picks, deadline);
@@ -571,7 +548,7 @@ struct Move {
     g: usize,
     c: usize,
     objective: f64,
-    cost: [f64; 3],
+    cost: Costs,
 }
 
 /// Local search on a feasible assignment until no move helps or the deadline passes: the best
@@ -580,12 +557,8 @@ struct Move {
 /// Pairs reach assignments single moves cannot when every budget is nearly spent.
 fn improve(inst: &Instance<'_>, limits: &Limits, picks: &mut [usize], deadline: &Deadline) {
     let mut costs = inst.costs(picks);
-    let within = |costs: &[f64; 3], m: &Move, n: Option<&Move>| -> bool {
-        let mut c = *costs;
-        for (k, v) in c.iter_mut().enumerate() {
-            *v += m.cost[k] + n.map_or(0.0, |n| n.cost[k]);
-        }
-        fits(&c, limits)
+    let within = |costs: &Costs, m: &Move, n: Option<&Move>| -> bool {
+        limits.admit(&(*costs + (m.cost + n.map_or(Costs::ZERO, |n| n.cost))))
     };
     while !deadline.passed() {
         let moves: Vec<Move> = inst
@@ -598,7 +571,7 @@ fn improve(inst: &Instance<'_>, limits: &Limits, picks: &mut [usize], deadline: 
                     g,
                     c,
                     objective: inst.coef(g, c) - inst.coef(g, from),
-                    cost: std::array::from_fn(|k| inst.cost(g, c, k) - inst.cost(g, from, k)),
+                    cost: inst.choice_costs(g, c) - inst.choice_costs(g, from),
                 })
             })
             .collect();
@@ -632,9 +605,7 @@ fn improve(inst: &Instance<'_>, limits: &Limits, picks: &mut [usize], deadline: 
             }
         };
         for m in chosen {
-            for (k, v) in costs.iter_mut().enumerate() {
-                *v += m.cost[k];
-            }
+            costs += m.cost;
             picks[m.g] = m.c;
         }
     }
@@ -662,13 +633,14 @@ mod tests {
             objective: Objective::Omega,
             allowed: vec![vec![0, 1], vec![0, 1]],
         };
-        let limits: Limits = [Some(12.0), None, None];
+        let mut limits = Limits::NONE;
+        limits[CostKind::Size] = Some(12.0);
         let mut picks = vec![1, 0];
         assert_eq!(inst.value(&picks), 10.0);
         improve(&inst, &limits, &mut picks, &Deadline::after(10.0));
         assert_eq!(picks, vec![0, 1]);
         assert_eq!(inst.value(&picks), 1.0);
-        assert!(fits(&inst.costs(&picks), &limits));
+        assert!(limits.admit(&inst.costs(&picks)));
     }
 
     /// Keeping one budget exact bounds the optimum from below, never below the LP bound, on small
@@ -680,8 +652,7 @@ mod tests {
         for seed in 0..24 {
             let problem = Problem::new(&crate::synth::random(30, seed), Some(&device)).unwrap();
             let fraction = [0.2, 0.4, 0.7][seed as usize % 3];
-            let limits: Limits = std::array::from_fn(|k| {
-                let kind = crate::CostKind::ALL[k];
+            let limits = Limits::from_fn(|kind| {
                 Some(
                     problem.min_cost(kind)
                         + fraction * (problem.max_cost(kind) - problem.min_cost(kind)),
@@ -709,7 +680,7 @@ mod tests {
             };
             let optimum = inst.value(&picks);
             let lp = Lagrangian::new(&inst, &limits, lambda).bound;
-            for k in 0..3 {
+            for k in CostKind::ALL {
                 let Some((bound, start)) = keep_one_exact(&inst, &limits, &lambda, k, &deadline)
                 else {
                     continue;
@@ -717,14 +688,14 @@ mod tests {
                 let tol = 1e-9 * optimum.abs();
                 assert!(
                     bound <= optimum + tol,
-                    "seed {seed} k {k}: {bound} > optimum {optimum}"
+                    "seed {seed} {k:?}: {bound} > optimum {optimum}"
                 );
-                assert!(bound >= lp - tol, "seed {seed} k {k}: {bound} < LP {lp}");
-                let mut only_k: Limits = [None; 3];
+                assert!(bound >= lp - tol, "seed {seed} {k:?}: {bound} < LP {lp}");
+                let mut only_k = Limits::NONE;
                 only_k[k] = limits[k];
                 assert!(
-                    fits(&inst.costs(&start), &only_k),
-                    "the start meets budget {k}"
+                    only_k.admit(&inst.costs(&start)),
+                    "the start meets budget {k:?}"
                 );
                 if bound > lp + tol {
                     strictly_above_lp += 1;
