@@ -5,7 +5,8 @@
 //! names (PuLP + CBC, one subprocess per solve) is measured by `bench/pulp_baseline.py`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use planner::{plan, synth, Budgets, CostKind, DeviceProfile, Engine, PlanRequest, Problem};
+use planner::problem::synth;
+use planner::{plan, Budgets, CostKind, DeviceProfile, Engine, PlanRequest, Problem};
 use std::hint::black_box;
 
 fn budgets_at(problem: &Problem, fraction: f64, kinds: &[CostKind]) -> Budgets {

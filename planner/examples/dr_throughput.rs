@@ -2,8 +2,8 @@
 //! fp32 weights produced on one core (used by `scripts/bench`, beside the NumPy version).
 //! Usage: dr_throughput [MILLION_WEIGHTS]
 
-use planner::quant::HighBitWeights;
-use planner::synth::Rng;
+use planner::eval::quant::HighBitWeights;
+use planner::problem::synth::Rng;
 use planner::Rounding;
 use std::time::Instant;
 

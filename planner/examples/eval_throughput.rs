@@ -3,11 +3,11 @@
 //! Usage: eval_throughput ORT_LIB N
 //! Prints one JSON line: candidates per second and where the time went.
 
+use planner::eval::npz::ValidationSet;
+use planner::eval::onnx::OnnxModel;
+use planner::eval::ort_backend::OrtBackend;
 use planner::eval::{EvalOptions, Evaluator};
-use planner::npz::ValidationSet;
-use planner::onnx::OnnxModel;
-use planner::ort_backend::OrtBackend;
-use planner::synth::Rng;
+use planner::problem::synth::Rng;
 use planner::Manifest;
 use std::time::Instant;
 

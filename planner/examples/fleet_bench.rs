@@ -4,8 +4,9 @@
 //!
 //! `cargo run --release -p bitplan-planner --example fleet_bench [-- DEVICES]`
 
-use planner::fleet::{plan_fleet, DeviceSpec, Fleet, FleetOptions};
-use planner::{plan, synth, PlanRequest, Problem};
+use planner::problem::synth;
+use planner::solve::fleet::{plan_fleet, DeviceSpec, Fleet, FleetOptions};
+use planner::{plan, PlanRequest, Problem};
 use std::time::Instant;
 
 fn main() {

@@ -3,7 +3,16 @@
 //! Chooses a bit-width per layer of a quantized supernet: minimise the Hessian-weighted
 //! quantization error (HAWQ-V3's Omega) under budgets on model size, bit-operations, device
 //! latency and average bits, with tied and pinned layers; enumerate the exact Pareto front; build
-//! the source paper's iterative candidate pool.
+//! the source paper's iterative candidate pool; measure candidates on ONNX models.
+//!
+//! Three concerns, one module each, and the crate root re-exports what most callers need:
+//! - [`problem`]: what is asked and what each choice costs (manifests, devices, budgets, costs),
+//!   compiled into a [`Problem`];
+//! - [`solve`]: from a problem and budgets to bit allocations ([`plan`], fronts, fleets);
+//! - [`eval`]: running candidates on ONNX models and measuring them (Double Rounding, sessions,
+//!   metrics, sensitivity, export).
+//!
+//! No HTTP, no database, no files but the ones a caller names: the service lives in `server`.
 //!
 //! ```
 //! use planner::{plan, Budgets, CostKind, Manifest, PlanRequest, Problem};
@@ -30,50 +39,22 @@
 //! assert_eq!(sizes, vec![4250.0, 4500.0, 5000.0]);
 //! ```
 
-mod budget;
-pub mod compare;
-mod core;
-mod cost;
-mod device;
 mod error;
 pub mod eval;
-pub mod export;
-pub mod external;
-mod fields;
-pub mod fleet;
-mod front;
-mod hasb;
-mod ilp;
-pub mod ingest;
-mod manifest;
-pub mod npz;
-pub mod onnx;
-#[cfg(feature = "ort")]
-pub mod ort_backend;
-mod plan;
-mod problem;
-pub mod quant;
-pub mod runtime;
-mod segment;
-pub mod sensitivity;
-mod sessions;
-pub mod synth;
-pub mod synth_model;
-mod traces;
+pub mod problem;
+pub mod solve;
 
-pub use budget::{fmt_num, BudgetReport, Budgets, Infeasibility};
-pub use cost::{CostKind, Costs, Limits, PerCost};
-pub use device::{DeviceProfile, LatencyModel};
 pub use error::{Error, FieldError, Result};
-pub use front::{spread, FrontIndex, MAX_STATES};
-pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
-pub use ilp::{SolveOutcome, SolveStatus};
-pub use manifest::{
+pub use problem::budget::{fmt_num, BudgetReport, Budgets, Infeasibility};
+pub use problem::cost::{CostKind, Costs, Limits, PerCost};
+pub use problem::device::{DeviceProfile, LatencyModel};
+pub use problem::manifest::{
     bits_json, ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS,
 };
-pub use plan::{
-    bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
-    Plan, PlanRequest, PlanStatus, PlannedCandidate, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,
-    DEFAULT_TIME_LIMIT_S,
-};
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, Group, Problem};
+pub use solve::{
+    bare_candidate_json, candidate_json, plan, plan_indexed, sampling_probabilities, spread,
+    validate_plan, Engine, FrontIndex, HasbParams, LayerProbabilities, Plan, PlanRequest,
+    PlanStatus, PlannedCandidate, SolveOutcome, SolveStatus, Source, Sweep,
+    AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S, MAX_STATES,
+};

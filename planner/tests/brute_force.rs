@@ -26,7 +26,7 @@ struct Priced {
 fn instance() -> impl Strategy<Value = Instance> {
     let all_bits = vec![8u8, 6, 5, 4, 3, 2];
     (1usize..=7, proptest::sample::subsequence(all_bits, 1..=4), any::<u64>()).prop_map(|(n, bits, seed)| {
-        let mut rng = planner::synth::Rng::new(seed);
+        let mut rng = planner::problem::synth::Rng::new(seed);
         let mut layers = Vec::new();
         let mut lut = serde_json::Map::new();
         for i in 0..n {

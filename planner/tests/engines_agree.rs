@@ -1,7 +1,8 @@
 //! At realistic scale, where both engines apply (one bounded cost), HiGHS and the exact knapsack DP
 //! must reach the same optimum. Catches objective and row scaling that lets the MIP stop early.
 
-use planner::{plan, synth, Budgets, CostKind, Engine, PlanRequest, PlanStatus, Problem};
+use planner::problem::synth;
+use planner::{plan, Budgets, CostKind, Engine, PlanRequest, PlanStatus, Problem};
 
 fn optimum(problem: &Problem, budgets: &Budgets, engine: Engine) -> f64 {
     let r = plan(

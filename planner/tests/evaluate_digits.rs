@@ -3,10 +3,10 @@
 
 mod common;
 use common::{max_rel_diff, ort_lib, repo};
+use planner::eval::npz::ValidationSet;
+use planner::eval::onnx::OnnxModel;
+use planner::eval::ort_backend::OrtBackend;
 use planner::eval::{EvalOptions, Evaluator, Scheme};
-use planner::npz::ValidationSet;
-use planner::onnx::OnnxModel;
-use planner::ort_backend::OrtBackend;
 use planner::Manifest;
 
 fn digits_model() -> OnnxModel {
@@ -95,7 +95,7 @@ fn exported_qdq_model_runs_and_matches_the_fake_quant_evaluation() {
     let manifest = digits_manifest();
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     for bits in [[8u8, 3, 4, 8], [8, 2, 2, 2], [8, 8, 8, 8], [8, 5, 6, 3]] {
-        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        let qdq = planner::eval::export::export_qdq(&model, &manifest, &bits).unwrap();
         // Integer weights, not fp32 copies, are what ships.
         let exported = OnnxModel::from_bytes(&qdq).unwrap();
         let g = exported.graph();
@@ -187,7 +187,7 @@ fn reused_segments_give_the_same_outputs_as_the_whole_model() {
     ];
     for bits in configs {
         // Oracle: the whole candidate as one model (the QDQ export), run in one session.
-        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        let qdq = planner::eval::export::export_qdq(&model, &manifest, &bits).unwrap();
         let want = backend
             .session(&qdq, Default::default())
             .unwrap()

@@ -6,9 +6,9 @@
 mod common;
 
 use common::{digits, ort_lib, repo};
+use planner::eval::onnx::{pb, OnnxModel};
+use planner::eval::ort_backend::OrtBackend;
 use planner::eval::{Backend, EvalOptions, Evaluator, External};
-use planner::onnx::{pb, OnnxModel};
-use planner::ort_backend::OrtBackend;
 use prost::Message;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -198,7 +198,7 @@ fn weights(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 /// equals the whole model run with that layer alone quantized.
 #[test]
 fn a_model_over_two_gigabytes_evaluates_and_is_measured_from_its_external_data() {
-    use planner::npz::ValidationSet;
+    use planner::eval::npz::ValidationSet;
     use planner::{Divergence, Manifest};
     use std::io::Write;
     // x [2, 4096] -> MatMul 4096x49152 -> Relu -> 49152x4096 -> Relu -> 4096x49152 -> Relu ->
@@ -237,7 +237,7 @@ fn a_model_over_two_gigabytes_evaluates_and_is_measured_from_its_external_data()
             data_type: Some(pb::tensor_proto::DataType::Float as i32),
             ..Default::default()
         };
-        planner::external::mark(&mut t, "weights.bin", offset, bytes.len());
+        planner::eval::external::mark(&mut t, "weights.bin", offset, bytes.len());
         offset += bytes.len();
         initializers.push(t);
         let input = if l == 0 {

@@ -1,9 +1,8 @@
 //! Fleet plans against independent single-device plans, and their error and sharing behaviour.
 
-use planner::fleet::{plan_fleet, Fleet, FleetOptions};
-use planner::{
-    plan, synth, Budgets, CostKind, DeviceProfile, Manifest, PlanRequest, PlanStatus, Problem,
-};
+use planner::problem::synth;
+use planner::solve::fleet::{plan_fleet, Fleet, FleetOptions};
+use planner::{plan, Budgets, CostKind, DeviceProfile, Manifest, PlanRequest, PlanStatus, Problem};
 use serde_json::json;
 
 /// Plans one device alone, as a user would: its own manifest restricted to what it runs, its

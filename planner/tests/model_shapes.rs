@@ -4,11 +4,11 @@
 
 mod common;
 use common::{max_rel_diff, ort_lib};
+use planner::eval::npz::ValidationSet;
+use planner::eval::onnx::{pb, OnnxModel, WeightSource};
+use planner::eval::ort_backend::OrtBackend;
 use planner::eval::{Backend, EvalOptions, Evaluator, Session};
-use planner::npz::ValidationSet;
-use planner::onnx::{pb, OnnxModel, WeightSource};
-use planner::ort_backend::OrtBackend;
-use planner::synth::Rng;
+use planner::problem::synth::Rng;
 use prost::Message;
 
 fn tensor(
@@ -208,7 +208,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
 
     let backend = OrtBackend::new(&ort_lib(), 1).unwrap();
     let traces = serde_json::json!({"conv": 1.0, "up": 0.7, "mm": 2.0, "gemm": 0.5});
-    let source = planner::ingest::Source {
+    let source = planner::eval::ingest::Source {
         model: &model,
         name: "shapes",
         traces: Some(&traces),
@@ -216,7 +216,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
         output: None,
         bits: &[8, 6, 4, 3, 2],
     };
-    let manifest = planner::ingest::derive_manifest(&backend, &source).unwrap();
+    let manifest = planner::eval::ingest::derive_manifest(&backend, &source).unwrap();
     let macs: Vec<u64> = manifest.layers.iter().map(|l| l.macs).collect();
     // ConvTranspose: each of the 2*4*4 inputs meets its 3*2*2 weights.
     assert_eq!(macs, [2 * 4 * 4 * 9, 2 * 4 * 4 * 12, 8 * 75, 5 * 8]);
@@ -244,7 +244,7 @@ fn every_weight_layout_is_ingested_evaluated_and_exported_consistently() {
     for bits in [[8u8, 8, 8, 8], [4, 3, 6, 2], [2, 6, 4, 3]] {
         let m = ev.evaluate(&bits).unwrap();
         assert!(m.sqnr_db.is_finite());
-        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        let qdq = planner::eval::export::export_qdq(&model, &manifest, &bits).unwrap();
         let want = ev.logits(&bits).unwrap();
         let got = backend
             .session(&qdq, Default::default())
@@ -269,7 +269,7 @@ fn macs_are_counted_at_the_data_shape_and_dynamic_dims_without_data_are_warned_o
         folder: None,
     };
     let shape = |sample: &ValidationSet| sample.inputs[0].shape.clone();
-    let (sample, warnings) = planner::ingest::mac_sample(&model, None, None).unwrap();
+    let (sample, warnings) = planner::eval::ingest::mac_sample(&model, None, None).unwrap();
     assert_eq!(shape(&sample), [1, 1, 1, 1]);
     let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(
@@ -279,10 +279,10 @@ fn macs_are_counted_at_the_data_shape_and_dynamic_dims_without_data_are_warned_o
     assert!(warnings[0].message.contains("counted as 1"));
 
     let data = ValidationSet::single(vec![0.0; 3 * 16], vec![3, 1, 4, 4], None);
-    let (sample, warnings) = planner::ingest::mac_sample(&model, None, Some(&data)).unwrap();
+    let (sample, warnings) = planner::eval::ingest::mac_sample(&model, None, Some(&data)).unwrap();
     assert_eq!((shape(&sample), warnings.len()), (vec![1, 1, 4, 4], 0));
     let (sample, _) =
-        planner::ingest::mac_sample(&model, Some(&[2, 1, 4, 4]), Some(&data)).unwrap();
+        planner::eval::ingest::mac_sample(&model, Some(&[2, 1, 4, 4]), Some(&data)).unwrap();
     assert_eq!(shape(&sample), [2, 1, 4, 4]);
-    assert!(planner::ingest::mac_sample(&model, Some(&[1, 0]), None).is_err());
+    assert!(planner::eval::ingest::mac_sample(&model, Some(&[1, 0]), None).is_err());
 }

@@ -5,14 +5,14 @@
 
 mod common;
 use common::{max_rel_diff, ort_lib, whole_model_with_one_layer};
-use planner::eval::{Backend, EvalOptions, Evaluator, Session};
-use planner::ingest::{
+use planner::eval::ingest::{
     derive_manifest, mac_sample, measure_sensitivity, SensitivityOptions, Source,
 };
-use planner::npz::{InputValues, ValidationSet};
-use planner::onnx::OnnxModel;
-use planner::ort_backend::OrtBackend;
-use planner::synth_model::{text_encoder, EMBED, HIDDEN, OUT, TOKENS};
+use planner::eval::npz::{InputValues, ValidationSet};
+use planner::eval::onnx::OnnxModel;
+use planner::eval::ort_backend::OrtBackend;
+use planner::eval::synth_model::{text_encoder, EMBED, HIDDEN, OUT, TOKENS};
+use planner::eval::{Backend, EvalOptions, Evaluator, Session};
 use planner::{Divergence, Manifest};
 
 fn setup() -> (OrtBackend, OnnxModel, ValidationSet, Manifest) {
@@ -92,7 +92,7 @@ fn integer_inputs_bind_by_name_and_evaluation_matches_one_session() {
         1,
     );
     for bits in [[8u8, 8], [4, 2], [2, 6], [6, 4]] {
-        let qdq = planner::export::export_qdq(&model, &manifest, &bits).unwrap();
+        let qdq = planner::eval::export::export_qdq(&model, &manifest, &bits).unwrap();
         let want = run_whole(&backend, &qdq, &model, &data, 1);
         let got = ev.logits(&bits).unwrap();
         assert_eq!(got.shape, [data.len(), OUT]);
@@ -181,7 +181,7 @@ fn sensitivity_of_a_two_input_model_equals_single_layer_evaluations() {
 
 #[test]
 fn a_set_that_does_not_fit_the_inputs_is_refused_naming_each_array() {
-    use planner::npz::{to_npz, Array, Values};
+    use planner::eval::npz::{to_npz, Array, Values};
     let model = OnnxModel::from_bytes(&text_encoder(3, 4).model).unwrap();
     let ints = |n: usize| Array {
         shape: vec![n, TOKENS],

@@ -4,10 +4,10 @@
 
 mod common;
 use common::{digits, ort_lib, repo, whole_model_with_one_layer};
+use planner::eval::npz::ValidationSet;
+use planner::eval::onnx::OnnxModel;
+use planner::eval::ort_backend::OrtBackend;
 use planner::eval::{EvalOptions, Evaluator};
-use planner::npz::ValidationSet;
-use planner::onnx::OnnxModel;
-use planner::ort_backend::OrtBackend;
 use planner::{Divergence, Manifest};
 use std::ops::ControlFlow;
 

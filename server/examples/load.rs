@@ -135,7 +135,7 @@ async fn main() {
         Some(path) => {
             planner::Manifest::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap()
         }
-        None => planner::synth::resnet50(50),
+        None => planner::problem::synth::resnet50(50),
     };
     let max_size = planner::Problem::new(&manifest, None)
         .unwrap()

@@ -480,13 +480,13 @@ fn hasb(args: HasbArgs) -> Result<u8, Failure> {
 
 fn synth(args: SynthArgs) -> Result<u8, Failure> {
     let m = match args.kind.as_str() {
-        "resnet18" => planner::synth::resnet18(args.seed),
-        "resnet50" => planner::synth::resnet50(args.seed),
+        "resnet18" => planner::problem::synth::resnet18(args.seed),
+        "resnet50" => planner::problem::synth::resnet50(args.seed),
         other => match other
             .strip_prefix("random:")
             .and_then(|n| n.parse::<usize>().ok())
         {
-            Some(n) if n > 0 => planner::synth::random(n, args.seed),
+            Some(n) if n > 0 => planner::problem::synth::random(n, args.seed),
             _ => {
                 return Err(Failure::invalid(format!(
                     "unknown synthetic manifest {other:?}: expected resnet18, resnet50 or random:N"
@@ -515,13 +515,13 @@ fn in_file(path: &Path) -> impl Fn(planner::Error) -> Failure + '_ {
     }
 }
 
-fn load_data(path: &Path) -> Result<planner::npz::ValidationSet, Failure> {
-    planner::npz::ValidationSet::from_npz(&read_bytes(path, "validation set")?)
+fn load_data(path: &Path) -> Result<planner::eval::npz::ValidationSet, Failure> {
+    planner::eval::npz::ValidationSet::from_npz(&read_bytes(path, "validation set")?)
         .map_err(in_file(path))
 }
 
-fn load_model(path: &Path) -> Result<planner::onnx::OnnxModel, Failure> {
-    planner::onnx::OnnxModel::from_path(path).map_err(in_file(path))
+fn load_model(path: &Path) -> Result<planner::eval::onnx::OnnxModel, Failure> {
+    planner::eval::onnx::OnnxModel::from_path(path).map_err(in_file(path))
 }
 
 fn ort_library(flag: &Option<PathBuf>) -> Result<PathBuf, Failure> {
@@ -578,7 +578,7 @@ fn evaluate(args: EvaluateArgs) -> Result<u8, Failure> {
     if args.batch_size == 0 {
         return Err(Failure::invalid("--batch-size must be at least 1"));
     }
-    let backend = planner::ort_backend::OrtBackend::new(
+    let backend = planner::eval::ort_backend::OrtBackend::new(
         &ort_library(&args.runtime.ort_lib)?,
         args.runtime.threads,
     )?;
@@ -598,8 +598,8 @@ fn evaluate(args: EvaluateArgs) -> Result<u8, Failure> {
 fn measure(args: MeasureArgs) -> Result<u8, Failure> {
     let manifest = load_manifest(&args.manifest)?;
     let model = load_model(&args.model)?;
-    let measured =
-        planner::onnx::measure_perturbations(&model, &manifest).map_err(in_file(&args.manifest))?;
+    let measured = planner::eval::onnx::measure_perturbations(&model, &manifest)
+        .map_err(in_file(&args.manifest))?;
     println!(
         "{}",
         serde_json::to_string_pretty(&measured.to_json()).expect("JSON")
@@ -613,17 +613,21 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
     let bits = load_bits(&args.bits, &problem)?;
     let model = load_model(&args.model)?;
     // A model whose weights live beside it is written the same way: OUT.onnx and OUT.onnx.data.
-    let (qdq, external) = if planner::external::has_external_data(&model.proto) {
+    let (qdq, external) = if planner::eval::external::has_external_data(&model.proto) {
         let name = format!(
             "{}.data",
             args.out
                 .file_name()
                 .map_or("model.onnx".into(), |n| n.to_string_lossy())
         );
-        let (qdq, blob) = planner::export::export_qdq_external(&model, &manifest, &bits, &name)?;
+        let (qdq, blob) =
+            planner::eval::export::export_qdq_external(&model, &manifest, &bits, &name)?;
         (qdq, Some((args.out.with_file_name(&name), blob)))
     } else {
-        (planner::export::export_qdq(&model, &manifest, &bits)?, None)
+        (
+            planner::eval::export::export_qdq(&model, &manifest, &bits)?,
+            None,
+        )
     };
     let config_path = args
         .config_out
@@ -678,19 +682,19 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         model.scored_output(Some(output))?;
     }
     let (sample, shape_warnings) =
-        planner::ingest::mac_sample(&model, args.input_shape.as_deref(), data.as_ref())
+        planner::eval::ingest::mac_sample(&model, args.input_shape.as_deref(), data.as_ref())
             .map_err(in_file(args.data.as_deref().unwrap_or(&args.model)))?;
     let name = args.name.unwrap_or_else(|| {
         args.model
             .file_stem()
             .map_or("model".into(), |s| s.to_string_lossy().into_owned())
     });
-    let backend = planner::ort_backend::OrtBackend::new(
+    let backend = planner::eval::ort_backend::OrtBackend::new(
         &ort_library(&args.runtime.ort_lib)?,
         args.runtime.threads,
     )?;
     let traces_file = args.traces.clone().unwrap_or_default();
-    let source = planner::ingest::Source {
+    let source = planner::eval::ingest::Source {
         model: &model,
         name: &name,
         traces: traces.as_ref(),
@@ -699,11 +703,10 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
         bits: &args.bits,
     };
     let mut m = match data {
-        None => {
-            planner::ingest::derive_manifest(&backend, &source).map_err(in_file(&traces_file))?
-        }
+        None => planner::eval::ingest::derive_manifest(&backend, &source)
+            .map_err(in_file(&traces_file))?,
         Some(data) => {
-            let options = planner::ingest::SensitivityOptions {
+            let options = planner::eval::ingest::SensitivityOptions {
                 metric: match args.metric {
                     MetricArg::Kl => Divergence::Kl,
                     MetricArg::Mse => Divergence::Mse,
@@ -712,7 +715,7 @@ fn manifest(args: ManifestArgs) -> Result<u8, Failure> {
             };
             let mut report = ProgressReport::new("sensitivity");
             let (m, t) =
-                planner::ingest::measure_manifest(&backend, &source, data, options, |p| {
+                planner::eval::ingest::measure_manifest(&backend, &source, data, options, |p| {
                     report.update(p);
                     std::ops::ControlFlow::Continue(())
                 })?;
@@ -748,7 +751,7 @@ impl ProgressReport {
         ProgressReport { what, last: None }
     }
 
-    fn update(&mut self, p: planner::sensitivity::Progress) {
+    fn update(&mut self, p: planner::eval::sensitivity::Progress) {
         let due = self
             .last
             .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(500));
@@ -770,7 +773,7 @@ impl ProgressReport {
 
 fn fleet(args: FleetArgs) -> Result<u8, Failure> {
     let manifest = load_manifest(&args.manifest)?;
-    let fleet = planner::fleet::Fleet::from_json(&read(&args.fleet, "fleet")?)
+    let fleet = planner::solve::fleet::Fleet::from_json(&read(&args.fleet, "fleet")?)
         .map_err(in_file(&args.fleet))?;
     if let Some(a) = args.min_accuracy {
         if !(0.0..=1.0).contains(&a) {
@@ -779,7 +782,7 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
             )));
         }
     }
-    let options = planner::fleet::FleetOptions {
+    let options = planner::solve::fleet::FleetOptions {
         neighbours: args.neighbours,
         step: args.step,
         time_limit_s: args.time_limit_s,
@@ -787,8 +790,8 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         mip_gap: args.gap.mip_gap,
     };
     options.check()?;
-    let plan =
-        planner::fleet::plan_fleet(&manifest, &fleet, &options).map_err(in_file(&args.fleet))?;
+    let plan = planner::solve::fleet::plan_fleet(&manifest, &fleet, &options)
+        .map_err(in_file(&args.fleet))?;
     let mut doc = plan.to_json(&manifest);
     if let (Some(model), Some(data)) = (&args.model, &args.data) {
         let onnx = load_model(model)?;
@@ -799,7 +802,7 @@ fn fleet(args: FleetArgs) -> Result<u8, Failure> {
                 data.display()
             )));
         }
-        let backend = planner::ort_backend::OrtBackend::new(
+        let backend = planner::eval::ort_backend::OrtBackend::new(
             &ort_library(&args.runtime.ort_lib)?,
             args.runtime.threads,
         )?;

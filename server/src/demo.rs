@@ -27,7 +27,7 @@ pub async fn load(state: &AppState) -> anyhow::Result<String> {
     let id = crate::api::create_supernet(state, &manifest)
         .await
         .map_err(|e| anyhow::anyhow!("demo supernet: {}", e.message))?;
-    let samples = planner::npz::ValidationSet::from_npz(VALIDATION)?.len();
+    let samples = planner::eval::npz::ValidationSet::from_npz(VALIDATION)?.len();
     let mut hashes = Vec::new();
     for bytes in [MODEL, VALIDATION] {
         let stored = state

@@ -2,7 +2,7 @@
 //! configuration (measured once however many devices share it) and the accuracy gate. Shared by
 //! `bitplan fleet` and the service's fleet-plan jobs.
 
-use planner::fleet::FleetPlan;
+use planner::solve::fleet::FleetPlan;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

@@ -579,9 +579,9 @@ async fn uploads_evaluation_and_exports() {
         &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
     )
     .unwrap();
-    let backend = planner::ort_backend::OrtBackend::new(&ort_lib(), 1).unwrap();
-    let onnx = planner::onnx::OnnxModel::from_bytes(&model).unwrap();
-    let set = planner::npz::ValidationSet::from_npz(
+    let backend = planner::eval::ort_backend::OrtBackend::new(&ort_lib(), 1).unwrap();
+    let onnx = planner::eval::onnx::OnnxModel::from_bytes(&model).unwrap();
+    let set = planner::eval::npz::ValidationSet::from_npz(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
     )
     .unwrap();
@@ -635,7 +635,7 @@ async fn uploads_evaluation_and_exports() {
         .call("GET", &format!("/v1/candidates/{cid}/model.onnx"), None)
         .await;
     assert_eq!(r.status, 200);
-    let qdq = planner::onnx::OnnxModel::from_bytes(&r.body).unwrap();
+    let qdq = planner::eval::onnx::OnnxModel::from_bytes(&r.body).unwrap();
     assert!(qdq
         .graph()
         .node
@@ -790,10 +790,11 @@ async fn bodies_over_their_limits_are_refused() {
 async fn a_model_upload_with_external_data_is_refused_naming_its_tensors() {
     let svc = Svc::start(|_| {}, false).await;
     let sn = svc.supernet("examples/digits-cnn.manifest.json").await;
-    let mut model =
-        planner::onnx::OnnxModel::from_path(&repo().join("testdata/digits-cnn/digits_cnn.onnx"))
-            .unwrap();
-    planner::external::externalize(&mut model.proto, "digits.weights");
+    let mut model = planner::eval::onnx::OnnxModel::from_path(
+        &repo().join("testdata/digits-cnn/digits_cnn.onnx"),
+    )
+    .unwrap();
+    planner::eval::external::externalize(&mut model.proto, "digits.weights");
     let r = svc
         .upload(&format!("/v1/supernets/{sn}/model"), model.to_bytes())
         .await;
@@ -902,9 +903,9 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
         &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
     )
     .unwrap();
-    let direct = planner::fleet::plan_fleet(
+    let direct = planner::solve::fleet::plan_fleet(
         &manifest,
-        &planner::fleet::Fleet::from_value(file).unwrap(),
+        &planner::solve::fleet::Fleet::from_value(file).unwrap(),
         &Default::default(),
     )
     .unwrap();

@@ -234,7 +234,8 @@ fn export_writes_a_qdq_model_and_its_bit_configuration() {
         out_path.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let model = planner::onnx::OnnxModel::from_bytes(&std::fs::read(&out_path).unwrap()).unwrap();
+    let model =
+        planner::eval::onnx::OnnxModel::from_bytes(&std::fs::read(&out_path).unwrap()).unwrap();
     let dq: Vec<_> = model
         .graph()
         .node
@@ -310,8 +311,8 @@ fn manifest_derives_params_and_macs_and_names_missing_traces() {
 /// and read back it is the export of the same model stored inline.
 #[test]
 fn export_of_an_external_data_model_keeps_its_weights_beside_it() {
-    use planner::external::{externalize, has_external_data};
-    use planner::onnx::OnnxModel;
+    use planner::eval::external::{externalize, has_external_data};
+    use planner::eval::onnx::OnnxModel;
     let dir = tempfile::tempdir().unwrap();
     let mut source = OnnxModel::from_path(&repo().join(MODEL)).unwrap();
     let blob = externalize(&mut source.proto, "digits.weights");

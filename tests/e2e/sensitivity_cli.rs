@@ -96,7 +96,7 @@ fn a_manifest_without_traces_or_data_is_structure_only_and_refused_by_the_planne
 #[test]
 fn a_two_input_model_is_measured_and_evaluated_on_the_output_it_names() {
     let dir = tempfile::tempdir().unwrap();
-    let generated = planner::synth_model::text_encoder(5, 24);
+    let generated = planner::eval::synth_model::text_encoder(5, 24);
     let model = dir.path().join("text.onnx");
     let data = dir.path().join("calib.npz");
     std::fs::write(&model, &generated.model).unwrap();

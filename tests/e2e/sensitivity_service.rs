@@ -176,7 +176,7 @@ fn a_model_without_traces_is_measured_by_a_job_then_planned() {
 #[test]
 fn a_two_input_model_is_measured_by_the_service_on_its_named_output() {
     let dir = tempfile::tempdir().unwrap();
-    let generated = planner::synth_model::text_encoder(7, 20);
+    let generated = planner::eval::synth_model::text_encoder(7, 20);
     let (model, npz) = (dir.path().join("text.onnx"), dir.path().join("calib.npz"));
     std::fs::write(&model, &generated.model).unwrap();
     std::fs::write(&npz, &generated.npz).unwrap();
@@ -202,10 +202,10 @@ fn a_two_input_model_is_measured_by_the_service_on_its_named_output() {
 
     // A set without the mask is refused at upload, naming the input it lacks.
     let ids_only = dir.path().join("ids.npz");
-    let set = planner::npz::read_npz(&generated.npz).unwrap();
+    let set = planner::eval::npz::read_npz(&generated.npz).unwrap();
     std::fs::write(
         &ids_only,
-        planner::npz::to_npz(&[("input_ids", &set["input_ids"])]),
+        planner::eval::npz::to_npz(&[("input_ids", &set["input_ids"])]),
     )
     .unwrap();
     s.upload(&format!("/v1/supernets/{sn}/model"), model);

@@ -22,11 +22,11 @@ pub fn ort_lib() -> PathBuf {
 
 /// The digits fixture: its model, manifest and validation set.
 pub fn digits() -> (
-    planner::onnx::OnnxModel,
+    planner::eval::onnx::OnnxModel,
     planner::Manifest,
-    planner::npz::ValidationSet,
+    planner::eval::npz::ValidationSet,
 ) {
-    let model = planner::onnx::OnnxModel::from_bytes(
+    let model = planner::eval::onnx::OnnxModel::from_bytes(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap(),
     )
     .unwrap();
@@ -34,7 +34,7 @@ pub fn digits() -> (
         &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
     )
     .unwrap();
-    let data = planner::npz::ValidationSet::from_npz(
+    let data = planner::eval::npz::ValidationSet::from_npz(
         &std::fs::read(repo().join("testdata/digits-cnn/digits_val.npz")).unwrap(),
     )
     .unwrap();
@@ -53,10 +53,10 @@ pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
 /// Output `output` of the whole model with layer `layer`'s weight at `bits` by Double Rounding, the
 /// rest fp32, run in one session: the oracle for measured sensitivity.
 pub fn whole_model_with_one_layer(
-    backend: &planner::ort_backend::OrtBackend,
-    model: &planner::onnx::OnnxModel,
+    backend: &planner::eval::ort_backend::OrtBackend,
+    model: &planner::eval::onnx::OnnxModel,
     manifest: &planner::Manifest,
-    data: &planner::npz::ValidationSet,
+    data: &planner::eval::npz::ValidationSet,
     layer: usize,
     bits: u8,
     output: usize,

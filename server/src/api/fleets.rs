@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use planner::fleet::{DeviceSpec, Fleet};
+use planner::solve::fleet::{DeviceSpec, Fleet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -305,8 +305,8 @@ fn default_neighbour_limit() -> f64 {
     0.05
 }
 impl FleetPlanBody {
-    pub fn options(&self, max_time_s: f64) -> planner::fleet::FleetOptions {
-        planner::fleet::FleetOptions {
+    pub fn options(&self, max_time_s: f64) -> planner::solve::fleet::FleetOptions {
+        planner::solve::fleet::FleetOptions {
             neighbours: self.neighbours,
             step: self.step,
             time_limit_s: self

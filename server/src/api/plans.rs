@@ -350,8 +350,8 @@ pub async fn export_model(
     let manifest = state.manifest(&row.supernet_id).await?;
     let bits = row.bit_list();
     let qdq = tokio::task::spawn_blocking(move || {
-        let model = planner::onnx::OnnxModel::from_bytes(&model)?;
-        planner::export::export_qdq(&model, &manifest, &bits)
+        let model = planner::eval::onnx::OnnxModel::from_bytes(&model)?;
+        planner::eval::export::export_qdq(&model, &manifest, &bits)
     })
     .await
     .map_err(|e| ApiError::internal("export task", e))??;

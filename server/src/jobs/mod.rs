@@ -495,11 +495,12 @@ async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
     };
     let body: crate::api::FleetPlanBody = serde_json::from_str(&row.options)
         .map_err(|e| JobError::permanent(format!("stored fleet plan request: {e}")))?;
-    let fleet = planner::fleet::Fleet::from_json(&row.fleet)?;
+    let fleet = planner::solve::fleet::Fleet::from_json(&row.fleet)?;
     let manifest = state.manifest(&row.supernet_id).await?;
     let options = body.options(state.config.max_solve_time_s);
     let m = manifest.clone();
-    let planned = blocking(move || planner::fleet::plan_fleet(&m, &fleet, &options)).await??;
+    let planned =
+        blocking(move || planner::solve::fleet::plan_fleet(&m, &fleet, &options)).await??;
     state.metrics.solve(planned.time_ms / 1e3);
     let mut doc = planned.to_json(&manifest);
     if body.measures() {
@@ -590,14 +591,14 @@ impl Inputs {
     fn open(
         &self,
     ) -> planner::Result<(
-        planner::ort_backend::OrtBackend,
-        planner::onnx::OnnxModel,
-        planner::npz::ValidationSet,
+        planner::eval::ort_backend::OrtBackend,
+        planner::eval::onnx::OnnxModel,
+        planner::eval::npz::ValidationSet,
     )> {
         Ok((
-            planner::ort_backend::OrtBackend::new(&self.library, self.threads)?,
-            planner::onnx::OnnxModel::from_bytes(&self.model)?,
-            planner::npz::ValidationSet::from_npz(&self.data)?,
+            planner::eval::ort_backend::OrtBackend::new(&self.library, self.threads)?,
+            planner::eval::onnx::OnnxModel::from_bytes(&self.model)?,
+            planner::eval::npz::ValidationSet::from_npz(&self.data)?,
         ))
     }
 }

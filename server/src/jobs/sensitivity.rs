@@ -1,5 +1,5 @@
 //! The sensitivity job: each layer of a supernet alone at each of its bit-widths, measured on the
-//! supernet's model and validation set ([`planner::ingest::measure_sensitivity`]), then stored in
+//! supernet's model and validation set ([`planner::eval::ingest::measure_sensitivity`]), then stored in
 //! the supernet's manifest so later plans use it as their objective.
 //!
 //! The pass runs on a blocking thread; it reports each measurement through a watch channel the
@@ -9,8 +9,8 @@
 
 use super::{progress, Ctx, Inputs, JobError, Outcome};
 use crate::store::now_ms;
-use planner::ingest::SensitivityOptions;
-use planner::sensitivity::Progress;
+use planner::eval::ingest::SensitivityOptions;
+use planner::eval::sensitivity::Progress;
 use planner::Divergence;
 use serde::Deserialize;
 use std::ops::ControlFlow;
@@ -56,7 +56,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let gone = abandoned.0.clone();
     let mut pass = tokio::task::spawn_blocking(move || {
         let (backend, model, data) = inputs.open()?;
-        planner::ingest::measure_sensitivity(
+        planner::eval::ingest::measure_sensitivity(
             &backend,
             &model,
             &inputs.manifest,

@@ -9,8 +9,8 @@
 //! unchanged; float arrays never feed integer inputs.
 
 use crate::error::{Error, FieldError, Result};
-use crate::onnx::{data_type_name, declared_dims, declared_elem_type, pb, OnnxModel};
-use crate::runtime::{Elements, Feed};
+use crate::eval::onnx::{data_type_name, declared_dims, declared_elem_type, pb, OnnxModel};
+use crate::eval::runtime::{Elements, Feed};
 use std::collections::BTreeMap;
 use std::io::Read;
 

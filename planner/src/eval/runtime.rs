@@ -2,7 +2,7 @@
 //! serialized ONNX models, a [`Session`] runs named input tensors ([`Feed`]) to output
 //! [`Tensor`]s. A model's weights need not be in its bytes: a session reads external data from
 //! the model's folder, or takes their values in memory ([`External`]). ONNX Runtime implements
-//! it in [`crate::ort_backend`]; the evaluator and its tests see only this.
+//! it in `ort_backend`; the evaluator and its tests see only this.
 
 use crate::error::Result;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 //! ([`Rounding`]): ties away from zero, or ties to even. Never `(q + 2^(k-1)) >> k`, which rounds
 //! every tie up and biases each weight by `+s/2`.
 
-use crate::manifest::Rounding;
+use crate::problem::manifest::Rounding;
 
 /// Largest magnitude of a symmetric `bits`-bit integer (`2^(bits-1) - 1`).
 pub fn qmax(bits: u8) -> i32 {
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn fast_dequantize_equals_shift_then_scale_elementwise() {
-        let mut rng = crate::synth::Rng::new(5);
+        let mut rng = crate::problem::synth::Rng::new(5);
         for (channels, inner, rows) in [(3usize, 5usize, 2usize), (4, 1, 7), (1, 9, 1)] {
             let n = channels * inner * rows;
             let q: Vec<i32> = (0..n).map(|_| rng.below(255) as i32 - 127).collect();

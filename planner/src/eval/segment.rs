@@ -8,7 +8,7 @@
 //! with skip connections cut only where the branches have joined; a graph with no such place is
 //! one segment.
 
-use crate::onnx::pb;
+use crate::eval::onnx::pb;
 use std::collections::{HashMap, HashSet};
 
 /// One piece of the graph: a model from one tensor to the next cut (or the graph's output).
@@ -97,7 +97,10 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
     // Candidate cuts: the first node of each planned layer's chain.
     let mut cuts: Vec<(usize, String)> = Vec::new();
     for i in 0..layers {
-        let (act, weight) = (format!("bitplan.act.{i}.scale"), crate::eval::slot_name(i));
+        let (act, weight) = (
+            format!("bitplan.act.{i}.scale"),
+            crate::eval::evaluator::slot_name(i),
+        );
         let start = nodes
             .iter()
             .position(|n| n.input.contains(&act))
@@ -173,7 +176,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
         seg_graph.value_info.clear();
         let slots = (0..layers)
             .filter(|i| {
-                let name = crate::eval::slot_name(*i);
+                let name = crate::eval::evaluator::slot_name(*i);
                 seg_graph
                     .initializer
                     .iter()

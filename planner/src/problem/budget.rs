@@ -1,7 +1,7 @@
 //! Budgets: upper bounds on costs, and the report of why a set of budgets cannot be met.
 
-use crate::cost::{CostKind, Limits};
 use crate::error::{Error, FieldError, Result};
+use crate::problem::cost::{CostKind, Limits};
 use crate::problem::Problem;
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,8 @@
-//! ONNX Runtime behind [`Backend`](crate::eval::Backend), loaded dynamically from the shared
+//! ONNX Runtime behind [`Backend`], loaded dynamically from the shared
 //! library of the PyPI `onnxruntime` wheel. One environment per process.
 
 use crate::error::{Error, Result};
-use crate::runtime::{Backend, Elements, External, Feed, Session, Tensor};
+use crate::eval::runtime::{Backend, Elements, External, Feed, Session, Tensor};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorElementType;
 use ort::value::TensorRef;

@@ -16,7 +16,7 @@
 //! sensitive member) and must be sampled jointly.
 
 use crate::error::Result;
-use crate::manifest::Manifest;
+use crate::problem::manifest::Manifest;
 use crate::problem::Problem;
 use serde::Serialize;
 

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::eval::{Backend, Evaluator, Scheme, Tensor, FULL_PRECISION};
-use crate::manifest::{Divergence, Manifest};
+use crate::problem::manifest::{Divergence, Manifest};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Instant;

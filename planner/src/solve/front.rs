@@ -8,9 +8,9 @@
 //! size. Budgets on other costs add dimensions to the dominance test. States that cannot meet a
 //! budget even with the cheapest completion are dropped as they appear.
 
-use crate::budget::within;
-use crate::cost::{CostKind, Costs, Limits};
 use crate::error::{Error, Result};
+use crate::problem::budget::within;
+use crate::problem::cost::{CostKind, Costs, Limits};
 use crate::problem::Problem;
 
 /// Most states one step may keep before the enumeration is refused as too large.

@@ -7,15 +7,15 @@
 //! solves (same problem, same budgets) run once; single-budget solves are answered from one exact
 //! front per problem and cost ([`FrontIndex`]); devices are planned on all cores.
 
-use crate::budget::{Budgets, Infeasibility};
-use crate::cost::CostKind;
-use crate::device::DeviceProfile;
 use crate::error::{Error, FieldError, Result};
-use crate::front::FrontIndex;
-use crate::ilp::SolveStatus;
-use crate::manifest::{ActivationBits, Manifest};
-use crate::plan::{plan_indexed, PlanRequest, PlanStatus};
+use crate::problem::budget::{Budgets, Infeasibility};
+use crate::problem::cost::CostKind;
+use crate::problem::device::DeviceProfile;
+use crate::problem::manifest::{ActivationBits, Manifest};
 use crate::problem::{Candidate, Problem};
+use crate::solve::front::FrontIndex;
+use crate::solve::ilp::SolveStatus;
+use crate::solve::plan::{plan_indexed, PlanRequest, PlanStatus};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -326,7 +326,7 @@ impl Default for FleetOptions {
         FleetOptions {
             neighbours: 2,
             step: 0.1,
-            time_limit_s: crate::plan::DEFAULT_TIME_LIMIT_S,
+            time_limit_s: crate::solve::plan::DEFAULT_TIME_LIMIT_S,
             neighbour_time_limit_s: 0.05,
             mip_gap: 0.0,
         }
@@ -351,7 +351,7 @@ impl FleetOptions {
                 ));
             }
         }
-        errors.extend(crate::plan::check_mip_gap(self.mip_gap));
+        errors.extend(crate::solve::plan::check_mip_gap(self.mip_gap));
         Error::check("fleet options", errors)
     }
 }

@@ -102,10 +102,10 @@ impl Limits {
     pub const NONE: Limits = PerCost([None; 3]);
 
     /// Whether every bounded cost is within its limit, by the one rule every engine shares
-    /// ([`crate::budget::within`]).
+    /// (`budget::within`).
     pub fn admit(&self, costs: &Costs) -> bool {
         self.iter()
-            .all(|(k, l)| l.is_none_or(|l| crate::budget::within(costs[k], l)))
+            .all(|(k, l)| l.is_none_or(|l| crate::problem::budget::within(costs[k], l)))
     }
 
     /// The bounded costs with their limits, in [`CostKind::ALL`] order.

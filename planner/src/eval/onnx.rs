@@ -119,7 +119,7 @@ pub fn declared_dims(value: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
 fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     use pb::tensor_proto::DataType as D;
     let name = t.name.clone().unwrap_or_default();
-    if crate::external::is_external(t) {
+    if crate::eval::external::is_external(t) {
         return Err(Error::invalid(
             WHAT,
             name,
@@ -211,9 +211,9 @@ impl OnnxModel {
             _ => PathBuf::from("."),
         };
         let g = model.proto.graph.as_mut().expect("checked on load");
-        for t in crate::external::tensors_mut(g) {
-            if crate::external::is_external(t) {
-                crate::external::locate(t, &folder)?;
+        for t in crate::eval::external::tensors_mut(g) {
+            if crate::eval::external::is_external(t) {
+                crate::eval::external::locate(t, &folder)?;
             }
         }
         model.folder = Some(folder);
@@ -224,21 +224,23 @@ impl OnnxModel {
     /// one.
     pub fn tensor_values(&self, t: &pb::TensorProto) -> Result<Vec<f32>> {
         match &self.folder {
-            Some(folder) if crate::external::is_external(t) => tensor_values(&pb::TensorProto {
-                name: t.name.clone(),
-                dims: t.dims.clone(),
-                data_type: t.data_type,
-                raw_data: Some(crate::external::read(t, folder)?),
-                ..Default::default()
-            }),
+            Some(folder) if crate::eval::external::is_external(t) => {
+                tensor_values(&pb::TensorProto {
+                    name: t.name.clone(),
+                    dims: t.dims.clone(),
+                    data_type: t.data_type,
+                    raw_data: Some(crate::eval::external::read(t, folder)?),
+                    ..Default::default()
+                })
+            }
             _ => tensor_values(t),
         }
     }
 
     /// Refuses the model when its tensors keep their bytes beside it and it has no folder to read
-    /// them from (see [`crate::external::require_folder`]).
+    /// them from (see [`crate::eval::external::require_folder`]).
     pub fn require_external_data(&self) -> Result<()> {
-        crate::external::require_folder(self.graph(), self.folder.as_deref())
+        crate::eval::external::require_folder(self.graph(), self.folder.as_deref())
     }
 
     /// Reads every external tensor's bytes into the model, which then stands alone (as a file of
@@ -249,9 +251,9 @@ impl OnnxModel {
             return Ok(());
         };
         let g = self.proto.graph.as_mut().expect("checked on load");
-        for t in crate::external::tensors_mut(g) {
-            if crate::external::is_external(t) {
-                t.raw_data = Some(crate::external::read(t, &folder)?);
+        for t in crate::eval::external::tensors_mut(g) {
+            if crate::eval::external::is_external(t) {
+                t.raw_data = Some(crate::eval::external::read(t, &folder)?);
                 t.external_data.clear();
                 t.data_location = Some(pb::tensor_proto::DataLocation::Default as i32);
             }
@@ -478,12 +480,12 @@ impl OnnxModel {
         &self,
         wl: &WeightedLayer,
         bits: u8,
-    ) -> Result<crate::quant::HighBitWeights> {
+    ) -> Result<crate::eval::quant::HighBitWeights> {
         if let Some(stored) = self.stored_high_bit_weights(wl, bits)? {
             return Ok(stored);
         }
         let w = self.weight_values(wl)?;
-        Ok(crate::quant::HighBitWeights::quantize(
+        Ok(crate::eval::quant::HighBitWeights::quantize(
             &w,
             wl.channels,
             wl.inner,
@@ -497,7 +499,7 @@ impl OnnxModel {
         &self,
         wl: &WeightedLayer,
         bits: u8,
-    ) -> Result<Option<crate::quant::HighBitWeights>> {
+    ) -> Result<Option<crate::eval::quant::HighBitWeights>> {
         if let (WeightSource::Dequantized { node, integer }, 8) = (&wl.source, bits) {
             let constants = self.constants();
             let dq = self.node_named(node);
@@ -532,7 +534,7 @@ impl OnnxModel {
                         } else {
                             scales
                         };
-                        return Ok(Some(crate::quant::HighBitWeights {
+                        return Ok(Some(crate::eval::quant::HighBitWeights {
                             bits,
                             q,
                             scales,
@@ -603,7 +605,7 @@ pub fn measure_perturbations(
             continue;
         }
         let w = model.weight_values(wl)?;
-        let hb = crate::quant::HighBitWeights::quantize(
+        let hb = crate::eval::quant::HighBitWeights::quantize(
             &w,
             wl.channels,
             wl.inner,

@@ -17,7 +17,7 @@
 //! Measured sensitivity, where a manifest has it, replaces traces altogether (see
 //! [`crate::problem`]).
 
-use crate::manifest::Warning;
+use crate::problem::manifest::Warning;
 
 /// Standard errors above which an estimate counts as positive beyond noise.
 const CREDIBLE_SIGMAS: f64 = 2.0;

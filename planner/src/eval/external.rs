@@ -5,7 +5,7 @@
 //! session reads them from the file itself.
 
 use crate::error::{Error, Result};
-use crate::onnx::pb;
+use crate::eval::onnx::pb;
 use std::path::{Component, Path, PathBuf};
 
 const WHAT: &str = "ONNX model";
@@ -72,7 +72,7 @@ pub(crate) fn tensors_mut(g: &mut pb::GraphProto) -> impl Iterator<Item = &mut p
 }
 
 /// Marks `t` as external data at `location` with no bytes of its own: what a session is given in
-/// place of it instead comes from [`crate::runtime::External::values`].
+/// place of it instead comes from [`crate::eval::runtime::External::values`].
 pub fn mark(t: &mut pb::TensorProto, location: &str, offset: usize, length: usize) {
     let entry = |key: &str, value: String| pb::StringStringEntryProto {
         key: Some(key.into()),

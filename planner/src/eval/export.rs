@@ -4,8 +4,8 @@
 //! Plain ONNX Runtime runs it, and its outputs equal the fake-quantized evaluation's.
 
 use crate::error::{Error, FieldError, Result};
-use crate::manifest::Manifest;
-use crate::onnx::{pb, OnnxModel};
+use crate::eval::onnx::{pb, OnnxModel};
+use crate::problem::manifest::Manifest;
 use prost::Message;
 
 const WHAT: &str = "export";
@@ -39,7 +39,7 @@ pub fn export_qdq_external(
     location: &str,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut proto = export_qdq_model(model, manifest, bits)?;
-    let blob = crate::external::externalize(&mut proto, location);
+    let blob = crate::eval::external::externalize(&mut proto, location);
     Ok((proto.encode_to_vec(), blob))
 }
 

@@ -7,7 +7,7 @@
 //! documents' own modules say which fields they know.
 
 use crate::error::FieldError;
-use crate::manifest::Warning;
+use crate::problem::manifest::Warning;
 use serde_json::Value;
 
 /// Whether `field` (lowercased) is taken for a typo of `known`: within 2 edits (insertions,

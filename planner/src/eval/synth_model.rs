@@ -8,9 +8,9 @@
 //! MatMul `head` `[H, E]`, `embedding` `[N, E]` (the one to score); a third output, `length`
 //! (int64 `[N]`), counts each sample's tokens straight from the mask.
 
-use crate::npz::{to_npz, Array, Values};
-use crate::onnx::pb;
-use crate::synth::Rng;
+use crate::eval::npz::{to_npz, Array, Values};
+use crate::eval::onnx::pb;
+use crate::problem::synth::Rng;
 use prost::Message;
 
 /// Vocabulary size, tokens per sample, and the embedding, hidden and output widths.

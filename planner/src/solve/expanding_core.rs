@@ -15,11 +15,11 @@
 //! expands, most states die young: on 1000 random layers the staircase peaks at 1,500-60,000
 //! states.
 
-use crate::budget::within;
-use crate::cost::CostKind;
 use crate::error::{Error, Result};
-use crate::front::MAX_STATES;
+use crate::problem::budget::within;
+use crate::problem::cost::CostKind;
 use crate::problem::Problem;
+use crate::solve::front::MAX_STATES;
 
 /// A state of the dynamic program: a whole assignment, by its cost, value, summed reduced cost
 /// and how it was reached.

@@ -1,5 +1,9 @@
-//! A planning problem compiled from a manifest (and optionally a device): the objective and every
-//! cost of every choice, grouped by tie so each group takes one bit-width.
+//! The model of the problem: what a plan is asked (a [`Manifest`] of layers with their sizes,
+//! MACs and sensitivities, a [`DeviceProfile`], [`Budgets`](crate::Budgets)) and what each choice costs, compiled
+//! into a [`Problem`]. It solves nothing and runs no model.
+//!
+//! A [`Problem`] holds the objective and every cost of every choice, grouped by tie so each group
+//! takes one bit-width.
 //!
 //! Objective (HAWQ-V3): `Omega_i(b) = (Tr(H_i) / n_i) * ||Q_b(W_i) - W_i||^2`. With a measured
 //! perturbation the squared error is the measured one; without it the trace-only proxy models the
@@ -7,15 +11,23 @@
 //! (variance `step^2 / 12` per weight), so `||Q_b(W) - W||^2 ~ n * 4^-b / 3` and
 //! `Omega_i(b) = Tr(H_i) * 4^-b / 3`. The proxy ranks bit-widths and layers correctly but is on a
 //! different absolute scale than measured errors; plans say which layers used it. Traces that
-//! cannot be told from zero are priced by [`crate::traces`]'s rule, never as free.
+//! cannot be told from zero are priced by `traces`' rule, never as free.
 //!
 //! With measured sensitivity (every layer's output divergence when it alone is at `b` bits, the
 //! rest at full precision), `Omega_i(b)` is that divergence and traces are not used.
 
-use crate::cost::{CostKind, Costs};
-use crate::device::DeviceProfile;
+pub(crate) mod budget;
+pub(crate) mod cost;
+pub(crate) mod device;
+pub(crate) mod fields;
+pub(crate) mod manifest;
+pub mod synth;
+pub(crate) mod traces;
+
 use crate::error::{Error, Result};
-use crate::manifest::{common_choices, ActivationBits, Manifest};
+use cost::{CostKind, Costs};
+use device::DeviceProfile;
+use manifest::{common_choices, ActivationBits, Manifest};
 use std::collections::BTreeMap;
 
 /// One bit-width a group may take, with the group's summed objective and costs at it.
@@ -70,7 +82,7 @@ pub fn proxy_omega(hessian_trace: f64, bits: u8) -> f64 {
 
 /// `Omega_i(b)` for one layer: its measured sensitivity when the manifest has it, else the
 /// Hessian-weighted error (measured perturbation, or the proxy) with the trace the manifest's
-/// trust rule prices it at ([`crate::traces`]).
+/// trust rule prices it at (`problem::traces`).
 pub fn layer_omega(layer: &crate::Layer, bits: u8) -> f64 {
     if let Some(s) = &layer.sensitivity {
         return s[&bits];
@@ -90,7 +102,7 @@ impl Problem {
             return Err(Error::invalid(
                 "manifest",
                 "layers",
-                crate::manifest::UNSCORED,
+                crate::problem::manifest::UNSCORED,
             ));
         }
         let mut by_tie: BTreeMap<&str, usize> = BTreeMap::new();

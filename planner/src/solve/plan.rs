@@ -1,13 +1,13 @@
 //! Planning: one solve, the exact Pareto front, the paper's iterative pool and budget sweeps,
 //! merged into one deduplicated pool of candidates.
 
-use crate::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility};
-use crate::cost::{CostKind, Limits};
 use crate::error::{Error, Result};
-use crate::front::{pareto_front, spread, FrontIndex};
-use crate::ilp::{self, Objective, SolveOutcome, SolveStatus};
-use crate::manifest::Warning;
+use crate::problem::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility};
+use crate::problem::cost::{CostKind, Limits};
+use crate::problem::manifest::Warning;
 use crate::problem::{Candidate, Problem};
+use crate::solve::front::{pareto_front, spread, FrontIndex};
+use crate::solve::ilp::{self, Objective, SolveOutcome, SolveStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -465,7 +465,7 @@ impl<'a> Planner<'a> {
         };
         if engine == Engine::Core {
             let (k, limit) = limits.bounded().next().expect("one limit");
-            match crate::core::solve(self.problem, k, limit, fixed) {
+            match crate::solve::expanding_core::solve(self.problem, k, limit, fixed) {
                 Ok(found) => {
                     self.engines.push("core");
                     return Ok(found.map_or(SolveOutcome::Infeasible, |picks| {
@@ -553,7 +553,7 @@ impl<'a> Planner<'a> {
                 limit: b.limit * b.to_budget_units,
                 min_achievable,
                 min_under_other_budgets: under_others,
-                achievable_alone: crate::budget::within(
+                achievable_alone: crate::problem::budget::within(
                     min_achievable,
                     b.limit * b.to_budget_units,
                 ),
@@ -591,7 +591,7 @@ pub(crate) fn knapsack_optimum(
         ));
     }
     let (axis, _) = limits.bounded().next().expect("some limit is set");
-    crate::front::optimum(problem, axis, limits, fixed)
+    crate::solve::front::optimum(problem, axis, limits, fixed)
 }
 
 #[derive(Default)]
@@ -667,7 +667,7 @@ mod tests {
 
     #[test]
     fn epsilon_constraint_points_lie_on_the_exact_front() {
-        let m = crate::synth::resnet18(3);
+        let m = crate::problem::synth::resnet18(3);
         let p = Problem::new(&m, None).unwrap();
         for axis in [CostKind::Size, CostKind::Bops] {
             let req = PlanRequest {

@@ -4,23 +4,23 @@
 //! The runtime sits behind [`Backend`] so this module and its tests need no ONNX Runtime. The graph
 //! is prepared once (each planned weight an initializer slot whose values every session is given
 //! in memory, activation quantizers whose scale and bounds are fed per run), split at
-//! single-tensor cuts before planned layers ([`crate::segment`]), and each segment serialised
+//! single-tensor cuts before planned layers (`segment`), and each segment serialised
 //! once. A candidate runs segment by segment: a segment's output is reused when an earlier
 //! candidate had the same bits on every planned layer up to it, and a segment's session is reused
-//! when its own layers' bits repeat ([`crate::sessions`]); otherwise a session is built with the
+//! when its own layers' bits repeat (`sessions`); otherwise a session is built with the
 //! slots' weights at those bits. Slots are initializers, not graph inputs fed per run: ONNX Runtime
 //! pre-packs weights it sees at session build (graph inputs measured 97 against 134 candidates/s
 //! on the digits CNN without caching).
 
-use crate::compare::{argmax, closeness, divergence, OutputKind};
 use crate::error::{Error, Result};
-use crate::manifest::{ActivationBits, Divergence, Manifest, Rounding};
-use crate::npz::ValidationSet;
-use crate::onnx::{pb, OnnxModel};
-use crate::quant::HighBitWeights;
-pub use crate::runtime::{Backend, Elements, External, Feed, Initializer, Session, Tensor};
-use crate::segment::{split, Segment};
-use crate::sessions::{self, Sessions};
+use crate::eval::compare::{argmax, closeness, divergence, OutputKind};
+use crate::eval::npz::ValidationSet;
+use crate::eval::onnx::{pb, OnnxModel};
+use crate::eval::quant::HighBitWeights;
+use crate::eval::runtime::{Backend, External, Feed, Initializer, Session, Tensor};
+use crate::eval::segment::{split, Segment};
+use crate::eval::sessions::{self, Sessions};
+use crate::problem::manifest::{ActivationBits, Divergence, Manifest, Rounding};
 use prost::Message;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -381,7 +381,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                 data_type: Some(pb::tensor_proto::DataType::Float as i32),
                 ..Default::default()
             };
-            crate::external::mark(&mut slot, SLOT_LOCATION, 0, 4 * wl.params());
+            crate::eval::external::mark(&mut slot, SLOT_LOCATION, 0, 4 * wl.params());
             g.initializer.push(slot);
             let act_range = act_inputs
                 .iter()
@@ -630,7 +630,7 @@ impl<B: Backend + Clone> Evaluator<B> {
             .iter()
             .map(|i| ["scale", "lo", "hi"].map(|k| format!("bitplan.act.{i}.{k}")))
             .collect();
-        let fed: Vec<&crate::npz::Input> = seg
+        let fed: Vec<&crate::eval::npz::Input> = seg
             .data_inputs
             .iter()
             .map(|name| self.data.input(name).expect("segments read bound inputs"))

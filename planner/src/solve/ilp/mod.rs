@@ -19,9 +19,9 @@
 
 mod highs;
 
-use crate::budget::within;
-use crate::cost::{CostKind, Costs, Limits, PerCost};
 use crate::error::{Error, Result};
+use crate::problem::budget::within;
+use crate::problem::cost::{CostKind, Costs, Limits, PerCost};
 use crate::problem::Problem;
 use good_lp::solvers::highs::highs;
 use good_lp::solvers::DualValues;
@@ -444,7 +444,7 @@ fn exact_on_another(
                 (inst.cost(g, c, k) <= inst.cost(g, start[g], k))
                     .then(|| (c, inst.coef(g, c), inst.cost(g, c, j)))
             });
-            crate::core::optimum_until(&choices, limits[j]?, &|| deadline.passed())
+            crate::solve::expanding_core::optimum_until(&choices, limits[j]?, &|| deadline.passed())
                 .ok()
                 .flatten()
                 .filter(|p| limits.admit(&inst.costs(p)))
@@ -469,7 +469,9 @@ fn keep_one_exact(
     let others = PerCost::from_fn(|j| if j == k { 0.0 } else { lambda[j] });
     let priced = |g: usize, c: usize| inst.coef(g, c) + others.dot(&inst.choice_costs(g, c));
     let choices = inst.per_choice(|g, c| Some((c, priced(g, c), inst.cost(g, c, k))));
-    let picks = crate::core::optimum_until(&choices, limits[k]?, &|| deadline.passed()).ok()??;
+    let picks =
+        crate::solve::expanding_core::optimum_until(&choices, limits[k]?, &|| deadline.passed())
+            .ok()??;
     let value: f64 = picks.iter().enumerate().map(|(g, &c)| priced(g, c)).sum();
     let offset = others.dot(&limits.or_zero());
     let magnitude: f64 = picks
@@ -647,10 +649,12 @@ mod tests {
     /// random manifests under three budgets (optimum from the MIP without any root help).
     #[test]
     fn keeping_one_budget_exact_bounds_between_the_lp_and_the_optimum() {
-        let device = crate::DeviceProfile::from_json(crate::synth::roofline_device_json()).unwrap();
+        let device =
+            crate::DeviceProfile::from_json(crate::problem::synth::roofline_device_json()).unwrap();
         let mut strictly_above_lp = 0;
         for seed in 0..24 {
-            let problem = Problem::new(&crate::synth::random(30, seed), Some(&device)).unwrap();
+            let problem =
+                Problem::new(&crate::problem::synth::random(30, seed), Some(&device)).unwrap();
             let fraction = [0.2, 0.4, 0.7][seed as usize % 3];
             let limits = Limits::from_fn(|kind| {
                 Some(

@@ -4,8 +4,8 @@
 //! listing every problem with its JSON path. Nothing downstream re-checks.
 
 use crate::error::{parse_json, Error, FieldError, Result};
-use crate::fields::screen;
-use crate::traces::{objective_traces, Estimate};
+use crate::problem::fields::screen;
+use crate::problem::traces::{objective_traces, Estimate};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -83,7 +83,7 @@ pub struct Layer {
     /// Standard error of the trace estimate, when the tool that estimated it says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hessian_trace_stderr: Option<f64>,
-    /// The trace the objective uses: the estimate, or what [`crate::traces`] prices an estimate
+    /// The trace the objective uses: the estimate, or what `problem::traces` prices an estimate
     /// that cannot be told from zero at (0 for a layer with sensitivity only).
     #[serde(skip)]
     pub objective_trace: f64,
@@ -277,7 +277,7 @@ impl Manifest {
     }
 
     /// Parses and checks a manifest already decoded as a JSON value. Fields bitplan does not read
-    /// are warnings, near-misses of known fields errors (see [`crate::fields`]).
+    /// are warnings, near-misses of known fields errors (see `problem::fields`).
     pub fn from_value(mut value: serde_json::Value) -> Result<Manifest> {
         let mut problems = Problems::default();
         let mut warnings = Vec::new();

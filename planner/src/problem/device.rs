@@ -59,7 +59,7 @@ struct RawDevice {
 
 fn parse_bits_key(key: &str, path: &str, errors: &mut Vec<FieldError>) -> Option<u8> {
     match key.trim().parse::<u8>() {
-        Ok(b) if (1..=crate::manifest::MAX_BITS).contains(&b) => Some(b),
+        Ok(b) if (1..=crate::problem::manifest::MAX_BITS).contains(&b) => Some(b),
         _ => {
             errors.push(FieldError::new(
                 path,

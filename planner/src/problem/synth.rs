@@ -4,7 +4,7 @@
 //! traces and perturbations are drawn from a seeded generator, so the same seed gives the same
 //! manifest on every machine.
 
-use crate::manifest::Manifest;
+use crate::problem::manifest::Manifest;
 use serde_json::{json, Value};
 
 /// SplitMix64: tiny, seedable, and the same everywhere.

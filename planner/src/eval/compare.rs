@@ -6,7 +6,7 @@
 //! since a softmax of probabilities flattens them and under-reports KL by orders of magnitude.
 //! Which one a model has is read off its fp32 outputs once ([`OutputKind::detect`]).
 
-use crate::manifest::Divergence;
+use crate::problem::manifest::Divergence;
 
 /// What a model's output rows are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

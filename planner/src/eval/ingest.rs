@@ -1,17 +1,17 @@
 //! Deriving a manifest from an ONNX model: weight counts from the weights, MACs from the output
 //! shapes of one inference at the given input shape, Hessian traces merged by name, and with a
-//! calibration set, each layer's measured sensitivity ([`crate::sensitivity`]).
+//! calibration set, each layer's measured sensitivity ([`crate::eval::sensitivity`]).
 //!
 //! MACs per sample of a weighted op = (output elements per sample) x (weights per output channel):
 //! Conv `out_c*oh*ow * in/g*kh*kw`, Gemm/MatMul `n_out * k`. ConvTranspose multiplies each input
 //! element by its `out/g*kh*kw` weights: (input elements per sample) x (weights per input channel).
 
 use crate::error::{Error, FieldError, Result};
+use crate::eval::npz::{Input, InputValues, ValidationSet};
+use crate::eval::onnx::{declared_dims, declared_elem_type, pb, OnnxModel, WeightedLayer};
+use crate::eval::sensitivity::Progress;
 use crate::eval::{probe, Backend, EvalOptions, Evaluator, Timings};
-use crate::manifest::{Divergence, Manifest, Warning};
-use crate::npz::{Input, InputValues, ValidationSet};
-use crate::onnx::{declared_dims, declared_elem_type, pb, OnnxModel, WeightedLayer};
-use crate::sensitivity::Progress;
+use crate::problem::manifest::{Divergence, Manifest, Warning};
 use serde_json::{json, Map, Value};
 use std::ops::ControlFlow;
 
