@@ -15,7 +15,10 @@
 use crate::error::{Error, Result};
 use crate::eval::compare::{argmax, closeness, divergence, OutputKind};
 use crate::eval::npz::ValidationSet;
-use crate::eval::onnx::{pb, OnnxModel};
+use crate::eval::onnx::OnnxModel;
+use crate::eval::prepare::{
+    activation_quantizer, planned_ops, slot_name, Planned, Prepared, Reference,
+};
 use crate::eval::quant::HighBitWeights;
 use crate::eval::runtime::{Backend, External, Feed, Initializer, Session, Tensor};
 use crate::eval::segment::{split, Segment};
@@ -109,17 +112,6 @@ impl Default for EvalOptions {
     }
 }
 
-/// A planned layer: its weights and highest-bit store.
-struct Planned {
-    shape: Vec<usize>,
-    channels: usize,
-    inner: usize,
-    fp32: Vec<f32>,
-    high: HighBitWeights,
-    /// Calibrated range of the layer's input activations, with activation quantization.
-    act_range: Option<(f32, f32)>,
-}
-
 /// A segment's output over the whole validation set, and its median time per batch.
 struct Cached {
     out: Arc<Tensor>,
@@ -128,10 +120,6 @@ struct Cached {
 
 /// Memory for cached segment outputs; past it, outputs are recomputed rather than kept.
 const CACHE_BYTES: usize = 1 << 30;
-/// Where the planned weights' slots say their data is: never read, since every session is given
-/// the slots' values in memory.
-const SLOT_LOCATION: &str = "bitplan.weight-slot";
-
 /// Evaluates candidates of one manifest on one model and validation set.
 pub struct Evaluator<B: Backend> {
     backend: B,
@@ -168,115 +156,6 @@ impl<B: Backend> std::fmt::Debug for Evaluator<B> {
     }
 }
 
-const WHAT: &str = "evaluation input";
-
-/// Activation fake-quantization parameters `(scale, lo, hi)` for a calibrated range at `bits`:
-/// unsigned `[0, 2^b - 1]` when the range is non-negative (after a ReLU), else symmetric
-/// `±(2^(b-1) - 1)`; the scale maps the largest magnitude seen to the top level.
-pub fn activation_quantizer(range: (f32, f32), bits: u8) -> [f32; 3] {
-    let (lo, hi) = range;
-    if lo >= 0.0 {
-        let levels = ((1u64 << bits) - 1) as f32;
-        [if hi > 0.0 { hi / levels } else { 1.0 }, 0.0, levels]
-    } else {
-        let levels = ((1u64 << (bits - 1)) - 1).max(1) as f32;
-        let m = lo.abs().max(hi.abs());
-        [m / levels, -levels, levels]
-    }
-}
-
-/// Runs the unmodified model over the whole set in batches, also returning the named
-/// intermediate tensors through `visit(index, tensor)`: the fp32 reference and calibration pass.
-/// Returns the scored `output` (the graph's first when `None`), `[samples, ...]`.
-pub fn probe<B: Backend>(
-    backend: &B,
-    model: &OnnxModel,
-    output: Option<&str>,
-    tensors: &[String],
-    data: &ValidationSet,
-    batch_size: usize,
-    visit: impl FnMut(usize, &Tensor),
-) -> Result<Tensor> {
-    probe_bound(
-        backend,
-        model,
-        output,
-        tensors,
-        &data.bind(model)?,
-        batch_size,
-        visit,
-    )
-}
-
-/// [`probe`] on a set already bound to the model.
-fn probe_bound<B: Backend>(
-    backend: &B,
-    model: &OnnxModel,
-    output: Option<&str>,
-    tensors: &[String],
-    data: &ValidationSet,
-    batch_size: usize,
-    mut visit: impl FnMut(usize, &Tensor),
-) -> Result<Tensor> {
-    model.require_external_data()?;
-    let mut proto = model.proto.clone();
-    let g = proto.graph.as_mut().expect("checked on load");
-    g.output = vec![model.scored_output(output)?.clone()];
-    for t in tensors {
-        g.output.push(pb::ValueInfoProto {
-            name: Some(t.clone()),
-            r#type: Some(tensor_type(None)),
-            ..Default::default()
-        });
-    }
-    let name = g.output[0].name.clone().unwrap_or_default();
-    let mut session = backend.session(
-        &proto.encode_to_vec(),
-        External::folder(model.folder.clone()),
-    )?;
-    let n = data.len();
-    let (mut out, mut out_shape) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(batch_size.max(1)) {
-        let end = (start + batch_size.max(1)).min(n);
-        let mut outputs = session.run(&data.feeds(start, end))?;
-        let extra = outputs.split_off(1);
-        for (k, t) in extra.iter().enumerate() {
-            visit(k, t);
-        }
-        let y = outputs.swap_remove(0);
-        if y.shape.first() != Some(&(end - start)) {
-            return Err(Error::invalid(
-                WHAT,
-                "output",
-                format!(
-                    "the scored output {name:?} must have the batch as its first dimension; a batch of {} gave shape {:?}",
-                    end - start,
-                    y.shape
-                ),
-            ));
-        }
-        if out_shape.is_empty() {
-            out_shape = y.shape.clone();
-        }
-        out.extend_from_slice(&y.data);
-    }
-    out_shape[0] = n;
-    Ok(Tensor {
-        shape: out_shape,
-        data: out,
-    })
-}
-
-fn node(name: String, op: &str, inputs: Vec<String>, output: String) -> pb::NodeProto {
-    pb::NodeProto {
-        name: Some(name),
-        op_type: Some(op.into()),
-        input: inputs,
-        output: vec![output],
-        ..Default::default()
-    }
-}
-
 impl<B: Backend + Clone> Evaluator<B> {
     /// Prepares the graph and the fp32 and highest-bit reference outputs.
     pub fn new(
@@ -288,167 +167,27 @@ impl<B: Backend + Clone> Evaluator<B> {
     ) -> Result<Self> {
         let batch_size = options.batch_size.max(1);
         let data = data.bind(model)?;
-        let output = model.scored_output(manifest.output.as_deref())?.clone();
+        let output = model.scored_output(manifest.output.as_deref())?;
+        let output = output.name.clone().unwrap_or_default();
         let links = model.link_layers(manifest)?;
-        // The planned ops, found once: every weighted op takes its weight as input 1, data as input 0.
-        let ops: Vec<Option<usize>> =
-            links
-                .iter()
-                .map(|wl| {
-                    wl.as_ref().and_then(|wl| {
-                        model.graph().node.iter().position(|n| {
-                            n.input.get(1) == Some(&wl.weight) && node_is(n, &wl.node)
-                        })
-                    })
-                })
-                .collect();
+        let ops = planned_ops(model, &links);
 
-        // The fp32 reference pass, calibrating activation ranges on the way when asked.
         let t = Instant::now();
-        let act_inputs: Vec<(usize, String)> = if options.quantize_activations {
-            ops.iter()
-                .enumerate()
-                .filter_map(|(i, op)| op.map(|o| (i, model.graph().node[o].input[0].clone())))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let names: Vec<String> = act_inputs.iter().map(|(_, n)| n.clone()).collect();
-        let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); names.len()];
-        let fp32_logits = probe_bound(
+        let reference = Reference::run(
             backend,
             model,
-            manifest.output.as_deref(),
-            &names,
+            manifest,
+            &ops,
             &data,
             batch_size,
-            |k, t| {
-                for &v in &t.data {
-                    ranges[k].0 = ranges[k].0.min(v);
-                    ranges[k].1 = ranges[k].1.max(v);
-                }
-            },
+            options.quantize_activations,
         )?;
         let reference_ms = t.elapsed().as_secs_f64() * 1e3;
-        if let Some(y) = &data.y {
-            if fp32_logits.shape.len() != 2 {
-                return Err(Error::invalid(
-                    WHAT,
-                    "y",
-                    format!(
-                        "labels need a scored output [samples, classes]; {:?} has shape {:?}",
-                        output.name.clone().unwrap_or_default(),
-                        fp32_logits.shape
-                    ),
-                ));
-            }
-            let classes = fp32_logits.shape[1];
-            if let Some((i, &label)) = y.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
-                return Err(Error::invalid(
-                    WHAT,
-                    format!("y[{i}]"),
-                    format!("label {label} is out of range for a model with {classes} outputs"),
-                ));
-            }
-        }
+        reference.check_labels(&data, &output)?;
 
-        // Each planned weight gets an initializer slot of its own; activation quantizers (scale,
-        // lo, hi fed per candidate) go right before their op.
         let started = Instant::now();
-        let mut proto = model.proto.clone();
-        let g = proto.graph.as_mut().expect("checked on load");
-        g.output = vec![output];
-        let mut planned = Vec::with_capacity(links.len());
-        let mut inserts: Vec<(usize, Vec<pb::NodeProto>)> = Vec::new();
-        for (i, (wl, op)) in links.iter().zip(&ops).enumerate() {
-            let (Some(wl), Some(op)) = (wl, op) else {
-                planned.push(None);
-                continue;
-            };
-            let fp32 = model.weight_values(wl)?;
-            let high = match model.stored_high_bit_weights(wl, manifest.highest_bits())? {
-                Some(stored) => stored,
-                None => {
-                    HighBitWeights::quantize(&fp32, wl.channels, wl.inner, manifest.highest_bits())
-                }
-            };
-            let name = slot_name(i);
-            g.node[*op].input[1] = name.clone();
-            // The slot's values are given to each session in memory ([`External::values`]).
-            let mut slot = pb::TensorProto {
-                name: Some(name),
-                dims: wl.shape.iter().map(|&d| d as i64).collect(),
-                data_type: Some(pb::tensor_proto::DataType::Float as i32),
-                ..Default::default()
-            };
-            crate::eval::external::mark(&mut slot, SLOT_LOCATION, 0, 4 * wl.params());
-            g.initializer.push(slot);
-            let act_range = act_inputs
-                .iter()
-                .position(|(j, _)| *j == i)
-                .map(|k| ranges[k]);
-            if act_range.is_some() {
-                let p = format!("bitplan.act.{i}");
-                let x = g.node[*op].input[0].clone();
-                for s in ["scale", "lo", "hi"] {
-                    g.input.push(pb::ValueInfoProto {
-                        name: Some(format!("{p}.{s}")),
-                        r#type: Some(tensor_type(Some(&[]))),
-                        ..Default::default()
-                    });
-                }
-                inserts.push((
-                    *op,
-                    vec![
-                        node(
-                            format!("{p}.div"),
-                            "Div",
-                            vec![x, format!("{p}.scale")],
-                            format!("{p}.scaled"),
-                        ),
-                        node(
-                            format!("{p}.round"),
-                            "Round",
-                            vec![format!("{p}.scaled")],
-                            format!("{p}.rounded"),
-                        ),
-                        node(
-                            format!("{p}.clip"),
-                            "Clip",
-                            vec![format!("{p}.rounded"), format!("{p}.lo"), format!("{p}.hi")],
-                            format!("{p}.clipped"),
-                        ),
-                        node(
-                            format!("{p}.mul"),
-                            "Mul",
-                            vec![format!("{p}.clipped"), format!("{p}.scale")],
-                            format!("{p}.out"),
-                        ),
-                    ],
-                ));
-                g.node[*op].input[0] = format!("{p}.out");
-            }
-            planned.push(Some(Planned {
-                shape: wl.shape.clone(),
-                channels: wl.channels,
-                inner: wl.inner,
-                fp32,
-                high,
-                act_range,
-            }));
-        }
-        inserts.sort_by_key(|(op, _)| std::cmp::Reverse(*op));
-        for (op, nodes) in inserts {
-            g.node.splice(op..op, nodes);
-        }
-        // Weights nothing reads any more (moved to their slots) would only be serialised again.
-        let used: std::collections::HashSet<String> = g
-            .node
-            .iter()
-            .flat_map(|n| n.input.iter().cloned())
-            .collect();
-        g.initializer
-            .retain(|t| t.name.as_ref().is_some_and(|n| used.contains(n)));
+        let Prepared { proto, planned } =
+            Prepared::new(model, manifest, &links, &ops, &reference.act_ranges)?;
         let inputs: Vec<String> = data.inputs.iter().map(|i| i.name.clone()).collect();
         let mut segments = split(&proto, &inputs, planned.len());
         // Each segment's graph is kept serialized only.
@@ -458,6 +197,7 @@ impl<B: Backend + Clone> Evaluator<B> {
             .collect();
         let rewrite_ms = started.elapsed().as_secs_f64() * 1e3;
 
+        let fp32_logits = reference.logits;
         let mut ev = Evaluator {
             backend: backend.clone(),
             sessions: Sessions::new(sessions::WEIGHT_BUDGET, sessions::PER_SEGMENT),
@@ -810,11 +550,6 @@ impl<B: Backend + Clone> Evaluator<B> {
     }
 }
 
-/// The initializer planned layer `layer`'s weights take in every session.
-pub(crate) fn slot_name(layer: usize) -> String {
-    format!("bitplan.weight.{layer}")
-}
-
 fn scheme_tag(scheme: Scheme) -> u8 {
     match scheme {
         Scheme::DoubleRounding => 0,
@@ -828,33 +563,6 @@ fn push_layer_key(key: &mut Vec<u8>, layer: usize, bits: u8) {
     key.push(bits);
 }
 
-fn node_is(n: &pb::NodeProto, name: &str) -> bool {
-    n.name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .or(n.output.first().map(String::as_str))
-        == Some(name)
-}
-
-/// A float tensor type; with `None` the shape is left for the runtime to infer.
-fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
-    pb::TypeProto {
-        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: Some(pb::tensor_proto::DataType::Float as i32),
-            shape: shape.map(|shape| pb::TensorShapeProto {
-                dim: shape
-                    .iter()
-                    .map(|&d| pb::tensor_shape_proto::Dimension {
-                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d as i64)),
-                        ..Default::default()
-                    })
-                    .collect(),
-            }),
-        })),
-        ..Default::default()
-    }
-}
-
 /// Values per row of a scored output: its last dimension. An output `[N, ..., w]` is compared row
 /// by row (a sequence model's logits are a distribution per position; padded positions count
 /// like the others); `[N]` is a row of one per sample.
@@ -863,20 +571,5 @@ fn width(t: &Tensor) -> usize {
         [_, .., w] => (*w).max(1),
         // `[N]`: one value per sample.
         _ => 1,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn activation_quantizer_picks_unsigned_after_relu_and_symmetric_otherwise() {
-        assert_eq!(
-            activation_quantizer((0.0, 6.0), 8),
-            [6.0 / 255.0, 0.0, 255.0]
-        );
-        assert_eq!(activation_quantizer((-2.0, 1.0), 4), [2.0 / 7.0, -7.0, 7.0]);
-        assert_eq!(activation_quantizer((0.0, 0.0), 4), [1.0, 0.0, 15.0]);
     }
 }

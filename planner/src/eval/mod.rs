@@ -21,6 +21,7 @@ pub mod npz;
 pub mod onnx;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
+mod prepare;
 pub mod quant;
 pub mod runtime;
 mod segment;
@@ -29,7 +30,7 @@ mod sessions;
 pub mod synth_model;
 
 pub use evaluator::{
-    activation_quantizer, probe, EvalOptions, Evaluator, Metrics, Scheme, Timings,
-    DEFAULT_BATCH_SIZE, FULL_PRECISION,
+    EvalOptions, Evaluator, Metrics, Scheme, Timings, DEFAULT_BATCH_SIZE, FULL_PRECISION,
 };
+pub use prepare::{activation_quantizer, probe};
 pub use runtime::{Backend, Elements, External, Feed, Initializer, Session, Tensor};

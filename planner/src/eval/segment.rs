@@ -99,7 +99,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
     for i in 0..layers {
         let (act, weight) = (
             format!("bitplan.act.{i}.scale"),
-            crate::eval::evaluator::slot_name(i),
+            crate::eval::prepare::slot_name(i),
         );
         let start = nodes
             .iter()
@@ -176,7 +176,7 @@ pub(crate) fn split(proto: &pb::ModelProto, data_inputs: &[String], layers: usiz
         seg_graph.value_info.clear();
         let slots = (0..layers)
             .filter(|i| {
-                let name = crate::eval::evaluator::slot_name(*i);
+                let name = crate::eval::prepare::slot_name(*i);
                 seg_graph
                     .initializer
                     .iter()

@@ -55,141 +55,226 @@ pub(crate) fn optimum(
     optimum_until(choices, limit, &|| false)
 }
 
+/// Each group's allowed choices as `(choice index, w, a)`.
+type Choices = [Vec<(usize, f64, f64)>];
+
 /// [`optimum`], giving up with [`Error::TooLarge`] when `stop()` says so (checked once per group).
 pub(crate) fn optimum_until(
-    choices: &[Vec<(usize, f64, f64)>],
+    choices: &Choices,
     limit: f64,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<usize>>> {
-    let n = choices.len();
-    let fits = |cost: f64| within(cost, limit);
-    let pick = |lambda: f64| -> Vec<usize> {
-        choices
-            .iter()
-            .map(|cs| {
-                (0..cs.len())
-                    .min_by(|&i, &j| {
-                        let (x, y) = (cs[i], cs[j]);
-                        (x.1 + lambda * x.2)
-                            .total_cmp(&(y.1 + lambda * y.2))
-                            .then(x.2.total_cmp(&y.2))
-                    })
-                    .expect("every group has a choice")
-            })
-            .collect()
-    };
-    let cost_of =
-        |p: &[usize]| -> f64 { p.iter().enumerate().map(|(g, &i)| choices[g][i].2).sum() };
     let cheapest: f64 = choices
         .iter()
         .map(|cs| cs.iter().map(|c| c.2).fold(f64::INFINITY, f64::min))
         .sum();
-    if !fits(cheapest) {
+    if !within(cheapest, limit) {
         return Ok(None);
     }
-    let to_choices = |p: &[usize]| -> Vec<usize> {
-        p.iter()
-            .enumerate()
-            .map(|(g, &i)| choices[g][i].0)
-            .collect()
-    };
-    let unconstrained = pick(0.0);
-    if fits(cost_of(&unconstrained)) {
-        return Ok(Some(to_choices(&unconstrained)));
+    let unconstrained = lagrangian_choice(choices, 0.0);
+    if within(cost_of(choices, &unconstrained), limit) {
+        return Ok(Some(to_choices(choices, &unconstrained)));
     }
-    // The least lambda whose Lagrangian choice fits: double, then bisect. Any lambda >= 0 gives
-    // valid bounds below; a better one only prunes more.
-    let mut hi = 1.0f64;
-    let mut doublings = 0;
-    while !fits(cost_of(&pick(hi))) {
-        hi *= 2.0;
-        doublings += 1;
-        if doublings > 1000 {
-            return Err(Error::Solver(
-                "no finite Lagrange multiplier meets the budget".into(),
-            ));
-        }
-    }
-    let mut lo = 0.0f64;
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            break;
-        }
-        if fits(cost_of(&pick(mid))) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    let lambda = hi;
-    let start = pick(lambda);
-    let lag = |g: usize, i: usize| choices[g][i].1 + lambda * choices[g][i].2;
-    let best: Vec<f64> = (0..n).map(|g| lag(g, start[g])).collect();
-    let bound = best.iter().sum::<f64>() - lambda * limit;
+    let relaxation = Relaxation::new(choices, limit)?;
+    let moves = relaxation.moves(choices);
+    let core = Core::new(&relaxation, &moves, limit);
+    expand(choices, &core, &moves, stop).map(Some)
+}
 
-    let moves: Vec<Vec<Move>> = (0..n)
-        .map(|g| {
-            let (_, w0, a0) = choices[g][start[g]];
-            (0..choices[g].len())
-                .filter(|&i| i != start[g])
-                .filter_map(|i| {
-                    let (_, w, a) = choices[g][i];
-                    let m = Move {
-                        choice: i as u8,
-                        reduced: (lag(g, i) - best[g]).max(0.0),
-                        value: w - w0,
-                        cost: a - a0,
-                    };
-                    // Same cost and no better: never useful.
-                    (m.cost != 0.0 || m.value < 0.0).then_some(m)
-                })
-                .collect()
-        })
-        .collect();
-    let ratio = |m: &Move| {
-        if m.cost == 0.0 {
-            0.0
-        } else {
-            m.reduced / m.cost.abs()
-        }
-    };
-    let key: Vec<f64> = moves
+/// Per group, the choice of least `w + lambda * a` (ties to the lower cost).
+fn lagrangian_choice(choices: &Choices, lambda: f64) -> Vec<usize> {
+    choices
         .iter()
-        .map(|ms| ms.iter().map(ratio).fold(f64::INFINITY, f64::min))
-        .collect();
-    let mut order: Vec<usize> = (0..n).filter(|&g| !moves[g].is_empty()).collect();
-    order.sort_by(|&x, &y| key[x].total_cmp(&key[y]));
-    // Best ratios of the moves outside the core once stage i is done: up (spends budget, gains
-    // value) and down (frees budget, loses value).
-    let m = order.len();
-    let mut up = vec![f64::INFINITY; m + 1];
-    let mut down = vec![f64::INFINITY; m + 1];
-    for i in (0..m).rev() {
-        up[i] = up[i + 1];
-        down[i] = down[i + 1];
-        for mv in &moves[order[i]] {
-            if mv.cost > 0.0 {
-                up[i] = up[i].min(ratio(mv));
-            } else if mv.cost < 0.0 {
-                down[i] = down[i].min(ratio(mv));
+        .map(|cs| {
+            (0..cs.len())
+                .min_by(|&i, &j| {
+                    let (x, y) = (cs[i], cs[j]);
+                    (x.1 + lambda * x.2)
+                        .total_cmp(&(y.1 + lambda * y.2))
+                        .then(x.2.total_cmp(&y.2))
+                })
+                .expect("every group has a choice")
+        })
+        .collect()
+}
+
+/// The summed cost `a` of positions `p` (one per group, into its choices).
+fn cost_of(choices: &Choices, p: &[usize]) -> f64 {
+    p.iter().enumerate().map(|(g, &i)| choices[g][i].2).sum()
+}
+
+/// The choice indices of positions `p`.
+fn to_choices(choices: &Choices, p: &[usize]) -> Vec<usize> {
+    p.iter()
+        .enumerate()
+        .map(|(g, &i)| choices[g][i].0)
+        .collect()
+}
+
+/// The LP relaxation of the budget: its multiplier, the Lagrangian choice `x*` and the bound.
+struct Relaxation {
+    lambda: f64,
+    /// Per group, the position of its Lagrangian choice `x*`.
+    start: Vec<usize>,
+    /// Per group, its Lagrangian value `w + lambda * a` at `x*`.
+    best: Vec<f64>,
+    /// `L = sum best - lambda * limit`.
+    bound: f64,
+}
+
+impl Relaxation {
+    /// The least lambda whose Lagrangian choice fits: double, then bisect. Any lambda >= 0 gives
+    /// valid bounds; a better one only prunes more.
+    fn new(choices: &Choices, limit: f64) -> Result<Relaxation> {
+        let fits =
+            |lambda: f64| within(cost_of(choices, &lagrangian_choice(choices, lambda)), limit);
+        let mut hi = 1.0f64;
+        let mut doublings = 0;
+        while !fits(hi) {
+            hi *= 2.0;
+            doublings += 1;
+            if doublings > 1000 {
+                return Err(Error::Solver(
+                    "no finite Lagrange multiplier meets the budget".into(),
+                ));
             }
         }
-    }
-    let lower_bound = |cost: f64, reduced: f64, i: usize| -> f64 {
-        let slack = limit - cost;
-        if slack >= 0.0 {
-            bound + reduced + slack * lambda.min(up[i])
-        } else {
-            bound + reduced - slack * down[i]
+        let mut lo = 0.0f64;
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            if fits(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
         }
-    };
+        let mut r = Relaxation {
+            lambda: hi,
+            start: lagrangian_choice(choices, hi),
+            best: Vec::new(),
+            bound: 0.0,
+        };
+        r.best = (0..choices.len())
+            .map(|g| r.lagrangian(choices, g, r.start[g]))
+            .collect();
+        r.bound = r.best.iter().sum::<f64>() - r.lambda * limit;
+        Ok(r)
+    }
 
-    let mut incumbent = to_choices(&start);
-    let mut ub = (0..n).map(|g| choices[g][start[g]].1).sum::<f64>();
-    let prunes = |lb: f64, ub: f64| lb >= ub - 1e-12 * ub.abs();
+    fn lagrangian(&self, choices: &Choices, g: usize, i: usize) -> f64 {
+        choices[g][i].1 + self.lambda * choices[g][i].2
+    }
+
+    /// Per group, its useful moves away from `x*`.
+    fn moves(&self, choices: &Choices) -> Vec<Vec<Move>> {
+        (0..choices.len())
+            .map(|g| {
+                let (_, w0, a0) = choices[g][self.start[g]];
+                (0..choices[g].len())
+                    .filter(|&i| i != self.start[g])
+                    .filter_map(|i| {
+                        let (_, w, a) = choices[g][i];
+                        let m = Move {
+                            choice: i as u8,
+                            reduced: (self.lagrangian(choices, g, i) - self.best[g]).max(0.0),
+                            value: w - w0,
+                            cost: a - a0,
+                        };
+                        // Same cost and no better: never useful.
+                        (m.cost != 0.0 || m.value < 0.0).then_some(m)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Move {
+    /// Reduced cost per unit of budget moved (0 for a free move).
+    fn ratio(&self) -> f64 {
+        if self.cost == 0.0 {
+            0.0
+        } else {
+            self.reduced / self.cost.abs()
+        }
+    }
+}
+
+/// The order groups enter the core, and the LP bound on what the groups still outside can do.
+struct Core<'a> {
+    relaxation: &'a Relaxation,
+    limit: f64,
+    /// Groups with a useful move, by their best ratio.
+    order: Vec<usize>,
+    /// Best ratios of the moves outside the core once stage `i` is done: `up` spends budget and
+    /// gains value, `down` frees budget and loses value.
+    up: Vec<f64>,
+    down: Vec<f64>,
+}
+
+impl Core<'_> {
+    fn new<'a>(relaxation: &'a Relaxation, moves: &[Vec<Move>], limit: f64) -> Core<'a> {
+        let key: Vec<f64> = moves
+            .iter()
+            .map(|ms| ms.iter().map(Move::ratio).fold(f64::INFINITY, f64::min))
+            .collect();
+        let mut order: Vec<usize> = (0..moves.len()).filter(|&g| !moves[g].is_empty()).collect();
+        order.sort_by(|&x, &y| key[x].total_cmp(&key[y]));
+        let m = order.len();
+        let mut up = vec![f64::INFINITY; m + 1];
+        let mut down = vec![f64::INFINITY; m + 1];
+        for i in (0..m).rev() {
+            up[i] = up[i + 1];
+            down[i] = down[i + 1];
+            for mv in &moves[order[i]] {
+                if mv.cost > 0.0 {
+                    up[i] = up[i].min(mv.ratio());
+                } else if mv.cost < 0.0 {
+                    down[i] = down[i].min(mv.ratio());
+                }
+            }
+        }
+        Core {
+            relaxation,
+            limit,
+            order,
+            up,
+            down,
+        }
+    }
+
+    /// Whether a state after stage `i - 1` cannot beat `ub`: its bound is the Lagrangian bound,
+    /// its reduced cost, and the best the groups outside the core can do with its slack (or
+    /// must pay to cover its excess).
+    fn prunes(&self, t: &State, i: usize, ub: f64) -> bool {
+        let (r, slack) = (self.relaxation, self.limit - t.cost);
+        let lb = if slack >= 0.0 {
+            r.bound + t.reduced + slack * r.lambda.min(self.up[i])
+        } else {
+            r.bound + t.reduced - slack * self.down[i]
+        };
+        lb >= ub - 1e-12 * ub.abs()
+    }
+}
+
+/// The dynamic program over the core's groups, from `x*` (the first incumbent, over budget or
+/// not) to the optimum.
+fn expand(
+    choices: &Choices,
+    core: &Core<'_>,
+    moves: &[Vec<Move>],
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<usize>> {
+    let (start, m) = (&core.relaxation.start, core.order.len());
+    let mut incumbent = to_choices(choices, start);
+    let mut ub = (0..choices.len())
+        .map(|g| choices[g][start[g]].1)
+        .sum::<f64>();
     let mut states = vec![State {
-        cost: cost_of(&start),
+        cost: cost_of(choices, start),
         value: ub,
         reduced: 0.0,
         parent: 0,
@@ -198,59 +283,34 @@ pub(crate) fn optimum_until(
     // Per stage, how each kept state was reached.
     let mut history: Vec<Vec<(u32, u8)>> = Vec::with_capacity(m);
     let mut lists: Vec<Vec<State>> = Vec::new();
-    for (i, &g) in order.iter().enumerate() {
+    for (i, &g) in core.order.iter().enumerate() {
         // One list per way to take group g (stay, or each move): the states shifted by it, in
         // cost order since `states` is; then a K-way merge keeps the staircase.
-        let shifts = std::iter::once((0.0, 0.0, 0.0, NONE)).chain(
-            moves[g]
-                .iter()
-                .map(|mv| (mv.cost, mv.value, mv.reduced, mv.choice)),
-        );
+        let stay = Move {
+            choice: NONE,
+            reduced: 0.0,
+            value: 0.0,
+            cost: 0.0,
+        };
         lists.resize_with(moves[g].len() + 1, Vec::new);
-        for (list, (cost, value, reduced, choice)) in lists.iter_mut().zip(shifts) {
+        for (list, mv) in lists
+            .iter_mut()
+            .zip(std::iter::once(&stay).chain(&moves[g]))
+        {
             list.clear();
             for (p, s) in states.iter().enumerate() {
-                let t = State {
-                    cost: s.cost + cost,
-                    value: s.value + value,
-                    reduced: s.reduced + reduced,
-                    parent: p as u32,
-                    choice,
-                };
-                if fits(t.cost) && t.value < ub {
+                let t = s.then(p, mv);
+                if within(t.cost, core.limit) && t.value < ub {
                     ub = t.value;
-                    incumbent = reconstruct(&history, &order, &start, i, &t, choices);
+                    incumbent = reconstruct(&history, &core.order, start, i, &t, choices);
                 }
-                if !prunes(lower_bound(t.cost, t.reduced, i + 1), ub) {
+                if !core.prunes(&t, i + 1, ub) {
                     list.push(t);
                 }
             }
         }
-        states.clear();
-        let mut heads = vec![0usize; lists.len()];
-        loop {
-            let mut pick: Option<(usize, State)> = None;
-            for (j, list) in lists.iter().enumerate() {
-                if let Some(t) = list.get(heads[j]) {
-                    if pick.is_none_or(|(_, b)| {
-                        t.cost
-                            .total_cmp(&b.cost)
-                            .then(t.value.total_cmp(&b.value))
-                            .is_lt()
-                    }) {
-                        pick = Some((j, *t));
-                    }
-                }
-            }
-            let Some((j, t)) = pick else { break };
-            heads[j] += 1;
-            // Dominated by a cheaper state, or bounded out by an incumbent found since.
-            if states.last().is_none_or(|k: &State| t.value < k.value)
-                && !prunes(lower_bound(t.cost, t.reduced, i + 1), ub)
-            {
-                states.push(t);
-            }
-        }
+        // Dominated by a cheaper state, or bounded out by an incumbent found since.
+        merge_staircase(&lists, &mut states, |t| !core.prunes(t, i + 1, ub));
         if states.len() > MAX_STATES {
             return Err(Error::TooLarge(format!(
                 "the core dynamic program has more than {MAX_STATES} states at group {} of {}",
@@ -269,7 +329,47 @@ pub(crate) fn optimum_until(
             )));
         }
     }
-    Ok(Some(incumbent))
+    Ok(incumbent)
+}
+
+impl State {
+    /// This state (at index `parent` of its stage) with one more group taken by `mv`.
+    fn then(&self, parent: usize, mv: &Move) -> State {
+        State {
+            cost: self.cost + mv.cost,
+            value: self.value + mv.value,
+            reduced: self.reduced + mv.reduced,
+            parent: parent as u32,
+            choice: mv.choice,
+        }
+    }
+}
+
+/// K-way merge of `lists` (each in cost order) into `states`, in (cost, value) order, keeping a
+/// state only when it is worth less than every cheaper kept state and `keep` admits it.
+fn merge_staircase(lists: &[Vec<State>], states: &mut Vec<State>, keep: impl Fn(&State) -> bool) {
+    states.clear();
+    let mut heads = vec![0usize; lists.len()];
+    loop {
+        let mut pick: Option<(usize, State)> = None;
+        for (j, list) in lists.iter().enumerate() {
+            if let Some(t) = list.get(heads[j]) {
+                if pick.is_none_or(|(_, b)| {
+                    t.cost
+                        .total_cmp(&b.cost)
+                        .then(t.value.total_cmp(&b.value))
+                        .is_lt()
+                }) {
+                    pick = Some((j, *t));
+                }
+            }
+        }
+        let Some((j, t)) = pick else { break };
+        heads[j] += 1;
+        if states.last().is_none_or(|k: &State| t.value < k.value) && keep(&t) {
+            states.push(t);
+        }
+    }
 }
 
 /// The full assignment of state `t`, created in stage `stage` (not yet in `history`).
@@ -279,7 +379,7 @@ fn reconstruct(
     start: &[usize],
     stage: usize,
     t: &State,
-    choices: &[Vec<(usize, f64, f64)>],
+    choices: &Choices,
 ) -> Vec<usize> {
     let mut picks = start.to_vec();
     if t.choice != NONE {
@@ -293,11 +393,7 @@ fn reconstruct(
         }
         p = parent as usize;
     }
-    picks
-        .iter()
-        .enumerate()
-        .map(|(g, &i)| choices[g][i].0)
-        .collect()
+    to_choices(choices, &picks)
 }
 
 /// [`optimum`] for a problem: least Omega with cost `k` within `limit`, some groups fixed.
