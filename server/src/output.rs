@@ -2,7 +2,7 @@
 
 use clap::ValueEnum;
 use planner::eval::{Metrics, Timings};
-use planner::{fmt_num, Plan, PlanStatus, Problem, Source};
+use planner::{fmt_num, Infeasibility, Plan, PlanStatus, Problem, Source};
 use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,6 +115,21 @@ fn compact_bits(bits: &[u8]) -> String {
 }
 
 fn table(problem: &Problem, plan: &Plan) -> String {
+    let mut out = plan_summary(problem, plan);
+    if let Some(inf) = &plan.infeasibility {
+        out.push_str(&infeasibility_report(inf));
+        return out;
+    }
+    let rows = candidate_rows(problem, plan);
+    let cols = rows[0].len();
+    out.push_str(&aligned(&rows, |j| j == 0 || (1..cols - 2).contains(&j)));
+    out.push_str(stopped_early_note(&plan.status));
+    out
+}
+
+/// The lines above the table: the manifest, how it was solved, a measured objective, and the
+/// layers planned on the trace-only proxy.
+fn plan_summary(problem: &Problem, plan: &Plan) -> String {
     let m = &problem.manifest;
     let mut out = String::new();
     let _ = writeln!(
@@ -149,20 +164,28 @@ fn table(problem: &Problem, plan: &Plan) -> String {
             m.layers.len()
         );
     }
-    if let Some(inf) = &plan.infeasibility {
-        let _ = writeln!(out, "infeasible: {}", inf.message);
-        for b in &inf.budgets {
-            let _ = writeln!(
-                out,
-                "  {:<15} limit {:>14}  smallest achievable {:>14}  under the other budgets {}",
-                b.budget,
-                fmt_num(b.limit),
-                fmt_num(b.min_achievable),
-                b.min_under_other_budgets.map_or("-".to_string(), fmt_num)
-            );
-        }
-        return out;
+    out
+}
+
+/// Why the budgets cannot be met: each budget with its limit and the smallest achievable values.
+fn infeasibility_report(inf: &Infeasibility) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "infeasible: {}", inf.message);
+    for b in &inf.budgets {
+        let _ = writeln!(
+            out,
+            "  {:<15} limit {:>14}  smallest achievable {:>14}  under the other budgets {}",
+            b.budget,
+            fmt_num(b.limit),
+            fmt_num(b.min_achievable),
+            b.min_under_other_budgets.map_or("-".to_string(), fmt_num)
+        );
     }
+    out
+}
+
+/// The candidate table's cells: a header row, then one row per candidate in rank order.
+fn candidate_rows(problem: &Problem, plan: &Plan) -> Vec<Vec<String>> {
     let latency = problem.has_latency();
     let mut header = vec![
         "#".to_string(),
@@ -177,7 +200,7 @@ fn table(problem: &Problem, plan: &Plan) -> String {
     header.push("from".into());
     header.push(format!(
         "bits ({})",
-        if m.bits.iter().all(|&b| b < 10) {
+        if problem.manifest.bits.iter().all(|&b| b < 10) {
             "one digit per layer, manifest order"
         } else {
             "manifest order"
@@ -200,18 +223,20 @@ fn table(problem: &Problem, plan: &Plan) -> String {
         row.push(compact_bits(&k.bits));
         rows.push(row);
     }
-    let cols = rows[0].len();
-    out.push_str(&aligned(&rows, |j| j == 0 || (1..cols - 2).contains(&j)));
-    match plan.status {
+    rows
+}
+
+/// The note under the table when some solves stopped before proving their optimum.
+fn stopped_early_note(status: &PlanStatus) -> &'static str {
+    match status {
         PlanStatus::TimeLimit => {
-            out.push_str("some solves stopped at the time limit; their gap is in --format json\n")
+            "some solves stopped at the time limit; their gap is in --format json\n"
         }
-        PlanStatus::WithinGap => out.push_str(
-            "some solves stopped within --mip-gap of the optimum; their gap is in --format json\n",
-        ),
-        _ => {}
+        PlanStatus::WithinGap => {
+            "some solves stopped within --mip-gap of the optimum; their gap is in --format json\n"
+        }
+        _ => "",
     }
-    out
 }
 
 /// Rows as columns padded to their widest cell; `right(j)` right-aligns column j; the last column
@@ -258,110 +283,128 @@ fn compact_bits_json(bits: &serde_json::Value) -> String {
 /// table for people or CSV for tools: one row per device.
 pub fn render_fleet(doc: &serde_json::Value, format: Format) -> String {
     let devices = doc["devices"].as_array().cloned().unwrap_or_default();
-    let num =
-        |v: &serde_json::Value, f: &dyn Fn(f64) -> String| v.as_f64().map_or(String::new(), f);
     match format {
         Format::Json => serde_json::to_string_pretty(doc).expect("JSON") + "\n",
-        Format::Csv => {
-            let mut out = String::from(
-                "device,status,bits,size_bytes,bops,latency_ms,omega,avg_bits,accuracy,agreement_fp32,meets_gate\n",
-            );
-            for d in &devices {
-                let m = &d["metrics"];
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{},{}",
-                    csv_field(d["device"].as_str().unwrap_or("")),
-                    d["status"].as_str().unwrap_or(""),
-                    if d["bits"].is_object() {
-                        compact_bits_json(&d["bits"])
-                    } else {
-                        String::new()
-                    },
-                    num(&d["size_bytes"], &|v| v.to_string()),
-                    num(&d["bops"], &|v| v.to_string()),
-                    num(&d["latency_ms"], &|v| v.to_string()),
-                    num(&d["omega"], &|v| v.to_string()),
-                    num(&d["avg_bits"], &|v| v.to_string()),
-                    num(&m["accuracy"], &|v| v.to_string()),
-                    num(&m["agreement_fp32"], &|v| v.to_string()),
-                    d["meets_gate"]
-                        .as_bool()
-                        .map_or(String::new(), |b| b.to_string()),
-                );
-            }
-            out
-        }
-        Format::Table => {
-            let gated = devices.iter().any(|d| d["metrics"].is_object());
-            let mut header: Vec<String> = [
-                "device",
-                "status",
-                "cost",
-                "omega",
-                "size",
-                "bops",
-                "avg_bits",
-                "latency_ms",
-            ]
-            .map(String::from)
-            .to_vec();
-            if gated {
-                header.extend(["accuracy".to_string(), "gate".to_string()]);
-            }
-            header.push("bits (manifest order)".into());
-            let mut rows = vec![header];
-            let mut notes = Vec::new();
-            for d in &devices {
-                let name = d["device"].as_str().unwrap_or("").to_string();
-                let mut row = vec![
-                    name.clone(),
-                    d["status"].as_str().unwrap_or("").to_string(),
-                    d["cost"].as_str().unwrap_or("").to_string(),
-                    num(&d["omega"], &|v| format!("{v:.6e}")),
-                    num(&d["size_bytes"], &human_bytes),
-                    num(&d["bops"], &human_count),
-                    num(&d["avg_bits"], &|v| format!("{v:.3}")),
-                    num(&d["latency_ms"], &|v| format!("{v:.4}")),
-                ];
-                if gated {
-                    row.push(num(&d["metrics"]["accuracy"], &|v| format!("{v:.4}")));
-                    row.push(
-                        d["meets_gate"]
-                            .as_bool()
-                            .map_or(String::new(), |b| if b { "pass" } else { "FAIL" }.into()),
-                    );
-                }
-                row.push(if d["bits"].is_object() {
-                    compact_bits_json(&d["bits"])
-                } else {
-                    "-".into()
-                });
-                rows.push(row);
-                if let Some(r) = d["reason"].as_str() {
-                    notes.push(format!("{name}: cannot run the model: {r}"));
-                }
-                if let Some(m) = d["infeasible"]["message"].as_str() {
-                    notes.push(format!("{name}: {m}"));
-                }
-            }
-            let mut out = format!(
-                "fleet {}: {} devices, {} distinct problems, {} solves in {:.1} ms\n",
-                doc["fleet"].as_str().unwrap_or(""),
-                devices.len(),
-                doc["problems"],
-                doc["solves"],
-                doc["time_ms"].as_f64().unwrap_or(0.0)
-            );
-            let cols = rows[0].len();
-            out.push_str(&aligned(&rows, |j| (3..cols - 1).contains(&j)));
-            for n in notes {
-                out.push_str(&n);
-                out.push('\n');
-            }
-            out
-        }
+        Format::Csv => fleet_csv(&devices),
+        Format::Table => fleet_table(doc, &devices),
     }
+}
+
+/// A JSON number through `f`; empty when the value is not a number.
+fn num(v: &serde_json::Value, f: &dyn Fn(f64) -> String) -> String {
+    v.as_f64().map_or(String::new(), f)
+}
+
+/// A device's chosen bits, compact; `absent` when it has none.
+fn device_bits(d: &serde_json::Value, absent: &str) -> String {
+    if d["bits"].is_object() {
+        compact_bits_json(&d["bits"])
+    } else {
+        absent.into()
+    }
+}
+
+fn fleet_csv(devices: &[serde_json::Value]) -> String {
+    let mut out = String::from(
+        "device,status,bits,size_bytes,bops,latency_ms,omega,avg_bits,accuracy,agreement_fp32,meets_gate\n",
+    );
+    for d in devices {
+        let m = &d["metrics"];
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(d["device"].as_str().unwrap_or("")),
+            d["status"].as_str().unwrap_or(""),
+            device_bits(d, ""),
+            num(&d["size_bytes"], &|v| v.to_string()),
+            num(&d["bops"], &|v| v.to_string()),
+            num(&d["latency_ms"], &|v| v.to_string()),
+            num(&d["omega"], &|v| v.to_string()),
+            num(&d["avg_bits"], &|v| v.to_string()),
+            num(&m["accuracy"], &|v| v.to_string()),
+            num(&m["agreement_fp32"], &|v| v.to_string()),
+            d["meets_gate"]
+                .as_bool()
+                .map_or(String::new(), |b| b.to_string()),
+        );
+    }
+    out
+}
+
+/// The fleet as a summary line, one aligned row per device, then a note per device that cannot
+/// run the model or has no feasible plan.
+fn fleet_table(doc: &serde_json::Value, devices: &[serde_json::Value]) -> String {
+    let gated = devices.iter().any(|d| d["metrics"].is_object());
+    let mut header: Vec<String> = [
+        "device",
+        "status",
+        "cost",
+        "omega",
+        "size",
+        "bops",
+        "avg_bits",
+        "latency_ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    if gated {
+        header.extend(["accuracy".to_string(), "gate".to_string()]);
+    }
+    header.push("bits (manifest order)".into());
+    let mut rows = vec![header];
+    rows.extend(devices.iter().map(|d| fleet_row(d, gated)));
+    let mut out = format!(
+        "fleet {}: {} devices, {} distinct problems, {} solves in {:.1} ms\n",
+        doc["fleet"].as_str().unwrap_or(""),
+        devices.len(),
+        doc["problems"],
+        doc["solves"],
+        doc["time_ms"].as_f64().unwrap_or(0.0)
+    );
+    let cols = rows[0].len();
+    out.push_str(&aligned(&rows, |j| (3..cols - 1).contains(&j)));
+    for d in devices {
+        out.push_str(&device_notes(d));
+    }
+    out
+}
+
+/// One device's cells of the fleet table; `gated` adds its accuracy and gate.
+fn fleet_row(d: &serde_json::Value, gated: bool) -> Vec<String> {
+    let mut row = vec![
+        d["device"].as_str().unwrap_or("").to_string(),
+        d["status"].as_str().unwrap_or("").to_string(),
+        d["cost"].as_str().unwrap_or("").to_string(),
+        num(&d["omega"], &|v| format!("{v:.6e}")),
+        num(&d["size_bytes"], &human_bytes),
+        num(&d["bops"], &human_count),
+        num(&d["avg_bits"], &|v| format!("{v:.3}")),
+        num(&d["latency_ms"], &|v| format!("{v:.4}")),
+    ];
+    if gated {
+        row.push(num(&d["metrics"]["accuracy"], &|v| format!("{v:.4}")));
+        row.push(
+            d["meets_gate"]
+                .as_bool()
+                .map_or(String::new(), |b| if b { "pass" } else { "FAIL" }.into()),
+        );
+    }
+    row.push(device_bits(d, "-"));
+    row
+}
+
+/// Lines under the fleet table for a device: why it cannot run the model, why its budgets
+/// cannot be met.
+fn device_notes(d: &serde_json::Value) -> String {
+    let name = d["device"].as_str().unwrap_or("");
+    let mut out = String::new();
+    if let Some(r) = d["reason"].as_str() {
+        let _ = writeln!(out, "{name}: cannot run the model: {r}");
+    }
+    if let Some(m) = d["infeasible"]["message"].as_str() {
+        let _ = writeln!(out, "{name}: {m}");
+    }
+    out
 }
 
 /// A candidate's measured metrics: JSON for tools (`accuracy`, `agreement_fp32`, `kl_fp32`,

@@ -224,47 +224,17 @@ pub async fn create(
 ) -> Result<Created, ApiError> {
     let manifest = state.manifest(supernet_id).await?;
     let prepared = body.prepare(&manifest, state.config.max_solve_time_s)?;
-    let plan_id = new_id("plan");
-    let now = now_ms();
     let mut stored = body.clone();
     stored.time_limit_s = Some(prepared.request.time_limit_s);
-    let request_text = serde_json::to_string(&stored).expect("JSON");
-
+    let new = NewRequest {
+        plan_id: new_id("plan"),
+        supernet_id: supernet_id.to_string(),
+        text: serde_json::to_string(&stored).expect("JSON"),
+        now: now_ms(),
+    };
     if body.needs_job(&prepared.problem) {
-        let job_id = new_id("job");
-        let mut tx = state.db.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO plans (id, supernet_id, request, status, job_id, created_at, updated_at) \
-             VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-        )
-        .bind(&plan_id)
-        .bind(supernet_id)
-        .bind(&request_text)
-        .bind(&job_id)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        crate::store::insert_job(
-            &mut tx,
-            &job_id,
-            "plan",
-            supernet_id,
-            Some(&plan_id),
-            &json!({}),
-            1,
-        )
-        .await?;
-        let plan = crate::store::plan_on(&mut *tx, &plan_id).await?;
-        let job = crate::store::job_on(&mut *tx, &job_id).await?;
-        tx.commit().await?;
-        state.jobs.wake.notify_one();
-        return Ok(Created::Queued {
-            plan,
-            job: Box::new(job),
-        });
+        return queue(state, new).await;
     }
-
     let plan = solve(state, supernet_id, body, prepared).await?;
     if let Some(inf) = &plan.infeasibility {
         return Err(ApiError::new(
@@ -274,37 +244,88 @@ pub async fn create(
         )
         .with_details(json!({ "infeasible": inf })));
     }
-    let result = result_json(&plan).to_string();
+    store_solved(state, new, &plan).await
+}
+
+/// A checked plan request about to be stored: the new plan's id, its supernet, the request as
+/// stored, and the creation time.
+struct NewRequest {
+    plan_id: String,
+    supernet_id: String,
+    text: String,
+    now: i64,
+}
+
+/// Stores the plan as pending with the job that solves it, and wakes the job runner.
+async fn queue(state: &AppState, new: NewRequest) -> Result<Created, ApiError> {
+    let job_id = new_id("job");
+    let mut tx = state.db.write.begin().await?;
+    sqlx::query(
+        "INSERT INTO plans (id, supernet_id, request, status, job_id, created_at, updated_at) \
+         VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+    )
+    .bind(&new.plan_id)
+    .bind(&new.supernet_id)
+    .bind(&new.text)
+    .bind(&job_id)
+    .bind(new.now)
+    .bind(new.now)
+    .execute(&mut *tx)
+    .await?;
+    crate::store::insert_job(
+        &mut tx,
+        &job_id,
+        "plan",
+        &new.supernet_id,
+        Some(&new.plan_id),
+        &json!({}),
+        1,
+    )
+    .await?;
+    let plan = crate::store::plan_on(&mut *tx, &new.plan_id).await?;
+    let job = crate::store::job_on(&mut *tx, &job_id).await?;
+    tx.commit().await?;
+    state.jobs.wake.notify_one();
+    Ok(Created::Queued {
+        plan,
+        job: Box::new(job),
+    })
+}
+
+/// Stores a plan solved at once with its candidates (through the plan writer); a supernet
+/// deleted meanwhile is a 404.
+async fn store_solved(state: &AppState, new: NewRequest, plan: &Plan) -> Result<Created, ApiError> {
+    let result = result_json(plan).to_string();
     state
         .plan_writer
         .write(NewPlan {
-            id: plan_id.clone(),
-            supernet_id: supernet_id.to_string(),
-            request: request_text.clone(),
-            status: plan_status(&plan),
+            id: new.plan_id.clone(),
+            supernet_id: new.supernet_id.clone(),
+            request: new.text.clone(),
+            status: plan_status(plan),
             result: result.clone(),
-            created_at: now,
-            candidates: crate::writer::candidate_rows(&plan),
+            created_at: new.now,
+            candidates: crate::writer::candidate_rows(plan),
         })
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                ApiError::not_found("supernet", supernet_id)
+                ApiError::not_found("supernet", &new.supernet_id)
             }
             _ => ApiError::from(e),
         })?;
     // The stored row, as a read would return it.
     Ok(Created::Ready {
         plan: crate::store::PlanRow {
-            id: plan_id,
-            supernet_id: supernet_id.to_string(),
-            request: request_text,
-            status: plan_status(&plan).to_string(),
+            id: new.plan_id,
+            supernet_id: new.supernet_id,
+            request: new.text,
+            status: plan_status(plan).to_string(),
             job_id: None,
             result: Some(result),
             chosen_candidate_id: None,
-            created_at: now,
-            updated_at: now,
+            created_at: new.now,
+            updated_at: new.now,
             candidates: plan.candidates.len() as i64,
         },
     })

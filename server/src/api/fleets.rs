@@ -178,11 +178,39 @@ pub async fn create_fleet(
             "must list at least one device",
         ));
     }
+    let names = device_names(&state, &body.devices).await?;
+    let id = new_id("fleet");
+    let mut tx = state.db.write.begin().await?;
+    sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES (?, ?, ?)")
+        .bind(&id)
+        .bind(&body.name)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    for (i, d) in body.devices.iter().enumerate() {
+        let device_id = match d {
+            Value::String(s) => s.clone(),
+            spec => insert_device(&mut tx, &names[i], spec).await?,
+        };
+        sqlx::query("INSERT INTO fleet_devices (fleet_id, position, device_id) VALUES (?, ?, ?)")
+            .bind(&id)
+            .bind(i as i64)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(fleet_json(&state, &id).await?)).into_response())
+}
+
+/// The name of each device a fleet lists: a stored device by id, or a device document (checked).
+/// Unknown ids, invalid documents and duplicate names are one 422 naming each `devices[i]`.
+async fn device_names(state: &AppState, devices: &[Value]) -> ApiResult<Vec<String>> {
     let mut errors = Vec::new();
     let mut names = Vec::new();
-    for (i, d) in body.devices.iter().enumerate() {
+    for (i, d) in devices.iter().enumerate() {
         match d {
-            Value::String(id) => match device_row(&state, id).await {
+            Value::String(id) => match device_row(state, id).await {
                 Ok(row) => names.push(row.name),
                 Err(_) => errors.push(planner::FieldError::new(
                     format!("devices[{i}]"),
@@ -214,28 +242,7 @@ pub async fn create_fleet(
         }
         .into());
     }
-    let id = new_id("fleet");
-    let mut tx = state.db.write.begin().await?;
-    sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES (?, ?, ?)")
-        .bind(&id)
-        .bind(&body.name)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-    for (i, d) in body.devices.iter().enumerate() {
-        let device_id = match d {
-            Value::String(s) => s.clone(),
-            spec => insert_device(&mut tx, &names[i], spec).await?,
-        };
-        sqlx::query("INSERT INTO fleet_devices (fleet_id, position, device_id) VALUES (?, ?, ?)")
-            .bind(&id)
-            .bind(i as i64)
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(fleet_json(&state, &id).await?)).into_response())
+    Ok(names)
 }
 
 pub async fn list_fleets(State(state): State<AppState>) -> ApiResult<Json<Value>> {
@@ -421,6 +428,18 @@ pub async fn create_fleet_plan(
             )));
         }
     }
+    let v = queue_fleet_plan(&state, &supernet_id, &body, &doc).await?;
+    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
+}
+
+/// Stores the fleet plan as pending, with a snapshot of the fleet (`doc`) and the job that plans
+/// it; returns the plan as stored, with its job.
+async fn queue_fleet_plan(
+    state: &AppState,
+    supernet_id: &str,
+    body: &FleetPlanBody,
+    doc: &Value,
+) -> ApiResult<Value> {
     let id = new_id("fleetplan");
     let job_id = new_id("job");
     let now = now_ms();
@@ -430,10 +449,10 @@ pub async fn create_fleet_plan(
          VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
     )
     .bind(&id)
-    .bind(&supernet_id)
+    .bind(supernet_id)
     .bind(&body.fleet_id)
     .bind(doc.to_string())
-    .bind(serde_json::to_string(&body).expect("JSON"))
+    .bind(serde_json::to_string(body).expect("JSON"))
     .bind(&job_id)
     .bind(now)
     .bind(now)
@@ -443,7 +462,7 @@ pub async fn create_fleet_plan(
         &mut tx,
         &job_id,
         "fleet",
-        &supernet_id,
+        supernet_id,
         Some(&id),
         &json!({}),
         1,
@@ -454,7 +473,7 @@ pub async fn create_fleet_plan(
     v["job"] = store::job_on(&mut *tx, &job_id).await?.to_json();
     tx.commit().await?;
     state.jobs.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
+    Ok(v)
 }
 
 pub async fn list_fleet_plans(

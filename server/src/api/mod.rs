@@ -36,18 +36,6 @@ pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");
 
 /// The whole router, with auth, metrics, body limits and timeouts.
 pub fn router(state: AppState) -> Router {
-    let streaming = Router::new()
-        // Long-lived: no request timeout.
-        .route("/v1/jobs/{id}/events", get(jobs::events))
-        // Uploads stream to disk under their own size limit.
-        .route(
-            "/v1/supernets/{id}/model",
-            put(supernets::put_model).get(supernets::get_model),
-        )
-        .route(
-            "/v1/supernets/{id}/validation",
-            put(supernets::put_validation),
-        );
     let api = Router::new()
         .route("/", get(web::index))
         .route("/ui/app.js", get(web::app_js))
@@ -106,12 +94,28 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), timeout));
     Router::new()
         .merge(api)
-        .merge(streaming)
+        .merge(streaming_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The routes outside the JSON body limit and the request timeout.
+fn streaming_routes() -> Router<AppState> {
+    Router::new()
+        // Long-lived: no request timeout.
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        // Uploads stream to disk under their own size limit.
+        .route(
+            "/v1/supernets/{id}/model",
+            put(supernets::put_model).get(supernets::get_model),
+        )
+        .route(
+            "/v1/supernets/{id}/validation",
+            put(supernets::put_validation),
+        )
 }
 
 async fn health(State(state): State<AppState>) -> ApiResult<Response> {

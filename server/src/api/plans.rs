@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::Arguments;
 use std::collections::BTreeSet;
 
 pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -195,88 +197,32 @@ pub async fn candidates(
     ApiQuery(q): ApiQuery<CandidateQuery>,
 ) -> ApiResult<Json<Value>> {
     let plan = store::plan(&state.db, &id).await?;
-    let sort = q.sort.as_deref().unwrap_or("rank");
-    let column = SORTS
-        .iter()
-        .find(|(k, _)| *k == sort)
-        .map(|(_, c)| *c)
-        .ok_or_else(|| {
-            bad_query(
-                "sort",
-                format!(
-                    "unknown sort key {sort:?}; one of {}",
-                    SORTS.map(|(k, _)| k).join(", ")
-                ),
-            )
-        })?;
-    let order = match q.order.as_deref().unwrap_or("asc") {
-        "asc" => "ASC",
-        "desc" => "DESC",
-        other => return Err(bad_query("order", format!("{other:?} is not asc or desc"))),
-    };
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(bad_query("limit", format!("must be within 1..={MAX_PAGE}")));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(bad_query("offset", "must not be negative"));
-    }
-    // Filters: fixed SQL fragments, values bound.
-    let mut filters = String::from(" WHERE c.plan_id = ?");
-    let mut values: Vec<f64> = Vec::new();
-    for (value, fragment, name) in [
-        (q.max_omega, " AND c.omega <= ?", "max_omega"),
-        (q.max_size_bytes, " AND c.size_bytes <= ?", "max_size_bytes"),
-        (q.max_bops, " AND c.bops <= ?", "max_bops"),
-        (q.max_latency_ms, " AND c.latency_ms <= ?", "max_latency_ms"),
-        (q.max_avg_bits, " AND c.avg_bits <= ?", "max_avg_bits"),
-        (q.min_accuracy, " AND e.accuracy >= ?", "min_accuracy"),
-        (
-            q.min_agreement_fp32,
-            " AND e.agreement_fp32 >= ?",
-            "min_agreement_fp32",
-        ),
-    ] {
-        if let Some(v) = value {
-            if !v.is_finite() {
-                return Err(bad_query(name, "must be a finite number"));
-            }
-            filters.push_str(fragment);
-            values.push(v);
-        }
-    }
-    match q.evaluated {
-        Some(true) => filters.push_str(" AND e.created_at IS NOT NULL"),
-        Some(false) => filters.push_str(" AND e.created_at IS NULL"),
-        None => {}
-    }
+    let Page {
+        column,
+        order,
+        limit,
+        offset,
+    } = Page::of(&q)?;
+    let filter = CandidateFilter::of(&q)?;
+    let filters = &filter.sql;
     let activations = q.activations.unwrap_or(false);
+    let count_args = filter.arguments(activations, &id)?;
+    let mut page_args = count_args.clone();
+    Arguments::add(&mut page_args, limit).map_err(sqlx::Error::Encode)?;
+    Arguments::add(&mut page_args, offset).map_err(sqlx::Error::Encode)?;
     let sql = format!(
         "{CANDIDATE_SELECT}{filters} ORDER BY ({column} IS NULL), {column} {order}, c.position LIMIT ? OFFSET ?"
     );
-    let mut query = sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(sql))
-        .bind(activations)
-        .bind(&id);
-    for v in &values {
-        query = query.bind(*v);
-    }
-    let rows = query
-        .bind(limit)
-        .bind(offset)
+    let rows = sqlx::query_as_with::<_, CandidateRow, _>(sqlx::AssertSqlSafe(sql), page_args)
         .fetch_all(&state.db.read)
         .await?;
     let count_sql = format!(
         "SELECT COUNT(*) FROM candidates c LEFT JOIN evaluations e ON e.supernet_id = c.supernet_id \
          AND e.bits = c.bits AND e.quantize_activations = ?{filters}"
     );
-    let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql))
-        .bind(activations)
-        .bind(&id);
-    for v in &values {
-        count = count.bind(*v);
-    }
-    let total = count.fetch_one(&state.db.read).await?;
+    let total = sqlx::query_scalar_with::<_, i64, _>(sqlx::AssertSqlSafe(count_sql), count_args)
+        .fetch_one(&state.db.read)
+        .await?;
     let names = layer_names(&*state.manifest(&plan.supernet_id).await?);
     Ok(Json(json!({
         "plan_id": id,
@@ -285,6 +231,108 @@ pub async fn candidates(
         "limit": limit,
         "candidates": rows.iter().map(|c| c.to_json(&names, activations)).collect::<Vec<_>>(),
     })))
+}
+
+/// Which page of a plan's candidates a query asks for: the sort column and direction, the page
+/// size and where it starts.
+struct Page {
+    column: &'static str,
+    order: &'static str,
+    limit: i64,
+    offset: i64,
+}
+
+impl Page {
+    /// The page a query asks for, each parameter checked (400 naming it).
+    fn of(q: &CandidateQuery) -> Result<Page, ApiError> {
+        let sort = q.sort.as_deref().unwrap_or("rank");
+        let column = SORTS
+            .iter()
+            .find(|(k, _)| *k == sort)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| {
+                bad_query(
+                    "sort",
+                    format!(
+                        "unknown sort key {sort:?}; one of {}",
+                        SORTS.map(|(k, _)| k).join(", ")
+                    ),
+                )
+            })?;
+        let order = match q.order.as_deref().unwrap_or("asc") {
+            "asc" => "ASC",
+            "desc" => "DESC",
+            other => return Err(bad_query("order", format!("{other:?} is not asc or desc"))),
+        };
+        let limit = q.limit.unwrap_or(1000);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(bad_query("limit", format!("must be within 1..={MAX_PAGE}")));
+        }
+        let offset = q.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(bad_query("offset", "must not be negative"));
+        }
+        Ok(Page {
+            column,
+            order,
+            limit,
+            offset,
+        })
+    }
+}
+
+/// The candidates a query keeps: SQL from ` WHERE c.plan_id = ?` on, made of fixed fragments,
+/// and the bound values of its thresholds in placeholder order.
+struct CandidateFilter {
+    sql: String,
+    values: Vec<f64>,
+}
+
+impl CandidateFilter {
+    /// The filter a query asks for; a threshold that is not a finite number is a 400 naming it.
+    fn of(q: &CandidateQuery) -> Result<CandidateFilter, ApiError> {
+        let mut sql = String::from(" WHERE c.plan_id = ?");
+        let mut values: Vec<f64> = Vec::new();
+        for (value, fragment, name) in [
+            (q.max_omega, " AND c.omega <= ?", "max_omega"),
+            (q.max_size_bytes, " AND c.size_bytes <= ?", "max_size_bytes"),
+            (q.max_bops, " AND c.bops <= ?", "max_bops"),
+            (q.max_latency_ms, " AND c.latency_ms <= ?", "max_latency_ms"),
+            (q.max_avg_bits, " AND c.avg_bits <= ?", "max_avg_bits"),
+            (q.min_accuracy, " AND e.accuracy >= ?", "min_accuracy"),
+            (
+                q.min_agreement_fp32,
+                " AND e.agreement_fp32 >= ?",
+                "min_agreement_fp32",
+            ),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() {
+                    return Err(bad_query(name, "must be a finite number"));
+                }
+                sql.push_str(fragment);
+                values.push(v);
+            }
+        }
+        match q.evaluated {
+            Some(true) => sql.push_str(" AND e.created_at IS NOT NULL"),
+            Some(false) => sql.push_str(" AND e.created_at IS NULL"),
+            None => {}
+        }
+        Ok(CandidateFilter { sql, values })
+    }
+
+    /// The values a query joined on evaluations and filtered by this binds, in placeholder
+    /// order: which measurements to join, the plan, then each threshold.
+    fn arguments(&self, activations: bool, plan_id: &str) -> Result<SqliteArguments, sqlx::Error> {
+        let mut args = SqliteArguments::default();
+        Arguments::add(&mut args, activations).map_err(sqlx::Error::Encode)?;
+        Arguments::add(&mut args, plan_id).map_err(sqlx::Error::Encode)?;
+        for v in &self.values {
+            Arguments::add(&mut args, *v).map_err(sqlx::Error::Encode)?;
+        }
+        Ok(args)
+    }
 }
 
 fn bad_query(name: &str, reason: impl Into<String>) -> ApiError {
@@ -430,30 +478,7 @@ pub async fn queue_evaluation(
         )));
     }
     let rows = load_candidates(state, plan_id, quantize_activations).await?;
-    let chosen: Vec<&CandidateRow> = match candidate_ids {
-        None => rows.iter().collect(),
-        Some([]) => {
-            return Err(ApiError::invalid(
-                "candidate_ids",
-                "must not be empty (omit it for all)",
-            ))
-        }
-        Some(ids) => {
-            let mut out = Vec::new();
-            for (i, cid) in ids.iter().enumerate() {
-                match rows.iter().find(|r| &r.id == cid) {
-                    Some(r) => out.push(r),
-                    None => {
-                        return Err(ApiError::invalid(
-                            format!("candidate_ids[{i}]"),
-                            format!("{cid:?} is not a candidate of plan {plan_id:?}"),
-                        ))
-                    }
-                }
-            }
-            out
-        }
-    };
+    let chosen = chosen_candidates(&rows, candidate_ids, plan_id)?;
     // Distinct configurations, in the order asked.
     let mut seen = BTreeSet::new();
     let bits: Vec<&str> = chosen
@@ -481,4 +506,32 @@ pub async fn queue_evaluation(
     tx.commit().await?;
     state.jobs.wake.notify_one();
     Ok(job_id)
+}
+
+/// The plan's candidates an evaluation asks for, in the order asked: all of them when
+/// `candidate_ids` is `None`; an empty list or an id not of the plan is a 422 naming it.
+fn chosen_candidates<'a>(
+    rows: &'a [CandidateRow],
+    candidate_ids: Option<&[String]>,
+    plan_id: &str,
+) -> ApiResult<Vec<&'a CandidateRow>> {
+    match candidate_ids {
+        None => Ok(rows.iter().collect()),
+        Some([]) => Err(ApiError::invalid(
+            "candidate_ids",
+            "must not be empty (omit it for all)",
+        )),
+        Some(ids) => ids
+            .iter()
+            .enumerate()
+            .map(|(i, cid)| {
+                rows.iter().find(|r| &r.id == cid).ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("candidate_ids[{i}]"),
+                        format!("{cid:?} is not a candidate of plan {plan_id:?}"),
+                    )
+                })
+            })
+            .collect(),
+    }
 }

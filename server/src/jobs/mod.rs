@@ -3,21 +3,22 @@
 //! `eval_concurrency` evaluations, retries failures with exponential backoff, and honours
 //! cancellation between steps. Evaluation jobs store each candidate's result in its own
 //! transaction, so a crash loses at most the candidate being measured; on restart, jobs left
-//! `running` are queued again and skip what is already stored.
+//! `running` are queued again and skip what is already stored. This module owns the queue, the
+//! worker loop and job outcomes; each job kind's work lives in its own submodule.
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::planning::{self, PlanBody};
 use crate::store::{self, now_ms, JobRow, JOB_COLUMNS};
-use planner::eval::{EvalOptions, Evaluator, Metrics};
-use serde::Deserialize;
-use std::collections::HashSet;
+use sqlx::{SqliteConnection, SqliteExecutor};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+mod evaluate;
+mod fleet;
+mod plan;
 mod sensitivity;
 
 /// Why a job stopped without finishing.
@@ -208,9 +209,9 @@ async fn execute(
     let outcome = match ctx.checkpoint() {
         Some(o) => o,
         None => match ctx.job.kind.as_str() {
-            "plan" => solve_plan(&ctx).await.unwrap_or_else(Outcome::Failed),
-            "evaluate" => evaluate(&ctx).await.unwrap_or_else(Outcome::Failed),
-            "fleet" => fleet_plan(&ctx).await.unwrap_or_else(Outcome::Failed),
+            "plan" => plan::run(&ctx).await.unwrap_or_else(Outcome::Failed),
+            "evaluate" => evaluate::run(&ctx).await.unwrap_or_else(Outcome::Failed),
+            "fleet" => fleet::run(&ctx).await.unwrap_or_else(Outcome::Failed),
             "sensitivity" => sensitivity::run(&ctx).await.unwrap_or_else(Outcome::Failed),
             other => Outcome::Failed(JobError::permanent(format!("unknown job kind {other:?}"))),
         },
@@ -231,85 +232,7 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
     let job = &ctx.job;
     let now = now_ms();
     let mut tx = ctx.state.db.write.begin().await?;
-    let (job_status, plan_status) = match outcome {
-        Outcome::Done(message) => {
-            sqlx::query(
-                "UPDATE jobs SET status = 'succeeded', finished_at = ?, updated_at = ?, message = ?, \
-                 error = NULL WHERE id = ?",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(message)
-            .bind(&job.id)
-            .execute(&mut *tx)
-            .await?;
-            ("succeeded", None)
-        }
-        Outcome::Cancelled(message) => {
-            sqlx::query(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, message = ? WHERE id = ?",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(message)
-            .bind(&job.id)
-            .execute(&mut *tx)
-            .await?;
-            ("cancelled", Some("cancelled"))
-        }
-        Outcome::Interrupted => {
-            sqlx::query(
-                "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?, \
-                 message = 'interrupted by shutdown; resumes at the next start' WHERE id = ?",
-            )
-            .bind(now)
-            .bind(&job.id)
-            .execute(&mut *tx)
-            .await?;
-            ("queued", Some("pending"))
-        }
-        Outcome::Failed(e) if e.retryable && job.attempts < job.max_attempts => {
-            let delay = ctx.state.config.retry_base.as_millis() as i64
-                * (1i64 << (job.attempts - 1).clamp(0, 16));
-            tracing::warn!(
-                "job {} attempt {} failed: {}",
-                job.id,
-                job.attempts,
-                e.message
-            );
-            sqlx::query(
-                "UPDATE jobs SET status = 'queued', run_after = ?, updated_at = ?, error = ?, \
-                 message = ? WHERE id = ?",
-            )
-            .bind(now + delay)
-            .bind(now)
-            .bind(&e.message)
-            .bind(format!(
-                "attempt {} of {} failed; retrying in {:.1} s",
-                job.attempts,
-                job.max_attempts,
-                delay as f64 / 1e3
-            ))
-            .bind(&job.id)
-            .execute(&mut *tx)
-            .await?;
-            ("queued", Some("pending"))
-        }
-        Outcome::Failed(e) => {
-            tracing::warn!("job {} failed: {}", job.id, e.message);
-            sqlx::query(
-                "UPDATE jobs SET status = 'failed', finished_at = ?, updated_at = ?, error = ?, \
-                 message = 'failed' WHERE id = ?",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(&e.message)
-            .bind(&job.id)
-            .execute(&mut *tx)
-            .await?;
-            ("failed", Some("failed"))
-        }
-    };
+    let (job_status, plan_status) = record_outcome(&mut tx, ctx, outcome, now).await?;
     if let (Some(status), Some(plan_id)) = (plan_status, &job.plan_id) {
         set_plan_status(&mut tx, &job.kind, plan_id, status).await?;
     }
@@ -319,6 +242,107 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
     } else {
         ctx.state.jobs.wake.notify_one();
     }
+    Ok(())
+}
+
+/// Writes the job row's state after `outcome`. Returns the job's new status and, when the
+/// (fleet) plan it works for changes with it, that plan's new status.
+async fn record_outcome(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx,
+    outcome: Outcome,
+    now: i64,
+) -> Result<(&'static str, Option<&'static str>), sqlx::Error> {
+    let job = &ctx.job;
+    Ok(match outcome {
+        Outcome::Done(message) => {
+            let sql = "UPDATE jobs SET status = 'succeeded', finished_at = ?, updated_at = ?, \
+                       message = ?, error = NULL WHERE id = ?";
+            end_job(conn, sql, now, &message, &job.id).await?;
+            ("succeeded", None)
+        }
+        Outcome::Cancelled(message) => {
+            let sql = "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, \
+                       message = ? WHERE id = ?";
+            end_job(conn, sql, now, &message, &job.id).await?;
+            ("cancelled", Some("cancelled"))
+        }
+        Outcome::Interrupted => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?, \
+                 message = 'interrupted by shutdown; resumes at the next start' WHERE id = ?",
+            )
+            .bind(now)
+            .bind(&job.id)
+            .execute(conn)
+            .await?;
+            ("queued", Some("pending"))
+        }
+        Outcome::Failed(e) if e.retryable && job.attempts < job.max_attempts => {
+            retry_later(conn, ctx, &e, now).await?;
+            ("queued", Some("pending"))
+        }
+        Outcome::Failed(e) => {
+            tracing::warn!("job {} failed: {}", job.id, e.message);
+            let sql = "UPDATE jobs SET status = 'failed', finished_at = ?, updated_at = ?, \
+                       error = ?, message = 'failed' WHERE id = ?";
+            end_job(conn, sql, now, &e.message, &job.id).await?;
+            ("failed", Some("failed"))
+        }
+    })
+}
+
+/// Ends a job with `sql`, an update binding the time (as finished_at and updated_at), one text
+/// (the message or the error) and the job id.
+async fn end_job(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    now: i64,
+    text: &str,
+    job_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql)
+        .bind(now)
+        .bind(now)
+        .bind(text)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Queues a failed attempt again, due after an exponential backoff from `retry_base`.
+async fn retry_later(
+    conn: &mut SqliteConnection,
+    ctx: &Ctx,
+    e: &JobError,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let job = &ctx.job;
+    let delay =
+        ctx.state.config.retry_base.as_millis() as i64 * (1i64 << (job.attempts - 1).clamp(0, 16));
+    tracing::warn!(
+        "job {} attempt {} failed: {}",
+        job.id,
+        job.attempts,
+        e.message
+    );
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', run_after = ?, updated_at = ?, error = ?, \
+         message = ? WHERE id = ?",
+    )
+    .bind(now + delay)
+    .bind(now)
+    .bind(&e.message)
+    .bind(format!(
+        "attempt {} of {} failed; retrying in {:.1} s",
+        job.attempts,
+        job.max_attempts,
+        delay as f64 / 1e3
+    ))
+    .bind(&job.id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -333,7 +357,7 @@ fn plan_table(kind: &str) -> Option<&'static str> {
 
 /// Sets the status of the (fleet) plan a job works for, unless it has already ended.
 async fn set_plan_status(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut SqliteConnection,
     kind: &str,
     plan_id: &str,
     status: &str,
@@ -362,197 +386,6 @@ async fn start_plan(ctx: &Ctx) -> Result<String, JobError> {
     let mut conn = ctx.state.db.write.acquire().await?;
     set_plan_status(&mut conn, &ctx.job.kind, &id, "running").await?;
     Ok(id)
-}
-
-async fn solve_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let state = &ctx.state;
-    let plan_id = start_plan(ctx).await?;
-    let Ok(plan) = store::plan(&state.db, &plan_id).await else {
-        return Ok(Outcome::Cancelled("the plan was deleted".into()));
-    };
-    let manifest = state.manifest(&plan.supernet_id).await?;
-    let body: PlanBody = serde_json::from_str(&plan.request)
-        .map_err(|e| JobError::permanent(format!("stored plan request: {e}")))?;
-    let prepared = body.prepare(&manifest, f64::INFINITY)?;
-    let solved = planning::solve(state, &plan.supernet_id, &body, prepared).await?;
-    if let Some(o) = ctx.checkpoint() {
-        return Ok(o);
-    }
-    let mut tx = state.db.write.begin().await?;
-    planning::store_result(&mut tx, &plan.supernet_id, &plan_id, &solved).await?;
-    sqlx::query("UPDATE jobs SET progress_done = 1, updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&ctx.job.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Outcome::Done(match &solved.infeasibility {
-        Some(inf) => format!("infeasible: {}", inf.message),
-        None => format!(
-            "{} candidates in {:.1} ms",
-            solved.candidates.len(),
-            solved.solve_time_ms
-        ),
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-struct EvaluatePayload {
-    bits: Vec<String>,
-    quantize_activations: bool,
-    batch_size: usize,
-}
-
-async fn evaluate(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let payload: EvaluatePayload = ctx.payload()?;
-    let supernet_id = ctx.supernet_id()?;
-    let total = payload.bits.len();
-    if let Some(o) = measure(
-        ctx,
-        &supernet_id,
-        &payload.bits,
-        payload.quantize_activations,
-        payload.batch_size,
-        0,
-    )
-    .await?
-    {
-        return Ok(o);
-    }
-    Ok(Outcome::Done(format!("{total} of {total} measured")))
-}
-
-/// Measures the configurations (bits keys) not stored yet for the supernet, committing each
-/// result with the job's progress (`offset` steps of the job come before these). Returns the
-/// outcome when a checkpoint stops it (cancelled, or the server stopping).
-async fn measure(
-    ctx: &Ctx,
-    supernet_id: &str,
-    keys: &[String],
-    quantize_activations: bool,
-    batch_size: usize,
-    offset: usize,
-) -> Result<Option<Outcome>, JobError> {
-    let state = &ctx.state;
-    // What is already stored is never measured again (by this job before a crash, or any other).
-    let measured: HashSet<String> = sqlx::query_scalar(
-        "SELECT bits FROM evaluations WHERE supernet_id = ? AND quantize_activations = ?",
-    )
-    .bind(supernet_id)
-    .bind(quantize_activations)
-    .fetch_all(&state.db.read)
-    .await?
-    .into_iter()
-    .collect();
-    let remaining: Vec<&String> = keys.iter().filter(|b| !measured.contains(*b)).collect();
-    let total = offset + keys.len();
-    let mut done = total - remaining.len();
-    progress(ctx, done, &format!("{done} of {total} done")).await?;
-    if remaining.is_empty() {
-        return Ok(None);
-    }
-    let inputs = Inputs::load(state, supernet_id).await?;
-    let options = EvalOptions {
-        batch_size,
-        quantize_activations,
-    };
-    let mut evaluator = blocking(move || {
-        let (backend, model, data) = inputs.open()?;
-        Evaluator::new(&backend, &model, &inputs.manifest, data, options)
-    })
-    .await??;
-    for key in remaining {
-        if let Some(o) = ctx.checkpoint() {
-            return Ok(Some(o));
-        }
-        let bits: Vec<u8> = serde_json::from_str(key)
-            .map_err(|e| JobError::permanent(format!("stored bits {key}: {e}")))?;
-        let started = Instant::now();
-        let (back, metrics) = blocking(move || {
-            let m = evaluator.evaluate(&bits);
-            (evaluator, m)
-        })
-        .await?;
-        evaluator = back;
-        let metrics = metrics?;
-        state.metrics.evaluation(started.elapsed().as_secs_f64());
-        done += 1;
-        store_evaluation(ctx, supernet_id, key, &metrics, done, total).await?;
-        if !state.config.eval_pause.is_zero() {
-            tokio::time::sleep(state.config.eval_pause).await;
-        }
-    }
-    Ok(None)
-}
-
-/// A fleet plan: plan every device, then (when asked) measure each distinct chosen configuration
-/// not stored yet, and store the table.
-async fn fleet_plan(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let state = &ctx.state;
-    let id = start_plan(ctx).await?;
-    let Ok(row) = crate::api::fleet_plan_row(&state.db, &id).await else {
-        return Ok(Outcome::Cancelled("the fleet plan was deleted".into()));
-    };
-    let body: crate::api::FleetPlanBody = serde_json::from_str(&row.options)
-        .map_err(|e| JobError::permanent(format!("stored fleet plan request: {e}")))?;
-    let fleet = planner::solve::fleet::Fleet::from_json(&row.fleet)?;
-    let manifest = state.manifest(&row.supernet_id).await?;
-    let options = body.options(state.config.max_solve_time_s);
-    let m = manifest.clone();
-    let planned =
-        blocking(move || planner::solve::fleet::plan_fleet(&m, &fleet, &options)).await??;
-    state.metrics.solve(planned.time_ms / 1e3);
-    let mut doc = planned.to_json(&manifest);
-    if body.measures() {
-        let configs = crate::fleet::distinct_configs(&planned);
-        let keys: Vec<String> = configs
-            .iter()
-            .map(|b| crate::planning::bits_key(b))
-            .collect();
-        if let Some(o) = measure(ctx, &row.supernet_id, &keys, false, body.batch_size, 1).await? {
-            return Ok(o);
-        }
-        let metrics: std::collections::HashMap<String, serde_json::Value> =
-            store::measurements(&state.db, &row.supernet_id, false)
-                .await?
-                .into_iter()
-                .map(|m| (m.bits.clone(), m.to_json()))
-                .collect();
-        let by_bits: std::collections::HashMap<Vec<u8>, serde_json::Value> = configs
-            .into_iter()
-            .zip(keys)
-            .filter_map(|(b, k)| metrics.get(&k).map(|m| (b, m.clone())))
-            .collect();
-        crate::fleet::attach_metrics(&mut doc, &planned, &by_bits, body.min_accuracy);
-        doc["evaluated_configs"] = serde_json::json!(by_bits.len());
-    }
-    if let Some(o) = ctx.checkpoint() {
-        return Ok(o);
-    }
-    let passed = crate::fleet::all_pass(&doc);
-    let mut tx = state.db.write.begin().await?;
-    sqlx::query("UPDATE fleet_plans SET status = 'ready', result = ?, updated_at = ? WHERE id = ?")
-        .bind(doc.to_string())
-        .bind(now_ms())
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&ctx.job.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Outcome::Done(format!(
-        "{} devices planned in {:.0} ms; {}",
-        planned.devices.len(),
-        planned.time_ms,
-        if passed {
-            "every device passes"
-        } else {
-            "some devices fail"
-        }
-    )))
 }
 
 /// What measuring a supernet needs: its model and validation set, its manifest, and where ONNX
@@ -612,63 +445,27 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Records the job's progress and tells its watchers.
 async fn progress(ctx: &Ctx, done: usize, message: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = ?, message = ?, updated_at = ? WHERE id = ?")
-        .bind(done as i64)
-        .bind(message)
-        .bind(now_ms())
-        .bind(&ctx.job.id)
-        .execute(&ctx.state.db.write)
-        .await?;
+    write_progress(&ctx.state.db.write, &ctx.job.id, done, message, now_ms()).await?;
     ctx.state.jobs.changed(&ctx.job.id);
     Ok(())
 }
 
-/// One candidate's result and the job's progress, in one transaction.
-async fn store_evaluation(
-    ctx: &Ctx,
-    supernet_id: &str,
-    bits: &str,
-    m: &Metrics,
+/// Writes a job's progress: steps done and a message for people.
+async fn write_progress<'c>(
+    conn: impl SqliteExecutor<'c>,
+    job_id: &str,
     done: usize,
-    total: usize,
+    message: &str,
+    now: i64,
 ) -> Result<(), sqlx::Error> {
-    let now = now_ms();
-    let finite = |v: f64| v.is_finite().then_some(v);
-    let mut tx = ctx.state.db.write.begin().await?;
-    sqlx::query(
-        "INSERT OR IGNORE INTO evaluations (supernet_id, bits, quantize_activations, accuracy, \
-         agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, cosine_mean, cosine_min, \
-         rel_l2, latency_ms, samples, batch_size, job_id, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(supernet_id)
-    .bind(bits)
-    .bind(m.activations_quantized)
-    .bind(m.accuracy)
-    .bind(m.agreement_fp32)
-    .bind(m.kl_fp32)
-    .bind(m.agreement_highest)
-    .bind(m.kl_highest)
-    .bind(finite(m.sqnr_db))
-    .bind(finite(m.cosine_mean))
-    .bind(finite(m.cosine_min))
-    .bind(finite(m.rel_l2))
-    .bind(m.latency_ms)
-    .bind(m.samples as i64)
-    .bind(m.batch_size as i64)
-    .bind(&ctx.job.id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     sqlx::query("UPDATE jobs SET progress_done = ?, message = ?, updated_at = ? WHERE id = ?")
         .bind(done as i64)
-        .bind(format!("{done} of {total} measured"))
+        .bind(message)
         .bind(now)
-        .bind(&ctx.job.id)
-        .execute(&mut *tx)
+        .bind(job_id)
+        .execute(conn)
         .await?;
-    tx.commit().await?;
-    ctx.state.jobs.changed(&ctx.job.id);
     Ok(())
 }

@@ -11,12 +11,15 @@ use super::{progress, Ctx, Inputs, JobError, Outcome};
 use crate::store::now_ms;
 use planner::eval::ingest::SensitivityOptions;
 use planner::eval::sensitivity::Progress;
-use planner::Divergence;
+use planner::eval::Timings;
+use planner::{Divergence, Manifest};
 use serde::Deserialize;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How often progress reaches the job row.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
@@ -30,6 +33,10 @@ impl Drop for Abandon {
         self.0.store(true, Ordering::SeqCst);
     }
 }
+
+/// What a finished pass returns: the manifest with its measured sensitivity, and where the time
+/// went.
+type Measured = planner::Result<(Manifest, Timings)>;
 
 #[derive(Debug, Deserialize)]
 struct Payload {
@@ -46,15 +53,50 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         metric: payload.metric,
         batch_size: payload.batch_size,
     };
-    let (report, mut reports) = tokio::sync::watch::channel::<Option<Progress>>(None);
-    let cancel = ctx.cancel.clone();
-    let shutdown = ctx.shutdown.clone();
-    let pause = ctx.state.config.eval_pause;
+    let (report, mut reports) = watch::channel::<Option<Progress>>(None);
     // Set when this function returns early (a database error while reporting): the pass stops at
     // its next measurement instead of running on, uncancellable, past its permit.
     let abandoned = Abandon::default();
-    let gone = abandoned.0.clone();
-    let mut pass = tokio::task::spawn_blocking(move || {
+    let pass = start_pass(ctx, inputs, options, report, abandoned.0.clone());
+    let (manifest, timings) = match follow(ctx, pass, &mut reports).await? {
+        Err(planner::Error::Stopped(why)) => return stopped(ctx, &reports, &why).await,
+        other => other?,
+    };
+    if let Some(o) = ctx.checkpoint() {
+        return Ok(o);
+    }
+    let measured: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
+    store_manifest(
+        ctx,
+        &supernet_id,
+        (&model_hash, &data_hash),
+        &manifest,
+        measured,
+    )
+    .await?;
+    Ok(Outcome::Done(format!(
+        "{measured} measurements of {} layers ({}) in {:.1} s: plans now use measured sensitivity",
+        manifest.layers.len(),
+        payload.metric.as_str(),
+        (timings.reference_ms + timings.session_ms + timings.inference_ms + timings.rewrite_ms)
+            / 1e3
+    )))
+}
+
+/// Starts the pass on a blocking thread. It publishes each measurement on `report`, waits the
+/// configured evaluation pause, and stops at the next measurement once the job is cancelled,
+/// the server shuts down or `gone` is raised.
+fn start_pass(
+    ctx: &Ctx,
+    inputs: Inputs,
+    options: SensitivityOptions,
+    report: watch::Sender<Option<Progress>>,
+    gone: Arc<AtomicBool>,
+) -> JoinHandle<Measured> {
+    let cancel = ctx.cancel.clone();
+    let shutdown = ctx.shutdown.clone();
+    let pause = ctx.state.config.eval_pause;
+    tokio::task::spawn_blocking(move || {
         let (backend, model, data) = inputs.open()?;
         planner::eval::ingest::measure_sensitivity(
             &backend,
@@ -77,14 +119,23 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
                 }
             },
         )
-    });
+    })
+}
+
+/// Waits for the pass to finish, forwarding its latest measurement to the job row at most every
+/// [`REPORT_EVERY`].
+async fn follow(
+    ctx: &Ctx,
+    mut pass: JoinHandle<Measured>,
+    reports: &mut watch::Receiver<Option<Progress>>,
+) -> Result<Measured, JobError> {
     let mut reporting = true;
-    let result = loop {
+    loop {
         tokio::select! {
-            done = &mut pass => break done.map_err(|e| JobError {
+            done = &mut pass => return done.map_err(|e| JobError {
                 message: format!("sensitivity task: {e}"),
                 retryable: true,
-            })?,
+            }),
             changed = reports.changed(), if reporting => {
                 if changed.is_err() {
                     // The pass has dropped its reporter: it is finishing.
@@ -102,33 +153,41 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
                 tokio::time::sleep(REPORT_EVERY).await;
             }
         }
-    };
-    let (manifest, timings) = match result {
-        Err(planner::Error::Stopped(why)) => {
-            let done = reports.borrow().as_ref().map_or(0, |p| p.done);
-            progress(ctx, done, &why).await?;
-            return Ok(match ctx.checkpoint() {
-                Some(Outcome::Cancelled(_)) | None => {
-                    Outcome::Cancelled(format!("cancelled: {why}"))
-                }
-                Some(other) => other,
-            });
-        }
-        other => other?,
-    };
-    if let Some(o) = ctx.checkpoint() {
-        return Ok(o);
     }
-    let measured: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
+}
+
+/// The outcome of a pass that stopped at a measurement: the progress it reached is recorded with
+/// the reason, and the job is cancelled unless the server is shutting down.
+async fn stopped(
+    ctx: &Ctx,
+    reports: &watch::Receiver<Option<Progress>>,
+    why: &str,
+) -> Result<Outcome, JobError> {
+    let done = reports.borrow().as_ref().map_or(0, |p| p.done);
+    progress(ctx, done, why).await?;
+    Ok(match ctx.checkpoint() {
+        Some(Outcome::Cancelled(_)) | None => Outcome::Cancelled(format!("cancelled: {why}")),
+        Some(other) => other,
+    })
+}
+
+/// Stores the measured manifest with the job's final progress in one transaction, only while the
+/// supernet still has the model and validation set that were measured (their hashes).
+async fn store_manifest(
+    ctx: &Ctx,
+    supernet_id: &str,
+    (model_hash, data_hash): (&str, &str),
+    manifest: &Manifest,
+    measured: usize,
+) -> Result<(), JobError> {
     let mut tx = ctx.state.db.write.begin().await?;
-    // Stored only if the model and validation set are still the ones measured.
     let updated = sqlx::query(
         "UPDATE supernets SET manifest = ? WHERE id = ? AND model_hash = ? AND data_hash = ?",
     )
     .bind(manifest.to_json().to_string())
-    .bind(&supernet_id)
-    .bind(&model_hash)
-    .bind(&data_hash)
+    .bind(supernet_id)
+    .bind(model_hash)
+    .bind(data_hash)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
@@ -144,12 +203,6 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    ctx.state.forget_manifest(&supernet_id);
-    Ok(Outcome::Done(format!(
-        "{measured} measurements of {} layers ({}) in {:.1} s: plans now use measured sensitivity",
-        manifest.layers.len(),
-        payload.metric.as_str(),
-        (timings.reference_ms + timings.session_ms + timings.inference_ms + timings.rewrite_ms)
-            / 1e3
-    )))
+    ctx.state.forget_manifest(supernet_id);
+    Ok(())
 }
