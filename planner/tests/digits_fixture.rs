@@ -1,7 +1,8 @@
 //! The digits fixture (a real trained CNN, testdata/digits-cnn): ONNX ingest and Double Rounding
 //! reproduce the squared weight errors the fixture measured in NumPy.
 
-use planner::eval::onnx::{measure_perturbations, OnnxModel};
+use planner::eval::ingest::measure_perturbations;
+use planner::eval::onnx::OnnxModel;
 use planner::eval::quant::{direct_squared_error, HighBitWeights};
 use planner::{Manifest, Rounding};
 use serde_json::Value;

@@ -9,6 +9,7 @@
 use crate::error::{Error, FieldError, Result};
 use crate::eval::npz::{Input, InputValues, ValidationSet};
 use crate::eval::onnx::{declared_dims, declared_elem_type, pb, OnnxModel, WeightedLayer};
+use crate::eval::quant::HighBitWeights;
 use crate::eval::sensitivity::Progress;
 use crate::eval::{probe, Backend, EvalOptions, Evaluator, Timings};
 use crate::problem::manifest::{Divergence, Manifest, Warning};
@@ -242,18 +243,58 @@ fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> 
             "no Conv, ConvTranspose, Gemm or MatMul with constant weights",
         ));
     }
-    let empty = Map::new();
     let traces = match traces {
         Some(t) => Some(t.as_object().ok_or_else(|| {
             Error::invalid(WHAT, "", "must be an object mapping layer names to traces")
         })?),
         None => None,
     };
+    let shapes = layer_shapes(backend, model, &layers, output, sample)?;
+    let mut errors = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    let mut out_layers = Vec::new();
+    for (l, (input, output)) in layers.iter().zip(shapes) {
+        // PyTorch exports name weights `<module>.weight`: the module is the layer; else the node.
+        let layer_name = l.weight.strip_suffix(".weight").unwrap_or(&l.node);
+        let params = l.params() as u64;
+        let macs = layer_macs(l, &input, &output);
+        let mut doc =
+            json!({"name": layer_name, "params": params, "macs": macs, "weight": l.weight});
+        if let Some(traces) = traces {
+            errors.extend(merge_trace(&mut doc, l, traces, &mut used));
+        }
+        out_layers.push(doc);
+    }
+    let unused = traces.into_iter().flat_map(|t| t.keys());
+    for key in unused.filter(|k| !used.contains(*k)) {
+        errors.push(FieldError::new(
+            key.clone(),
+            "names no weighted layer of the model",
+        ));
+    }
+    Error::check(WHAT, errors)?;
+    let mut doc = Map::new();
+    doc.insert("name".into(), json!(name));
+    doc.insert("bits".into(), json!(bits));
+    if let Some(output) = output {
+        doc.insert("output".into(), json!(output));
+    }
+    doc.insert("layers".into(), Value::Array(out_layers));
+    Ok(Value::Object(doc))
+}
 
-    // One inference on the sample, with every weighted op's input and output exposed.
+/// Per weighted layer, the shapes of its op's input and output on the sample: one inference with
+/// every weighted op's input and output exposed.
+fn layer_shapes<B: Backend>(
+    backend: &B,
+    model: &OnnxModel,
+    layers: &[WeightedLayer],
+    output: Option<&str>,
+    sample: &ValidationSet,
+) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
     let g = model.graph();
     let mut tensors = Vec::new();
-    for l in &layers {
+    for l in layers {
         let n = g
             .node
             .iter()
@@ -268,82 +309,108 @@ fn manifest_document<B: Backend>(backend: &B, source: &Source) -> Result<Value> 
         model,
         output,
         &tensors,
-        sample,
+        &sample.bind(model)?,
         sample.len().max(1),
         |k, t| shapes[k] = t.shape.clone(),
     )?;
-    let per_sample = |shape: &[usize]| -> u64 { shape.iter().skip(1).product::<usize>() as u64 };
+    let mut shapes = shapes.into_iter();
+    Ok(std::iter::from_fn(|| Some((shapes.next()?, shapes.next()?))).collect())
+}
 
-    let mut errors = Vec::new();
-    let mut used = std::collections::HashSet::new();
-    let mut out_layers = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        let params = l.params() as u64;
-        let macs = if l.op_type == "ConvTranspose" {
-            per_sample(&shapes[2 * i]) * params / l.shape[0].max(1) as u64
-        } else {
-            per_sample(&shapes[2 * i + 1]) * params / l.channels.max(1) as u64
-        };
-        let names = aliases(l);
-        // PyTorch exports name weights `<module>.weight`: the module is the layer; else the node.
-        let layer_name = l
-            .weight
-            .strip_suffix(".weight")
-            .unwrap_or(&l.node)
-            .to_string();
-        let found = names
-            .iter()
-            .find_map(|n| traces.unwrap_or(&empty).get(n).map(|v| (n.clone(), v)));
-        let mut doc =
-            json!({"name": layer_name, "params": params, "macs": macs, "weight": l.weight});
-        match found {
-            None if traces.is_none() => {}
-            None => errors.push(FieldError::new(
-                layer_name.clone(),
-                format!(
-                    "no trace for this layer (looked up as {})",
-                    names.join(", ")
-                ),
-            )),
-            Some((key, v)) => {
-                used.insert(key.clone());
-                match v {
-                    Value::Number(_) => doc["hessian_trace"] = v.clone(),
-                    Value::Object(o) => {
-                        for k in [
-                            "hessian_trace",
-                            "hessian_trace_per_param",
-                            "hessian_trace_stderr",
-                        ] {
-                            if let Some(x) = o.get(k) {
-                                doc[k] = x.clone();
-                            }
-                        }
-                    }
-                    _ => errors.push(FieldError::new(
-                        key,
-                        "must be a number or an object with hessian_trace",
-                    )),
+/// Multiply-accumulates per sample: each output value (input value, for a transposed
+/// convolution) takes one weight per input channel.
+fn layer_macs(l: &WeightedLayer, input: &[usize], output: &[usize]) -> u64 {
+    let per_sample = |shape: &[usize]| -> u64 { shape.iter().skip(1).product::<usize>() as u64 };
+    let params = l.params() as u64;
+    if l.op_type == "ConvTranspose" {
+        per_sample(input) * params / l.shape[0].max(1) as u64
+    } else {
+        per_sample(output) * params / l.channels.max(1) as u64
+    }
+}
+
+/// Copies layer `l`'s trace fields from `traces` (looked up by each of its names) into its
+/// document, adding the key it was found under to `used`; the error when there is none or it is
+/// not a trace.
+fn merge_trace(
+    doc: &mut Value,
+    l: &WeightedLayer,
+    traces: &Map<String, Value>,
+    used: &mut std::collections::HashSet<String>,
+) -> Option<FieldError> {
+    let names = aliases(l);
+    let Some((key, v)) = names
+        .iter()
+        .find_map(|n| traces.get(n).map(|v| (n.clone(), v)))
+    else {
+        return Some(FieldError::new(
+            doc["name"].as_str().unwrap_or_default(),
+            format!(
+                "no trace for this layer (looked up as {})",
+                names.join(", ")
+            ),
+        ));
+    };
+    used.insert(key.clone());
+    match v {
+        Value::Number(_) => doc["hessian_trace"] = v.clone(),
+        Value::Object(o) => {
+            for k in [
+                "hessian_trace",
+                "hessian_trace_per_param",
+                "hessian_trace_stderr",
+            ] {
+                if let Some(x) = o.get(k) {
+                    doc[k] = x.clone();
                 }
             }
         }
-        out_layers.push(doc);
-    }
-    for key in traces.unwrap_or(&empty).keys() {
-        if !used.contains(key) {
-            errors.push(FieldError::new(
-                key.clone(),
-                "names no weighted layer of the model",
-            ));
+        _ => {
+            return Some(FieldError::new(
+                key,
+                "must be a number or an object with hessian_trace",
+            ))
         }
     }
-    Error::check(WHAT, errors)?;
-    let mut doc = Map::new();
-    doc.insert("name".into(), json!(name));
-    doc.insert("bits".into(), json!(bits));
-    if let Some(output) = output {
-        doc.insert("output".into(), json!(output));
+    None
+}
+
+/// The manifest with every linked layer's `perturbation` measured from the model's real weights:
+/// `||Q_b(W) - W||^2` for each allowed bit, by Double Rounding from the highest bit-width with the
+/// manifest's rounding. Layers without a `weight` link keep what they had.
+pub fn measure_perturbations(
+    model: &OnnxModel,
+    manifest: &crate::Manifest,
+) -> Result<crate::Manifest> {
+    let links = model.link_layers(manifest)?;
+    let mut out = manifest.clone();
+    let mut errors = Vec::new();
+    for (i, (layer, wl)) in out.layers.iter_mut().zip(&links).enumerate() {
+        let Some(wl) = wl else { continue };
+        if wl.params() as u64 != layer.params {
+            errors.push(crate::FieldError::new(
+                format!("layers[{i}].params"),
+                format!(
+                    "layer {:?} says {} weights but {:?} in the model has {} (shape {:?})",
+                    layer.name,
+                    layer.params,
+                    wl.weight,
+                    wl.params(),
+                    wl.shape
+                ),
+            ));
+            continue;
+        }
+        let w = model.weight_values(wl)?;
+        let hb = HighBitWeights::quantize(&w, wl.channels, wl.inner, manifest.highest_bits());
+        layer.perturbation = Some(
+            layer
+                .bits
+                .iter()
+                .map(|&b| (b, hb.squared_error(&w, b, manifest.rounding)))
+                .collect(),
+        );
     }
-    doc.insert("layers".into(), Value::Array(out_layers));
-    Ok(Value::Object(doc))
+    Error::check("manifest", errors)?;
+    Ok(out)
 }

@@ -424,38 +424,18 @@ pub fn to_npz(arrays: &[(&str, &Array)]) -> Vec<u8> {
 
 /// Parses one `.npy` file (format versions 1-3, little-endian or byte-sized dtypes, C order).
 pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err("not a .npy array (bad magic)".into());
-    }
-    let (header_len, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let header = b
-        .get(start..start + header_len)
-        .ok_or("truncated .npy header")?;
-    let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
-    let field = |key: &str| -> std::result::Result<&str, String> {
-        let at = header
-            .find(&format!("'{key}'"))
-            .ok_or(format!("the .npy header has no {key}"))?;
-        Ok(header[at + key.len() + 2..]
-            .trim_start()
-            .trim_start_matches(':')
-            .trim_start())
-    };
-    let descr = field("descr")?;
+    let (header, data) = npy_header(b)?;
+    let descr = header_field(header, "descr")?;
     let descr = descr
         .strip_prefix('\'')
         .and_then(|d| d.split('\'').next())
         .ok_or("malformed descr")?;
-    if field("fortran_order")?.starts_with("True") {
+    if header_field(header, "fortran_order")?.starts_with("True") {
         return Err(
             "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
         );
     }
-    let shape_text = field("shape")?;
+    let shape_text = header_field(header, "shape")?;
     let shape_text = shape_text
         .strip_prefix('(')
         .and_then(|s| s.split(')').next())
@@ -469,8 +449,40 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
                 .map_err(|_| format!("malformed shape dimension {s:?}"))
         })
         .collect::<std::result::Result<_, _>>()?;
-    let n: usize = shape.iter().product();
-    let data = &b[start + header_len..];
+    let values = npy_values(descr, data, shape.iter().product())?;
+    Ok(Array { shape, values })
+}
+
+/// The header text of a `.npy` file and the bytes after it.
+fn npy_header(b: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err("not a .npy array (bad magic)".into());
+    }
+    let (header_len, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    let header = b
+        .get(start..start + header_len)
+        .ok_or("truncated .npy header")?;
+    let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
+    Ok((header, &b[start + header_len..]))
+}
+
+/// The text after `'key':` in a `.npy` header.
+fn header_field<'a>(header: &'a str, key: &str) -> std::result::Result<&'a str, String> {
+    let at = header
+        .find(&format!("'{key}'"))
+        .ok_or(format!("the .npy header has no {key}"))?;
+    Ok(header[at + key.len() + 2..]
+        .trim_start()
+        .trim_start_matches(':')
+        .trim_start())
+}
+
+/// The first `n` values of dtype `descr` in `data`, widened to f64 or i64.
+fn npy_values(descr: &str, data: &[u8], n: usize) -> std::result::Result<Values, String> {
     let (endian, kind) = descr.split_at(1);
     if endian == ">" {
         return Err(format!("big-endian dtype {descr} is not supported"));
@@ -489,7 +501,7 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
                 .collect::<Vec<$as>>()
         }};
     }
-    let values = match kind {
+    Ok(match kind {
         "f4" => Values::Float(read!(f32, 4, f64)),
         "f8" => Values::Float(read!(f64, 8, f64)),
         "f2" => return Err("float16 arrays are not supported; convert to float32".into()),
@@ -508,6 +520,5 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
             }
         }
         other => return Err(format!("unsupported dtype {other:?}")),
-    };
-    Ok(Array { shape, values })
+    })
 }

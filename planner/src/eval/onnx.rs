@@ -78,6 +78,16 @@ fn node_name(node: &pb::NodeProto) -> String {
         .unwrap_or_else(|| node.output.first().cloned().unwrap_or_default())
 }
 
+/// An integer attribute `name = value`.
+pub fn int_attribute(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        i: Some(value),
+        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        ..Default::default()
+    }
+}
+
 /// An ONNX element type's name (`FLOAT`, `INT64`, ...).
 pub fn data_type_name(t: i32) -> String {
     pb::tensor_proto::DataType::try_from(t).map_or_else(
@@ -576,49 +586,4 @@ impl OnnxModel {
         Error::check("manifest", errors)?;
         Ok(out)
     }
-}
-
-/// The manifest with every linked layer's `perturbation` measured from the model's real weights:
-/// `||Q_b(W) - W||^2` for each allowed bit, by Double Rounding from the highest bit-width with the
-/// manifest's rounding. Layers without a `weight` link keep what they had.
-pub fn measure_perturbations(
-    model: &OnnxModel,
-    manifest: &crate::Manifest,
-) -> Result<crate::Manifest> {
-    let links = model.link_layers(manifest)?;
-    let mut out = manifest.clone();
-    let mut errors = Vec::new();
-    for (i, (layer, wl)) in out.layers.iter_mut().zip(&links).enumerate() {
-        let Some(wl) = wl else { continue };
-        if wl.params() as u64 != layer.params {
-            errors.push(crate::FieldError::new(
-                format!("layers[{i}].params"),
-                format!(
-                    "layer {:?} says {} weights but {:?} in the model has {} (shape {:?})",
-                    layer.name,
-                    layer.params,
-                    wl.weight,
-                    wl.params(),
-                    wl.shape
-                ),
-            ));
-            continue;
-        }
-        let w = model.weight_values(wl)?;
-        let hb = crate::eval::quant::HighBitWeights::quantize(
-            &w,
-            wl.channels,
-            wl.inner,
-            manifest.highest_bits(),
-        );
-        layer.perturbation = Some(
-            layer
-                .bits
-                .iter()
-                .map(|&b| (b, hb.squared_error(&w, b, manifest.rounding)))
-                .collect(),
-        );
-    }
-    Error::check("manifest", errors)?;
-    Ok(out)
 }

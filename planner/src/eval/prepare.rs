@@ -95,7 +95,7 @@ impl Reference {
             .collect();
         let names: Vec<String> = act_inputs.iter().map(|(_, n)| n.clone()).collect();
         let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); names.len()];
-        let logits = probe_bound(
+        let logits = probe(
             backend,
             model,
             manifest.output.as_deref(),
@@ -272,31 +272,11 @@ fn drop_unread_initializers(g: &mut pb::GraphProto) {
     g.initializer
         .retain(|t| t.name.as_deref().is_some_and(|n| used.contains(n)));
 }
-/// Runs the unmodified model over the whole set in batches, also returning the named
-/// intermediate tensors through `visit(index, tensor)`: the fp32 reference and calibration pass.
-/// Returns the scored `output` (the graph's first when `None`), `[samples, ...]`.
+/// Runs the unmodified model over the whole set (bound to the model: [`ValidationSet::bind`]) in
+/// batches, also returning the named intermediate tensors through `visit(index, tensor)`: the fp32
+/// reference and calibration pass. Returns the scored `output` (the graph's first when `None`),
+/// `[samples, ...]`.
 pub fn probe<B: Backend>(
-    backend: &B,
-    model: &OnnxModel,
-    output: Option<&str>,
-    tensors: &[String],
-    data: &ValidationSet,
-    batch_size: usize,
-    visit: impl FnMut(usize, &Tensor),
-) -> Result<Tensor> {
-    probe_bound(
-        backend,
-        model,
-        output,
-        tensors,
-        &data.bind(model)?,
-        batch_size,
-        visit,
-    )
-}
-
-/// [`probe`] on a set already bound to the model.
-fn probe_bound<B: Backend>(
     backend: &B,
     model: &OnnxModel,
     output: Option<&str>,
@@ -363,7 +343,7 @@ fn node_is(n: &pb::NodeProto, name: &str) -> bool {
 }
 
 /// A float tensor type; with `None` the shape is left for the runtime to infer.
-fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
+pub(crate) fn tensor_type(shape: Option<&[usize]>) -> pb::TypeProto {
     pb::TypeProto {
         value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
             elem_type: Some(pb::tensor_proto::DataType::Float as i32),

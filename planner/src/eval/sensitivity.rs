@@ -51,38 +51,8 @@ impl<B: Backend + Clone> Evaluator<B> {
         metric: Divergence,
         mut progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Sensitivities> {
-        if self.quantizes_activations() {
-            return Err(Error::invalid(
-                "sensitivity pass",
-                "quantize_activations",
-                "measures weights alone: build the evaluator without activation quantization",
-            ));
-        }
+        self.check_pass(manifest, metric)?;
         let layers = manifest.layers.len();
-        let unlinked: Vec<String> = (0..layers)
-            .filter(|&l| !self.segments.iter().any(|s| s.slots.contains(&l)))
-            .map(|l| manifest.layers[l].name.clone())
-            .collect();
-        if !unlinked.is_empty() {
-            return Err(Error::invalid(
-                "sensitivity pass",
-                "layers",
-                format!(
-                    "no ONNX weight found for {}: every layer needs one to be measured",
-                    unlinked.join(", ")
-                ),
-            ));
-        }
-        if metric == Divergence::Kl && self.output_width() < 2 {
-            return Err(Error::invalid(
-                "sensitivity pass",
-                "metric",
-                format!(
-                    "kl compares distributions, and the model's output has {} column(s): use mse",
-                    self.output_width()
-                ),
-            ));
-        }
         let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
         let started = Instant::now();
         let fp32 = vec![FULL_PRECISION; layers];
@@ -136,6 +106,43 @@ impl<B: Backend + Clone> Evaluator<B> {
             }
         }
         Ok(out)
+    }
+
+    /// What a sensitivity pass needs: weights alone quantized, every layer linked to its weight,
+    /// and for `kl` an output of at least two columns.
+    fn check_pass(&self, manifest: &Manifest, metric: Divergence) -> Result<()> {
+        if self.quantizes_activations() {
+            return Err(Error::invalid(
+                "sensitivity pass",
+                "quantize_activations",
+                "measures weights alone: build the evaluator without activation quantization",
+            ));
+        }
+        let unlinked: Vec<String> = (0..manifest.layers.len())
+            .filter(|&l| !self.segments.iter().any(|s| s.slots.contains(&l)))
+            .map(|l| manifest.layers[l].name.clone())
+            .collect();
+        if !unlinked.is_empty() {
+            return Err(Error::invalid(
+                "sensitivity pass",
+                "layers",
+                format!(
+                    "no ONNX weight found for {}: every layer needs one to be measured",
+                    unlinked.join(", ")
+                ),
+            ));
+        }
+        if metric == Divergence::Kl && self.output_width() < 2 {
+            return Err(Error::invalid(
+                "sensitivity pass",
+                "metric",
+                format!(
+                    "kl compares distributions, and the model's output has {} column(s): use mse",
+                    self.output_width()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs segment `s` at `bits` from `input`, then every later segment at `rest`.

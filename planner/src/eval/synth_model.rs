@@ -9,7 +9,7 @@
 //! (int64 `[N]`), counts each sample's tokens straight from the mask.
 
 use crate::eval::npz::{to_npz, Array, Values};
-use crate::eval::onnx::pb;
+use crate::eval::onnx::{int_attribute, pb};
 use crate::problem::synth::Rng;
 use prost::Message;
 
@@ -97,25 +97,33 @@ fn value(
 /// The text encoder for `seed`, with a calibration set of `samples` token sequences (each a random
 /// length of 1 to [`TOKENS`] tokens, padded with id 0 and mask 0).
 pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
-    use pb::tensor_proto::DataType as D;
     let mut rng = Rng::new(seed);
+    let model = pb::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        producer_name: Some("bitplan synth_model".into()),
+        graph: Some(encoder_graph(&mut rng)),
+        ..Default::default()
+    };
+    TextEncoder {
+        model: model.encode_to_vec(),
+        npz: token_set(&mut rng, samples),
+    }
+}
+
+/// The encoder's graph, its weights drawn from `rng`.
+fn encoder_graph(rng: &mut Rng) -> pb::GraphProto {
+    use pb::tensor_proto::DataType as D;
     let mut cast = node("Cast", &["attention_mask"], "mask_f");
-    cast.attribute.push(pb::AttributeProto {
-        name: Some("to".into()),
-        i: Some(D::Float as i64),
-        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
-        ..Default::default()
-    });
+    cast.attribute.push(int_attribute("to", D::Float as i64));
     let mut pooled = node("ReduceSum", &["masked", "tokens_axis"], "pooled");
-    pooled.attribute.push(pb::AttributeProto {
-        name: Some("keepdims".into()),
-        i: Some(0),
-        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
-        ..Default::default()
-    });
+    pooled.attribute.push(int_attribute("keepdims", 0));
     let mut length = node("ReduceSum", &["attention_mask", "tokens_axis"], "length");
     length.attribute = pooled.attribute.clone();
-    let graph = pb::GraphProto {
+    pb::GraphProto {
         name: Some("text_encoder".into()),
         node: vec![
             node("Gather", &["embed.weight", "input_ids"], "embedded"),
@@ -129,9 +137,9 @@ pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
             length,
         ],
         initializer: vec![
-            float_tensor("embed.weight", &[VOCAB, EMBED], &mut rng, 1.0),
-            float_tensor("proj.weight", &[EMBED, HIDDEN], &mut rng, 0.5),
-            float_tensor("head.weight", &[HIDDEN, OUT], &mut rng, 0.3),
+            float_tensor("embed.weight", &[VOCAB, EMBED], rng, 1.0),
+            float_tensor("proj.weight", &[EMBED, HIDDEN], rng, 0.5),
+            float_tensor("head.weight", &[HIDDEN, OUT], rng, 0.3),
             int_tensor("tokens_axis", &[1]),
             int_tensor("feature_axis", &[2]),
         ],
@@ -145,18 +153,11 @@ pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
             value("length", D::Int64, &[None]),
         ],
         ..Default::default()
-    };
-    let model = pb::ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(13),
-        }],
-        producer_name: Some("bitplan synth_model".into()),
-        graph: Some(graph),
-        ..Default::default()
-    };
+    }
+}
 
+/// `samples` padded token sequences as `.npz` bytes (`input_ids`, `attention_mask`).
+fn token_set(rng: &mut Rng, samples: usize) -> Vec<u8> {
     let (mut ids, mut mask) = (Vec::new(), Vec::new());
     for _ in 0..samples {
         let len = 1 + rng.below(TOKENS as u64) as usize;
@@ -170,25 +171,9 @@ pub fn text_encoder(seed: u64, samples: usize) -> TextEncoder {
             mask.push(i64::from(real));
         }
     }
-    let shape = vec![samples, TOKENS];
-    let npz = to_npz(&[
-        (
-            "input_ids",
-            &Array {
-                shape: shape.clone(),
-                values: Values::Int(ids),
-            },
-        ),
-        (
-            "attention_mask",
-            &Array {
-                shape,
-                values: Values::Int(mask),
-            },
-        ),
-    ]);
-    TextEncoder {
-        model: model.encode_to_vec(),
-        npz,
-    }
+    let array = |values| Array {
+        shape: vec![samples, TOKENS],
+        values: Values::Int(values),
+    };
+    to_npz(&[("input_ids", &array(ids)), ("attention_mask", &array(mask))])
 }

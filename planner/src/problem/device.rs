@@ -104,60 +104,8 @@ impl DeviceProfile {
                 ));
                 None
             }
-            (Some(table), None) => {
-                let mut out = BTreeMap::new();
-                for (layer, per_bit) in table {
-                    let mut row = BTreeMap::new();
-                    for (key, ms) in per_bit {
-                        let path = format!("latency_ms.{layer}.{key}");
-                        if let Some(b) = parse_bits_key(&key, &path, &mut errors) {
-                            if ms.is_finite() && ms >= 0.0 {
-                                row.insert(b, ms);
-                            } else {
-                                errors.push(FieldError::new(
-                                    path,
-                                    format!("must be a finite, non-negative time, not {ms}"),
-                                ));
-                            }
-                        }
-                    }
-                    out.insert(layer, row);
-                }
-                Some(LatencyModel::Table(out))
-            }
-            (None, Some(r)) => {
-                let mut peak = BTreeMap::new();
-                if r.peak_gmac_per_s.is_empty() {
-                    errors.push(FieldError::new(
-                        "roofline.peak_gmac_per_s",
-                        "must list at least one precision",
-                    ));
-                }
-                for (key, g) in &r.peak_gmac_per_s {
-                    let path = format!("roofline.peak_gmac_per_s.{key}");
-                    if let Some(b) = parse_bits_key(key, &path, &mut errors) {
-                        if check_positive(*g, &path, &mut errors) {
-                            peak.insert(b, g * 1e9);
-                        }
-                    }
-                }
-                check_positive(
-                    r.bandwidth_gb_per_s,
-                    "roofline.bandwidth_gb_per_s",
-                    &mut errors,
-                );
-                if !(r.layer_overhead_ms.is_finite() && r.layer_overhead_ms >= 0.0) {
-                    errors.push(FieldError::new(
-                        "roofline.layer_overhead_ms",
-                        "must be a finite, non-negative time",
-                    ));
-                }
-                Some(LatencyModel::Roofline {
-                    peak_mac_per_s: peak,
-                    bandwidth_bytes_per_s: r.bandwidth_gb_per_s * 1e9,
-                    layer_overhead_ms: r.layer_overhead_ms,
-                })
-            }
+            (Some(table), None) => Some(check_table(table, &mut errors)),
+            (None, Some(r)) => Some(check_roofline(&r, &mut errors)),
         };
         match latency {
             Some(latency) if errors.is_empty() => Ok(DeviceProfile {
@@ -213,6 +161,64 @@ impl DeviceProfile {
                 Ok(compute_ms.max(memory_ms) + layer_overhead_ms)
             }
         }
+    }
+}
+
+/// A latency table: per layer, milliseconds per bit-width (finite, non-negative).
+fn check_table(
+    table: BTreeMap<String, BTreeMap<String, f64>>,
+    errors: &mut Vec<FieldError>,
+) -> LatencyModel {
+    let mut out = BTreeMap::new();
+    for (layer, per_bit) in table {
+        let mut row = BTreeMap::new();
+        for (key, ms) in per_bit {
+            let path = format!("latency_ms.{layer}.{key}");
+            if let Some(b) = parse_bits_key(&key, &path, errors) {
+                if ms.is_finite() && ms >= 0.0 {
+                    row.insert(b, ms);
+                } else {
+                    errors.push(FieldError::new(
+                        path,
+                        format!("must be a finite, non-negative time, not {ms}"),
+                    ));
+                }
+            }
+        }
+        out.insert(layer, row);
+    }
+    LatencyModel::Table(out)
+}
+
+/// A roofline: a positive peak per precision and bandwidth, a non-negative per-layer overhead;
+/// stored in MAC/s and bytes/s.
+fn check_roofline(r: &Roofline, errors: &mut Vec<FieldError>) -> LatencyModel {
+    let mut peak = BTreeMap::new();
+    if r.peak_gmac_per_s.is_empty() {
+        errors.push(FieldError::new(
+            "roofline.peak_gmac_per_s",
+            "must list at least one precision",
+        ));
+    }
+    for (key, g) in &r.peak_gmac_per_s {
+        let path = format!("roofline.peak_gmac_per_s.{key}");
+        if let Some(b) = parse_bits_key(key, &path, errors) {
+            if check_positive(*g, &path, errors) {
+                peak.insert(b, g * 1e9);
+            }
+        }
+    }
+    check_positive(r.bandwidth_gb_per_s, "roofline.bandwidth_gb_per_s", errors);
+    if !(r.layer_overhead_ms.is_finite() && r.layer_overhead_ms >= 0.0) {
+        errors.push(FieldError::new(
+            "roofline.layer_overhead_ms",
+            "must be a finite, non-negative time",
+        ));
+    }
+    LatencyModel::Roofline {
+        peak_mac_per_s: peak,
+        bandwidth_bytes_per_s: r.bandwidth_gb_per_s * 1e9,
+        layer_overhead_ms: r.layer_overhead_ms,
     }
 }
 

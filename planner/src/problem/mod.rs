@@ -229,6 +229,16 @@ impl Problem {
         Ok(self.candidate(&picks))
     }
 
+    /// Per group, the choices a solve may take: the one `fixed` names, else all of them.
+    pub(crate) fn allowed(&self, fixed: &[Option<usize>]) -> Vec<Vec<usize>> {
+        (0..self.groups.len())
+            .map(|g| match fixed.get(g).copied().flatten() {
+                Some(c) => vec![c],
+                None => (0..self.groups[g].choices.len()).collect(),
+            })
+            .collect()
+    }
+
     /// Sum over groups of the cheapest choice for cost `k` (ties and pins only, no other budget).
     pub fn min_cost(&self, k: CostKind) -> f64 {
         self.groups.iter().map(|g| g.min_cost(k)).sum()

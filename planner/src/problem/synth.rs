@@ -99,6 +99,41 @@ impl Builder {
         self.layer(name, params, params * hw_out * hw_out, tie, pin);
     }
 
+    /// A residual block's last conv (`name`, from `width` channels, `k`x`k`) to `cout` channels
+    /// and, when the block is tied (it changes shape), its 1x1 downsample from `cin`: both write
+    /// the block's output, so they share the tie.
+    fn block_output(
+        &mut self,
+        prefix: &str,
+        (name, width, k): (&str, u64, u64),
+        cin: u64,
+        cout: u64,
+        h: u64,
+        out_tie: Option<String>,
+    ) {
+        let tied = out_tie.is_some();
+        self.conv(
+            format!("{prefix}.{name}"),
+            width,
+            cout,
+            k,
+            h,
+            out_tie.clone(),
+            None,
+        );
+        if tied {
+            self.conv(
+                format!("{prefix}.downsample"),
+                cin,
+                cout,
+                1,
+                h,
+                out_tie,
+                None,
+            );
+        }
+    }
+
     fn finish(self, name: &str) -> Manifest {
         let doc =
             json!({"name": name, "bits": BITS, "activation_bits": "same", "layers": self.layers});
@@ -124,26 +159,8 @@ pub fn resnet18(seed: u64) -> Manifest {
                 None,
                 None,
             );
-            b.conv(
-                format!("layer{}.{u}.conv2", s + 1),
-                w,
-                w,
-                3,
-                h,
-                out_tie.clone(),
-                None,
-            );
-            if out_tie.is_some() {
-                b.conv(
-                    format!("layer{}.{u}.downsample", s + 1),
-                    cin,
-                    w,
-                    1,
-                    h,
-                    out_tie,
-                    None,
-                );
-            }
+            let prefix = format!("layer{}.{u}", s + 1);
+            b.block_output(&prefix, ("conv2", w, 3), cin, w, h, out_tie);
             cin = w;
         }
     }
@@ -172,26 +189,8 @@ pub fn resnet50(seed: u64) -> Manifest {
                 None,
             );
             b.conv(format!("layer{}.{u}.conv2", s + 1), w, w, 3, h, None, None);
-            b.conv(
-                format!("layer{}.{u}.conv3", s + 1),
-                w,
-                4 * w,
-                1,
-                h,
-                out_tie.clone(),
-                None,
-            );
-            if out_tie.is_some() {
-                b.conv(
-                    format!("layer{}.{u}.downsample", s + 1),
-                    cin,
-                    4 * w,
-                    1,
-                    h,
-                    out_tie,
-                    None,
-                );
-            }
+            let prefix = format!("layer{}.{u}", s + 1);
+            b.block_output(&prefix, ("conv3", w, 1), cin, 4 * w, h, out_tie);
             cin = 4 * w;
         }
     }

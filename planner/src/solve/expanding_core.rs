@@ -404,14 +404,10 @@ pub(crate) fn solve(
     fixed: &[Option<usize>],
 ) -> Result<Option<Vec<usize>>> {
     let choices: Vec<Vec<(usize, f64, f64)>> = problem
-        .groups
-        .iter()
-        .enumerate()
-        .map(|(g, grp)| {
-            let allowed: Vec<usize> = match fixed.get(g).copied().flatten() {
-                Some(c) => vec![c],
-                None => (0..grp.choices.len()).collect(),
-            };
+        .allowed(fixed)
+        .into_iter()
+        .zip(&problem.groups)
+        .map(|(allowed, grp)| {
             allowed
                 .into_iter()
                 .map(|c| (c, grp.choices[c].omega, grp.choices[c].cost[k]))

@@ -118,34 +118,14 @@ fn enumerate(
         .into_iter()
         .filter(|&k| k != axis && limits[k].is_some())
         .collect();
-    let nd = dims.len();
-    let allowed: Vec<Vec<usize>> = (0..groups.len())
-        .map(|g| match fixed.get(g).copied().flatten() {
-            Some(c) => vec![c],
-            None => (0..groups[g].choices.len()).collect(),
-        })
-        .collect();
-
-    // Cheapest completion from group g on, per cost kind, for pruning.
-    let mut rest_min = vec![Costs::ZERO; groups.len() + 1];
-    for g in (0..groups.len()).rev() {
-        let cheapest = Costs::from_fn(|k| {
-            allowed[g]
-                .iter()
-                .map(|&c| groups[g].choices[c].cost[k])
-                .fold(f64::INFINITY, f64::min)
-        });
-        rest_min[g] = rest_min[g + 1] + cheapest;
-    }
-    let fits = |k: CostKind, value: f64, g_next: usize| -> bool {
-        limits[k].is_none_or(|l| within(value + rest_min[g_next][k], l))
-    };
-    if CostKind::ALL.into_iter().any(|k| !fits(k, 0.0, 0)) {
+    let allowed = problem.allowed(fixed);
+    let rest = Completion::new(problem, &allowed, limits);
+    if CostKind::ALL.into_iter().any(|k| !rest.fits(k, 0.0, 0)) {
         return Ok(Vec::new());
     }
     let bound = match limits[axis] {
         // The greedy incumbent only respects the axis budget, so it bounds nothing when others bind.
-        Some(limit) if optimum_only && nd == 0 => {
+        Some(limit) if optimum_only && dims.is_empty() => {
             LagrangeBound::new(problem, axis, limit, &allowed)
         }
         _ => None,
@@ -155,17 +135,18 @@ fn enumerate(
             .as_ref()
             .is_none_or(|b| b.promising(omega, axis_cost, g_next))
     };
+    let fits = |k: CostKind, value: f64, g_next: usize| rest.fits(k, value, g_next);
 
-    let mut stages: Vec<Stage> = Vec::with_capacity(groups.len());
-    let mut cur = Stage {
+    let mut stages: Vec<Stage> = Vec::with_capacity(groups.len() + 1);
+    stages.push(Stage {
         axis: vec![0.0],
         omega: vec![0.0],
-        others: vec![0.0; nd],
+        others: vec![0.0; dims.len()],
         parent: vec![0],
         choice: vec![0],
-    };
-    for g in 0..groups.len() {
-        let choices: Vec<(u8, f64, f64, Vec<f64>)> = allowed[g]
+    });
+    for (g, allowed) in allowed.iter().enumerate() {
+        let choices: Vec<(u8, f64, f64, Vec<f64>)> = allowed
             .iter()
             .map(|&c| {
                 let ch = &groups[g].choices[c];
@@ -177,15 +158,16 @@ fn enumerate(
                 )
             })
             .collect();
-        let next = if nd == 0 {
+        let cur = stages.last().expect("the start stage");
+        let next = if dims.is_empty() {
             merge_2d(
-                &cur,
+                cur,
                 &choices,
                 |v| fits(axis, v, g + 1),
                 |om, ax| promising(om, ax, g + 1),
             )
         } else {
-            merge_nd(&cur, &choices, &dims, &fits, &promising, axis, g + 1)?
+            merge_nd(cur, &choices, &dims, &fits, &promising, axis, g + 1)?
         };
         if next.axis.len() > MAX_STATES {
             return Err(Error::TooLarge(format!(
@@ -194,11 +176,44 @@ fn enumerate(
                 groups.len()
             )));
         }
-        stages.push(std::mem::replace(&mut cur, next));
+        stages.push(next);
     }
-    stages.push(cur);
+    Ok(front_of_last(&stages))
+}
 
-    // Final 2-D filter: with extra dimensions the last stage can hold points dominated on (axis, Omega).
+/// The cheapest completion from each group on, per cost: a partial state fits a budget only if it
+/// still does with it.
+struct Completion<'a> {
+    limits: &'a Limits,
+    rest_min: Vec<Costs>,
+}
+
+impl<'a> Completion<'a> {
+    fn new(problem: &Problem, allowed: &[Vec<usize>], limits: &'a Limits) -> Completion<'a> {
+        let groups = &problem.groups;
+        let mut rest_min = vec![Costs::ZERO; groups.len() + 1];
+        for g in (0..groups.len()).rev() {
+            let cheapest = Costs::from_fn(|k| {
+                allowed[g]
+                    .iter()
+                    .map(|&c| groups[g].choices[c].cost[k])
+                    .fold(f64::INFINITY, f64::min)
+            });
+            rest_min[g] = rest_min[g + 1] + cheapest;
+        }
+        Completion { limits, rest_min }
+    }
+
+    /// Whether `value` of cost `k` after `g_next` groups can still meet its budget.
+    fn fits(&self, k: CostKind, value: f64, g_next: usize) -> bool {
+        self.limits[k].is_none_or(|l| within(value + self.rest_min[g_next][k], l))
+    }
+}
+
+/// The (axis, Omega) front of the last stage, traced back to a choice per group: with extra
+/// dimensions the last stage can hold points dominated on (axis, Omega).
+fn front_of_last(stages: &[Stage]) -> Vec<Vec<usize>> {
+    let groups = stages.len() - 1;
     let last = stages.last().expect("at least the start stage");
     let mut best = f64::INFINITY;
     let mut keep = Vec::new();
@@ -208,18 +223,17 @@ fn enumerate(
             keep.push(i);
         }
     }
-    Ok(keep
-        .into_iter()
+    keep.into_iter()
         .map(|mut i| {
-            let mut picks = vec![0usize; groups.len()];
-            for g in (0..groups.len()).rev() {
+            let mut picks = vec![0usize; groups];
+            for g in (0..groups).rev() {
                 let st = &stages[g + 1];
                 picks[g] = st.choice[i] as usize;
                 i = st.parent[i] as usize;
             }
             picks
         })
-        .collect())
+        .collect()
 }
 
 /// K-way merge of the K shifted copies of a 2-D front, keeping strictly decreasing Omega.

@@ -15,12 +15,13 @@ mod front;
 mod hasb;
 mod ilp;
 mod plan;
+mod request;
 
 pub use front::{spread, FrontIndex, MAX_STATES};
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::{SolveOutcome, SolveStatus};
 pub use plan::{
-    bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Engine,
-    Plan, PlanRequest, PlanStatus, PlannedCandidate, Source, Sweep, AUTO_KNAPSACK_MAX_GROUPS,
-    DEFAULT_TIME_LIMIT_S,
+    bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Plan,
+    PlanStatus, PlannedCandidate, Source,
 };
+pub use request::{Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S};

@@ -2,105 +2,17 @@
 //! merged into one deduplicated pool of candidates.
 
 use crate::error::{Error, Result};
-use crate::problem::budget::{limits_of, Bound, BudgetReport, Budgets, Infeasibility};
+use crate::problem::budget::{limits_of, Bound, BudgetReport, Infeasibility};
 use crate::problem::cost::{CostKind, Limits};
 use crate::problem::manifest::Warning;
 use crate::problem::{Candidate, Problem};
 use crate::solve::front::{pareto_front, spread, FrontIndex};
 use crate::solve::ilp::{self, Objective, SolveOutcome, SolveStatus};
-use serde::{Deserialize, Serialize};
+use crate::solve::request::{Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::time::Instant;
-
-/// Above this many groups `Engine::Auto` answers one budget with the expanding-core program
-/// instead of the knapsack DP: the DP is exact at any size, but on hundreds of layers of very
-/// different sizes its state space (even pruned by the Lagrangian bound) outgrows it (measured: 200
-/// random layers under a BOPs budget, 39 s where HiGHS took 2.6 s; ResNet-50's 50 groups, 9.9 ms
-/// against HiGHS's 24 ms).
-pub const AUTO_KNAPSACK_MAX_GROUPS: usize = 64;
-
-/// Which algorithm answers a single solve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Engine {
-    /// With no budget, each group's least-Omega choice; with one, the knapsack dynamic program up
-    /// to [`AUTO_KNAPSACK_MAX_GROUPS`] groups and the expanding-core program beyond; with more,
-    /// HiGHS.
-    #[default]
-    Auto,
-    /// Always the ILP through HiGHS.
-    Highs,
-    /// The exact dynamic program (any number of budgets; may refuse very large state spaces).
-    Knapsack,
-    /// The expanding-core dynamic program (exact, one budget; built for hundreds to thousands of
-    /// groups). Solves with no budget or several are answered as under `auto`.
-    Core,
-}
-
-/// A budget sweep: solves at evenly spaced budgets of one cost.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Sweep {
-    pub cost: CostKind,
-    pub points: usize,
-}
-
-/// What to plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlanRequest {
-    #[serde(default)]
-    pub budgets: Budgets,
-    /// Enumerate the exact front of Omega against this cost.
-    #[serde(default)]
-    pub pareto: Option<CostKind>,
-    /// Keep only this many front points, spread evenly along the cost.
-    #[serde(default)]
-    pub points: Option<usize>,
-    /// The paper's iterative pool around the budgeted optimum.
-    #[serde(default)]
-    pub paper_pool: bool,
-    #[serde(default)]
-    pub sweep: Option<Sweep>,
-    /// Time limit of each ILP solve, seconds.
-    #[serde(default = "default_time_limit")]
-    pub time_limit_s: f64,
-    /// Relative optimality gap at which an ILP solve may stop, in `[0, 1)`: 0 (the default)
-    /// proves every optimum; `1e-4` (HiGHS's and Gurobi's default) accepts a plan proven within
-    /// 0.01% of it. Exact engines (knapsack, core, front) always answer the optimum.
-    #[serde(default)]
-    pub mip_gap: f64,
-    #[serde(default)]
-    pub engine: Engine,
-}
-
-/// Time limit of each ILP solve unless a request gives one, seconds.
-pub const DEFAULT_TIME_LIMIT_S: f64 = 10.0;
-
-fn default_time_limit() -> f64 {
-    DEFAULT_TIME_LIMIT_S
-}
-
-/// A `mip_gap` must be a relative gap in `[0, 1)`.
-pub(crate) fn check_mip_gap(mip_gap: f64) -> Option<crate::FieldError> {
-    (!(mip_gap.is_finite() && (0.0..1.0).contains(&mip_gap)))
-        .then(|| crate::FieldError::new("mip_gap", "must be a relative gap at least 0 and below 1"))
-}
-
-impl Default for PlanRequest {
-    fn default() -> Self {
-        PlanRequest {
-            budgets: Budgets::default(),
-            pareto: None,
-            points: None,
-            paper_pool: false,
-            sweep: None,
-            time_limit_s: default_time_limit(),
-            mip_gap: 0.0,
-            engine: Engine::Auto,
-        }
-    }
-}
 
 /// Where a candidate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -203,45 +115,7 @@ struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn new(problem: &'a Problem, request: &'a PlanRequest) -> Result<Self> {
-        let bounds = request.budgets.bounds(problem)?;
-        let mut errors = Vec::new();
-        if request.pareto == Some(CostKind::Latency) && !problem.has_latency() {
-            errors.push(crate::FieldError::new(
-                "pareto",
-                "a latency front needs a device profile",
-            ));
-        }
-        if request.points == Some(0) {
-            errors.push(crate::FieldError::new("points", "must be at least 1"));
-        }
-        if request.points.is_some() && request.pareto.is_none() {
-            errors.push(crate::FieldError::new(
-                "points",
-                "only applies to a Pareto front (give pareto)",
-            ));
-        }
-        if let Some(s) = request.sweep {
-            if s.points < 2 {
-                errors.push(crate::FieldError::new(
-                    "sweep.points",
-                    "a sweep needs at least 2 points",
-                ));
-            }
-            if s.cost == CostKind::Latency && !problem.has_latency() {
-                errors.push(crate::FieldError::new(
-                    "sweep.cost",
-                    "a latency sweep needs a device profile",
-                ));
-            }
-        }
-        if !(request.time_limit_s.is_finite() && request.time_limit_s > 0.0) {
-            errors.push(crate::FieldError::new(
-                "time_limit_s",
-                "must be a positive number of seconds",
-            ));
-        }
-        errors.extend(check_mip_gap(request.mip_gap));
-        Error::check("plan request", errors)?;
+        let bounds = request.check(problem)?;
         let limits = limits_of(&bounds);
         Ok(Planner {
             problem,
@@ -257,45 +131,19 @@ impl<'a> Planner<'a> {
 
     fn run(mut self) -> Result<Plan> {
         let mut pool = Pool::default();
-        let mut status = PlanStatus::Optimal;
         let mut infeasibility = None;
-
-        let want_single = self.request.pareto.is_none() || self.request.paper_pool;
         let mut base: Option<Vec<usize>> = None;
-        if want_single {
+        if self.request.pareto.is_none() || self.request.paper_pool {
             match self.solve(&self.limits.clone(), &[])? {
-                SolveOutcome::Solved { picks, status: s } => {
-                    pool.add(self.problem, &picks, Source::Optimal, s);
+                SolveOutcome::Solved { picks, status } => {
+                    pool.add(self.problem, &picks, Source::Optimal, status);
                     base = Some(picks);
                 }
                 SolveOutcome::Infeasible => infeasibility = Some(self.infeasibility()?),
             }
         }
         if let Some(axis) = self.request.pareto {
-            let front = match (
-                pareto_front(self.problem, axis, &self.limits, &[]),
-                self.request.points,
-            ) {
-                (Ok(front), points) => {
-                    self.solves += 1;
-                    self.engines.push("knapsack");
-                    let costs: Vec<f64> = front
-                        .iter()
-                        .map(|p| self.problem.candidate(p).cost(axis))
-                        .collect();
-                    let chosen = match points {
-                        Some(n) => spread(&costs, n),
-                        None => (0..front.len()).collect(),
-                    };
-                    chosen
-                        .into_iter()
-                        .map(|i| (front[i].clone(), SolveStatus::Optimal))
-                        .collect()
-                }
-                // Too many points to enumerate, but only a few wanted: solve for them one by one.
-                (Err(Error::TooLarge(_)), Some(n)) => self.front_by_solves(axis, n)?,
-                (Err(e), _) => return Err(e),
-            };
+            let front = self.front(axis)?;
             if front.is_empty() && infeasibility.is_none() {
                 infeasibility = Some(self.infeasibility()?);
             }
@@ -303,53 +151,99 @@ impl<'a> Planner<'a> {
                 pool.add(self.problem, &picks, Source::Pareto, solve);
             }
         }
-        if self.request.paper_pool {
-            if let Some(base) = &base {
-                let mut fixed = vec![None; self.problem.groups.len()];
-                for g in 0..self.problem.groups.len() {
-                    for c in 0..self.problem.groups[g].choices.len() {
-                        if c == base[g] {
-                            continue;
-                        }
-                        fixed[g] = Some(c);
-                        if let SolveOutcome::Solved { picks, status: s } =
-                            self.solve(&self.limits.clone(), &fixed)?
-                        {
-                            pool.add(self.problem, &picks, Source::Paper, s);
-                        }
-                    }
-                    fixed[g] = None;
-                }
-            }
+        if let Some(base) = base.filter(|_| self.request.paper_pool) {
+            self.paper_pool(&base, &mut pool)?;
         }
         if let Some(sweep) = self.request.sweep {
-            let k = sweep.cost;
-            let lo = self.problem.min_cost(sweep.cost);
-            let hi = self.limits[k].map_or(self.problem.max_cost(sweep.cost), |l| {
-                l.min(self.problem.max_cost(sweep.cost))
-            });
-            for t in 0..sweep.points {
-                let mut limits = self.limits;
-                let at = lo + (hi - lo) * t as f64 / (sweep.points - 1) as f64;
-                limits[k] = Some(limits[k].map_or(at, |l| l.min(at)));
-                if let SolveOutcome::Solved { picks, status: s } = self.solve(&limits, &[])? {
-                    pool.add(self.problem, &picks, Source::Sweep, s);
-                }
-            }
+            self.sweep(sweep, &mut pool)?;
         }
-
         if pool.items.is_empty() && infeasibility.is_none() {
             infeasibility = Some(self.infeasibility()?);
         }
+        Ok(self.finish(pool, infeasibility))
+    }
+
+    /// The requested front on `axis`: enumerated exactly (thinned to `points`), or, when too many
+    /// points to enumerate but only a few wanted, solved for one by one.
+    fn front(&mut self, axis: CostKind) -> Result<Vec<(Vec<usize>, SolveStatus)>> {
+        match (
+            pareto_front(self.problem, axis, &self.limits, &[]),
+            self.request.points,
+        ) {
+            (Ok(front), points) => {
+                self.solves += 1;
+                self.engines.push("knapsack");
+                let costs: Vec<f64> = front
+                    .iter()
+                    .map(|p| self.problem.candidate(p).cost(axis))
+                    .collect();
+                let chosen = match points {
+                    Some(n) => spread(&costs, n),
+                    None => (0..front.len()).collect(),
+                };
+                Ok(chosen
+                    .into_iter()
+                    .map(|i| (front[i].clone(), SolveStatus::Optimal))
+                    .collect())
+            }
+            (Err(Error::TooLarge(_)), Some(n)) => self.front_by_solves(axis, n),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// The paper's iterative pool: the optimum with each group forced, in turn, to each choice
+    /// `base` (the optimum) does not take.
+    fn paper_pool(&mut self, base: &[usize], pool: &mut Pool) -> Result<()> {
+        let mut fixed = vec![None; self.problem.groups.len()];
+        for g in 0..self.problem.groups.len() {
+            for c in 0..self.problem.groups[g].choices.len() {
+                if c == base[g] {
+                    continue;
+                }
+                fixed[g] = Some(c);
+                if let SolveOutcome::Solved { picks, status } =
+                    self.solve(&self.limits.clone(), &fixed)?
+                {
+                    pool.add(self.problem, &picks, Source::Paper, status);
+                }
+            }
+            fixed[g] = None;
+        }
+        Ok(())
+    }
+
+    /// The optimum at `sweep.points` evenly spaced limits of one cost, from its minimum to its
+    /// budget (or maximum).
+    fn sweep(&mut self, sweep: Sweep, pool: &mut Pool) -> Result<()> {
+        let k = sweep.cost;
+        let lo = self.problem.min_cost(k);
+        let hi = self.limits[k].map_or(self.problem.max_cost(k), |l| {
+            l.min(self.problem.max_cost(k))
+        });
+        for t in 0..sweep.points {
+            let mut limits = self.limits;
+            let at = lo + (hi - lo) * t as f64 / (sweep.points - 1) as f64;
+            limits[k] = Some(limits[k].map_or(at, |l| l.min(at)));
+            if let SolveOutcome::Solved { picks, status } = self.solve(&limits, &[])? {
+                pool.add(self.problem, &picks, Source::Sweep, status);
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan: the pool sorted, its status (the weakest proof of any candidate), and the
+    /// infeasibility report only when nothing was found.
+    fn finish(mut self, pool: Pool, infeasibility: Option<Infeasibility>) -> Plan {
         let ended = |f: fn(&SolveStatus) -> bool| pool.items.iter().any(|c| f(&c.solve));
-        if ended(|s| matches!(s, SolveStatus::TimeLimit { .. })) {
-            status = PlanStatus::TimeLimit;
+        let status = if pool.items.is_empty() {
+            PlanStatus::Infeasible
+        } else if ended(|s| matches!(s, SolveStatus::TimeLimit { .. })) {
+            PlanStatus::TimeLimit
         } else if ended(|s| matches!(s, SolveStatus::WithinGap { .. })) {
-            status = PlanStatus::WithinGap;
-        }
-        if pool.items.is_empty() {
-            status = PlanStatus::Infeasible;
-        }
+            PlanStatus::WithinGap
+        } else {
+            PlanStatus::Optimal
+        };
         let sort_by = self
             .request
             .pareto
@@ -364,15 +258,12 @@ impl<'a> Planner<'a> {
         });
         self.engines.sort_unstable();
         self.engines.dedup();
-        Ok(Plan {
+        let manifest = &self.problem.manifest;
+        Plan {
             status,
             candidates,
             sort_by,
-            infeasibility: if status == PlanStatus::Infeasible {
-                infeasibility
-            } else {
-                None
-            },
+            infeasibility: infeasibility.filter(|_| status == PlanStatus::Infeasible),
             solves: self.solves,
             solve_time_ms: self.started.elapsed().as_secs_f64() * 1e3,
             engine: if self.engines.is_empty() {
@@ -380,16 +271,14 @@ impl<'a> Planner<'a> {
             } else {
                 self.engines.join("+")
             },
-            warnings: self.problem.manifest.warnings.clone(),
-            objective: self.problem.manifest.objective(),
-            proxy_layers: self
-                .problem
-                .manifest
+            warnings: manifest.warnings.clone(),
+            objective: manifest.objective(),
+            proxy_layers: manifest
                 .proxy_layers()
                 .into_iter()
                 .map(String::from)
                 .collect(),
-        })
+        }
     }
 
     /// `n` front points by the epsilon-constraint method: the least-Omega plan at `n` evenly spaced
@@ -573,19 +462,20 @@ pub(crate) fn knapsack_optimum(
     if limits.bounded().next().is_none() {
         return Ok(Some(
             problem
-                .groups
-                .iter()
-                .enumerate()
-                .map(|(g, grp)| match fixed.get(g).copied().flatten() {
-                    Some(c) => c,
-                    None => (0..grp.choices.len())
+                .allowed(fixed)
+                .into_iter()
+                .zip(&problem.groups)
+                .map(|(allowed, grp)| {
+                    // Least Omega, ties to the smaller size.
+                    let key =
+                        |c: usize| (grp.choices[c].omega, grp.choices[c].cost[CostKind::Size]);
+                    allowed
+                        .into_iter()
                         .min_by(|&a, &b| {
-                            grp.choices[a].omega.total_cmp(&grp.choices[b].omega).then(
-                                grp.choices[a].cost[CostKind::Size]
-                                    .total_cmp(&grp.choices[b].cost[CostKind::Size]),
-                            )
+                            let ((oa, sa), (ob, sb)) = (key(a), key(b));
+                            oa.total_cmp(&ob).then(sa.total_cmp(&sb))
                         })
-                        .expect("every group has a choice"),
+                        .expect("every group has a choice")
                 })
                 .collect(),
         ));

@@ -194,7 +194,7 @@ impl ProgressReport {
 pub(super) fn measure(args: MeasureArgs) -> Result<u8, Failure> {
     let manifest = load_manifest(&args.manifest)?;
     let model = load_model(&args.model)?;
-    let measured = planner::eval::onnx::measure_perturbations(&model, &manifest)
+    let measured = planner::eval::ingest::measure_perturbations(&model, &manifest)
         .map_err(in_file(&args.manifest))?;
     println!(
         "{}",

@@ -141,37 +141,69 @@ pub(super) enum Run {
     NoSolution,
 }
 
-/// The least value of `f` over a group's allowed choices.
-fn group_min(g: usize, xs: &[(usize, Variable)], f: impl Fn(usize, usize) -> f64) -> f64 {
-    xs.iter()
-        .map(|&(c, _)| f(g, c))
-        .fold(f64::INFINITY, f64::min)
+/// Each group's allowed choices with their variables.
+type Vars = Vec<Vec<(usize, Variable)>>;
+
+/// Per group, the least value of `f(group, choice)` over its allowed choices.
+fn group_mins(x: &Vars, f: impl Fn(usize, usize) -> f64) -> Vec<f64> {
+    x.iter()
+        .enumerate()
+        .map(|(g, xs)| {
+            xs.iter()
+                .map(|&(c, _)| f(g, c))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect()
+}
+
+/// `sum_g sum_c weight(f(g, c) - mins[g]) x[g,c]`, zero terms left out: the objective and the
+/// budget rows as the solver sees them, shifted by each group's minimum and scaled by `weight`.
+fn shifted(
+    x: &Vars,
+    f: impl Fn(usize, usize) -> f64,
+    mins: &[f64],
+    weight: impl Fn(f64) -> f64,
+) -> Expression {
+    let mut e = Expression::from(0.0);
+    for (g, xs) in x.iter().enumerate() {
+        for &(c, v) in xs {
+            let w = weight(f(g, c) - mins[g]);
+            if w != 0.0 {
+                e.add_mul(w, v);
+            }
+        }
+    }
+    e
+}
+
+/// Per group, the largest value of `f(g, c) - mins[g]` over its allowed choices.
+fn group_spans(x: &Vars, f: impl Fn(usize, usize) -> f64, mins: &[f64]) -> Vec<f64> {
+    x.iter()
+        .enumerate()
+        .map(|(g, xs)| {
+            xs.iter()
+                .map(|&(c, _)| f(g, c) - mins[g])
+                .fold(0.0, f64::max)
+        })
+        .collect()
 }
 
 /// Builds and runs the model (binary, or relaxed to `0 <= x <= 1`).
 pub(super) fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Result<Run> {
-    let Model {
-        relax,
-        initial,
-        time_limit_s,
-        mip_gap,
-        target,
-    } = model;
     let mut vars = ProblemVariables::new();
-    let x: Vec<Vec<(usize, Variable)>> = inst
+    let x: Vars = inst
         .allowed
         .iter()
         .map(|cs| {
             cs.iter()
                 .map(|&c| {
-                    (
-                        c,
-                        vars.add(if relax {
-                            variable().min(0.0).max(1.0)
-                        } else {
-                            variable().binary()
-                        }),
-                    )
+                    let v = variable();
+                    let v = if model.relax {
+                        v.min(0.0).max(1.0)
+                    } else {
+                        v.binary()
+                    };
+                    (c, vars.add(v))
                 })
                 .collect()
         })
@@ -179,114 +211,30 @@ pub(super) fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Res
 
     // Objective: subtract each group's minimum (a constant) and scale the remaining spread.
     let coef = |g: usize, c: usize| inst.coef(g, c);
-    let mins: Vec<f64> = x
-        .iter()
-        .enumerate()
-        .map(|(g, xs)| group_min(g, xs, coef))
-        .collect();
-    let spread: f64 = x
-        .iter()
-        .enumerate()
-        .map(|(g, xs)| {
-            xs.iter()
-                .map(|&(c, _)| coef(g, c) - mins[g])
-                .fold(0.0, f64::max)
-        })
-        .sum();
+    let mins = group_mins(&x, coef);
+    let spread: f64 = group_spans(&x, coef, &mins).iter().sum();
     let obj_scale = if spread > 0.0 {
         OBJECTIVE_SPREAD / spread
     } else {
         1.0
     };
-    let mut obj = Expression::from(0.0);
-    for (g, xs) in x.iter().enumerate() {
-        for &(c, v) in xs {
-            let w = (coef(g, c) - mins[g]) * obj_scale;
-            if w != 0.0 {
-                obj.add_mul(w, v);
-            }
-        }
-    }
-
-    let mut model = vars
-        .minimise(obj)
-        .using(highs)
-        .set_time_limit(time_limit_s.max(0.001))
-        .set_option("mip_rel_gap", mip_gap)
-        .set_option("mip_abs_gap", 0.0)
-        .set_option("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)
-        .set_option("primal_feasibility_tolerance", FEASIBILITY_TOLERANCE)
-        .set_option("mip_allow_restart", ALLOW_RESTART)
-        .set_option("output_flag", false);
-
-    if let Some(target) = target {
-        let offset: f64 = mins.iter().sum();
-        model = model.set_option("objective_target", (target - offset) * obj_scale);
-    }
-    if relax {
-        // HiGHS's presolve costs more than it saves on this LP: 60 against 18-20 ms on 1000 groups
-        // under three budgets (measured). The MIP keeps it.
-        model = model.set_option("presolve", "off");
-    }
-    if let Some(picks) = initial {
-        let start: Vec<(Variable, f64)> = x
-            .iter()
-            .zip(picks)
-            .flat_map(|(xs, &p)| {
-                xs.iter()
-                    .map(move |&(c, v)| (v, if c == p { 1.0 } else { 0.0 }))
-            })
-            .collect();
-        model = model.with_initial_solution(start);
-    }
-
+    let objective = shifted(&x, coef, &mins, |d| d * obj_scale);
+    let offset: f64 = mins.iter().sum();
+    let mut highs_model = configure(vars.minimise(objective).using(highs), &model, &x, |t| {
+        (t - offset) * obj_scale
+    });
     for xs in &x {
         let mut row = Expression::from(0.0);
         for &(_, v) in xs {
             row.add_mul(1.0, v);
         }
-        model.add_constraint(row.eq(1.0));
+        highs_model.add_constraint(row.eq(1.0));
     }
+    let Some(budget_rows) = add_budget_rows(&mut highs_model, inst, limits, &x) else {
+        return Ok(Run::Infeasible);
+    };
 
-    let mut budget_rows = Vec::new();
-    for (k, limit) in limits.bounded() {
-        let cost = |g: usize, c: usize| inst.cost(g, c, k);
-        let gmins: Vec<f64> = x
-            .iter()
-            .enumerate()
-            .map(|(g, xs)| group_min(g, xs, cost))
-            .collect();
-        let slack = limit - gmins.iter().sum::<f64>();
-        if !within(limit - slack, limit) {
-            return Ok(Run::Infeasible);
-        }
-        let widest = x
-            .iter()
-            .enumerate()
-            .flat_map(|(g, xs)| xs.iter().map(move |&(c, _)| (g, c)))
-            .map(|(g, c)| cost(g, c) - gmins[g])
-            .fold(0.0, f64::max);
-        if widest == 0.0 {
-            continue; // every allowed choice costs the same: the row cannot bind
-        }
-        let scale = if slack > 0.0 { slack } else { widest };
-        let mut row = Expression::from(0.0);
-        for (g, xs) in x.iter().enumerate() {
-            for &(c, v) in xs {
-                let w = (cost(g, c) - gmins[g]) / scale;
-                if w != 0.0 {
-                    row.add_mul(w, v);
-                }
-            }
-        }
-        budget_rows.push((
-            k,
-            scale,
-            model.add_constraint(row.leq(slack.max(0.0) / scale)),
-        ));
-    }
-
-    let mut solution = match model.solve() {
+    let mut solution = match highs_model.solve() {
         Ok(s) => s,
         Err(ResolutionError::Infeasible) => return Ok(Run::Infeasible),
         Err(ResolutionError::Other("NoSolutionFound")) => return Ok(Run::NoSolution),
@@ -297,15 +245,15 @@ pub(super) fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Res
         .map(|xs| xs.iter().map(|&(c, v)| (c, solution.value(v))).collect())
         .collect();
     let ended = match solution.status() {
-        SolutionStatus::Optimal if target.is_some() => Ended::WithinGap,
+        SolutionStatus::Optimal if model.target.is_some() => Ended::WithinGap,
         SolutionStatus::Optimal => Ended::Optimal,
         // With a zero gap asked, HiGHS's "optimal with a gap" is a residual at rounding noise.
-        SolutionStatus::GapLimit if mip_gap == 0.0 => Ended::Optimal,
+        SolutionStatus::GapLimit if model.mip_gap == 0.0 => Ended::Optimal,
         SolutionStatus::GapLimit => Ended::WithinGap,
         _ => Ended::TimeLimit,
     };
     let mut lambda = PerCost::default();
-    if relax {
+    if model.relax {
         let duals = solution.compute_dual();
         for (k, scale, row) in budget_rows {
             // Row duals are per unit of the scaled row; express them per unit of original cost.
@@ -317,4 +265,74 @@ pub(super) fn run(inst: &Instance<'_>, limits: &Limits, model: Model<'_>) -> Res
         ended,
         lambda,
     })
+}
+
+/// The solver's options for `model`: time limit, gaps, tolerances, the objective target (through
+/// `to_objective`, the instance's units to the solver's), presolve and the starting assignment.
+fn configure(
+    mut highs_model: HighsProblem,
+    model: &Model<'_>,
+    x: &Vars,
+    to_objective: impl Fn(f64) -> f64,
+) -> HighsProblem {
+    highs_model = highs_model
+        .set_time_limit(model.time_limit_s.max(0.001))
+        .set_option("mip_rel_gap", model.mip_gap)
+        .set_option("mip_abs_gap", 0.0)
+        .set_option("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)
+        .set_option("primal_feasibility_tolerance", FEASIBILITY_TOLERANCE)
+        .set_option("mip_allow_restart", ALLOW_RESTART)
+        .set_option("output_flag", false);
+    if let Some(target) = model.target {
+        highs_model = highs_model.set_option("objective_target", to_objective(target));
+    }
+    if model.relax {
+        // HiGHS's presolve costs more than it saves on this LP: 60 against 18-20 ms on 1000 groups
+        // under three budgets (measured). The MIP keeps it.
+        highs_model = highs_model.set_option("presolve", "off");
+    }
+    if let Some(picks) = model.initial {
+        let start: Vec<(Variable, f64)> = x
+            .iter()
+            .zip(picks)
+            .flat_map(|(xs, &p)| {
+                xs.iter()
+                    .map(move |&(c, v)| (v, if c == p { 1.0 } else { 0.0 }))
+            })
+            .collect();
+        highs_model = highs_model.with_initial_solution(start);
+    }
+    highs_model
+}
+
+/// One row per binding budget, shifted by each group's cheapest choice and scaled to a
+/// right-hand side of one (by the slack, or the widest step when there is none); returns each
+/// row's cost kind, scale and handle, or `None` when some budget cannot be met.
+fn add_budget_rows(
+    highs_model: &mut HighsProblem,
+    inst: &Instance<'_>,
+    limits: &Limits,
+    x: &Vars,
+) -> Option<Vec<(CostKind, f64, ConstraintReference)>> {
+    let mut rows = Vec::new();
+    for (k, limit) in limits.bounded() {
+        let cost = |g: usize, c: usize| inst.cost(g, c, k);
+        let gmins = group_mins(x, cost);
+        let slack = limit - gmins.iter().sum::<f64>();
+        if !within(limit - slack, limit) {
+            return None;
+        }
+        let widest = group_spans(x, cost, &gmins).into_iter().fold(0.0, f64::max);
+        if widest == 0.0 {
+            continue; // every allowed choice costs the same: the row cannot bind
+        }
+        let scale = if slack > 0.0 { slack } else { widest };
+        let row = shifted(x, cost, &gmins, |d| d / scale);
+        rows.push((
+            k,
+            scale,
+            highs_model.add_constraint(row.leq(slack.max(0.0) / scale)),
+        ));
+    }
+    Some(rows)
 }
