@@ -34,7 +34,9 @@ pub struct Config {
     pub ort_lib: Option<PathBuf>,
     /// First retry delay of a failed job; doubles with each attempt.
     pub retry_base: Duration,
-    /// Pause after each evaluated candidate (for tests that must catch a job mid-way).
+    /// Pause after each evaluated candidate or sensitivity measurement, for tests that must
+    /// catch a job mid-way; only in builds with the `test-hooks` feature (see [`Config::eval_pause`]).
+    #[cfg(feature = "test-hooks")]
     pub eval_pause: Duration,
 }
 
@@ -54,8 +56,18 @@ impl Config {
             eval_threads: 1,
             ort_lib: None,
             retry_base: Duration::from_secs(2),
+            #[cfg(feature = "test-hooks")]
             eval_pause: Duration::ZERO,
         }
+    }
+
+    /// The pause after each evaluated candidate or measurement: always zero unless built with
+    /// the `test-hooks` feature, which the test suite enables and release builds do not.
+    pub fn eval_pause(&self) -> Duration {
+        #[cfg(feature = "test-hooks")]
+        return self.eval_pause;
+        #[cfg(not(feature = "test-hooks"))]
+        Duration::ZERO
     }
 }
 

@@ -50,8 +50,9 @@ pub struct ServeArgs {
     /// First retry delay of a failed job, seconds (doubles per attempt).
     #[arg(long, env = "BITPLAN_RETRY_BASE_S", default_value_t = 2.0)]
     pub retry_base_s: f64,
-    /// Pause after each evaluated candidate or sensitivity measurement, ms (for durability tests
-    /// that must catch a job mid-way; 0 in production).
+    /// Pause after each evaluated candidate or sensitivity measurement, ms, for tests that must
+    /// catch a job mid-way: only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, env = "BITPLAN_EVAL_PAUSE_MS", default_value_t = 0, hide = true)]
     pub eval_pause_ms: u64,
 }
@@ -84,7 +85,10 @@ impl ServeArgs {
         c.eval_threads = self.eval_threads.max(1);
         c.ort_lib = self.ort_lib.clone();
         c.retry_base = secs("retry-base-s", self.retry_base_s)?;
-        c.eval_pause = Duration::from_millis(self.eval_pause_ms);
+        #[cfg(feature = "test-hooks")]
+        {
+            c.eval_pause = Duration::from_millis(self.eval_pause_ms);
+        }
         Ok(c)
     }
 }

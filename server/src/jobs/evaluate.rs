@@ -90,8 +90,9 @@ pub(super) async fn measure(
         state.metrics.evaluation(started.elapsed().as_secs_f64());
         done += 1;
         store_evaluation(ctx, supernet_id, key, &metrics, done, total).await?;
-        if !state.config.eval_pause.is_zero() {
-            tokio::time::sleep(state.config.eval_pause).await;
+        let pause = state.config.eval_pause();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     Ok(None)

@@ -95,7 +95,7 @@ fn start_pass(
 ) -> JoinHandle<Measured> {
     let cancel = ctx.cancel.clone();
     let shutdown = ctx.shutdown.clone();
-    let pause = ctx.state.config.eval_pause;
+    let pause = ctx.state.config.eval_pause();
     tokio::task::spawn_blocking(move || {
         let (backend, model, data) = inputs.open()?;
         planner::eval::ingest::measure_sensitivity(
