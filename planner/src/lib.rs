@@ -55,6 +55,6 @@ pub use problem::{layer_omega, proxy_omega, Candidate, Choice, Group, Problem};
 pub use solve::{
     bare_candidate_json, candidate_json, plan, plan_indexed, sampling_probabilities, spread,
     validate_plan, Engine, FrontIndex, HasbParams, LayerProbabilities, Plan, PlanRequest,
-    PlanStatus, PlannedCandidate, SolveOutcome, SolveStatus, Source, Sweep,
+    PlanStatus, PlannedCandidate, SolveOutcome, SolveStatus, Solver, Solvers, Source, Sweep,
     AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S, MAX_STATES,
 };

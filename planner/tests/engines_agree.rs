@@ -2,7 +2,7 @@
 //! must reach the same optimum. Catches objective and row scaling that lets the MIP stop early.
 
 use planner::problem::synth;
-use planner::{plan, Budgets, CostKind, Engine, PlanRequest, PlanStatus, Problem};
+use planner::{plan, Budgets, CostKind, Engine, PlanRequest, PlanStatus, Problem, Solver};
 
 fn optimum(problem: &Problem, budgets: &Budgets, engine: Engine) -> f64 {
     let r = plan(
@@ -80,7 +80,7 @@ fn the_core_program_matches_highs_on_a_thousand_layers() {
             },
         )
         .unwrap();
-        assert_eq!(auto.engine, "core");
+        assert_eq!(auto.engine.to_string(), "core");
         let milp = optimum(&p, &budgets, Engine::Highs);
         let core = auto.candidates[0].candidate.omega;
         assert!(
@@ -253,7 +253,7 @@ fn the_front_index_answers_like_the_solvers() {
                 };
                 let want = plan(&p, &request).unwrap();
                 let got = planner::plan_indexed(&p, &request, Some(&index)).unwrap();
-                assert_eq!(got.engine, "front-index");
+                assert_eq!(got.engine.to_string(), "front-index");
                 assert_eq!(
                     got.status, want.status,
                     "{} {kind:?} {limit}",
@@ -305,11 +305,9 @@ fn the_front_index_answers_like_the_solvers() {
             },
             ..PlanRequest::default()
         };
-        assert_ne!(
-            planner::plan_indexed(&p, &request, Some(&index))
-                .unwrap()
-                .engine,
-            "front-index"
-        );
+        let engine = planner::plan_indexed(&p, &request, Some(&index))
+            .unwrap()
+            .engine;
+        assert!(!engine.contains(Solver::FrontIndex), "{engine}");
     }
 }

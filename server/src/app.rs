@@ -41,21 +41,31 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults of `bitplan serve`'s flags, and of [`Config::new`].
+    pub const MAX_JSON_BYTES: usize = 8 << 20;
+    pub const MAX_UPLOAD_BYTES: u64 = 2 << 30;
+    pub const REQUEST_TIMEOUT_S: f64 = 60.0;
+    pub const MAX_SOLVE_TIME_S: f64 = 60.0;
+    pub const JOB_WORKERS: usize = 2;
+    pub const EVAL_CONCURRENCY: usize = 1;
+    pub const EVAL_THREADS: usize = 1;
+    pub const RETRY_BASE_S: f64 = 2.0;
+
     /// Defaults for a data directory (tests use this and adjust).
     pub fn new(data_dir: PathBuf) -> Config {
         Config {
             data_dir,
             api_token: None,
             protect_reads: false,
-            max_json_bytes: 8 << 20,
-            max_upload_bytes: 2 << 30,
-            request_timeout: Duration::from_secs(60),
-            max_solve_time_s: 60.0,
-            job_workers: 2,
-            eval_concurrency: 1,
-            eval_threads: 1,
+            max_json_bytes: Self::MAX_JSON_BYTES,
+            max_upload_bytes: Self::MAX_UPLOAD_BYTES,
+            request_timeout: Duration::from_secs_f64(Self::REQUEST_TIMEOUT_S),
+            max_solve_time_s: Self::MAX_SOLVE_TIME_S,
+            job_workers: Self::JOB_WORKERS,
+            eval_concurrency: Self::EVAL_CONCURRENCY,
+            eval_threads: Self::EVAL_THREADS,
             ort_lib: None,
-            retry_base: Duration::from_secs(2),
+            retry_base: Duration::from_secs_f64(Self::RETRY_BASE_S),
             #[cfg(feature = "test-hooks")]
             eval_pause: Duration::ZERO,
         }

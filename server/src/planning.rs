@@ -126,7 +126,7 @@ pub fn result_json(plan: &Plan) -> Value {
         "sort_by": plan.sort_by.as_str(),
         "solves": plan.solves,
         "solve_time_ms": plan.solve_time_ms,
-        "engine": plan.engine,
+        "engine": plan.engine.to_string(),
         "objective": plan.objective,
         "proxy_layers": plan.proxy_layers,
         "warnings": plan.warnings,

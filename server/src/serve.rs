@@ -23,32 +23,32 @@ pub struct ServeArgs {
     #[arg(long, env = "BITPLAN_PROTECT_READS")]
     pub protect_reads: bool,
     /// Largest JSON body, bytes.
-    #[arg(long, env = "BITPLAN_MAX_JSON_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, env = "BITPLAN_MAX_JSON_BYTES", default_value_t = Config::MAX_JSON_BYTES)]
     pub max_json_bytes: usize,
     /// Largest model or validation-set upload, bytes.
-    #[arg(long, env = "BITPLAN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
+    #[arg(long, env = "BITPLAN_MAX_UPLOAD_BYTES", default_value_t = Config::MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
     /// Requests taking longer are answered 503 (event streams and uploads excepted).
-    #[arg(long, env = "BITPLAN_REQUEST_TIMEOUT_S", default_value_t = 60.0)]
+    #[arg(long, env = "BITPLAN_REQUEST_TIMEOUT_S", default_value_t = Config::REQUEST_TIMEOUT_S)]
     pub request_timeout_s: f64,
     /// Upper bound on a plan's per-solve time limit, seconds.
-    #[arg(long, env = "BITPLAN_MAX_SOLVE_TIME_S", default_value_t = 60.0)]
+    #[arg(long, env = "BITPLAN_MAX_SOLVE_TIME_S", default_value_t = Config::MAX_SOLVE_TIME_S)]
     pub max_solve_time_s: f64,
     /// Jobs run at once.
-    #[arg(long, env = "BITPLAN_JOB_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "BITPLAN_JOB_WORKERS", default_value_t = Config::JOB_WORKERS)]
     pub job_workers: usize,
     /// Evaluation jobs run at once (each runs ONNX Runtime sessions).
-    #[arg(long, env = "BITPLAN_EVAL_CONCURRENCY", default_value_t = 1)]
+    #[arg(long, env = "BITPLAN_EVAL_CONCURRENCY", default_value_t = Config::EVAL_CONCURRENCY)]
     pub eval_concurrency: usize,
     /// Intra-op threads per ONNX Runtime session.
-    #[arg(long, env = "BITPLAN_EVAL_THREADS", default_value_t = 1)]
+    #[arg(long, env = "BITPLAN_EVAL_THREADS", default_value_t = Config::EVAL_THREADS)]
     pub eval_threads: usize,
     /// The ONNX Runtime shared library (default: beside the executable, then .cache/onnxruntime-*/
     /// in the executable's folder or an ancestor).
     #[arg(long, env = "BITPLAN_ORT_LIB", value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
     /// First retry delay of a failed job, seconds (doubles per attempt).
-    #[arg(long, env = "BITPLAN_RETRY_BASE_S", default_value_t = 2.0)]
+    #[arg(long, env = "BITPLAN_RETRY_BASE_S", default_value_t = Config::RETRY_BASE_S)]
     pub retry_base_s: f64,
     /// Pause after each evaluated candidate or sensitivity measurement, ms, for tests that must
     /// catch a job mid-way: only in builds with the `test-hooks` feature.

@@ -22,6 +22,6 @@ pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::{SolveOutcome, SolveStatus};
 pub use plan::{
     bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Plan,
-    PlanStatus, PlannedCandidate, Source,
+    PlanStatus, PlannedCandidate, Solver, Solvers, Source,
 };
 pub use request::{Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S};

@@ -72,12 +72,68 @@ pub struct Plan {
     pub infeasibility: Option<Infeasibility>,
     pub solves: usize,
     pub solve_time_ms: f64,
-    /// The engines that answered, joined by `+` (`knapsack`, `highs`, `front-index`), or `none`.
-    pub engine: String,
+    /// The engines that answered the plan's solves.
+    pub engine: Solvers,
     pub warnings: Vec<Warning>,
     pub proxy_layers: Vec<String>,
     /// What Omega is: `sensitivity_kl`, `sensitivity_mse` (measured) or `hessian`.
     pub objective: &'static str,
+}
+
+/// An engine that answered solves of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Solver {
+    /// The expanding-core dynamic program.
+    Core,
+    /// A precomputed exact front ([`FrontIndex`]).
+    FrontIndex,
+    /// The ILP through HiGHS.
+    Highs,
+    /// The knapsack dynamic program (and the exact front).
+    Knapsack,
+}
+
+impl Solver {
+    /// The name in plans' `engine` (`core`, `front-index`, `highs`, `knapsack`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Solver::Core => "core",
+            Solver::FrontIndex => "front-index",
+            Solver::Highs => "highs",
+            Solver::Knapsack => "knapsack",
+        }
+    }
+}
+
+/// The engines that answered a plan's solves. Shown (and serialised) as their names in name
+/// order joined by `+` (`highs+knapsack`), or `none` when no solve ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Solvers(std::collections::BTreeSet<Solver>);
+
+impl Solvers {
+    pub fn contains(&self, s: Solver) -> bool {
+        self.0.contains(&s)
+    }
+
+    fn insert(&mut self, s: Solver) {
+        self.0.insert(s);
+    }
+}
+
+impl std::fmt::Display for Solvers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.0.iter().map(|s| s.as_str()).collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
+impl Serialize for Solvers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Plans: the engine behind `bitplan plan` and the service's plans.
@@ -108,7 +164,7 @@ struct Planner<'a> {
     bounds: Vec<Bound>,
     limits: Limits,
     solves: usize,
-    engines: Vec<&'static str>,
+    engines: Solvers,
     started: Instant,
     index: Option<&'a FrontIndex>,
 }
@@ -123,7 +179,7 @@ impl<'a> Planner<'a> {
             bounds,
             limits,
             solves: 0,
-            engines: Vec::new(),
+            engines: Solvers::default(),
             started: Instant::now(),
             index: None,
         })
@@ -172,7 +228,7 @@ impl<'a> Planner<'a> {
         ) {
             (Ok(front), points) => {
                 self.solves += 1;
-                self.engines.push("knapsack");
+                self.engines.insert(Solver::Knapsack);
                 let costs: Vec<f64> = front
                     .iter()
                     .map(|p| self.problem.candidate(p).cost(axis))
@@ -233,7 +289,7 @@ impl<'a> Planner<'a> {
 
     /// The plan: the pool sorted, its status (the weakest proof of any candidate), and the
     /// infeasibility report only when nothing was found.
-    fn finish(mut self, pool: Pool, infeasibility: Option<Infeasibility>) -> Plan {
+    fn finish(self, pool: Pool, infeasibility: Option<Infeasibility>) -> Plan {
         let ended = |f: fn(&SolveStatus) -> bool| pool.items.iter().any(|c| f(&c.solve));
         let status = if pool.items.is_empty() {
             PlanStatus::Infeasible
@@ -256,8 +312,6 @@ impl<'a> Planner<'a> {
                 .total_cmp(&b.candidate.cost(sort_by))
                 .then(a.candidate.omega.total_cmp(&b.candidate.omega))
         });
-        self.engines.sort_unstable();
-        self.engines.dedup();
         let manifest = &self.problem.manifest;
         Plan {
             status,
@@ -266,11 +320,7 @@ impl<'a> Planner<'a> {
             infeasibility: infeasibility.filter(|_| status == PlanStatus::Infeasible),
             solves: self.solves,
             solve_time_ms: self.started.elapsed().as_secs_f64() * 1e3,
-            engine: if self.engines.is_empty() {
-                "none".to_string()
-            } else {
-                self.engines.join("+")
-            },
+            engine: self.engines,
             warnings: manifest.warnings.clone(),
             objective: manifest.objective(),
             proxy_layers: manifest
@@ -333,7 +383,7 @@ impl<'a> Planner<'a> {
                 && bounded.len() == 1
                 && bounded[0].0 == ix.axis()
             {
-                self.engines.push("front-index");
+                self.engines.insert(Solver::FrontIndex);
                 let limit = bounded[0].1;
                 return Ok(ix
                     .best_under(limit)
@@ -356,7 +406,7 @@ impl<'a> Planner<'a> {
             let (k, limit) = limits.bounded().next().expect("one limit");
             match crate::solve::expanding_core::solve(self.problem, k, limit, fixed) {
                 Ok(found) => {
-                    self.engines.push("core");
+                    self.engines.insert(Solver::Core);
                     return Ok(found.map_or(SolveOutcome::Infeasible, |picks| {
                         SolveOutcome::Solved {
                             picks,
@@ -381,7 +431,7 @@ impl<'a> Planner<'a> {
     ) -> Result<SolveOutcome> {
         match engine {
             Engine::Highs => {
-                self.engines.push("highs");
+                self.engines.insert(Solver::Highs);
                 ilp::solve(
                     self.problem,
                     limits,
@@ -394,7 +444,7 @@ impl<'a> Planner<'a> {
                 )
             }
             _ => {
-                self.engines.push("knapsack");
+                self.engines.insert(Solver::Knapsack);
                 Ok(knapsack_optimum(self.problem, limits, fixed)?.map_or(
                     SolveOutcome::Infeasible,
                     |picks| SolveOutcome::Solved {
@@ -520,7 +570,7 @@ impl Plan {
             "infeasible": self.infeasibility,
             "solves": self.solves,
             "solve_time_ms": self.solve_time_ms,
-            "engine": self.engine,
+            "engine": self.engine.to_string(),
             "objective": self.objective,
             "proxy_layers": self.proxy_layers,
             "warnings": self.warnings,
@@ -554,6 +604,26 @@ pub fn bare_candidate_json(problem: &Problem, c: &Candidate) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn solvers_show_in_name_order_whatever_order_they_answered_in() {
+        let mut used = Solvers::default();
+        assert_eq!(used.to_string(), "none");
+        for s in [
+            Solver::Knapsack,
+            Solver::Highs,
+            Solver::Knapsack,
+            Solver::FrontIndex,
+        ] {
+            used.insert(s);
+        }
+        assert_eq!(used.to_string(), "front-index+highs+knapsack");
+        assert_eq!(
+            serde_json::to_value(&used).unwrap(),
+            "front-index+highs+knapsack"
+        );
+        assert!(used.contains(Solver::Highs) && !used.contains(Solver::Core));
+    }
 
     #[test]
     fn epsilon_constraint_points_lie_on_the_exact_front() {

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use planner::solve::fleet::{DeviceSpec, Fleet};
+use planner::solve::fleet::{DeviceSpec, Fleet, FleetOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -303,14 +303,15 @@ pub struct FleetPlanBody {
 }
 
 fn default_neighbours() -> usize {
-    2
+    FleetOptions::default().neighbours
 }
 fn default_step() -> f64 {
-    0.1
+    FleetOptions::default().step
 }
 fn default_neighbour_limit() -> f64 {
-    0.05
+    FleetOptions::default().neighbour_time_limit_s
 }
+
 impl FleetPlanBody {
     pub fn options(&self, max_time_s: f64) -> planner::solve::fleet::FleetOptions {
         planner::solve::fleet::FleetOptions {

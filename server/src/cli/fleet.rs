@@ -7,6 +7,7 @@ use super::{
 };
 use crate::output::{self, Format};
 use clap::Args;
+use planner::solve::fleet::FleetOptions;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -29,17 +30,17 @@ pub(super) struct FleetArgs {
     #[arg(long, value_name = "VAL.npz", requires = "model")]
     data: Option<PathBuf>,
     /// Optima shown at this many tighter and looser budgets around each device's choice.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = FleetOptions::default().neighbours)]
     neighbours: usize,
     /// Step between those budgets, as a fraction of the device's budget.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = FleetOptions::default().step)]
     step: f64,
     /// Time limit of each ILP solve for a device's choice, seconds.
-    #[arg(long, default_value_t = planner::DEFAULT_TIME_LIMIT_S)]
+    #[arg(long, default_value_t = FleetOptions::default().time_limit_s)]
     time_limit_s: f64,
     /// Time limit of each ILP solve for a neighbour, seconds (a neighbour stopped there reports
     /// its status and gap).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = FleetOptions::default().neighbour_time_limit_s)]
     neighbour_time_limit_s: f64,
     #[command(flatten)]
     gap: GapArgs,

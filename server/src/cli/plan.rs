@@ -4,7 +4,9 @@
 use super::{in_file, load_manifest, read, Failure, GapArgs, EXIT_INFEASIBLE};
 use crate::output::{self, Format};
 use clap::{Args, ValueEnum};
-use planner::{Budgets, CostKind, DeviceProfile, Engine, PlanRequest, PlanStatus, Problem, Sweep};
+use planner::{
+    Budgets, CostKind, DeviceProfile, Engine, HasbParams, PlanRequest, PlanStatus, Problem, Sweep,
+};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,10 +93,10 @@ pub(super) struct HasbArgs {
     /// Supernet manifest (JSON).
     manifest: PathBuf,
     /// Width of each layer's preference around its sensitivity (fraction of the bit range).
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = HasbParams::default().sigma)]
     sigma: f64,
     /// Probability mass spread uniformly over every allowed bit.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = HasbParams::default().floor)]
     floor: f64,
 }
 
