@@ -9,6 +9,7 @@
 //! - [`fleet`]: one plan per device of a fleet, sharing work across devices.
 //! - `hasb`: the paper's per-layer bit sampling probabilities.
 
+mod answer;
 mod expanding_core;
 pub mod fleet;
 mod front;
@@ -17,11 +18,12 @@ mod ilp;
 mod plan;
 mod request;
 
+pub use answer::{
+    bare_candidate_json, candidate_json, Plan, PlanStatus, PlannedCandidate, Solver, Solvers,
+    Source,
+};
 pub use front::{spread, FrontIndex, MAX_STATES};
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::{SolveOutcome, SolveStatus};
-pub use plan::{
-    bare_candidate_json, candidate_json, plan, plan_indexed, validate as validate_plan, Plan,
-    PlanStatus, PlannedCandidate, Solver, Solvers, Source,
-};
+pub use plan::{plan, plan_indexed, validate as validate_plan};
 pub use request::{Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S};
