@@ -49,7 +49,8 @@ pub use problem::budget::{fmt_num, BudgetReport, Budgets, Infeasibility};
 pub use problem::cost::{CostKind, Costs, Limits, PerCost};
 pub use problem::device::{DeviceProfile, LatencyModel};
 pub use problem::manifest::{
-    bits_json, ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS,
+    bits_json, ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, DEFAULT_BITS,
+    MAX_BITS,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, Group, Problem};
 pub use solve::{

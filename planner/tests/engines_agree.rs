@@ -53,7 +53,7 @@ fn highs_matches_the_knapsack_dp_on_large_manifests() {
     }
 }
 
-/// On 1000 layers (where `auto` now answers single budgets with the expanding-core program), the
+/// On 1000 layers (where `auto` answers single budgets with the expanding-core program), the
 /// core program and HiGHS reach the same optimum on each cost, tight and loose.
 #[test]
 fn the_core_program_matches_highs_on_a_thousand_layers() {

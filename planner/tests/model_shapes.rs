@@ -5,7 +5,7 @@
 mod common;
 use common::{max_rel_diff, ort_lib};
 use planner::eval::npz::ValidationSet;
-use planner::eval::onnx::{pb, OnnxModel, WeightSource};
+use planner::eval::onnx::{int_attribute, pb, OnnxModel, WeightSource};
 use planner::eval::ort_backend::OrtBackend;
 use planner::eval::{Backend, EvalOptions, Evaluator, Session};
 use planner::problem::synth::Rng;
@@ -30,15 +30,6 @@ fn floats(rng: &mut Rng, n: usize) -> Vec<u8> {
     (0..n)
         .flat_map(|_| (rng.range(-1.0, 1.0) as f32).to_le_bytes())
         .collect()
-}
-
-fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: Some(name.into()),
-        i: Some(v),
-        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
-        ..Default::default()
-    }
 }
 
 fn node(
@@ -116,7 +107,7 @@ fn model() -> Vec<u8> {
                 "conv_dq",
                 &["conv.q", "conv.scale", "conv.zp"],
                 "conv.w",
-                vec![attr_int("axis", 0)],
+                vec![int_attribute("axis", 0)],
             ),
             node(
                 "Conv",
@@ -140,7 +131,7 @@ fn model() -> Vec<u8> {
                 "gemm",
                 &["m", "gemm.b", "gemm.c"],
                 "y",
-                vec![attr_int("transB", 0)],
+                vec![int_attribute("transB", 0)],
             ),
         ],
         initializer: vec![

@@ -1,4 +1,7 @@
 //! The service's shared state and configuration.
+//!
+//! It owns `Config` (what `bitplan serve` was told, with its defaults) and `AppState` (the
+//! database, blobs, metrics, caches and the job runner's handles); it handles no request.
 
 use crate::blobs::Blobs;
 use crate::error::ApiError;
@@ -72,7 +75,7 @@ impl Config {
     }
 
     /// The pause after each evaluated candidate or measurement: always zero unless built with
-    /// the `test-hooks` feature, which the test suite enables and release builds do not.
+    /// the `test-hooks` feature, which the test suite enables and the binary built alone does not.
     pub fn eval_pause(&self) -> Duration {
         #[cfg(feature = "test-hooks")]
         return self.eval_pause;

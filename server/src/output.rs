@@ -1,4 +1,6 @@
 //! Rendering plans for people (table) and for tools (JSON, CSV).
+//!
+//! It owns the CLI's text, JSON and CSV forms; it formats what it is given and computes nothing.
 
 use clap::ValueEnum;
 use planner::eval::{Metrics, Timings};

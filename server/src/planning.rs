@@ -12,6 +12,12 @@ use planner::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// A solve's time limit when a request gives none: the planner's default, within the service's
+/// `--max-solve-time-s`.
+pub fn default_time_limit_s(max_time_s: f64) -> f64 {
+    planner::DEFAULT_TIME_LIMIT_S.min(max_time_s)
+}
+
 /// The body of `POST /v1/supernets/{id}/plans`, stored as the plan's `request`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +94,7 @@ impl PlanBody {
         })?;
         let time_limit_s = self
             .time_limit_s
-            .unwrap_or(planner::DEFAULT_TIME_LIMIT_S.min(max_time_s));
+            .unwrap_or(default_time_limit_s(max_time_s));
         if time_limit_s > max_time_s {
             return Err(ApiError::invalid(
                 "time_limit_s",
@@ -121,17 +127,7 @@ impl PlanBody {
 
 /// The stored summary of a solved plan.
 pub fn result_json(plan: &Plan) -> Value {
-    json!({
-        "status": plan.status.as_str(),
-        "sort_by": plan.sort_by.as_str(),
-        "solves": plan.solves,
-        "solve_time_ms": plan.solve_time_ms,
-        "engine": plan.engine.to_string(),
-        "objective": plan.objective,
-        "proxy_layers": plan.proxy_layers,
-        "warnings": plan.warnings,
-        "infeasible": plan.infeasibility,
-    })
+    plan.summary_json()
 }
 
 /// Bit-widths in manifest order as stored (the key evaluations share).

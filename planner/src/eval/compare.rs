@@ -1,6 +1,8 @@
 //! Comparing a quantized model's outputs with the fp32 reference's: agreement, KL, SQNR, cosine
 //! similarity, relative L2 and the divergences measured sensitivity is in.
 //!
+//! It owns the metrics, computed from output arrays alone: no model, no runtime.
+//!
 //! Outputs are `[samples, width]` rows. A row is either logits (KL on their softmax) or already a
 //! probability distribution (a model ending in Softmax): KL is then taken on the rows as they are,
 //! since a softmax of probabilities flattens them and under-reports KL by orders of magnitude.

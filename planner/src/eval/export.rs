@@ -2,6 +2,8 @@
 //! becomes an int8 initializer holding its `b`-bit Double Rounding integers, dequantized by a
 //! DequantizeLinear with the per-channel scales `s_h * 2^(h-b)` on the op's output-channel axis.
 //! Plain ONNX Runtime runs it, and its outputs equal the fake-quantized evaluation's.
+//!
+//! It owns writing a plan as a model; it reads the model and the manifest and measures nothing.
 
 use crate::error::{Error, FieldError, Result};
 use crate::eval::onnx::{int_attribute, pb, OnnxModel, WeightedLayer};

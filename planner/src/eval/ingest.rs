@@ -2,6 +2,9 @@
 //! shapes of one inference at the given input shape, Hessian traces merged by name, and with a
 //! calibration set, each layer's measured sensitivity ([`crate::eval::sensitivity`]).
 //!
+//! It owns turning a model into manifest fields (counts, MACs, traces, measured perturbations and
+//! sensitivity); checking the manifest stays the manifest's.
+//!
 //! MACs per sample of a weighted op = (output elements per sample) x (weights per output channel):
 //! Conv `out_c*oh*ow * in/g*kh*kw`, Gemm/MatMul `n_out * k`. ConvTranspose multiplies each input
 //! element by its `out/g*kh*kw` weights: (input elements per sample) x (weights per input channel).

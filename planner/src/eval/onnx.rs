@@ -1,5 +1,7 @@
 //! Reading ONNX models: the weighted layers of a graph, their weight tensors and layouts.
 //!
+//! It owns reading and linking a model's weights; it runs nothing (sessions are the runtime's).
+//!
 //! Weights are found as initializers or Constant nodes, in fp32 or as int8 behind a
 //! DequantizeLinear (a model already stored at its highest bit-width). Each weighted op knows its
 //! output-channel axis: Conv `[out, in/g, kh, kw]` (axis 0), ConvTranspose `[in, out/g, kh, kw]`

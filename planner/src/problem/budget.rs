@@ -1,4 +1,7 @@
 //! Budgets: upper bounds on costs, and the report of why a set of budgets cannot be met.
+//!
+//! It owns checking budgets and turning them into limits per cost, and the one rule of "within a
+//! budget" ([`within`]); solving under them is `solve`'s.
 
 use crate::error::{Error, FieldError, Result};
 use crate::problem::cost::{CostKind, Limits};

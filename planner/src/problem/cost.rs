@@ -175,7 +175,8 @@ mod tests {
             Costs::from_fn(|k| if k == CostKind::Bops { bops } else { others })
         };
         assert!(limits.admit(&at(100.0, 1e300)));
-        assert!(!limits.admit(&at(100.0 * (1.0 + 1e-9), 0.0)));
+        assert!(limits.admit(&at(100.0 * (1.0 + 0.5e-12), 0.0)));
+        assert!(!limits.admit(&at(100.0 * (1.0 + 2e-12), 0.0)));
         assert_eq!(limits.or_zero(), at(100.0, 0.0));
     }
 }

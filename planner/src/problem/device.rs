@@ -1,5 +1,8 @@
 //! Device profiles: how long a layer takes on a device at a given bit-width.
 //!
+//! It owns checking a profile and pricing a layer on it; what a device may run and afford in a
+//! fleet is `solve::fleet`'s.
+//!
 //! Two latency models:
 //! - a lookup table measured on the device: `latency_ms[layer][bits]`;
 //! - a roofline: a layer at weight bits `w` and activation bits `a` runs its MACs at the device's

@@ -1,10 +1,12 @@
 //! Reproducible synthetic manifests at the scale of real networks, for benchmarks and examples.
 //!
+//! It owns generating manifests (and fleets) from a seed; nothing it makes is read back from disk.
+//!
 //! Layer shapes, MACs and ties follow the real ImageNet ResNets (torchvision, 224x224 input);
 //! traces and perturbations are drawn from a seeded generator, so the same seed gives the same
 //! manifest on every machine.
 
-use crate::problem::manifest::Manifest;
+use crate::problem::manifest::{Manifest, DEFAULT_BITS as BITS};
 use serde_json::{json, Value};
 
 /// SplitMix64: tiny, seedable, and the same everywhere.
@@ -35,8 +37,6 @@ impl Rng {
         self.next_u64() % n
     }
 }
-
-const BITS: [u8; 6] = [8, 6, 5, 4, 3, 2];
 
 struct Builder {
     rng: Rng,

@@ -1,5 +1,7 @@
 //! Exact Pareto fronts by dynamic programming over groups.
 //!
+//! It owns the fronts and the knapsack optimum; it reads a compiled problem and never calls HiGHS.
+//!
 //! Partial assignments of the first `g` groups are states `(costs, Omega)`. A state that is no
 //! better in every tracked cost and in Omega than another can never complete to a better plan (all
 //! costs and Omega are sums), so only non-dominated states are kept. With no budget on a cost
@@ -392,7 +394,7 @@ impl LagrangeBound {
             })
             .collect();
         let mut spent: f64 = hulls.iter().map(|h| h[0].0).sum();
-        if spent > limit {
+        if !within(spent, limit) {
             return None;
         }
         let mut steps: Vec<(f64, usize, usize)> = Vec::new(); // (efficiency, group, hull index reached)
@@ -409,7 +411,7 @@ impl LagrangeBound {
                 continue; // an earlier step of this group was skipped
             }
             let extra = hulls[g][i].0 - hulls[g][i - 1].0;
-            if spent + extra <= limit {
+            if within(spent + extra, limit) {
                 spent += extra;
                 at[g] = i;
             } else if lambda == 0.0 {

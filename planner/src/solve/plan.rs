@@ -1,5 +1,8 @@
 //! Planning: one solve, the exact Pareto front, the paper's iterative pool and budget sweeps,
 //! merged into one deduplicated pool of candidates.
+//!
+//! It owns choosing an engine per solve and merging what each mode finds; the request's checks are
+//! `request`'s, the answer's shape `answer`'s.
 
 use crate::error::{Error, Result};
 use crate::problem::budget::{limits_of, Bound, BudgetReport, Infeasibility};

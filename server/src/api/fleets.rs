@@ -1,4 +1,7 @@
 //! Device profiles, fleets, and fleet plans (a job whose result is one row per device).
+//!
+//! Handlers parse, call the planner and the store, and serialise; planning a fleet is
+//! `crate::fleet`'s.
 
 use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
@@ -319,7 +322,7 @@ impl FleetPlanBody {
             step: self.step,
             time_limit_s: self
                 .time_limit_s
-                .unwrap_or(planner::DEFAULT_TIME_LIMIT_S.min(max_time_s)),
+                .unwrap_or(crate::planning::default_time_limit_s(max_time_s)),
             neighbour_time_limit_s: self.neighbour_time_limit_s,
             mip_gap: self.mip_gap,
         }
@@ -403,9 +406,7 @@ pub async fn create_fleet_plan(
             return Err(ApiError::invalid("min_accuracy", "must be within 0..=1"));
         }
     }
-    if !(1..=65_536).contains(&body.batch_size) {
-        return Err(ApiError::invalid("batch_size", "must be within 1..=65536"));
-    }
+    super::check_batch_size(body.batch_size)?;
     let max_time = state.config.max_solve_time_s;
     if body
         .time_limit_s

@@ -1,4 +1,6 @@
 //! Jobs: cheap status polls, cancellation, and a server-sent events stream of progress.
+//!
+//! Handlers read and flag jobs; running them is `crate::jobs`'.
 
 use super::ApiQuery;
 use crate::app::AppState;

@@ -31,6 +31,21 @@ fn default_batch() -> usize {
     planner::eval::DEFAULT_BATCH_SIZE
 }
 
+/// Largest `batch_size` a request may ask for.
+const MAX_BATCH_SIZE: usize = 65_536;
+
+/// A request's `batch_size`, checked against `1..=MAX_BATCH_SIZE`.
+fn check_batch_size(batch_size: usize) -> Result<(), ApiError> {
+    if (1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "batch_size",
+            format!("must be within 1..={MAX_BATCH_SIZE}"),
+        ))
+    }
+}
+
 /// The OpenAPI 3.1 contract, served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../openapi.yaml");
 

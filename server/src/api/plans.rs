@@ -1,4 +1,6 @@
 //! Plans, their candidates, evaluations of candidates, and exports.
+//!
+//! Handlers parse, call `crate::planning` and the store, and serialise; solving is the planner's.
 
 use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
@@ -466,9 +468,7 @@ pub async fn queue_evaluation(
             plan.status
         )));
     }
-    if !(1..=65_536).contains(&batch_size) {
-        return Err(ApiError::invalid("batch_size", "must be within 1..=65536"));
-    }
+    super::check_batch_size(batch_size)?;
     let supernet = store::supernet(&state.db, &plan.supernet_id).await?;
     if supernet.model_hash.is_none() || supernet.data_hash.is_none() {
         return Err(ApiError::conflict(format!(

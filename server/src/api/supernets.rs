@@ -1,4 +1,6 @@
 //! Supernets: a manifest, then its ONNX model and validation set as content-addressed blobs.
+//!
+//! Handlers check and store; measuring a supernet is a job's (`crate::jobs::sensitivity`).
 
 use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
@@ -291,9 +293,7 @@ pub async fn measure_sensitivity(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SensitivityBody>,
 ) -> ApiResult<Response> {
-    if !(1..=65_536).contains(&body.batch_size) {
-        return Err(ApiError::invalid("batch_size", "must be within 1..=65536"));
-    }
+    super::check_batch_size(body.batch_size)?;
     let supernet = store::supernet(&state.db, &id).await?;
     if supernet.model_hash.is_none() || supernet.data_hash.is_none() {
         return Err(ApiError::conflict(format!(

@@ -43,7 +43,7 @@ pub(super) struct ManifestArgs {
     #[arg(long, value_name = "DIMS", value_delimiter = ',')]
     input_shape: Option<Vec<usize>>,
     /// Candidate bit-widths.
-    #[arg(long, value_delimiter = ',', default_value = "8,6,5,4,3,2")]
+    #[arg(long, value_delimiter = ',', default_values_t = planner::DEFAULT_BITS)]
     bits: Vec<u8>,
     /// Manifest name (default: the model file's stem).
     #[arg(long)]

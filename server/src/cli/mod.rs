@@ -61,7 +61,7 @@ struct GapArgs {
     #[arg(
         long,
         value_name = "X",
-        default_value_t = 0.0,
+        default_value_t = planner::PlanRequest::default().mip_gap,
         allow_negative_numbers = true
     )]
     mip_gap: f64,
@@ -74,7 +74,7 @@ struct RuntimeArgs {
     #[arg(long, env = "BITPLAN_ORT_LIB", value_name = "PATH")]
     ort_lib: Option<PathBuf>,
     /// Intra-op threads per inference session.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = crate::app::Config::EVAL_THREADS)]
     threads: usize,
 }
 

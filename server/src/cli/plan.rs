@@ -81,7 +81,9 @@ pub(super) struct PlanArgs {
     time_limit_s: f64,
     #[command(flatten)]
     gap: GapArgs,
-    /// Solver for single solves: auto (knapsack DP for <= 1 bounded cost, else HiGHS), highs, knapsack.
+    /// Solver for single solves: auto (each group's least Omega with no budget; with one, the
+    /// knapsack DP up to 64 groups and the expanding-core DP beyond; with more, HiGHS), highs,
+    /// knapsack, or core (the expanding-core DP for one budget).
     #[arg(long, value_enum, default_value = "auto")]
     engine: EngineArg,
     #[arg(long, value_enum, default_value = "table")]

@@ -9,6 +9,10 @@ mod check;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The candidate bit-widths a manifest derived from a model (or generated) offers unless told
+/// otherwise, highest first.
+pub const DEFAULT_BITS: [u8; 6] = [8, 6, 5, 4, 3, 2];
+
 /// Largest bit-width a manifest may name.
 pub const MAX_BITS: u8 = 32;
 

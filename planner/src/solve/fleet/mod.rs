@@ -51,7 +51,7 @@ impl Default for FleetOptions {
             step: 0.1,
             time_limit_s: crate::solve::request::DEFAULT_TIME_LIMIT_S,
             neighbour_time_limit_s: 0.05,
-            mip_gap: 0.0,
+            mip_gap: PlanRequest::default().mip_gap,
         }
     }
 }

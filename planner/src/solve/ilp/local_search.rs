@@ -73,7 +73,7 @@ pub(super) fn improve(
     deadline: &Deadline,
 ) {
     let mut costs = inst.costs(picks);
-    let within = |costs: &Costs, m: &Move, n: Option<&Move>| -> bool {
+    let admits = |costs: &Costs, m: &Move, n: Option<&Move>| -> bool {
         limits.admit(&(*costs + (m.cost + n.map_or(Costs::ZERO, |n| n.cost))))
     };
     while !deadline.passed() {
@@ -93,7 +93,7 @@ pub(super) fn improve(
             .collect();
         let single = moves
             .iter()
-            .filter(|m| m.objective < 0.0 && within(&costs, m, None))
+            .filter(|m| m.objective < 0.0 && admits(&costs, m, None))
             .min_by(|a, b| a.objective.total_cmp(&b.objective));
         let chosen: Vec<Move> = match single {
             Some(m) => vec![*m],
@@ -108,7 +108,7 @@ pub(super) fn improve(
                         if total >= best.map_or(0.0, |b| b.0) {
                             break; // givers only get dearer
                         }
-                        if give.g != gain.g && within(&costs, gain, Some(give)) {
+                        if give.g != gain.g && admits(&costs, gain, Some(give)) {
                             best = Some((total, *gain, **give));
                             break;
                         }
