@@ -36,6 +36,14 @@ struct State {
 
 const NONE: u8 = u8::MAX;
 
+/// Doublings of the multiplier before a budget no finite multiplier meets is reported.
+const MAX_DOUBLINGS: usize = 1000;
+/// Bisection steps on the multiplier at most; the bisection ends sooner once `lo` and `hi` are
+/// adjacent doubles.
+const MAX_BISECTIONS: usize = 200;
+/// A state whose bound is within this relative distance of the incumbent cannot improve on it.
+const PRUNE_TOLERANCE: f64 = 1e-12;
+
 /// A move of one group away from its Lagrangian choice.
 #[derive(Clone, Copy)]
 struct Move {
@@ -133,14 +141,14 @@ impl Relaxation {
         while !fits(hi) {
             hi *= 2.0;
             doublings += 1;
-            if doublings > 1000 {
+            if doublings > MAX_DOUBLINGS {
                 return Err(Error::Solver(
                     "no finite Lagrange multiplier meets the budget".into(),
                 ));
             }
         }
         let mut lo = 0.0f64;
-        for _ in 0..200 {
+        for _ in 0..MAX_BISECTIONS {
             let mid = 0.5 * (lo + hi);
             if mid <= lo || mid >= hi {
                 break;
@@ -256,7 +264,7 @@ impl Core<'_> {
         } else {
             r.bound + t.reduced - slack * self.down[i]
         };
-        lb >= ub - 1e-12 * ub.abs()
+        lb >= ub - PRUNE_TOLERANCE * ub.abs()
     }
 }
 

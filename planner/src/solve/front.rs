@@ -15,6 +15,12 @@ use crate::problem::budget::within;
 use crate::problem::cost::{CostKind, Costs, Limits};
 use crate::problem::Problem;
 
+/// Relative slack of the Lagrangian test against the incumbent: a state is dropped only when its
+/// bound clears the incumbent by more than the rounding of the sums either is made of.
+const PROMISING_SLACK: f64 = 1e-9;
+/// Absolute slack, for an incumbent of zero.
+const PROMISING_FLOOR: f64 = 1e-300;
+
 /// Most states one step may keep before the enumeration is refused as too large.
 pub const MAX_STATES: usize = 2_000_000;
 
@@ -438,7 +444,7 @@ impl LagrangeBound {
     /// Whether a state after `g_next` groups can still complete at or below the incumbent.
     fn promising(&self, omega: f64, axis_cost: f64, g_next: usize) -> bool {
         let bound = omega + self.suffix[g_next] - self.lambda * (self.limit - axis_cost);
-        bound <= self.ub + 1e-9 * self.ub.abs() + 1e-300
+        bound <= self.ub + PROMISING_SLACK * self.ub.abs() + PROMISING_FLOOR
     }
 }
 

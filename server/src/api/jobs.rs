@@ -17,6 +17,10 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// Jobs a list holds unless a query gives `limit`, and the most it may ask for.
+const DEFAULT_JOB_PAGE: i64 = 100;
+const MAX_JOB_PAGE: i64 = 1000;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobQuery {
@@ -39,7 +43,7 @@ pub async fn list(
             return Err(e);
         }
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(DEFAULT_JOB_PAGE).clamp(1, MAX_JOB_PAGE);
     let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) \
          AND (?2 IS NULL OR supernet_id = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"

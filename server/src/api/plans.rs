@@ -191,6 +191,8 @@ const SORTS: [(&str, &str); 14] = [
 ];
 
 const MAX_PAGE: i64 = 10_000;
+/// Candidates a page holds unless a query gives `limit`.
+const DEFAULT_PAGE: i64 = 1000;
 
 /// `GET /v1/plans/{id}/candidates`.
 pub async fn candidates(
@@ -266,7 +268,7 @@ impl Page {
             "desc" => "DESC",
             other => return Err(bad_query("order", format!("{other:?} is not asc or desc"))),
         };
-        let limit = q.limit.unwrap_or(1000);
+        let limit = q.limit.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(bad_query("limit", format!("must be within 1..={MAX_PAGE}")));
         }

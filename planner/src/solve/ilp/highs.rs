@@ -141,6 +141,9 @@ pub(super) enum Run {
     NoSolution,
 }
 
+/// The shortest time limit HiGHS is given (it reads 0 as no limit).
+const MIN_TIME_LIMIT_S: f64 = 0.001;
+
 /// Each group's allowed choices with their variables.
 type Vars = Vec<Vec<(usize, Variable)>>;
 
@@ -276,7 +279,7 @@ fn configure(
     to_objective: impl Fn(f64) -> f64,
 ) -> HighsProblem {
     highs_model = highs_model
-        .set_time_limit(model.time_limit_s.max(0.001))
+        .set_time_limit(model.time_limit_s.max(MIN_TIME_LIMIT_S))
         .set_option("mip_rel_gap", model.mip_gap)
         .set_option("mip_abs_gap", 0.0)
         .set_option("mip_feasibility_tolerance", FEASIBILITY_TOLERANCE)

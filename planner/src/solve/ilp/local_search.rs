@@ -5,6 +5,9 @@
 use super::{Deadline, Instance};
 use crate::problem::cost::{Costs, Limits};
 
+/// Moves a repair may take, per group, before it gives up on meeting the budgets.
+const REPAIR_MOVES_PER_GROUP: usize = 8;
+
 /// A feasible assignment near `picks`: first move groups to cheaper choices until every budget
 /// holds (least objective increase per unit of relative excess removed), then improve it by local
 /// search (see [`improve`]).
@@ -24,7 +27,7 @@ pub(super) fn repair_and_improve(
         *costs + (inst.choice_costs(g, to) - inst.choice_costs(g, from))
     };
     let mut costs = inst.costs(&picks);
-    for _ in 0..inst.allowed.len() * 8 {
+    for _ in 0..inst.allowed.len() * REPAIR_MOVES_PER_GROUP {
         let e = excess(&costs);
         if e == 0.0 || deadline.passed() {
             break;

@@ -229,7 +229,7 @@ pub(crate) fn solve(
 
     let mut limits = *limits;
     // Solver tolerances can admit a row a hair over its bound; re-solve with that row tightened.
-    for _ in 0..4 {
+    for _ in 0..MAX_TIGHTENINGS {
         let left = inst.mip_time(&deadline);
         let outcome = match &root {
             None if left < MIN_MIP_S && limits.bounded().next().is_some() => {
@@ -264,6 +264,9 @@ pub(crate) fn solve(
         "the solver kept returning assignments over budget".into(),
     ))
 }
+
+/// Re-solves with a budget row tightened, after a plan the solver's tolerance let over a budget.
+const MAX_TIGHTENINGS: usize = 4;
 
 /// A root whose incumbent is within this relative gap of its bound is reported optimal without the
 /// MIP (an integral LP solution, say). The bounds are computed in floating point, so equality is
