@@ -16,6 +16,10 @@ use std::io::Read;
 
 const WHAT: &str = "validation set";
 
+/// Most bytes the arrays of one `.npz` may hold once decompressed: a zip bomb (a small archive
+/// declaring or inflating to far more) is refused before it is read.
+pub const MAX_NPZ_BYTES: u64 = 4 << 30;
+
 /// One array's values: floats as f64, integers as i64 (both exact for what the npz held).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
@@ -370,18 +374,49 @@ fn bind_input(
 
 /// Every `.npy` member of an `.npz` archive (stored or deflated), by name without `.npy`.
 pub fn read_npz(bytes: &[u8]) -> Result<BTreeMap<String, Array>> {
+    read_npz_within(bytes, MAX_NPZ_BYTES)
+}
+
+/// [`read_npz`] with at most `max_bytes` of arrays once decompressed: each member's declared
+/// size counts against it before anything is read, and a member is read no further than it
+/// declares.
+pub fn read_npz_within(bytes: &[u8], max_bytes: u64) -> Result<BTreeMap<String, Array>> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| Error::invalid(WHAT, "", format!("not an .npz archive: {e}")))?;
     let mut out = BTreeMap::new();
+    let mut left = max_bytes;
     for i in 0..zip.len() {
-        let mut f = zip
+        let f = zip
             .by_index(i)
             .map_err(|e| Error::invalid(WHAT, "", format!("unreadable npz member {i}: {e}")))?;
         let name = f.name().trim_end_matches(".npy").to_string();
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf)
-            .map_err(|e| Error::invalid(WHAT, name.clone(), format!("unreadable: {e}")))?;
-        let arr = parse_npy(&buf).map_err(|reason| Error::invalid(WHAT, name.clone(), reason))?;
+        let invalid = |reason: String| Error::invalid(WHAT, name.clone(), reason);
+        let declared = f.size();
+        if declared > left {
+            return Err(invalid(format!(
+                "declares {declared} bytes uncompressed, past the {max_bytes} bytes an npz may hold"
+            )));
+        }
+        left -= declared;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(declared as usize)
+            .map_err(|_| invalid(format!("{declared} bytes do not fit in memory")))?;
+        // One byte past the declared size tells a member that holds more than it says.
+        f.take(declared + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| invalid(format!("unreadable: {e}")))?;
+        if buf.len() as u64 > declared {
+            return Err(invalid(format!(
+                "holds more than the {declared} bytes it declares uncompressed"
+            )));
+        }
+        if (buf.len() as u64) < declared {
+            return Err(invalid(format!(
+                "declares {declared} bytes uncompressed but holds {}",
+                buf.len()
+            )));
+        }
+        let arr = parse_npy(&buf).map_err(invalid)?;
         out.insert(name, arr);
     }
     Ok(out)
@@ -449,7 +484,11 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
                 .map_err(|_| format!("malformed shape dimension {s:?}"))
         })
         .collect::<std::result::Result<_, _>>()?;
-    let values = npy_values(descr, data, shape.iter().product())?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more values than can be addressed"))?;
+    let values = npy_values(descr, data, n)?;
     Ok(Array { shape, values })
 }
 
@@ -489,7 +528,7 @@ fn npy_values(descr: &str, data: &[u8], n: usize) -> std::result::Result<Values,
     }
     macro_rules! read {
         ($t:ty, $size:expr, $as:ty) => {{
-            if data.len() < n * $size {
+            if n.checked_mul($size).is_none_or(|bytes| data.len() < bytes) {
                 return Err(format!(
                     "truncated data: {} bytes for {n} values of {descr}",
                     data.len()
@@ -521,4 +560,90 @@ fn npy_values(descr: &str, data: &[u8], n: usize) -> std::result::Result<Values,
         }
         other => return Err(format!("unsupported dtype {other:?}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Vec<u8> {
+        let x = Array {
+            shape: vec![3, 2],
+            values: Values::Float(vec![0.5, -1.0, 2.0, 3.5, 0.0, 1.0]),
+        };
+        let y = Array {
+            shape: vec![3],
+            values: Values::Int(vec![0, 1, 2]),
+        };
+        to_npz(&[("x", &x), ("y", &y)])
+    }
+
+    /// The members' declared uncompressed sizes, summed.
+    fn declared(bytes: &[u8]) -> u64 {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        (0..zip.len())
+            .map(|i| zip.by_index(i).unwrap().size())
+            .sum()
+    }
+
+    #[test]
+    fn arrays_past_the_limit_are_refused_naming_the_member_and_the_limit() {
+        let bytes = sample();
+        let total = declared(&bytes);
+        assert_eq!(read_npz_within(&bytes, total).unwrap().len(), 2);
+        let e = read_npz_within(&bytes, total - 1).unwrap_err();
+        let Error::Invalid { errors, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(errors[0].path, "y", "{e}");
+        assert!(
+            errors[0]
+                .reason
+                .contains(&format!("past the {} bytes", total - 1)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_shape_with_more_values_than_can_be_addressed_is_refused() {
+        let huge = Array {
+            shape: vec![1 << 40, 1 << 40],
+            values: Values::Float(Vec::new()),
+        };
+        let e = read_npz(&to_npz(&[("x", &huge)])).unwrap_err().to_string();
+        assert!(e.contains("more values than can be addressed"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Any corruption of a valid archive (bytes overwritten, the end cut off) is an error or a
+        /// set, never a panic.
+        #[test]
+        fn corrupted_archives_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = sample();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            let _ = read_npz(&bytes);
+            let _ = ValidationSet::from_npz(&bytes);
+        }
+
+        /// `.npy` parsing of arbitrary bytes behind a valid magic is an error or an array.
+        #[test]
+        fn arbitrary_npy_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut bytes = b"\x93NUMPY".to_vec();
+            bytes.extend(tail);
+            let _ = parse_npy(&bytes);
+        }
+    }
 }
