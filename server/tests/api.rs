@@ -808,6 +808,46 @@ async fn a_model_upload_with_external_data_is_refused_naming_its_tensors() {
     assert_eq!(r.json()["model"], Value::Null, "{}", r.json());
 }
 
+/// A weight declaring 2^40 output channels and no values (per-channel arrays would be sized from
+/// its dims) is refused at upload, naming its node, and nothing is stored.
+#[tokio::test]
+async fn a_model_upload_with_a_weight_shape_of_no_values_is_refused() {
+    let svc = Svc::start(|_| {}, false).await;
+    let sn = svc.supernet("examples/digits-cnn.manifest.json").await;
+    let mut model = planner::eval::onnx::OnnxModel::from_path(
+        &repo().join("testdata/digits-cnn/digits_cnn.onnx"),
+    )
+    .unwrap();
+    let g = model.proto.graph.as_mut().unwrap();
+    let w = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_deref() == Some("conv2.weight"))
+        .unwrap();
+    w.dims = vec![1 << 40, 0, 1, 1];
+    w.raw_data = Some(Vec::new());
+    w.float_data.clear();
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), model.to_bytes())
+        .await;
+    assert_eq!(r.status, 422, "{}", r.json());
+    let body = r.json();
+    let field = &body["error"]["fields"][0];
+    assert!(
+        field["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("model.graph.node[")
+            && field["reason"]
+                .as_str()
+                .unwrap()
+                .contains("at least one value"),
+        "{body}"
+    );
+    let r = svc.call("GET", &format!("/v1/supernets/{sn}"), None).await;
+    assert_eq!(r.json()["model"], Value::Null, "{}", r.json());
+}
+
 #[tokio::test]
 async fn metrics_count_requests_and_solves() {
     let svc = Svc::new(|_| {}, false).await;

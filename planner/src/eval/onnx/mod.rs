@@ -80,106 +80,40 @@ fn node_name(node: &pb::NodeProto) -> String {
         .unwrap_or_else(|| node.output.first().cloned().unwrap_or_default())
 }
 
-/// An integer attribute `name = value`.
-pub fn int_attribute(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: Some(name.into()),
-        i: Some(value),
-        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
-        ..Default::default()
-    }
-}
-
-/// An ONNX element type's name (`FLOAT`, `INT64`, ...).
-pub fn data_type_name(t: i32) -> String {
-    pb::tensor_proto::DataType::try_from(t).map_or_else(
-        |_| format!("data type {t}"),
-        |d| d.as_str_name().to_string(),
-    )
-}
-
-/// A value's declared tensor element type, when it declares one.
-pub fn declared_elem_type(value: &pb::ValueInfoProto) -> Option<i32> {
-    match value.r#type.as_ref()?.value.as_ref()? {
-        pb::type_proto::Value::TensorType(t) => t.elem_type,
-        _ => None,
-    }
-}
-
-/// A value's declared dimensions (`None` for symbolic or unknown ones); `None` when it declares
-/// no tensor shape at all.
-pub fn declared_dims(value: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
-    let Some(pb::type_proto::Value::TensorType(t)) = value.r#type.as_ref()?.value.as_ref() else {
-        return None;
+/// A weighted op's output-channel axis, its channel count and the weights per channel after that
+/// axis (see the module docs); an error naming the rank the op needs.
+fn channel_layout(
+    node: &pb::NodeProto,
+    shape: &[usize],
+) -> std::result::Result<(usize, usize, usize), String> {
+    let op = node.op_type.as_deref().unwrap_or("");
+    let axis = match op {
+        "ConvTranspose" => 1,
+        "Gemm" if attr(node, "transB").and_then(|a| a.i).unwrap_or(0) != 0 => 0,
+        "Gemm" => 1,
+        "MatMul" => shape.len().saturating_sub(1),
+        _ => 0,
     };
-    Some(
-        t.shape
-            .as_ref()?
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => {
-                    Some(v as usize)
-                }
-                _ => None,
-            })
-            .collect(),
-    )
+    let fits = match op {
+        "Conv" | "ConvTranspose" => shape.len() >= 3,
+        "Gemm" => shape.len() == 2,
+        _ => shape.len() >= 2,
+    };
+    if !fits {
+        let want = match op {
+            "Conv" | "ConvTranspose" => "rank >= 3",
+            "Gemm" => "rank 2",
+            _ => "rank >= 2",
+        };
+        return Err(format!("has shape {shape:?}, expected {want}"));
+    }
+    Ok((axis, shape[axis], shape[axis + 1..].iter().product()))
 }
 
-/// The values of a tensor as f32 (float, or integer types converted exactly).
-fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
-    use pb::tensor_proto::DataType as D;
-    let name = t.name.clone().unwrap_or_default();
-    if crate::eval::external::is_external(t) {
-        return Err(Error::invalid(
-            WHAT,
-            name,
-            "its data is in an external file: load the model from its path (OnnxModel::from_path, \
-             or the CLI) so the file beside it can be read, or save the model with its weights inside",
-        ));
-    }
-    let n: usize = t.dims.iter().map(|&d| d.max(0) as usize).product();
-    let raw = t.raw_data.as_deref().unwrap_or(&[]);
-    let values: Vec<f32> = match D::try_from(t.data_type.unwrap_or(0)) {
-        Ok(D::Float) if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Ok(D::Float) => t.float_data.clone(),
-        Ok(D::Int8) if !raw.is_empty() => raw.iter().map(|&b| f32::from(b as i8)).collect(),
-        Ok(D::Uint8) if !raw.is_empty() => raw.iter().map(|&b| f32::from(b)).collect(),
-        Ok(D::Int8 | D::Uint8 | D::Int32) if raw.is_empty() => {
-            t.int32_data.iter().map(|&v| v as f32).collect()
-        }
-        Ok(D::Int32) => raw
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-            .collect(),
-        _ => {
-            return Err(Error::invalid(
-                WHAT,
-                name,
-                format!(
-                    "{} weights are not supported (float, int8, uint8, int32 are)",
-                    data_type_name(t.data_type.unwrap_or(0))
-                ),
-            ))
-        }
-    };
-    if values.len() != n {
-        return Err(Error::invalid(
-            WHAT,
-            name,
-            format!(
-                "holds {} values but its shape {:?} needs {n}",
-                values.len(),
-                t.dims
-            ),
-        ));
-    }
-    Ok(values)
-}
+mod tensors;
+
+pub use tensors::{data_type_name, declared_dims, declared_elem_type, int_attribute};
+use tensors::{tensor_values, weight_shape};
 
 impl OnnxModel {
     /// Decodes an ONNX file's bytes.
@@ -397,33 +331,16 @@ impl OnnxModel {
             } else {
                 continue; // weights computed at run time: nothing to quantize ahead of time
             };
-            let shape: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
             let name = node_name(node);
-            let bad_rank = |want: &str| {
+            let invalid = |reason: String| {
                 Error::invalid(
                     WHAT,
                     format!("graph.node[{name}]"),
-                    format!("{op} weight {weight:?} has shape {shape:?}, expected {want}"),
+                    format!("{op} weight {weight:?} {reason}"),
                 )
             };
-            let axis = match op {
-                "ConvTranspose" => 1,
-                "Gemm" if attr(node, "transB").and_then(|a| a.i).unwrap_or(0) != 0 => 0,
-                "Gemm" => 1,
-                "MatMul" => shape.len().saturating_sub(1),
-                _ => 0,
-            };
-            let (channels, inner) = match op {
-                "Conv" | "ConvTranspose" if shape.len() >= 3 => {
-                    (shape[axis], shape[axis + 1..].iter().product())
-                }
-                "Gemm" | "MatMul" if shape.len() == 2 || (op == "MatMul" && shape.len() > 2) => {
-                    (shape[axis], shape[axis + 1..].iter().product())
-                }
-                "Conv" | "ConvTranspose" => return Err(bad_rank("rank >= 3")),
-                "Gemm" => return Err(bad_rank("rank 2")),
-                _ => return Err(bad_rank("rank >= 2")),
-            };
+            let shape = weight_shape(&dims).map_err(invalid)?;
+            let (axis, channels, inner) = channel_layout(node, &shape).map_err(invalid)?;
             layers.push(WeightedLayer {
                 node: name,
                 op_type: op.to_string(),
@@ -589,3 +506,6 @@ impl OnnxModel {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
