@@ -167,8 +167,7 @@ impl<B: Backend + Clone> Evaluator<B> {
     ) -> Result<Self> {
         let batch_size = options.batch_size.max(1);
         let data = data.bind(model)?;
-        let output = model.scored_output(manifest.output.as_deref())?;
-        let output = output.name.clone().unwrap_or_default();
+        let output = model.scored_output(manifest.output.as_deref())?.clone();
         let links = model.link_layers(manifest)?;
         let ops = planned_ops(model, &links);
 
@@ -183,11 +182,11 @@ impl<B: Backend + Clone> Evaluator<B> {
             options.quantize_activations,
         )?;
         let reference_ms = t.elapsed().as_secs_f64() * 1e3;
-        reference.check_labels(&data, &output)?;
+        reference.check_labels(&data, output.name.as_deref().unwrap_or_default())?;
 
         let started = Instant::now();
         let Prepared { proto, planned } =
-            Prepared::new(model, manifest, &links, &ops, &reference.act_ranges)?;
+            Prepared::new(model, manifest, output, &links, &ops, &reference.act_ranges)?;
         let inputs: Vec<String> = data.inputs.iter().map(|i| i.name.clone()).collect();
         let mut segments = split(&proto, &inputs, planned.len());
         // Each segment's graph is kept serialized only.

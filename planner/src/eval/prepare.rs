@@ -149,17 +149,19 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Moves each planned weight to its slot and, where a layer has a calibrated range, inserts
-    /// its activation quantizer (scale, lo and hi fed per candidate) right before its op.
+    /// its activation quantizer (scale, lo and hi fed per candidate) right before its op; the
+    /// graph's one output is `output`, the scored one.
     pub fn new(
         model: &OnnxModel,
         manifest: &Manifest,
+        output: pb::ValueInfoProto,
         links: &[Option<WeightedLayer>],
         ops: &[Option<usize>],
         act_ranges: &[Option<(f32, f32)>],
     ) -> Result<Prepared> {
         let mut proto = model.proto.clone();
         let g = proto.graph.as_mut().expect("checked on load");
-        g.output = vec![model.scored_output(manifest.output.as_deref())?.clone()];
+        g.output = vec![output];
         let mut planned = Vec::with_capacity(links.len());
         let mut inserts: Vec<(usize, Vec<pb::NodeProto>)> = Vec::new();
         for (i, (wl, op)) in links.iter().zip(ops).enumerate() {
