@@ -4,13 +4,11 @@
 //! database, blobs, metrics, caches and the job runner's handles); it handles no request.
 
 use crate::blobs::Blobs;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{self, Db};
+use crate::store::{Db, PlanWriter, StoreError, StoreResult};
 use planner::{CostKind, FrontIndex, Manifest, Problem};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -37,10 +35,16 @@ pub struct Config {
     pub ort_lib: Option<PathBuf>,
     /// First retry delay of a failed job; doubles with each attempt.
     pub retry_base: Duration,
+    /// How long a job may run, from its first claim, before it is stopped and failed.
+    pub job_deadline: Duration,
     /// Pause after each evaluated candidate or sensitivity measurement, for tests that must
     /// catch a job mid-way; only in builds with the `test-hooks` feature (see [`Config::eval_pause`]).
     #[cfg(feature = "test-hooks")]
     pub eval_pause: Duration,
+    /// A supernet name whose measurement aborts the process, for tests of workers that die; only
+    /// in builds with the `test-hooks` feature (see [`Config::crash_point`]).
+    #[cfg(feature = "test-hooks")]
+    pub crash_on: Option<String>,
 }
 
 impl Config {
@@ -53,6 +57,7 @@ impl Config {
     pub const EVAL_CONCURRENCY: usize = 1;
     pub const EVAL_THREADS: usize = 1;
     pub const RETRY_BASE_S: f64 = 2.0;
+    pub const JOB_DEADLINE_S: f64 = 24.0 * 3600.0;
 
     /// Defaults for a data directory (tests use this and adjust).
     pub fn new(data_dir: PathBuf) -> Config {
@@ -69,8 +74,11 @@ impl Config {
             eval_threads: Self::EVAL_THREADS,
             ort_lib: None,
             retry_base: Duration::from_secs_f64(Self::RETRY_BASE_S),
+            job_deadline: Duration::from_secs_f64(Self::JOB_DEADLINE_S),
             #[cfg(feature = "test-hooks")]
             eval_pause: Duration::ZERO,
+            #[cfg(feature = "test-hooks")]
+            crash_on: None,
         }
     }
 
@@ -82,16 +90,27 @@ impl Config {
         #[cfg(not(feature = "test-hooks"))]
         Duration::ZERO
     }
+
+    /// Where a job starts measuring supernet `name`: aborts the process when the `test-hooks`
+    /// build was told to (a stand-in for a native fault); does nothing otherwise.
+    pub fn crash_point(&self, name: &str) {
+        #[cfg(feature = "test-hooks")]
+        if self.crash_on.as_deref() == Some(name) {
+            eprintln!("bitplan: aborting on supernet {name:?} (test hook)");
+            std::process::abort();
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = name;
+    }
 }
 
-/// Wakes the job runner, carries job changes to event streams, and flags cancellations.
+/// Wakes the in-process job runner and carries job changes to event streams.
 #[derive(Debug)]
 pub struct JobHub {
     pub wake: Notify,
     /// Ids of jobs whose stored state changed.
     pub changed: broadcast::Sender<String>,
-    pub cancel_flags: Mutex<HashMap<String, Arc<AtomicBool>>>,
-    /// Turns true when the server shuts down: the runner stops claiming, event streams end.
+    /// Turns true when the process shuts down: runners stop claiming, event streams end.
     pub stopping: watch::Sender<bool>,
 }
 
@@ -100,7 +119,6 @@ impl JobHub {
         JobHub {
             wake: Notify::new(),
             changed: broadcast::channel(1024).0,
-            cancel_flags: Mutex::new(HashMap::new()),
             stopping: watch::channel(false).0,
         }
     }
@@ -111,13 +129,6 @@ impl JobHub {
 
     pub fn shutdown(&self) {
         let _ = self.stopping.send(true);
-    }
-
-    /// Asks a running job to stop at its next checkpoint.
-    pub fn cancel(&self, job_id: &str) {
-        if let Some(flag) = self.cancel_flags.lock().expect("lock").get(job_id) {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
     }
 }
 
@@ -130,17 +141,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub jobs: Arc<JobHub>,
     /// Group commit of plans created at once.
-    pub plan_writer: crate::writer::PlanWriter,
-    /// Parsed manifests by supernet id (a manifest changes only when a sensitivity job stores its
-    /// measurements, which forgets it here).
-    manifests: Arc<Mutex<HashMap<String, Arc<Manifest>>>>,
-    /// Bumped by every [`AppState::forget_manifest`]: a manifest read from the database before a
-    /// bump is not cached after it.
-    manifest_generation: Arc<std::sync::atomic::AtomicU64>,
+    pub plan_writer: PlanWriter,
+    /// Parsed manifests by supernet id, with the revision they were read at (a manifest changes
+    /// when a sensitivity job, in any process, stores its measurements and bumps the revision).
+    manifests: Arc<Mutex<HashMap<String, Revision>>>,
     /// Exact fronts by (supernet, device profile, cost, manifest contents), built once on first
     /// use; `None` when the front is too large to enumerate.
     fronts: Arc<Mutex<HashMap<FrontKey, FrontCell>>>,
 }
+
+/// A manifest and the revision it was read at.
+type Revision = (i64, Arc<Manifest>);
 
 /// Supernet, device profile, cost, and a hash of the manifest the front was built from (so a front
 /// of an older objective is never served for a newer one).
@@ -164,41 +175,36 @@ impl AppState {
             blobs,
             metrics: Arc::new(Metrics::default()),
             jobs: Arc::new(JobHub::new()),
-            plan_writer: crate::writer::PlanWriter::spawn(db.clone()),
+            plan_writer: PlanWriter::spawn(db.clone()),
             manifests: Arc::new(Mutex::new(HashMap::new())),
-            manifest_generation: Arc::default(),
             fronts: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
-    /// A supernet's checked manifest (cached).
-    pub async fn manifest(&self, supernet_id: &str) -> Result<Arc<Manifest>, ApiError> {
-        if let Some(m) = self.manifests.lock().expect("lock").get(supernet_id) {
-            return Ok(m.clone());
+    /// A supernet's checked manifest, at its current revision (cached).
+    pub async fn manifest(&self, supernet_id: &str) -> StoreResult<Arc<Manifest>> {
+        let revision = self.db.manifest_revision(supernet_id).await?;
+        if let Some((r, m)) = self.manifests.lock().expect("lock").get(supernet_id) {
+            if *r == revision {
+                return Ok(m.clone());
+            }
         }
-        let generation = self.manifest_generation.load(Ordering::SeqCst);
-        let row = store::supernet(&self.db, supernet_id).await?;
-        let manifest = Arc::new(
-            Manifest::from_json(&row.manifest)
-                .map_err(|e| ApiError::internal("stored manifest", e))?,
-        );
+        let row = self.db.supernet(supernet_id).await?;
+        let manifest =
+            Arc::new(Manifest::from_json(&row.manifest).map_err(|e| {
+                StoreError::Corrupt(format!("supernet {supernet_id}'s manifest: {e}"))
+            })?);
         let mut cache = self.manifests.lock().expect("lock");
-        if self.manifest_generation.load(Ordering::SeqCst) != generation {
-            return Ok(manifest);
-        }
         if cache.len() >= MANIFEST_CACHE {
             cache.clear();
         }
-        cache.insert(supernet_id.to_string(), manifest.clone());
+        cache.insert(supernet_id.to_string(), (row.revision, manifest.clone()));
         Ok(manifest)
     }
 
-    /// Drops a supernet's cached manifest and fronts (after it changed or was deleted).
-    pub fn forget_manifest(&self, supernet_id: &str) {
-        let mut cache = self.manifests.lock().expect("lock");
-        self.manifest_generation.fetch_add(1, Ordering::SeqCst);
-        cache.remove(supernet_id);
-        drop(cache);
+    /// Drops a deleted supernet's cached manifest and fronts.
+    pub fn forget_supernet(&self, supernet_id: &str) {
+        self.manifests.lock().expect("lock").remove(supernet_id);
         self.fronts
             .lock()
             .expect("lock")

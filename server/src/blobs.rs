@@ -25,11 +25,17 @@ pub struct Stored {
 impl Blobs {
     pub fn open(root: PathBuf) -> std::io::Result<Blobs> {
         std::fs::create_dir_all(root.join("tmp"))?;
-        // Leftovers of uploads cut short by a crash.
-        for entry in std::fs::read_dir(root.join("tmp"))?.flatten() {
+        Ok(Blobs { root })
+    }
+
+    /// Removes the leftovers of uploads cut short by a crash. Only the service that owns the data
+    /// directory may (at its start, before it takes uploads): a worker process doing it would
+    /// delete the service's uploads in flight.
+    pub fn remove_partial_uploads(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(self.root.join("tmp"))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Blobs { root })
+        Ok(())
     }
 
     pub fn path(&self, hash: &str) -> PathBuf {

@@ -5,6 +5,7 @@
 
 use crate::app::AppState;
 use crate::planning::{self, Created, PlanBody};
+use crate::store::Upload;
 use anyhow::Context;
 use planner::{CostKind, Manifest};
 
@@ -15,43 +16,24 @@ pub const VALIDATION: &[u8] = include_bytes!("../../testdata/digits-cnn/digits_v
 /// Loads the demo unless a supernet of its name exists. Returns the supernet id.
 pub async fn load(state: &AppState) -> anyhow::Result<String> {
     let manifest = Manifest::from_json(MANIFEST).context("demo manifest")?;
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT id FROM supernets WHERE name = ? ORDER BY created_at LIMIT 1")
-            .bind(&manifest.name)
-            .fetch_optional(&state.db.read)
-            .await?;
-    if let Some(id) = existing {
+    if let Some(id) = state.db.supernet_named(&manifest.name).await? {
         tracing::info!("demo supernet {:?} already loaded as {id}", manifest.name);
         return Ok(id);
     }
-    let id = crate::api::create_supernet(state, &manifest)
-        .await
-        .map_err(|e| anyhow::anyhow!("demo supernet: {}", e.message))?;
+    let id = state.db.insert_supernet(&manifest).await?;
     let samples = planner::eval::npz::ValidationSet::from_npz(VALIDATION)?.len();
-    let mut hashes = Vec::new();
-    for bytes in [MODEL, VALIDATION] {
+    for (what, bytes) in [(Upload::Model, MODEL), (Upload::Validation, VALIDATION)] {
         let stored = state
             .blobs
             .put_bytes(bytes.to_vec())
             .await
             .map_err(|e| anyhow::anyhow!("demo blob: {}", e.message))?;
-        sqlx::query("INSERT OR IGNORE INTO blobs (hash, bytes, created_at) VALUES (?, ?, ?)")
-            .bind(&stored.hash)
-            .bind(stored.bytes as i64)
-            .bind(crate::store::now_ms())
-            .execute(&state.db.write)
+        state.db.insert_blob(&stored.hash, stored.bytes).await?;
+        state
+            .db
+            .attach_blob(&id, what, &stored.hash, Some(samples))
             .await?;
-        hashes.push(stored.hash);
     }
-    sqlx::query(
-        "UPDATE supernets SET model_hash = ?, data_hash = ?, data_samples = ? WHERE id = ?",
-    )
-    .bind(&hashes[0])
-    .bind(&hashes[1])
-    .bind(samples as i64)
-    .bind(&id)
-    .execute(&state.db.write)
-    .await?;
     let body = PlanBody {
         pareto: Some(CostKind::Size),
         ..PlanBody::default()
@@ -73,7 +55,8 @@ pub async fn load(state: &AppState) -> anyhow::Result<String> {
     .await
     .map_err(|e| anyhow::anyhow!("demo evaluation: {}", e.message))?;
     tracing::info!(
-        "demo loaded: supernet {id}, plan {plan_id} (exact size front), evaluation job {job}"
+        "demo loaded: supernet {id}, plan {plan_id} (exact size front), evaluation job {}",
+        job.id
     );
     Ok(id)
 }

@@ -1,5 +1,6 @@
 //! The one error shape of the wire: `{"error": {"code", "message", "fields", "details"}}`.
 
+use crate::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use planner::FieldError;
@@ -118,9 +119,12 @@ impl From<planner::Error> for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> ApiError {
-        ApiError::internal("database", e)
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound { what, id } => ApiError::not_found(what, &id),
+            other => ApiError::internal("store", other),
+        }
     }
 }
 

@@ -1,10 +1,64 @@
-//! Fleet plans around the planner's `plan_fleet`: measured metrics for each distinct chosen
-//! configuration (measured once however many devices share it) and the accuracy gate. Shared by
-//! `bitplan fleet` and the service's fleet-plan jobs.
+//! Fleet plans around the planner's `plan_fleet`: the service's fleet-plan request, measured
+//! metrics for each distinct chosen configuration (measured once however many devices share it)
+//! and the accuracy gate. Shared by `bitplan fleet`, the API and the service's fleet-plan jobs.
 
-use planner::solve::fleet::FleetPlan;
+use planner::solve::fleet::{FleetOptions, FleetPlan};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+
+/// The body of `POST /v1/supernets/{id}/fleet-plans`, stored as the plan's options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetPlanBody {
+    pub fleet_id: String,
+    /// Measure each device's choice on the supernet's validation set.
+    #[serde(default)]
+    pub evaluate: bool,
+    /// Gate: a device below this accuracy fails (implies `evaluate`).
+    #[serde(default)]
+    pub min_accuracy: Option<f64>,
+    #[serde(default = "default_neighbours")]
+    pub neighbours: usize,
+    #[serde(default = "default_step")]
+    pub step: f64,
+    #[serde(default)]
+    pub time_limit_s: Option<f64>,
+    #[serde(default = "default_neighbour_limit")]
+    pub neighbour_time_limit_s: f64,
+    #[serde(default)]
+    pub mip_gap: f64,
+    #[serde(default = "crate::planning::default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_neighbours() -> usize {
+    FleetOptions::default().neighbours
+}
+fn default_step() -> f64 {
+    FleetOptions::default().step
+}
+fn default_neighbour_limit() -> f64 {
+    FleetOptions::default().neighbour_time_limit_s
+}
+
+impl FleetPlanBody {
+    pub fn options(&self, max_time_s: f64) -> FleetOptions {
+        FleetOptions {
+            neighbours: self.neighbours,
+            step: self.step,
+            time_limit_s: self
+                .time_limit_s
+                .unwrap_or(crate::planning::default_time_limit_s(max_time_s)),
+            neighbour_time_limit_s: self.neighbour_time_limit_s,
+            mip_gap: self.mip_gap,
+        }
+    }
+
+    pub fn measures(&self) -> bool {
+        self.evaluate || self.min_accuracy.is_some()
+    }
+}
 
 /// The distinct bit configurations chosen for the fleet's devices, in first-seen order.
 pub fn distinct_configs(plan: &FleetPlan) -> Vec<Vec<u8>> {

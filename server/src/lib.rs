@@ -15,4 +15,5 @@ pub mod planning;
 pub mod runtime;
 pub mod serve;
 pub mod store;
-pub mod writer;
+pub mod views;
+pub mod worker;

@@ -1,11 +1,10 @@
 //! The glue between a stored plan request and the planner: the accepted request body, its checks,
-//! and storing a finished plan with its candidates. Used by the HTTP handler (small plans answer at
+//! solving it, and storing a plan solved at once. Used by the HTTP handler (small plans answer at
 //! once) and by the job runner (big ones).
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{new_id, now_ms};
-use crate::writer::NewPlan;
+use crate::store::{new_id, now_ms, CandidateFields, JobRow, NewPlan, PlanRow, PlanStatus};
 use planner::{
     Budgets, CostKind, DeviceProfile, Engine, Manifest, Plan, PlanRequest, Problem, Sweep,
 };
@@ -16,6 +15,12 @@ use serde_json::{json, Value};
 /// `--max-solve-time-s`.
 pub fn default_time_limit_s(max_time_s: f64) -> f64 {
     planner::DEFAULT_TIME_LIMIT_S.min(max_time_s)
+}
+
+/// Samples per inference batch when a request gives no `batch_size` (evaluations, fleet plans,
+/// sensitivity passes).
+pub fn default_batch_size() -> usize {
+    planner::eval::DEFAULT_BATCH_SIZE
 }
 
 /// The body of `POST /v1/supernets/{id}/plans`, stored as the plan's `request`.
@@ -125,47 +130,13 @@ impl PlanBody {
     }
 }
 
-/// The stored summary of a solved plan.
-pub fn result_json(plan: &Plan) -> Value {
-    plan.summary_json()
-}
-
-/// Bit-widths in manifest order as stored (the key evaluations share).
-pub fn bits_key(bits: &[u8]) -> String {
-    serde_json::to_string(bits).expect("JSON")
-}
-
-fn plan_status(plan: &Plan) -> &'static str {
+/// A solved plan's stored status.
+pub fn plan_status(plan: &Plan) -> PlanStatus {
     if plan.status == planner::PlanStatus::Infeasible {
-        "infeasible"
+        PlanStatus::Infeasible
     } else {
-        "ready"
+        PlanStatus::Ready
     }
-}
-
-/// Stores a job's finished plan: its candidates (replacing those of an earlier, interrupted
-/// attempt) and its status, inside the caller's transaction.
-pub async fn store_result(
-    tx: &mut sqlx::SqliteConnection,
-    supernet_id: &str,
-    plan_id: &str,
-    plan: &Plan,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM candidates WHERE plan_id = ?")
-        .bind(plan_id)
-        .execute(&mut *tx)
-        .await?;
-    let rows = crate::writer::candidate_rows(plan);
-    let rows: Vec<_> = rows.iter().map(|c| (supernet_id, plan_id, c)).collect();
-    crate::writer::insert_candidates(tx, &rows).await?;
-    sqlx::query("UPDATE plans SET status = ?, result = ?, updated_at = ? WHERE id = ?")
-        .bind(plan_status(plan))
-        .bind(result_json(plan).to_string())
-        .bind(now_ms())
-        .bind(plan_id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 /// Runs the planner off the async threads and records its solve time. Single-budget solves are
@@ -202,13 +173,10 @@ pub async fn solve(
 #[derive(Debug)]
 pub enum Created {
     /// Solved at once and stored with its candidates.
-    Ready { plan: crate::store::PlanRow },
+    Ready { plan: PlanRow },
     /// Stored as pending; the job solves it. The rows as committed, read before the job runner
     /// can claim the job (a read after the commit could already see it running).
-    Queued {
-        plan: crate::store::PlanRow,
-        job: Box<crate::store::JobRow>,
-    },
+    Queued { plan: PlanRow, job: Box<JobRow> },
 }
 
 /// Creates a plan: small ones are solved now (infeasible budgets are a 422 carrying the smallest
@@ -254,33 +222,10 @@ struct NewRequest {
 
 /// Stores the plan as pending with the job that solves it, and wakes the job runner.
 async fn queue(state: &AppState, new: NewRequest) -> Result<Created, ApiError> {
-    let job_id = new_id("job");
-    let mut tx = state.db.write.begin().await?;
-    sqlx::query(
-        "INSERT INTO plans (id, supernet_id, request, status, job_id, created_at, updated_at) \
-         VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-    )
-    .bind(&new.plan_id)
-    .bind(&new.supernet_id)
-    .bind(&new.text)
-    .bind(&job_id)
-    .bind(new.now)
-    .bind(new.now)
-    .execute(&mut *tx)
-    .await?;
-    crate::store::insert_job(
-        &mut tx,
-        &job_id,
-        "plan",
-        &new.supernet_id,
-        Some(&new.plan_id),
-        &json!({}),
-        1,
-    )
-    .await?;
-    let plan = crate::store::plan_on(&mut *tx, &new.plan_id).await?;
-    let job = crate::store::job_on(&mut *tx, &job_id).await?;
-    tx.commit().await?;
+    let (plan, job) = state
+        .db
+        .queue_plan(&new.plan_id, &new.supernet_id, &new.text, new.now)
+        .await?;
     state.jobs.wake.notify_one();
     Ok(Created::Queued {
         plan,
@@ -291,7 +236,7 @@ async fn queue(state: &AppState, new: NewRequest) -> Result<Created, ApiError> {
 /// Stores a plan solved at once with its candidates (through the plan writer); a supernet
 /// deleted meanwhile is a 404.
 async fn store_solved(state: &AppState, new: NewRequest, plan: &Plan) -> Result<Created, ApiError> {
-    let result = result_json(plan).to_string();
+    let result = plan.summary_json().to_string();
     state
         .plan_writer
         .write(NewPlan {
@@ -301,22 +246,16 @@ async fn store_solved(state: &AppState, new: NewRequest, plan: &Plan) -> Result<
             status: plan_status(plan),
             result: result.clone(),
             created_at: new.now,
-            candidates: crate::writer::candidate_rows(plan),
+            candidates: CandidateFields::of_plan(plan),
         })
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                ApiError::not_found("supernet", &new.supernet_id)
-            }
-            _ => ApiError::from(e),
-        })?;
+        .await?;
     // The stored row, as a read would return it.
     Ok(Created::Ready {
-        plan: crate::store::PlanRow {
+        plan: PlanRow {
             id: new.plan_id,
             supernet_id: new.supernet_id,
             request: new.text,
-            status: plan_status(plan).to_string(),
+            status: plan_status(plan),
             job_id: None,
             result: Some(result),
             chosen_candidate_id: None,

@@ -2,19 +2,22 @@
 //! listener and the job runner, and graceful shutdown on SIGTERM or Ctrl-C.
 
 use crate::app::{AppState, Config};
+use crate::worker::{seconds, WorkerArgs};
 use clap::Args;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory: the SQLite database and the blob store.
-    #[arg(long, env = "BITPLAN_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub work: WorkerArgs,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "BITPLAN_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Worker processes that run jobs (evaluations, sensitivity passes, fleet plans, big plans),
+    /// so that a crashing evaluation never takes the API down; 0 runs jobs inside the service.
+    #[arg(long, env = "BITPLAN_WORKERS", default_value_t = ServeArgs::WORKERS)]
+    pub workers: usize,
     /// Load the digits-cnn demo supernet (manifest, model, validation set, a plan and its
     /// evaluation) unless it is already there.
     #[arg(long, env = "BITPLAN_DEMO")]
@@ -31,42 +34,14 @@ pub struct ServeArgs {
     /// Requests taking longer are answered 503 (event streams and uploads excepted).
     #[arg(long, env = "BITPLAN_REQUEST_TIMEOUT_S", default_value_t = Config::REQUEST_TIMEOUT_S)]
     pub request_timeout_s: f64,
-    /// Upper bound on a plan's per-solve time limit, seconds.
-    #[arg(long, env = "BITPLAN_MAX_SOLVE_TIME_S", default_value_t = Config::MAX_SOLVE_TIME_S)]
-    pub max_solve_time_s: f64,
-    /// Jobs run at once.
-    #[arg(long, env = "BITPLAN_JOB_WORKERS", default_value_t = Config::JOB_WORKERS)]
-    pub job_workers: usize,
-    /// Evaluation jobs run at once (each runs ONNX Runtime sessions).
-    #[arg(long, env = "BITPLAN_EVAL_CONCURRENCY", default_value_t = Config::EVAL_CONCURRENCY)]
-    pub eval_concurrency: usize,
-    /// Intra-op threads per ONNX Runtime session.
-    #[arg(long, env = "BITPLAN_EVAL_THREADS", default_value_t = Config::EVAL_THREADS)]
-    pub eval_threads: usize,
-    /// The ONNX Runtime shared library (default: beside the executable, then .cache/onnxruntime-*/
-    /// in the executable's folder or an ancestor).
-    #[arg(long, env = "BITPLAN_ORT_LIB", value_name = "PATH")]
-    pub ort_lib: Option<PathBuf>,
-    /// First retry delay of a failed job, seconds (doubles per attempt).
-    #[arg(long, env = "BITPLAN_RETRY_BASE_S", default_value_t = Config::RETRY_BASE_S)]
-    pub retry_base_s: f64,
-    /// Pause after each evaluated candidate or sensitivity measurement, ms, for tests that must
-    /// catch a job mid-way: only in builds with the `test-hooks` feature.
-    #[cfg(feature = "test-hooks")]
-    #[arg(long, env = "BITPLAN_EVAL_PAUSE_MS", default_value_t = 0, hide = true)]
-    pub eval_pause_ms: u64,
 }
 
 impl ServeArgs {
+    /// Worker processes unless `--workers` says otherwise.
+    pub const WORKERS: usize = 1;
+
     pub fn config(&self) -> anyhow::Result<Config> {
-        let secs = |name: &str, v: f64| {
-            anyhow::ensure!(
-                v.is_finite() && v > 0.0,
-                "--{name} must be a positive number of seconds"
-            );
-            Ok(Duration::from_secs_f64(v))
-        };
-        let mut c = Config::new(self.data_dir.clone());
+        let mut c = self.work.config()?;
         c.api_token = std::env::var("BITPLAN_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
@@ -77,24 +52,13 @@ impl ServeArgs {
         c.protect_reads = self.protect_reads;
         c.max_json_bytes = self.max_json_bytes;
         c.max_upload_bytes = self.max_upload_bytes;
-        c.request_timeout = secs("request-timeout-s", self.request_timeout_s)?;
-        secs("max-solve-time-s", self.max_solve_time_s)?;
-        c.max_solve_time_s = self.max_solve_time_s;
-        c.job_workers = self.job_workers.max(1);
-        c.eval_concurrency = self.eval_concurrency.max(1);
-        c.eval_threads = self.eval_threads.max(1);
-        c.ort_lib = self.ort_lib.clone();
-        c.retry_base = secs("retry-base-s", self.retry_base_s)?;
-        #[cfg(feature = "test-hooks")]
-        {
-            c.eval_pause = Duration::from_millis(self.eval_pause_ms);
-        }
+        c.request_timeout = seconds("request-timeout-s", self.request_timeout_s)?;
         Ok(c)
     }
 }
 
-/// Runs the service until SIGTERM or Ctrl-C.
-pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
+/// Logs to stderr, `RUST_LOG` or `info`.
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -102,16 +66,34 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .try_init();
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    init_tracing();
     let config = args.config()?;
+    let jobs = match args.workers {
+        0 => Jobs::InProcess,
+        n => Jobs::Workers(args.work.clone(), n),
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config, args.addr, args.demo, shutdown_signal()))?;
+        .block_on(serve(config, args.addr, args.demo, jobs, shutdown_signal()))?;
     Ok(0)
 }
 
+/// Where the service's jobs run.
+#[derive(Debug, Clone)]
+pub enum Jobs {
+    /// In this process.
+    InProcess,
+    /// In this many worker processes, started with these flags.
+    Workers(WorkerArgs, usize),
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -132,6 +114,7 @@ pub async fn serve(
     config: Config,
     addr: SocketAddr,
     demo: bool,
+    jobs: Jobs,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
@@ -144,9 +127,12 @@ pub async fn serve(
         );
     }
     let state = AppState::open(config).await?;
-    let resumed = crate::jobs::recover(&state).await?;
-    if resumed > 0 {
-        tracing::info!("{resumed} interrupted job(s) queued again");
+    state.blobs.remove_partial_uploads()?;
+    let released = crate::jobs::recover(&state).await?;
+    if released > 0 {
+        tracing::warn!(
+            "{released} job(s) left running by an abrupt stop given up (attempts counted)"
+        );
     }
     if demo {
         crate::demo::load(&state).await?;
@@ -160,10 +146,17 @@ pub async fn serve(
         state.config.data_dir.display()
     );
 
-    let runner = tokio::spawn(crate::jobs::run(
-        state.clone(),
-        state.jobs.stopping.subscribe(),
-    ));
+    let stopping = state.jobs.stopping.subscribe();
+    let runner = match jobs {
+        Jobs::InProcess => {
+            let owner = format!("{}{}-in", crate::jobs::SERVICE_OWNER, std::process::id());
+            tokio::spawn(crate::jobs::run(state.clone(), owner, stopping))
+        }
+        Jobs::Workers(args, n) => {
+            tokio::spawn(crate::worker::supervise(state.clone(), args, n, stopping))
+        }
+    };
+    tokio::spawn(watch_jobs(state.clone()));
     let hub = state.jobs.clone();
     let mut grace = state.jobs.stopping.subscribe();
     let server = axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(
@@ -191,4 +184,29 @@ pub async fn serve(
     state.db.close().await;
     drop(lock);
     Ok(())
+}
+
+/// How often the service looks for jobs that worker processes changed.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// Tells this process's event streams about jobs changed anywhere (worker processes write the
+/// store directly), until the service stops.
+async fn watch_jobs(state: AppState) {
+    let mut since = crate::store::now_ms();
+    let mut stopping = state.jobs.stopping.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        match state.db.jobs_changed_since(since).await {
+            Ok((ids, newest)) => {
+                for id in ids {
+                    state.jobs.changed(&id);
+                }
+                since = newest;
+            }
+            Err(e) => tracing::warn!("cannot read job changes: {e}"),
+        }
+    }
 }

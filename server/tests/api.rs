@@ -78,6 +78,7 @@ impl Svc {
         if runner {
             tokio::spawn(bitplan::jobs::run(
                 state.clone(),
+                "serve-test".into(),
                 state.jobs.stopping.subscribe(),
             ));
         }
@@ -86,6 +87,16 @@ impl Svc {
             state,
             _dir: dir,
         }
+    }
+
+    /// A read-only connection of its own to the service's database file: the tests' oracle of
+    /// what is stored, independent of the store module.
+    async fn oracle(&self) -> sqlx::SqlitePool {
+        let path = self.state.config.data_dir.join("bitplan.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true);
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
     }
 
     async fn send(&self, req: Request<Body>) -> Resp {
@@ -460,7 +471,7 @@ async fn supernets_plans_and_candidates() {
         404
     );
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM candidates")
-        .fetch_one(&svc.state.db.read)
+        .fetch_one(&svc.oracle().await)
         .await
         .unwrap();
     assert_eq!(left, 0);
@@ -488,7 +499,7 @@ async fn uploads_evaluation_and_exports() {
         .await;
     assert_eq!(first_field(&r), (422, "validation".into()));
     let blobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
-        .fetch_one(&svc.state.db.read)
+        .fetch_one(&svc.oracle().await)
         .await
         .unwrap();
     assert_eq!(blobs, 0, "a refused upload leaves no blob behind");
@@ -593,7 +604,7 @@ async fn uploads_evaluation_and_exports() {
     // Asking again measures nothing new: same rows, same times.
     let before: Vec<(String, i64)> =
         sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
-            .fetch_all(&svc.state.db.read)
+            .fetch_all(&svc.oracle().await)
             .await
             .unwrap();
     let r = svc
@@ -607,7 +618,7 @@ async fn uploads_evaluation_and_exports() {
     assert_eq!(again["status"], "succeeded");
     let after: Vec<(String, i64)> =
         sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
-            .fetch_all(&svc.state.db.read)
+            .fetch_all(&svc.oracle().await)
             .await
             .unwrap();
     assert_eq!(before, after);
@@ -657,7 +668,7 @@ async fn failing_jobs_retry_with_backoff_then_fail() {
         .json();
     // The model file vanishes from disk: a server-side fault, worth retrying.
     let hash: String = sqlx::query_scalar("SELECT model_hash FROM supernets")
-        .fetch_one(&svc.state.db.read)
+        .fetch_one(&svc.oracle().await)
         .await
         .unwrap();
     std::fs::remove_file(svc.state.blobs.path(&hash)).unwrap();
@@ -962,14 +973,14 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
     }
     let distinct = plan["result"]["evaluated_configs"].as_u64().unwrap();
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
-        .fetch_one(&svc.state.db.read)
+        .fetch_one(&svc.oracle().await)
         .await
         .unwrap();
     assert_eq!(stored as u64, distinct);
     // Again: nothing is measured twice.
     let before: Vec<(String, i64)> =
         sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
-            .fetch_all(&svc.state.db.read)
+            .fetch_all(&svc.oracle().await)
             .await
             .unwrap();
     let r = svc
@@ -983,7 +994,7 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
     assert_eq!(again["status"], "succeeded");
     let after: Vec<(String, i64)> =
         sqlx::query_as("SELECT bits, created_at FROM evaluations ORDER BY bits")
-            .fetch_all(&svc.state.db.read)
+            .fetch_all(&svc.oracle().await)
             .await
             .unwrap();
     assert_eq!(before, after);
@@ -1065,7 +1076,7 @@ async fn a_running_evaluation_stops_when_cancelled_and_keeps_what_it_measured() 
     let done = j["progress"]["done"].as_u64().unwrap();
     assert!(done >= 3 && done < total, "{done} of {total}");
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
-        .fetch_one(&svc.state.db.read)
+        .fetch_one(&svc.oracle().await)
         .await
         .unwrap();
     assert_eq!(
@@ -1074,7 +1085,7 @@ async fn a_running_evaluation_stops_when_cancelled_and_keeps_what_it_measured() 
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
     let later: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
-        .fetch_one(&svc.state.db.read)
+        .fetch_one(&svc.oracle().await)
         .await
         .unwrap();
     assert_eq!(later, stored);

@@ -8,6 +8,7 @@ mod plan_cli;
 mod sensitivity_cli;
 mod sensitivity_service;
 mod serve;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

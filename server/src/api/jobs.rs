@@ -2,12 +2,11 @@
 //!
 //! Handlers read and flag jobs; running them is `crate::jobs`'.
 
-use super::ApiQuery;
+use super::{bad_query, ApiQuery};
 use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
-use crate::store::{self, now_ms, JobRow, JOB_COLUMNS};
+use crate::error::ApiResult;
+use crate::store::{JobRow, JobStatus};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::stream::{self, Stream};
@@ -29,37 +28,28 @@ pub struct JobQuery {
     limit: Option<i64>,
 }
 
-const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
-
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<Value>> {
-    if let Some(s) = &q.status {
-        if !STATUSES.contains(&s.as_str()) {
-            let mut e = ApiError::invalid("status", format!("one of {}", STATUSES.join(", ")));
-            e.status = StatusCode::BAD_REQUEST;
-            e.code = "invalid_query";
-            return Err(e);
-        }
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| bad_query("status", e))?;
     let limit = q.limit.unwrap_or(DEFAULT_JOB_PAGE).clamp(1, MAX_JOB_PAGE);
-    let rows = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) \
-         AND (?2 IS NULL OR supernet_id = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
-    )))
-    .bind(&q.status)
-    .bind(&q.supernet_id)
-    .bind(limit)
-    .fetch_all(&state.db.read)
-    .await?;
+    let rows = state
+        .db
+        .jobs(status, q.supernet_id.as_deref(), limit)
+        .await?;
     Ok(Json(
         json!({"jobs": rows.iter().map(JobRow::to_json).collect::<Vec<_>>()}),
     ))
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(store::job(&state.db, &id).await?.to_json()))
+    Ok(Json(state.db.job(&id).await?.to_json()))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a queued job is cancelled at once; a running one stops at its next
@@ -68,35 +58,9 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let job = store::job(&state.db, &id).await?;
-    if !job.is_terminal() {
-        let now = now_ms();
-        let mut tx = state.db.write.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = ?, \
-             updated_at = ?, message = 'cancelled before it started' WHERE id = ? AND status = 'queued'",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'")
-            .bind(now)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        for sql in [
-            "UPDATE plans SET status = 'cancelled', updated_at = ? WHERE job_id = ? AND status = 'pending'",
-            "UPDATE fleet_plans SET status = 'cancelled', updated_at = ? WHERE job_id = ? AND status = 'pending'",
-        ] {
-            sqlx::query(sql).bind(now).bind(&id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        state.jobs.cancel(&id);
-        state.jobs.changed(&id);
-    }
-    Ok(Json(store::job(&state.db, &id).await?.to_json()))
+    let job = state.db.cancel_job(&id).await?;
+    state.jobs.changed(&id);
+    Ok(Json(job.to_json()))
 }
 
 struct Watch {
@@ -114,7 +78,7 @@ pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    store::job(&state.db, &id).await?;
+    state.db.job(&id).await?;
     let watch = Watch {
         rx: state.jobs.changed.subscribe(),
         stopping: state.jobs.stopping.subscribe(),
@@ -128,11 +92,12 @@ pub async fn events(
             return None;
         }
         loop {
-            let job = match store::job(&w.state.db, &w.id).await {
+            let job = match w.state.db.job(&w.id).await {
                 Ok(j) => j,
                 Err(e) => {
                     // The job vanished (its supernet was deleted): say so and end.
                     w.done = true;
+                    let e = crate::error::ApiError::from(e);
                     let body = json!({"error": {"code": e.code, "message": e.message}});
                     return Some((
                         Ok(Event::default().event("error").data(body.to_string())),
@@ -143,7 +108,7 @@ pub async fn events(
             let body = job.to_json();
             if w.last.as_ref() != Some(&body) {
                 w.last = Some(body.clone());
-                let kind = if job.is_terminal() {
+                let kind = if job.status.is_terminal() {
                     w.done = true;
                     "done"
                 } else {

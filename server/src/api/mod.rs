@@ -8,9 +8,7 @@ mod plans;
 mod supernets;
 mod web;
 
-pub use fleets::{fleet_plan_row, FleetPlanBody};
 pub use plans::queue_evaluation;
-pub use supernets::create_supernet;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -24,12 +22,6 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
-
-/// Samples per inference batch when a request gives no `batch_size` (evaluations, fleet plans,
-/// sensitivity passes).
-fn default_batch() -> usize {
-    planner::eval::DEFAULT_BATCH_SIZE
-}
 
 /// Largest `batch_size` a request may ask for.
 const MAX_BATCH_SIZE: usize = 65_536;
@@ -134,7 +126,7 @@ fn streaming_routes() -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> ApiResult<Response> {
-    sqlx::query("SELECT 1").execute(&state.db.read).await?;
+    state.db.ping().await?;
     Ok(
         axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
             .into_response(),
@@ -142,10 +134,7 @@ async fn health(State(state): State<AppState>) -> ApiResult<Response> {
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let jobs: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .fetch_all(&state.db.read)
-            .await?;
+    let jobs = state.db.job_counts().await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -299,6 +288,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A query parameter that does not validate: 400, naming it.
+fn bad_query(name: &str, reason: impl Into<String>) -> ApiError {
+    let mut e = ApiError::invalid(name, reason);
+    e.status = StatusCode::BAD_REQUEST;
+    e.code = "invalid_query";
+    e
+}
+
 /// Query parameters, refused with the parameter's name when one does not parse.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
@@ -311,12 +308,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let mut err = ApiError::invalid(path, e.into_inner().to_string());
-                err.status = StatusCode::BAD_REQUEST;
-                err.code = "invalid_query";
-                err
-            })
+            .map_err(|e| bad_query(&e.path().to_string(), e.into_inner().to_string()))
     }
 }

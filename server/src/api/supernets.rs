@@ -5,7 +5,7 @@
 use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{self, new_id, now_ms};
+use crate::store::{Deleted, SensitivityWork, Upload, Work};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -18,14 +18,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let rows = store::supernets(&state.db).await?;
+    let rows = state.db.supernets().await?;
     Ok(Json(json!({
         "supernets": rows.iter().map(|r| r.to_json(false)).collect::<Vec<_>>()
     })))
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(store::supernet(&state.db, &id).await?.to_json(true)))
+    Ok(Json(state.db.supernet(&id).await?.to_json(true)))
 }
 
 /// `POST /v1/supernets`: the body is a manifest; answers 201 with the stored supernet and any
@@ -35,27 +35,10 @@ pub async fn create(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let manifest = Manifest::from_value(body)?;
-    let id = create_supernet(&state, &manifest).await?;
-    let mut v = store::supernet(&state.db, &id).await?.to_json(true);
+    let id = state.db.insert_supernet(&manifest).await?;
+    let mut v = state.db.supernet(&id).await?.to_json(true);
     v["warnings"] = json!(manifest.warnings);
     Ok((StatusCode::CREATED, Json(v)).into_response())
-}
-
-/// Stores a checked manifest as a new supernet.
-pub async fn create_supernet(state: &AppState, manifest: &Manifest) -> ApiResult<String> {
-    let id = new_id("sn");
-    sqlx::query(
-        "INSERT INTO supernets (id, name, manifest, layers, params, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(&manifest.name)
-    .bind(manifest.to_json().to_string())
-    .bind(manifest.layers.len() as i64)
-    .bind(manifest.total_params() as i64)
-    .bind(now_ms())
-    .execute(&state.db.write)
-    .await?;
-    Ok(id)
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,97 +55,44 @@ pub async fn delete(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<Json<Value>> {
-    store::supernet(&state.db, &id).await?;
-    // One transaction: what is counted is what is deleted.
-    let mut tx = state.db.write.begin().await?;
-    let dependents = dependents(&mut tx, &id).await?;
-    let has_any = dependents.values().any(|n| n.as_i64().unwrap_or(0) > 0);
-    if has_any && !q.cascade {
-        return Err(ApiError::conflict(format!(
-            "supernet {id:?} has {} plans, {} candidates, {} evaluations, {} fleet plans and {} jobs; \
-             delete with ?cascade=true to remove them too",
-            dependents["plans"], dependents["candidates"], dependents["evaluations"],
-            dependents["fleet_plans"], dependents["jobs"]
+    let (dependents, unfinished) = match state.db.delete_supernet(&id, q.cascade).await? {
+        Deleted::Refused(d) => return Err(ApiError::conflict(format!(
+            "supernet {id:?} has {} plans, {} candidates, {} evaluations, {} fleet plans and {} \
+                 jobs; delete with ?cascade=true to remove them too",
+            d.plans, d.candidates, d.evaluations, d.fleet_plans, d.jobs
         ))
-        .with_details(json!({ "would_delete": dependents })));
-    }
-    let running: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE supernet_id = ? AND status IN ('queued', 'running')",
-    )
-    .bind(&id)
-    .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM supernets WHERE id = ?")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    for job in &running {
-        state.jobs.cancel(job);
-    }
-    for job in &running {
+        .with_details(json!({ "would_delete": dependents_json(&d) }))),
+        Deleted::Removed {
+            dependents,
+            unfinished_jobs,
+        } => (dependents, unfinished_jobs),
+    };
+    for job in &unfinished {
         state.jobs.changed(job);
     }
-    state.forget_manifest(&id);
+    state.forget_supernet(&id);
     collect_garbage(&state).await?;
-    Ok(Json(json!({"deleted": id, "with": dependents})))
+    Ok(Json(
+        json!({"deleted": id, "with": dependents_json(&dependents)}),
+    ))
 }
 
-async fn dependents(
-    tx: &mut sqlx::SqliteConnection,
-    id: &str,
-) -> ApiResult<serde_json::Map<String, Value>> {
-    let mut out = serde_json::Map::new();
-    for (name, sql) in [
-        ("plans", "SELECT COUNT(*) FROM plans WHERE supernet_id = ?"),
-        (
-            "candidates",
-            "SELECT COUNT(*) FROM candidates WHERE supernet_id = ?",
-        ),
-        (
-            "evaluations",
-            "SELECT COUNT(*) FROM evaluations WHERE supernet_id = ?",
-        ),
-        ("jobs", "SELECT COUNT(*) FROM jobs WHERE supernet_id = ?"),
-        (
-            "fleet_plans",
-            "SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = ?",
-        ),
-    ] {
-        let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&mut *tx).await?;
-        out.insert(name.into(), json!(n));
-    }
-    Ok(out)
+fn dependents_json(d: &crate::store::Dependents) -> Value {
+    json!({
+        "plans": d.plans,
+        "candidates": d.candidates,
+        "evaluations": d.evaluations,
+        "fleet_plans": d.fleet_plans,
+        "jobs": d.jobs,
+    })
 }
 
 /// Deletes blobs no supernet refers to (rows, then files).
 pub async fn collect_garbage(state: &AppState) -> ApiResult<()> {
-    let orphans: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM blobs WHERE hash NOT IN (SELECT model_hash FROM supernets WHERE model_hash IS NOT NULL \
-         UNION SELECT data_hash FROM supernets WHERE data_hash IS NOT NULL) RETURNING hash",
-    )
-    .fetch_all(&state.db.write)
-    .await?;
-    for hash in orphans {
+    for hash in state.db.collect_blob_rows().await? {
         state.blobs.remove(&hash).await;
     }
     Ok(())
-}
-
-/// Which upload: the ONNX model or the validation set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upload {
-    Model,
-    Validation,
-}
-
-impl Upload {
-    fn field(self) -> &'static str {
-        match self {
-            Upload::Model => "model",
-            Upload::Validation => "validation",
-        }
-    }
 }
 
 pub async fn put_model(
@@ -184,17 +114,12 @@ pub async fn put_validation(
 /// Streams an upload to the blob store, checks it against the manifest (and the other file, when
 /// present), then points the supernet at it. A refused upload leaves the supernet as it was.
 async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResult<Json<Value>> {
-    store::supernet(&state.db, id).await?;
+    state.db.supernet(id).await?;
     let stored = state
         .blobs
         .put_stream(body, state.config.max_upload_bytes, what.field())
         .await?;
-    sqlx::query("INSERT OR IGNORE INTO blobs (hash, bytes, created_at) VALUES (?, ?, ?)")
-        .bind(&stored.hash)
-        .bind(stored.bytes as i64)
-        .bind(now_ms())
-        .execute(&state.db.write)
-        .await?;
+    state.db.insert_blob(&stored.hash, stored.bytes).await?;
     let checked = check_upload(state, id, what, &stored.hash).await;
     let samples = match checked {
         Ok(samples) => samples,
@@ -204,24 +129,16 @@ async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResu
         }
     };
     // The sample count is the set's as the model reads it, so a model upload recounts it too.
-    let sql = match what {
-        Upload::Model => {
-            "UPDATE supernets SET model_hash = ?, data_samples = COALESCE(?, data_samples) WHERE id = ?"
-        }
-        Upload::Validation => "UPDATE supernets SET data_hash = ?, data_samples = ? WHERE id = ?",
-    };
-    let updated = sqlx::query(sql)
-        .bind(&stored.hash)
-        .bind(samples.map(|s| s as i64))
-        .bind(id)
-        .execute(&state.db.write)
+    let attached = state
+        .db
+        .attach_blob(id, what, &stored.hash, samples)
         .await?;
-    if updated.rows_affected() == 0 {
+    if !attached {
         collect_garbage(state).await?;
         return Err(ApiError::not_found("supernet", id));
     }
     collect_garbage(state).await?;
-    Ok(Json(store::supernet(&state.db, id).await?.to_json(false)))
+    Ok(Json(state.db.supernet(id).await?.to_json(false)))
 }
 
 /// Parses the uploaded file and checks it fits; returns the sample count of the validation set
@@ -233,7 +150,7 @@ async fn check_upload(
     hash: &str,
 ) -> ApiResult<Option<usize>> {
     let manifest = state.manifest(id).await?;
-    let row = store::supernet(&state.db, id).await?;
+    let row = state.db.supernet(id).await?;
     let bytes = state.blobs.read(hash).await?;
     let other = match what {
         Upload::Model => row.data_hash.clone(),
@@ -281,7 +198,7 @@ async fn check_upload(
 pub struct SensitivityBody {
     #[serde(default)]
     metric: planner::Divergence,
-    #[serde(default = "super::default_batch")]
+    #[serde(default = "crate::planning::default_batch_size")]
     batch_size: usize,
 }
 
@@ -294,8 +211,8 @@ pub async fn measure_sensitivity(
     ApiJson(body): ApiJson<SensitivityBody>,
 ) -> ApiResult<Response> {
     super::check_batch_size(body.batch_size)?;
-    let supernet = store::supernet(&state.db, &id).await?;
-    if supernet.model_hash.is_none() || supernet.data_hash.is_none() {
+    let supernet = state.db.supernet(&id).await?;
+    if !supernet.measurable() {
         return Err(ApiError::conflict(format!(
             "supernet {id:?} needs its ONNX model and validation set before its sensitivity can be \
              measured (PUT /v1/supernets/{id}/model and /validation)"
@@ -303,46 +220,29 @@ pub async fn measure_sensitivity(
     }
     let manifest = state.manifest(&id).await?;
     let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
-    let payload = json!({"metric": body.metric, "batch_size": body.batch_size});
-    let job_id = new_id("job");
-    let mut tx = state.db.write.begin().await?;
-    let running: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE supernet_id = ? AND kind = 'sensitivity' \
-         AND status IN ('queued', 'running') LIMIT 1",
-    )
-    .bind(&id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(job) = running {
-        return Err(ApiError::conflict(format!(
+    let work = Work::Sensitivity(SensitivityWork {
+        metric: body.metric,
+        batch_size: body.batch_size,
+    });
+    let job = state
+        .db
+        .queue_job_alone(&id, &work, total)
+        .await?
+        .map_err(|job| {
+            ApiError::conflict(format!(
             "supernet {id:?} already has a sensitivity job in progress ({job}); cancel it or wait"
         ))
-        .with_details(json!({ "job_id": job })));
-    }
-    store::insert_job(
-        &mut tx,
-        &job_id,
-        "sensitivity",
-        &id,
-        None,
-        &payload,
-        total as i64,
-    )
-    .await?;
-    tx.commit().await?;
+            .with_details(json!({ "job_id": job }))
+        })?;
     state.jobs.wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(store::job(&state.db, &job_id).await?.to_json()),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(job.to_json())).into_response())
 }
 
 pub async fn get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let row = store::supernet(&state.db, &id).await?;
+    let row = state.db.supernet(&id).await?;
     let hash = row.model_hash.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

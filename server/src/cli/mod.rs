@@ -49,8 +49,10 @@ enum Command {
     /// Plan every device of a fleet (budgets, supported bits, latency model, high-bit layers);
     /// optionally measure the chosen configurations and gate them on accuracy.
     Fleet(fleet::FleetArgs),
-    /// Run the service: REST API, job runner and SQLite store in a data directory.
+    /// Run the service: REST API, worker processes and SQLite store in a data directory.
     Serve(crate::serve::ServeArgs),
+    /// Run jobs from a data directory's store (`bitplan serve` starts its own workers).
+    Worker(crate::worker::WorkerCommand),
 }
 
 /// How close to the optimum an ILP solve must prove its plan.
@@ -133,6 +135,10 @@ pub fn run() -> ExitCode {
         Command::Manifest(args) => manifest::manifest(args),
         Command::Fleet(args) => fleet::fleet(args),
         Command::Serve(args) => crate::serve::run(args).map_err(|e| Failure {
+            code: 1,
+            message: format!("{e:#}"),
+        }),
+        Command::Worker(args) => crate::worker::run(args).map_err(|e| Failure {
             code: 1,
             message: format!("{e:#}"),
         }),

@@ -2,9 +2,10 @@
 //! configurations and gates them on accuracy, and stores the fleet plan document.
 
 use super::evaluate::measure;
-use super::{blocking, start_plan, Ctx, JobError, Outcome};
-use crate::api::FleetPlanBody;
-use crate::store::{self, now_ms};
+use super::{blocking, Ctx, JobError, Outcome};
+use crate::fleet::FleetPlanBody;
+use crate::store::{bits_key, StoreError};
+use planner::eval::EvalOptions;
 use planner::solve::fleet::FleetPlan;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -13,9 +14,13 @@ use std::collections::HashMap;
 /// not stored yet, and store the table.
 pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let state = &ctx.state;
-    let id = start_plan(ctx).await?;
-    let Ok(row) = crate::api::fleet_plan_row(&state.db, &id).await else {
-        return Ok(Outcome::Cancelled("the fleet plan was deleted".into()));
+    let id = ctx.plan_id()?;
+    let row = match state.db.fleet_plan(&id).await {
+        Ok(row) => row,
+        Err(StoreError::NotFound { .. }) => {
+            return Ok(Outcome::Cancelled("the fleet plan was deleted".into()))
+        }
+        Err(e) => return Err(e.into()),
     };
     let body: FleetPlanBody = serde_json::from_str(&row.options)
         .map_err(|e| JobError::permanent(format!("stored fleet plan request: {e}")))?;
@@ -38,7 +43,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         return Ok(o);
     }
     let passed = crate::fleet::all_pass(&doc);
-    store_fleet_result(ctx, &id, &doc).await?;
+    state.db.store_fleet_result(&id, &doc, &ctx.job.id).await?;
     Ok(Outcome::Done(format!(
         "{} devices planned in {:.0} ms; {}",
         planned.devices.len(),
@@ -62,14 +67,18 @@ async fn attach_measurements(
     doc: &mut Value,
 ) -> Result<Option<Outcome>, JobError> {
     let configs = crate::fleet::distinct_configs(planned);
-    let keys: Vec<String> = configs
-        .iter()
-        .map(|b| crate::planning::bits_key(b))
-        .collect();
-    if let Some(o) = measure(ctx, supernet_id, &keys, false, body.batch_size, 1).await? {
+    let keys: Vec<String> = configs.iter().map(|b| bits_key(b)).collect();
+    let options = EvalOptions {
+        batch_size: body.batch_size,
+        quantize_activations: false,
+    };
+    if let Some(o) = measure(ctx, supernet_id, &keys, options, 1).await? {
         return Ok(Some(o));
     }
-    let metrics: HashMap<String, Value> = store::measurements(&ctx.state.db, supernet_id, false)
+    let metrics: HashMap<String, Value> = ctx
+        .state
+        .db
+        .measurements(supernet_id, false)
         .await?
         .into_iter()
         .map(|m| (m.bits.clone(), m.to_json()))
@@ -82,22 +91,4 @@ async fn attach_measurements(
     crate::fleet::attach_metrics(doc, planned, &by_bits, body.min_accuracy);
     doc["evaluated_configs"] = serde_json::json!(by_bits.len());
     Ok(None)
-}
-
-/// The finished document, with the job's progress at its end, in one transaction.
-async fn store_fleet_result(ctx: &Ctx, id: &str, doc: &Value) -> Result<(), sqlx::Error> {
-    let mut tx = ctx.state.db.write.begin().await?;
-    sqlx::query("UPDATE fleet_plans SET status = 'ready', result = ?, updated_at = ? WHERE id = ?")
-        .bind(doc.to_string())
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&ctx.job.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
 }

@@ -1,18 +1,21 @@
-//! The durable job runner. Jobs live in SQLite; one runner per process claims them atomically
-//! (a single `UPDATE … RETURNING`), runs up to `job_workers` at once and at most
-//! `eval_concurrency` evaluations, retries failures with exponential backoff, and honours
-//! cancellation between steps. Evaluation jobs store each candidate's result in its own
-//! transaction, so a crash loses at most the candidate being measured; on restart, jobs left
-//! `running` are queued again and skip what is already stored. This module owns the queue, the
-//! worker loop and job outcomes; each job kind's work lives in its own submodule.
+//! The job runner: claims jobs from the store under a lease, runs up to `job_workers` at once
+//! and at most `eval_concurrency` of them running models, and reports how each run ended.
+//!
+//! It runs in `bitplan worker` processes (which `bitplan serve` starts and supervises, so that a
+//! native fault in ONNX Runtime never takes the API down), or inside the service itself with
+//! `--workers 0`. While a job runs, a heartbeat renews its lease and reads back whether it was
+//! cancelled; the job stops at its next checkpoint when it was cancelled, ran past its deadline,
+//! lost its lease, or its process is shutting down. Evaluation jobs store each candidate's
+//! result in its own transaction, so a crash loses at most the candidate being measured, and a
+//! job that runs again skips what is already stored. This module owns the worker loop and job
+//! outcomes; each job kind's work lives in its own submodule; the queue itself is `store`'s.
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{self, now_ms, JobRow, JOB_COLUMNS};
-use sqlx::{SqliteConnection, SqliteExecutor};
+use crate::store::{Ending, JobRow, JobStatus, Lease, StoreError, Work, LEASE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -20,6 +23,12 @@ mod evaluate;
 mod fleet;
 mod plan;
 mod sensitivity;
+
+/// How often a running job's lease is renewed and its cancellation read back.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How often a runner gives up the jobs of workers that are gone and fails overdue ones.
+const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a job stopped without finishing.
 #[derive(Debug)]
@@ -47,11 +56,11 @@ impl From<ApiError> for JobError {
     }
 }
 
-impl From<sqlx::Error> for JobError {
-    fn from(e: sqlx::Error) -> JobError {
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> JobError {
         JobError {
-            message: format!("database: {e}"),
-            retryable: true,
+            retryable: matches!(e, StoreError::Database(_)),
+            message: e.to_string(),
         }
     }
 }
@@ -71,73 +80,60 @@ enum Outcome {
     Cancelled(String),
     /// Stopped by shutdown: back to the queue, the attempt not counted.
     Interrupted,
+    /// The lease was lost: the job is someone else's now; leave it alone.
+    Lost,
     Failed(JobError),
 }
 
-/// Jobs a previous process left running were interrupted: queue them again.
-pub async fn recover(state: &AppState) -> Result<u64, sqlx::Error> {
-    let now = now_ms();
-    let mut tx = state.db.write.begin().await?;
-    let n = sqlx::query(
-        "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), run_after = ?, \
-         updated_at = ?, message = 'interrupted; resumed after restart' WHERE status = 'running'",
-    )
-    .bind(now)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    for sql in [
-        "UPDATE plans SET status = 'pending', updated_at = ? WHERE status = 'running'",
-        "UPDATE fleet_plans SET status = 'pending', updated_at = ? WHERE status = 'running'",
-    ] {
-        sqlx::query(sql).bind(now).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(n)
+/// Gives up the jobs a previous run of this service left running (its in-process runner and
+/// its worker processes died with it), counting the attempt. Returns how many.
+pub async fn recover(state: &AppState) -> Result<usize, StoreError> {
+    let gone = state
+        .db
+        .release_crashed(
+            Some(&format!("{SERVICE_OWNER}%")),
+            "the service stopped abruptly",
+        )
+        .await?;
+    Ok(gone.len())
 }
 
-/// Claims the oldest due job, evaluations only when `evaluations` allows.
-async fn claim(state: &AppState, evaluations: bool) -> Result<Option<JobRow>, sqlx::Error> {
-    let now = now_ms();
-    sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-         started_at = COALESCE(started_at, ?1), updated_at = ?1, message = 'running' \
-         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?1 \
-           AND (?2 OR kind = 'plan') ORDER BY created_at, id LIMIT 1) \
-         RETURNING {JOB_COLUMNS}"
-    )))
-    .bind(now)
-    .bind(evaluations)
-    .fetch_optional(&state.db.write)
-    .await
-}
+/// The prefix of the lease owners of a service and the workers it starts: one service runs per
+/// data directory, so at its start every such lease is a dead one.
+pub const SERVICE_OWNER: &str = "serve-";
 
-/// Runs jobs until `shutdown` turns true, then waits for the running ones to stop.
-pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+/// Runs jobs as `owner` until `shutdown` turns true, then waits for the running ones to stop.
+pub async fn run(state: AppState, owner: String, mut shutdown: watch::Receiver<bool>) {
     let workers = Arc::new(Semaphore::new(state.config.job_workers.max(1)));
     let evals = Arc::new(Semaphore::new(state.config.eval_concurrency.max(1)));
     let mut running = JoinSet::new();
+    let mut last_reap: Option<Instant> = None;
     loop {
         while running.try_join_next().is_some() {}
         if *shutdown.borrow() {
             break;
+        }
+        if last_reap.is_none_or(|t| t.elapsed() >= REAP_EVERY) {
+            reap(&state).await;
+            last_reap = Some(Instant::now());
         }
         let worker = tokio::select! {
             p = workers.clone().acquire_owned() => p.expect("semaphore open"),
             _ = shutdown.changed() => break,
         };
         let eval = evals.clone().try_acquire_owned().ok();
-        match claim(&state, eval.is_some()).await {
+        let deadline = state.config.job_deadline;
+        match state.db.claim(&owner, eval.is_some(), deadline).await {
             Ok(Some(job)) => {
-                let eval = if job.kind == "plan" { None } else { eval };
-                running.spawn(execute(state.clone(), job, worker, eval, shutdown.clone()));
+                let eval = if job.work.runs_models() { eval } else { None };
+                let ctx = Ctx::new(state.clone(), job, owner.clone(), shutdown.clone());
+                running.spawn(execute(ctx, worker, eval));
             }
             Ok(None) => {
                 drop((worker, eval));
                 tokio::select! {
                     _ = state.jobs.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = shutdown.changed() => break,
                 }
             }
@@ -151,241 +147,202 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     while running.join_next().await.is_some() {}
 }
 
-/// One claimed job, with what it needs to check for cancellation.
+/// Gives up the jobs whose lease ran out (their worker is gone) and fails queued jobs past
+/// their deadline.
+async fn reap(state: &AppState) {
+    match state
+        .db
+        .release_crashed(None, "its lease ran out (the worker stopped renewing it)")
+        .await
+    {
+        Ok(gone) => {
+            for (id, status) in gone {
+                tracing::warn!("job {id}: its worker is gone; now {status}");
+                state.jobs.changed(&id);
+            }
+        }
+        Err(e) => tracing::error!("cannot release the jobs of dead workers: {e}"),
+    }
+    if let Err(e) = state.db.expire_deadlines().await {
+        tracing::error!("cannot expire job deadlines: {e}");
+    }
+}
+
+/// Why a running job should stop, as its heartbeat and its process tell it.
+#[derive(Debug, Default)]
+struct Stops {
+    cancel: AtomicBool,
+    lost: AtomicBool,
+    overdue: AtomicBool,
+}
+
+impl Stops {
+    fn any(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+            || self.lost.load(Ordering::SeqCst)
+            || self.overdue.load(Ordering::SeqCst)
+    }
+}
+
+/// One claimed job, with what it needs to check whether to stop.
 struct Ctx {
     state: AppState,
     job: JobRow,
-    cancel: Arc<AtomicBool>,
+    owner: String,
+    stops: Arc<Stops>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Ctx {
-    /// The job's stored payload.
-    fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobError> {
-        serde_json::from_str(&self.job.payload)
-            .map_err(|e| JobError::permanent(format!("stored job payload: {e}")))
+    fn new(state: AppState, job: JobRow, owner: String, shutdown: watch::Receiver<bool>) -> Ctx {
+        let stops = Stops::default();
+        stops.cancel.store(job.cancel_requested, Ordering::SeqCst);
+        Ctx {
+            state,
+            job,
+            owner,
+            stops: Arc::new(stops),
+            shutdown,
+        }
     }
 
-    /// The supernet the job works on (every evaluation and sensitivity job has one).
+    /// The supernet the job works on (every job has one).
     fn supernet_id(&self) -> Result<String, JobError> {
         self.job.supernet_id.clone().ok_or_else(|| {
-            JobError::permanent(format!("a {} job without a supernet", self.job.kind))
+            JobError::permanent(format!("a {} job without a supernet", self.job.work.kind()))
         })
     }
 
-    /// Whether to stop here: cancelled by a user, or the server is shutting down.
+    /// The (fleet) plan the job works for.
+    fn plan_id(&self) -> Result<String, JobError> {
+        self.job.plan_id.clone().ok_or_else(|| {
+            JobError::permanent(format!("a {} job without its plan", self.job.work.kind()))
+        })
+    }
+
+    /// Whether to stop here, and how: the lease lost, cancelled by a user, past the deadline,
+    /// or the process shutting down.
     fn checkpoint(&self) -> Option<Outcome> {
-        if self.cancel.load(Ordering::SeqCst) {
+        if self.stops.lost.load(Ordering::SeqCst) {
+            Some(Outcome::Lost)
+        } else if self.stops.cancel.load(Ordering::SeqCst) {
             Some(Outcome::Cancelled("cancelled".into()))
+        } else if self.stops.overdue.load(Ordering::SeqCst) {
+            Some(Outcome::Failed(JobError::permanent(format!(
+                "the job ran past its deadline ({} s from its first start)",
+                self.state.config.job_deadline.as_secs_f64()
+            ))))
         } else if *self.shutdown.borrow() {
             Some(Outcome::Interrupted)
         } else {
             None
         }
     }
+
+    /// Records the job's progress and tells its watchers.
+    async fn progress(&self, done: usize, message: &str) -> Result<(), StoreError> {
+        self.state.db.progress(&self.job.id, done, message).await?;
+        self.state.jobs.changed(&self.job.id);
+        Ok(())
+    }
 }
 
-async fn execute(
-    state: AppState,
-    job: JobRow,
-    _worker: OwnedSemaphorePermit,
-    _eval: Option<OwnedSemaphorePermit>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let cancel = Arc::new(AtomicBool::new(job.cancel_requested != 0));
-    state
-        .jobs
-        .cancel_flags
-        .lock()
-        .expect("lock")
-        .insert(job.id.clone(), cancel.clone());
-    state.jobs.changed(&job.id);
-    let ctx = Ctx {
-        state: state.clone(),
-        job,
-        cancel,
-        shutdown,
-    };
-    let outcome = match ctx.checkpoint() {
-        Some(o) => o,
-        None => match ctx.job.kind.as_str() {
-            "plan" => plan::run(&ctx).await.unwrap_or_else(Outcome::Failed),
-            "evaluate" => evaluate::run(&ctx).await.unwrap_or_else(Outcome::Failed),
-            "fleet" => fleet::run(&ctx).await.unwrap_or_else(Outcome::Failed),
-            "sensitivity" => sensitivity::run(&ctx).await.unwrap_or_else(Outcome::Failed),
-            other => Outcome::Failed(JobError::permanent(format!("unknown job kind {other:?}"))),
-        },
-    };
-    if let Err(e) = finish(&ctx, outcome).await {
-        tracing::error!("job {}: cannot record its outcome: {e}", ctx.job.id);
-    }
-    state
-        .jobs
-        .cancel_flags
-        .lock()
-        .expect("lock")
-        .remove(&ctx.job.id);
-    state.jobs.changed(&ctx.job.id);
-}
-
-async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), sqlx::Error> {
-    let job = &ctx.job;
-    let now = now_ms();
-    let mut tx = ctx.state.db.write.begin().await?;
-    let (job_status, plan_status) = record_outcome(&mut tx, ctx, outcome, now).await?;
-    if let (Some(status), Some(plan_id)) = (plan_status, &job.plan_id) {
-        set_plan_status(&mut tx, &job.kind, plan_id, status).await?;
-    }
-    tx.commit().await?;
-    if job_status != "queued" {
-        ctx.state.metrics.job_finished(&job.kind, job_status);
-    } else {
-        ctx.state.jobs.wake.notify_one();
-    }
-    Ok(())
-}
-
-/// Writes the job row's state after `outcome`. Returns the job's new status and, when the
-/// (fleet) plan it works for changes with it, that plan's new status.
-async fn record_outcome(
-    conn: &mut SqliteConnection,
-    ctx: &Ctx,
-    outcome: Outcome,
-    now: i64,
-) -> Result<(&'static str, Option<&'static str>), sqlx::Error> {
-    let job = &ctx.job;
-    Ok(match outcome {
-        Outcome::Done(message) => {
-            let sql = "UPDATE jobs SET status = 'succeeded', finished_at = ?, updated_at = ?, \
-                       message = ?, error = NULL WHERE id = ?";
-            end_job(conn, sql, now, &message, &job.id).await?;
-            ("succeeded", None)
-        }
-        Outcome::Cancelled(message) => {
-            let sql = "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, \
-                       message = ? WHERE id = ?";
-            end_job(conn, sql, now, &message, &job.id).await?;
-            ("cancelled", Some("cancelled"))
-        }
-        Outcome::Interrupted => {
-            sqlx::query(
-                "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?, \
-                 message = 'interrupted by shutdown; resumes at the next start' WHERE id = ?",
-            )
-            .bind(now)
-            .bind(&job.id)
-            .execute(conn)
-            .await?;
-            ("queued", Some("pending"))
-        }
-        Outcome::Failed(e) if e.retryable && job.attempts < job.max_attempts => {
-            retry_later(conn, ctx, &e, now).await?;
-            ("queued", Some("pending"))
-        }
-        Outcome::Failed(e) => {
-            tracing::warn!("job {} failed: {}", job.id, e.message);
-            let sql = "UPDATE jobs SET status = 'failed', finished_at = ?, updated_at = ?, \
-                       error = ?, message = 'failed' WHERE id = ?";
-            end_job(conn, sql, now, &e.message, &job.id).await?;
-            ("failed", Some("failed"))
+/// Renews the job's lease until dropped, raising its stop flags when it was cancelled, lost,
+/// or ran past its deadline.
+fn heartbeat(ctx: &Ctx) -> tokio::task::JoinHandle<()> {
+    let db = ctx.state.db.clone();
+    let (id, owner) = (ctx.job.id.clone(), ctx.owner.clone());
+    let stops = ctx.stops.clone();
+    let deadline = ctx.job.deadline_at;
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            if deadline.is_some_and(|d| crate::store::now_ms() > d) {
+                stops.overdue.store(true, Ordering::SeqCst);
+            }
+            match db.renew(&id, &owner).await {
+                Ok(Lease::Held { cancel }) => {
+                    failures = 0;
+                    if cancel {
+                        stops.cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+                Ok(Lease::Lost) => {
+                    tracing::warn!("job {id}: lease lost; stopping without recording anything");
+                    stops.lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(e) => {
+                    // A lease outlives several missed beats; past it, the job is not ours.
+                    failures += 1;
+                    tracing::warn!("job {id}: cannot renew its lease: {e}");
+                    if HEARTBEAT * failures >= LEASE {
+                        stops.lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
         }
     })
 }
 
-/// Ends a job with `sql`, an update binding the time (as finished_at and updated_at), one text
-/// (the message or the error) and the job id.
-async fn end_job(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    now: i64,
-    text: &str,
-    job_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(sql)
-        .bind(now)
-        .bind(now)
-        .bind(text)
-        .bind(job_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Queues a failed attempt again, due after an exponential backoff from `retry_base`.
-async fn retry_later(
-    conn: &mut SqliteConnection,
-    ctx: &Ctx,
-    e: &JobError,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    let job = &ctx.job;
-    let delay =
-        ctx.state.config.retry_base.as_millis() as i64 * (1i64 << (job.attempts - 1).clamp(0, 16));
-    tracing::warn!(
-        "job {} attempt {} failed: {}",
-        job.id,
-        job.attempts,
-        e.message
-    );
-    sqlx::query(
-        "UPDATE jobs SET status = 'queued', run_after = ?, updated_at = ?, error = ?, \
-         message = ? WHERE id = ?",
-    )
-    .bind(now + delay)
-    .bind(now)
-    .bind(&e.message)
-    .bind(format!(
-        "attempt {} of {} failed; retrying in {:.1} s",
-        job.attempts,
-        job.max_attempts,
-        delay as f64 / 1e3
-    ))
-    .bind(&job.id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The table of what a job of `kind` works for: plans, or fleet plans.
-fn plan_table(kind: &str) -> Option<&'static str> {
-    match kind {
-        "plan" => Some("plans"),
-        "fleet" => Some("fleet_plans"),
-        _ => None,
-    }
-}
-
-/// Sets the status of the (fleet) plan a job works for, unless it has already ended.
-async fn set_plan_status(
-    conn: &mut SqliteConnection,
-    kind: &str,
-    plan_id: &str,
-    status: &str,
-) -> Result<(), sqlx::Error> {
-    let Some(table) = plan_table(kind) else {
-        return Ok(());
+async fn execute(ctx: Ctx, _worker: OwnedSemaphorePermit, _eval: Option<OwnedSemaphorePermit>) {
+    ctx.state.jobs.changed(&ctx.job.id);
+    let beat = heartbeat(&ctx);
+    let outcome = match ctx.checkpoint() {
+        Some(o) => o,
+        None => match &ctx.job.work {
+            Work::Plan {} => plan::run(&ctx).await,
+            Work::Evaluate(work) => evaluate::run(&ctx, work).await,
+            Work::Fleet {} => fleet::run(&ctx).await,
+            Work::Sensitivity(work) => sensitivity::run(&ctx, work).await,
+        }
+        .unwrap_or_else(Outcome::Failed),
     };
-    // The table name comes from the fixed list above; the values are bound.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {table} SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"
-    )))
-    .bind(status)
-    .bind(now_ms())
-    .bind(plan_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    beat.abort();
+    if let Err(e) = finish(&ctx, outcome).await {
+        tracing::error!("job {}: cannot record its outcome: {e}", ctx.job.id);
+    }
+    ctx.state.jobs.changed(&ctx.job.id);
 }
 
-/// The id of the (fleet) plan the job works for, marked running.
-async fn start_plan(ctx: &Ctx) -> Result<String, JobError> {
-    let id =
-        ctx.job.plan_id.clone().ok_or_else(|| {
-            JobError::permanent(format!("a {} job without its plan", ctx.job.kind))
-        })?;
-    let mut conn = ctx.state.db.write.acquire().await?;
-    set_plan_status(&mut conn, &ctx.job.kind, &id, "running").await?;
-    Ok(id)
+async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), StoreError> {
+    let job = &ctx.job;
+    let ending = match outcome {
+        Outcome::Lost => return Ok(()),
+        Outcome::Done(m) => Ending::Succeeded(m),
+        Outcome::Cancelled(m) => Ending::Cancelled(m),
+        Outcome::Interrupted => {
+            Ending::Interrupted("interrupted by shutdown; resumes at the next start".into())
+        }
+        Outcome::Failed(e) if e.retryable && job.attempts < job.max_attempts => {
+            let delay = ctx.state.config.retry_base * (1u32 << (job.attempts - 1).clamp(0, 16));
+            tracing::warn!(
+                "job {} attempt {} failed: {}",
+                job.id,
+                job.attempts,
+                e.message
+            );
+            Ending::Retry {
+                error: e.message,
+                delay,
+            }
+        }
+        Outcome::Failed(e) => {
+            tracing::warn!("job {} failed: {}", job.id, e.message);
+            Ending::Failed(e.message)
+        }
+    };
+    match ctx.state.db.finish(job, &ctx.owner, ending).await? {
+        Some(JobStatus::Queued) => ctx.state.jobs.wake.notify_one(),
+        Some(status) => ctx
+            .state
+            .metrics
+            .job_finished(job.work.kind(), status.as_str()),
+        None => tracing::warn!("job {}: its lease was lost before it finished", job.id),
+    }
+    Ok(())
 }
 
 /// What measuring a supernet needs: its model and validation set, its manifest, and where ONNX
@@ -402,13 +359,13 @@ struct Inputs {
 
 impl Inputs {
     async fn load(state: &AppState, supernet_id: &str) -> Result<Inputs, JobError> {
-        let supernet = store::supernet(&state.db, supernet_id).await?;
+        let supernet = state.db.supernet(supernet_id).await?;
         let (Some(model_hash), Some(data_hash)) = (supernet.model_hash, supernet.data_hash) else {
             return Err(JobError::permanent(
                 "the supernet has no model or validation set any more",
             ));
         };
-        Ok(Inputs {
+        let inputs = Inputs {
             model: state.blobs.read(&model_hash).await?,
             data: state.blobs.read(&data_hash).await?,
             model_hash,
@@ -417,7 +374,9 @@ impl Inputs {
             library: crate::runtime::ort_library(state.config.ort_lib.as_deref())
                 .map_err(JobError::permanent)?,
             threads: state.config.eval_threads,
-        })
+        };
+        state.config.crash_point(&inputs.manifest.name);
+        Ok(inputs)
     }
 
     /// The runtime, the parsed model and the validation set (blocking work).
@@ -443,29 +402,4 @@ async fn blocking<T: Send + 'static>(
         message: format!("evaluation task: {e}"),
         retryable: true,
     })
-}
-
-/// Records the job's progress and tells its watchers.
-async fn progress(ctx: &Ctx, done: usize, message: &str) -> Result<(), sqlx::Error> {
-    write_progress(&ctx.state.db.write, &ctx.job.id, done, message, now_ms()).await?;
-    ctx.state.jobs.changed(&ctx.job.id);
-    Ok(())
-}
-
-/// Writes a job's progress: steps done and a message for people.
-async fn write_progress<'c>(
-    conn: impl SqliteExecutor<'c>,
-    job_id: &str,
-    done: usize,
-    message: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = ?, message = ?, updated_at = ? WHERE id = ?")
-        .bind(done as i64)
-        .bind(message)
-        .bind(now)
-        .bind(job_id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }

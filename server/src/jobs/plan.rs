@@ -1,15 +1,19 @@
 //! The plan job: solves a stored plan request too big to answer at once, and stores its
 //! candidates and status in one transaction with the job's progress.
 
-use super::{start_plan, Ctx, JobError, Outcome};
+use super::{Ctx, JobError, Outcome};
 use crate::planning::{self, PlanBody};
-use crate::store::{self, now_ms};
+use crate::store::{CandidateFields, StoreError};
 
 pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let state = &ctx.state;
-    let plan_id = start_plan(ctx).await?;
-    let Ok(plan) = store::plan(&state.db, &plan_id).await else {
-        return Ok(Outcome::Cancelled("the plan was deleted".into()));
+    let plan_id = ctx.plan_id()?;
+    let plan = match state.db.plan(&plan_id).await {
+        Ok(plan) => plan,
+        Err(StoreError::NotFound { .. }) => {
+            return Ok(Outcome::Cancelled("the plan was deleted".into()))
+        }
+        Err(e) => return Err(e.into()),
     };
     let manifest = state.manifest(&plan.supernet_id).await?;
     let body: PlanBody = serde_json::from_str(&plan.request)
@@ -19,14 +23,16 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     if let Some(o) = ctx.checkpoint() {
         return Ok(o);
     }
-    let mut tx = state.db.write.begin().await?;
-    planning::store_result(&mut tx, &plan.supernet_id, &plan_id, &solved).await?;
-    sqlx::query("UPDATE jobs SET progress_done = 1, updated_at = ? WHERE id = ?")
-        .bind(now_ms())
-        .bind(&ctx.job.id)
-        .execute(&mut *tx)
+    state
+        .db
+        .store_solved_plan(
+            &plan,
+            planning::plan_status(&solved),
+            &solved.summary_json().to_string(),
+            &CandidateFields::of_plan(&solved),
+            &ctx.job.id,
+        )
         .await?;
-    tx.commit().await?;
     Ok(Outcome::Done(match &solved.infeasibility {
         Some(inf) => format!("infeasible: {}", inf.message),
         None => format!(

@@ -7,13 +7,12 @@
 //! measurement when the job is cancelled or the server shuts down. Nothing is stored until the
 //! whole pass has finished, so a stopped pass leaves the manifest as it was.
 
-use super::{progress, Ctx, Inputs, JobError, Outcome};
-use crate::store::now_ms;
+use super::{Ctx, Inputs, JobError, Outcome};
+use crate::store::SensitivityWork;
 use planner::eval::ingest::SensitivityOptions;
 use planner::eval::sensitivity::Progress;
 use planner::eval::Timings;
-use planner::{Divergence, Manifest};
-use serde::Deserialize;
+use planner::Manifest;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,20 +37,13 @@ impl Drop for Abandon {
 /// went.
 type Measured = planner::Result<(Manifest, Timings)>;
 
-#[derive(Debug, Deserialize)]
-struct Payload {
-    metric: Divergence,
-    batch_size: usize,
-}
-
-pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
-    let payload: Payload = ctx.payload()?;
+pub(super) async fn run(ctx: &Ctx, work: &SensitivityWork) -> Result<Outcome, JobError> {
     let supernet_id = ctx.supernet_id()?;
     let inputs = Inputs::load(&ctx.state, &supernet_id).await?;
     let (model_hash, data_hash) = (inputs.model_hash.clone(), inputs.data_hash.clone());
     let options = SensitivityOptions {
-        metric: payload.metric,
-        batch_size: payload.batch_size,
+        metric: work.metric,
+        batch_size: work.batch_size,
     };
     let (report, mut reports) = watch::channel::<Option<Progress>>(None);
     // Set when this function returns early (a database error while reporting): the pass stops at
@@ -77,15 +69,15 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     Ok(Outcome::Done(format!(
         "{measured} measurements of {} layers ({}) in {:.1} s: plans now use measured sensitivity",
         manifest.layers.len(),
-        payload.metric.as_str(),
+        work.metric.as_str(),
         (timings.reference_ms + timings.session_ms + timings.inference_ms + timings.rewrite_ms)
             / 1e3
     )))
 }
 
 /// Starts the pass on a blocking thread. It publishes each measurement on `report`, waits the
-/// configured evaluation pause, and stops at the next measurement once the job is cancelled,
-/// the server shuts down or `gone` is raised.
+/// configured evaluation pause, and stops at the next measurement once the job should stop
+/// (cancelled, overdue, lost, the worker shutting down) or `gone` is raised.
 fn start_pass(
     ctx: &Ctx,
     inputs: Inputs,
@@ -93,7 +85,7 @@ fn start_pass(
     report: watch::Sender<Option<Progress>>,
     gone: Arc<AtomicBool>,
 ) -> JoinHandle<Measured> {
-    let cancel = ctx.cancel.clone();
+    let stops = ctx.stops.clone();
     let shutdown = ctx.shutdown.clone();
     let pause = ctx.state.config.eval_pause();
     tokio::task::spawn_blocking(move || {
@@ -109,9 +101,7 @@ fn start_pass(
                 if !pause.is_zero() {
                     std::thread::sleep(pause);
                 }
-                let stop = cancel.load(Ordering::SeqCst)
-                    || *shutdown.borrow()
-                    || gone.load(Ordering::SeqCst);
+                let stop = stops.any() || *shutdown.borrow() || gone.load(Ordering::SeqCst);
                 if stop {
                     ControlFlow::Break(())
                 } else {
@@ -148,7 +138,7 @@ async fn follow(
                         "{} of {} measured ({} at {} bits), about {:.0} s left",
                         p.done, p.total, p.layer_name, p.bits, p.eta_s()
                     );
-                    progress(ctx, p.done, &message).await?;
+                    ctx.progress(p.done, &message).await?;
                 }
                 tokio::time::sleep(REPORT_EVERY).await;
             }
@@ -163,12 +153,15 @@ async fn stopped(
     reports: &watch::Receiver<Option<Progress>>,
     why: &str,
 ) -> Result<Outcome, JobError> {
-    let done = reports.borrow().as_ref().map_or(0, |p| p.done);
-    progress(ctx, done, why).await?;
-    Ok(match ctx.checkpoint() {
+    let outcome = match ctx.checkpoint() {
         Some(Outcome::Cancelled(_)) | None => Outcome::Cancelled(format!("cancelled: {why}")),
         Some(other) => other,
-    })
+    };
+    if !matches!(outcome, Outcome::Lost) {
+        let done = reports.borrow().as_ref().map_or(0, |p| p.done);
+        ctx.progress(done, why).await?;
+    }
+    Ok(outcome)
 }
 
 /// Stores the measured manifest with the job's final progress in one transaction, only while the
@@ -180,29 +173,22 @@ async fn store_manifest(
     manifest: &Manifest,
     measured: usize,
 ) -> Result<(), JobError> {
-    let mut tx = ctx.state.db.write.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE supernets SET manifest = ? WHERE id = ? AND model_hash = ? AND data_hash = ?",
-    )
-    .bind(manifest.to_json().to_string())
-    .bind(supernet_id)
-    .bind(model_hash)
-    .bind(data_hash)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
+    let stored = ctx
+        .state
+        .db
+        .store_measured_manifest(
+            supernet_id,
+            (model_hash, data_hash),
+            manifest,
+            &ctx.job.id,
+            measured,
+        )
+        .await?;
+    if !stored {
         return Err(JobError::permanent(
             "the supernet was deleted, or its model or validation set replaced, while it was \
              measured: nothing stored (measure it again)",
         ));
     }
-    sqlx::query("UPDATE jobs SET progress_done = ?, updated_at = ? WHERE id = ?")
-        .bind(measured as i64)
-        .bind(now_ms())
-        .bind(&ctx.job.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    ctx.state.forget_manifest(supernet_id);
     Ok(())
 }
