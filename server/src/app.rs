@@ -17,6 +17,10 @@ use tokio::sync::{broadcast, watch, Notify};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// The store: `postgres://…`, or (when `None`) SQLite in `data_dir/bitplan.db`.
+    pub database_url: Option<String>,
+    /// Where blobs live (default `data_dir/blobs`): a folder every worker can reach.
+    pub blob_dir: Option<PathBuf>,
     /// When set, writes need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
     /// Reads need the token too.
@@ -63,6 +67,8 @@ impl Config {
     pub fn new(data_dir: PathBuf) -> Config {
         Config {
             data_dir,
+            database_url: None,
+            blob_dir: None,
             api_token: None,
             protect_reads: false,
             max_json_bytes: Self::MAX_JSON_BYTES,
@@ -164,11 +170,21 @@ const FRONT_CACHE: usize = 16;
 const MANIFEST_CACHE: usize = 64;
 
 impl AppState {
-    /// Opens the data directory: `bitplan.db` and `blobs/`.
+    /// Opens the store (SQLite in the data directory unless a database URL is given) and the
+    /// blob folder.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let db = Db::open(&config.data_dir.join("bitplan.db"), 8).await?;
-        let blobs = Blobs::open(config.data_dir.join("blobs"))?;
+        let url = config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| Db::sqlite_url(&config.data_dir.join("bitplan.db")));
+        let db = Db::open(&url, 8).await?;
+        let blobs = Blobs::open(
+            config
+                .blob_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("blobs")),
+        )?;
         Ok(AppState {
             config: Arc::new(config),
             db: db.clone(),

@@ -149,7 +149,7 @@ pub async fn serve(
     let stopping = state.jobs.stopping.subscribe();
     let runner = match jobs {
         Jobs::InProcess => {
-            let owner = format!("{}{}-in", crate::jobs::SERVICE_OWNER, std::process::id());
+            let owner = format!("{}-in", crate::jobs::service_owner());
             tokio::spawn(crate::jobs::run(state.clone(), owner, stopping))
         }
         Jobs::Workers(args, n) => {

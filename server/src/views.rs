@@ -114,7 +114,7 @@ impl MetricsRow {
             "latency_ms": self.latency_ms,
             "samples": self.samples,
             "batch_size": self.batch_size,
-            "quantize_activations": self.quantize_activations,
+            "quantize_activations": self.quantize_activations != 0,
             "evaluated_at": rfc3339(self.created_at),
         })
     }

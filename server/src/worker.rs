@@ -17,9 +17,18 @@ use tokio::sync::watch;
 /// flags and hands them on to the workers it starts.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Data directory: the SQLite database and the blob store.
+    /// Data directory: the SQLite database (unless --database-url) and the blob store (unless
+    /// --blob-dir).
     #[arg(long, env = "BITPLAN_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// The store on PostgreSQL, `postgres://USER@HOST:PORT/DB`, shared by every service and worker
+    /// (default: SQLite in the data directory).
+    #[arg(long, env = "BITPLAN_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The blob folder (models, validation sets), which every worker must reach: local disk on
+    /// one machine, a shared mount across machines (default: DATA_DIR/blobs).
+    #[arg(long, env = "BITPLAN_BLOB_DIR", value_name = "DIR")]
+    pub blob_dir: Option<PathBuf>,
     /// Jobs a worker runs at once.
     #[arg(long, env = "BITPLAN_JOB_WORKERS", default_value_t = Config::JOB_WORKERS)]
     pub job_workers: usize,
@@ -68,6 +77,8 @@ impl WorkerArgs {
     /// The configuration these flags give, on `Config`'s defaults.
     pub fn config(&self) -> anyhow::Result<Config> {
         let mut c = Config::new(self.data_dir.clone());
+        c.database_url = self.database_url.clone();
+        c.blob_dir = self.blob_dir.clone();
         c.job_workers = self.job_workers.max(1);
         c.eval_concurrency = self.eval_concurrency.max(1);
         c.eval_threads = self.eval_threads.max(1);
@@ -92,6 +103,9 @@ impl WorkerArgs {
             out.push(value);
         };
         flag("data-dir", self.data_dir.clone().into());
+        if let Some(dir) = &self.blob_dir {
+            flag("blob-dir", dir.clone().into());
+        }
         flag("job-workers", self.job_workers.to_string().into());
         flag("eval-concurrency", self.eval_concurrency.to_string().into());
         flag("eval-threads", self.eval_threads.to_string().into());
@@ -209,11 +223,7 @@ async fn keep_running(
         if *stop.borrow() {
             return;
         }
-        let owner = format!(
-            "{}{}-w{slot}-{generation}",
-            crate::jobs::SERVICE_OWNER,
-            std::process::id()
-        );
+        let owner = format!("{}-w{slot}-{generation}", crate::jobs::service_owner());
         let started = Instant::now();
         let status = match run_worker(&args, &owner, &mut stop).await {
             Ok(Some(status)) => status,
@@ -254,7 +264,12 @@ async fn run_worker(
     owner: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> std::io::Result<Option<ExitStatus>> {
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    // The database URL may carry a password: in the environment, not on the command line.
+    if let Some(url) = &args.database_url {
+        command.env("BITPLAN_DATABASE_URL", url);
+    }
+    let mut child = command
         .arg("worker")
         .args(args.to_args())
         .arg("--owner")

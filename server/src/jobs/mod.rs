@@ -86,21 +86,33 @@ enum Outcome {
 }
 
 /// Gives up the jobs a previous run of this service left running (its in-process runner and
-/// its worker processes died with it), counting the attempt. Returns how many.
+/// its worker processes died with it), counting the attempt; returns how many. Only on SQLite,
+/// where one service runs per data directory, so that at its start every service's lease is a
+/// dead one; services sharing a Postgres store leave it to lease expiry.
 pub async fn recover(state: &AppState) -> Result<usize, StoreError> {
+    if state.db.dialect() != crate::store::Dialect::Sqlite {
+        return Ok(0);
+    }
+    let owners = format!("{SERVICE_OWNER}%");
     let gone = state
         .db
-        .release_crashed(
-            Some(&format!("{SERVICE_OWNER}%")),
-            "the service stopped abruptly",
-        )
+        .release_crashed(Some(&owners), "the service stopped abruptly")
         .await?;
     Ok(gone.len())
 }
 
-/// The prefix of the lease owners of a service and the workers it starts: one service runs per
-/// data directory, so at its start every such lease is a dead one.
-pub const SERVICE_OWNER: &str = "serve-";
+/// The prefix of the lease owners of a service and the workers it starts.
+const SERVICE_OWNER: &str = "serve-";
+
+/// This service's name on leases: the prefix, its pid and a random tag (pids repeat across
+/// machines sharing a store).
+pub fn service_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        format!("{SERVICE_OWNER}{}-{}", std::process::id(), &tag[tag.len() - 8..])
+    })
+}
 
 /// Runs jobs as `owner` until `shutdown` turns true, then waits for the running ones to stop.
 pub async fn run(state: AppState, owner: String, mut shutdown: watch::Receiver<bool>) {

@@ -1,11 +1,9 @@
 //! Candidates: a plan's bit configurations with their predicted costs, joined with the stored
 //! measurement of the same configuration; sorting, filtering and paging them.
 
-use super::{bits_key, not_found, Db, MetricsRow, StoreResult};
+use super::{bits_key, not_found, Conn, Db, MetricsRow, StoreResult};
 use planner::Plan;
 use serde_json::json;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments, SqliteConnection};
 
 /// What is stored of a candidate: written as it is, read back inside [`CandidateRow`].
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -70,7 +68,7 @@ pub struct CandidateRow {
     pub eval_latency_ms: Option<f64>,
     pub samples: Option<i64>,
     pub batch_size: Option<i64>,
-    pub quantize_activations: Option<bool>,
+    pub quantize_activations: Option<i64>,
     pub evaluated_at: Option<i64>,
 }
 
@@ -97,20 +95,20 @@ impl CandidateRow {
             latency_ms: self.eval_latency_ms.unwrap_or(f64::NAN),
             samples: self.samples.unwrap_or(0),
             batch_size: self.batch_size.unwrap_or(0),
-            quantize_activations: self.quantize_activations.unwrap_or(false),
+            quantize_activations: self.quantize_activations.unwrap_or(0),
             created_at,
         })
     }
 }
 
-/// Candidates joined with the evaluations of one activation setting (bound as the first `?`).
+/// Candidates joined with the evaluations of one activation setting (bound as `$1`, 0 or 1).
 const CANDIDATE_SELECT: &str = "SELECT c.id, c.plan_id, c.supernet_id, c.position, c.bits, \
      c.omega, c.size_bytes, c.bops, c.avg_bits, c.latency_ms, c.sources, c.solve, e.accuracy, \
      e.agreement_fp32, e.kl_fp32, e.agreement_highest, e.kl_highest, e.sqnr_db, e.cosine_mean, \
      e.cosine_min, e.rel_l2, e.latency_ms AS eval_latency_ms, e.samples, e.batch_size, \
      e.quantize_activations, e.created_at AS evaluated_at \
      FROM candidates c LEFT JOIN evaluations e ON e.supernet_id = c.supernet_id AND e.bits = c.bits \
-     AND e.quantize_activations = ?";
+     AND e.quantize_activations = $1";
 
 /// The keys candidates sort by, and their columns.
 pub const SORTS: [(&str, &str); 14] = [
@@ -145,23 +143,25 @@ pub struct CandidateFilter {
 }
 
 impl CandidateFilter {
-    /// SQL from ` WHERE c.plan_id = ?` on, made of fixed fragments, and the bound values of its
-    /// thresholds in placeholder order.
+    /// SQL from ` WHERE c.plan_id = $2` on (`$1` is the activation setting of the join), made
+    /// of fixed fragments and numbered parameters, and the bound values of its thresholds in
+    /// parameter order, from `$3`.
     fn sql(&self) -> (String, Vec<f64>) {
-        let mut sql = String::from(" WHERE c.plan_id = ?");
+        let mut sql = String::from(" WHERE c.plan_id = $2");
         let mut values = Vec::new();
         for (value, fragment) in [
-            (self.max_omega, " AND c.omega <= ?"),
-            (self.max_size_bytes, " AND c.size_bytes <= ?"),
-            (self.max_bops, " AND c.bops <= ?"),
-            (self.max_latency_ms, " AND c.latency_ms <= ?"),
-            (self.max_avg_bits, " AND c.avg_bits <= ?"),
-            (self.min_accuracy, " AND e.accuracy >= ?"),
-            (self.min_agreement_fp32, " AND e.agreement_fp32 >= ?"),
+            (self.max_omega, " AND c.omega <= "),
+            (self.max_size_bytes, " AND c.size_bytes <= "),
+            (self.max_bops, " AND c.bops <= "),
+            (self.max_latency_ms, " AND c.latency_ms <= "),
+            (self.max_avg_bits, " AND c.avg_bits <= "),
+            (self.min_accuracy, " AND e.accuracy >= "),
+            (self.min_agreement_fp32, " AND e.agreement_fp32 >= "),
         ] {
             if let Some(v) = value {
-                sql.push_str(fragment);
                 values.push(v);
+                sql.push_str(fragment);
+                sql.push_str(&format!("${}", values.len() + 2));
             }
         }
         match self.evaluated {
@@ -190,7 +190,7 @@ const CANDIDATE_ROWS: usize = 2000;
 
 /// Inserts candidates of `(supernet, plan)` pairs with multi-row statements.
 pub(super) async fn insert_candidates(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     rows: &[(&str, &str, &CandidateFields)],
 ) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(CANDIDATE_ROWS) {
@@ -198,13 +198,7 @@ pub(super) async fn insert_candidates(
             "INSERT INTO candidates (id, plan_id, supernet_id, position, bits, omega, size_bytes, \
              bops, avg_bits, latency_ms, sources, solve) VALUES ",
         );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 {
-                "(?,?,?,?,?,?,?,?,?,?,?,?)"
-            } else {
-                ",(?,?,?,?,?,?,?,?,?,?,?,?)"
-            });
-        }
+        super::push_rows(&mut sql, chunk.len(), 12);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (supernet_id, plan_id, c) in chunk {
             q = q
@@ -233,9 +227,9 @@ impl Db {
         quantize_activations: bool,
     ) -> StoreResult<CandidateRow> {
         sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(format!(
-            "{CANDIDATE_SELECT} WHERE c.id = ?"
+            "{CANDIDATE_SELECT} WHERE c.id = $2"
         )))
-        .bind(quantize_activations)
+        .bind(i64::from(quantize_activations))
         .bind(id)
         .fetch_optional(&self.read)
         .await?
@@ -250,9 +244,9 @@ impl Db {
     ) -> StoreResult<Vec<CandidateRow>> {
         Ok(
             sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(format!(
-                "{CANDIDATE_SELECT} WHERE c.plan_id = ? ORDER BY c.position"
+                "{CANDIDATE_SELECT} WHERE c.plan_id = $2 ORDER BY c.position"
             )))
-            .bind(quantize_activations)
+            .bind(i64::from(quantize_activations))
             .bind(plan_id)
             .fetch_all(&self.read)
             .await?,
@@ -262,7 +256,7 @@ impl Db {
     /// The plan a candidate belongs to, if the candidate exists.
     pub async fn candidate_plan(&self, id: &str) -> StoreResult<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT plan_id FROM candidates WHERE id = ?")
+            sqlx::query_scalar("SELECT plan_id FROM candidates WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?,
@@ -276,33 +270,35 @@ impl Db {
         page: &CandidatePage,
     ) -> StoreResult<(i64, Vec<CandidateRow>)> {
         let (filters, values) = page.filter.sql();
-        let mut count_args = SqliteArguments::default();
-        let encode = sqlx::Error::Encode;
-        Arguments::add(&mut count_args, page.activations).map_err(encode)?;
-        Arguments::add(&mut count_args, plan_id).map_err(encode)?;
-        for v in values {
-            Arguments::add(&mut count_args, v).map_err(encode)?;
-        }
-        let mut page_args = count_args.clone();
-        Arguments::add(&mut page_args, page.limit).map_err(encode)?;
-        Arguments::add(&mut page_args, page.offset).map_err(encode)?;
         let column = SORTS[page.sort.min(SORTS.len() - 1)].1;
         let order = if page.descending { "DESC" } else { "ASC" };
+        let (limit, offset) = (values.len() + 3, values.len() + 4);
         let sql = format!(
             "{CANDIDATE_SELECT}{filters} ORDER BY ({column} IS NULL), {column} {order}, c.position \
-             LIMIT ? OFFSET ?"
+             LIMIT ${limit} OFFSET ${offset}"
         );
-        let rows = sqlx::query_as_with::<_, CandidateRow, _>(sqlx::AssertSqlSafe(sql), page_args)
+        let mut rows = sqlx::query_as::<_, CandidateRow>(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(page.activations))
+            .bind(plan_id);
+        for v in &values {
+            rows = rows.bind(*v);
+        }
+        let rows = rows
+            .bind(page.limit)
+            .bind(page.offset)
             .fetch_all(&self.read)
             .await?;
         let count_sql = format!(
             "SELECT COUNT(*) FROM candidates c LEFT JOIN evaluations e ON e.supernet_id = c.supernet_id \
-             AND e.bits = c.bits AND e.quantize_activations = ?{filters}"
+             AND e.bits = c.bits AND e.quantize_activations = $1{filters}"
         );
-        let total =
-            sqlx::query_scalar_with::<_, i64, _>(sqlx::AssertSqlSafe(count_sql), count_args)
-                .fetch_one(&self.read)
-                .await?;
+        let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql))
+            .bind(i64::from(page.activations))
+            .bind(plan_id);
+        for v in &values {
+            count = count.bind(*v);
+        }
+        let total = count.fetch_one(&self.read).await?;
         Ok((total, rows))
     }
 }

@@ -22,7 +22,8 @@ pub struct MetricsRow {
     pub latency_ms: f64,
     pub samples: i64,
     pub batch_size: i64,
-    pub quantize_activations: bool,
+    /// 1 when activations were fake-quantized, else 0.
+    pub quantize_activations: i64,
     pub created_at: i64,
 }
 
@@ -44,10 +45,10 @@ impl Db {
         Ok(sqlx::query_as::<_, MetricsRow>(
             "SELECT bits, accuracy, agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, \
              cosine_mean, cosine_min, rel_l2, latency_ms, samples, batch_size, quantize_activations, \
-             created_at FROM evaluations WHERE supernet_id = ? AND quantize_activations = ?",
+             created_at FROM evaluations WHERE supernet_id = $1 AND quantize_activations = $2",
         )
         .bind(supernet_id)
-        .bind(quantize_activations)
+        .bind(i64::from(quantize_activations))
         .fetch_all(&self.read)
         .await?)
     }
@@ -59,10 +60,10 @@ impl Db {
         quantize_activations: bool,
     ) -> StoreResult<HashSet<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT bits FROM evaluations WHERE supernet_id = ? AND quantize_activations = ?",
+            "SELECT bits FROM evaluations WHERE supernet_id = $1 AND quantize_activations = $2",
         )
         .bind(supernet_id)
-        .bind(quantize_activations)
+        .bind(i64::from(quantize_activations))
         .fetch_all(&self.read)
         .await?
         .into_iter()
@@ -83,14 +84,15 @@ impl Db {
         let finite = |v: f64| v.is_finite().then_some(v);
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT OR IGNORE INTO evaluations (supernet_id, bits, quantize_activations, accuracy, \
+            "INSERT INTO evaluations (supernet_id, bits, quantize_activations, accuracy, \
              agreement_fp32, kl_fp32, agreement_highest, kl_highest, sqnr_db, cosine_mean, cosine_min, \
              rel_l2, latency_ms, samples, batch_size, job_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(e.supernet_id)
         .bind(e.bits)
-        .bind(m.activations_quantized)
+        .bind(i64::from(m.activations_quantized))
         .bind(m.accuracy)
         .bind(m.agreement_fp32)
         .bind(m.kl_fp32)

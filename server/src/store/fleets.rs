@@ -1,7 +1,7 @@
 //! Device documents, fleets (ordered lists of devices), and fleet plans (a snapshot of the fleet,
 //! the request, the job that plans it, and its result table).
 
-use super::{jobs, not_found, now_ms, Db, JobRow, PlanStatus, StoreResult, Work};
+use super::{jobs, not_found, now_ms, Conn, Db, JobRow, PlanStatus, StoreResult, Work};
 use serde_json::Value;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -53,12 +53,12 @@ const FLEET_PLAN_SELECT: &str =
      result, created_at, updated_at FROM fleet_plans";
 
 async fn insert_device(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     name: &str,
     spec: &Value,
 ) -> Result<String, sqlx::Error> {
     let id = super::new_id("dev");
-    sqlx::query("INSERT INTO devices (id, name, spec, created_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO devices (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&id)
         .bind(name)
         .bind(spec.to_string())
@@ -68,9 +68,9 @@ async fn insert_device(
     Ok(id)
 }
 
-async fn fleet_plan_on(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResult<FleetPlanRow> {
+async fn fleet_plan_on(conn: &mut Conn, id: &str) -> StoreResult<FleetPlanRow> {
     sqlx::query_as::<_, FleetPlanRow>(sqlx::AssertSqlSafe(format!(
-        "{FLEET_PLAN_SELECT} WHERE id = ?"
+        "{FLEET_PLAN_SELECT} WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(conn)
@@ -86,7 +86,7 @@ impl Db {
 
     pub async fn device(&self, id: &str) -> StoreResult<DeviceRow> {
         sqlx::query_as::<_, DeviceRow>(
-            "SELECT id, name, spec, created_at FROM devices WHERE id = ?",
+            "SELECT id, name, spec, created_at FROM devices WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -106,14 +106,14 @@ impl Db {
     pub async fn delete_device(&self, id: &str) -> StoreResult<Vec<String>> {
         let mut tx = self.begin().await?;
         let fleets: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT fleet_id FROM fleet_devices WHERE device_id = ?")
+            sqlx::query_scalar("SELECT DISTINCT fleet_id FROM fleet_devices WHERE device_id = $1")
                 .bind(id)
                 .fetch_all(&mut *tx)
                 .await?;
         if !fleets.is_empty() {
             return Ok(fleets);
         }
-        let deleted = sqlx::query("DELETE FROM devices WHERE id = ?")
+        let deleted = sqlx::query("DELETE FROM devices WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -126,14 +126,14 @@ impl Db {
 
     pub async fn fleet(&self, id: &str) -> StoreResult<FleetRow> {
         let (name, created_at): (String, i64) =
-            sqlx::query_as("SELECT name, created_at FROM fleets WHERE id = ?")
+            sqlx::query_as("SELECT name, created_at FROM fleets WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?
                 .ok_or_else(|| not_found("fleet", id))?;
         let devices = sqlx::query_as::<_, DeviceRow>(
             "SELECT d.id, d.name, d.spec, d.created_at FROM fleet_devices f \
-             JOIN devices d ON d.id = f.device_id WHERE f.fleet_id = ? ORDER BY f.position",
+             JOIN devices d ON d.id = f.device_id WHERE f.fleet_id = $1 ORDER BY f.position",
         )
         .bind(id)
         .fetch_all(&self.read)
@@ -167,7 +167,7 @@ impl Db {
     ) -> StoreResult<String> {
         let id = super::new_id("fleet");
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO fleets (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&id)
             .bind(name)
             .bind(now_ms())
@@ -179,7 +179,7 @@ impl Db {
                 FleetDevice::New { name, spec } => insert_device(&mut tx, name, spec).await?,
             };
             sqlx::query(
-                "INSERT INTO fleet_devices (fleet_id, position, device_id) VALUES (?, ?, ?)",
+                "INSERT INTO fleet_devices (fleet_id, position, device_id) VALUES ($1, $2, $3)",
             )
             .bind(&id)
             .bind(i as i64)
@@ -193,7 +193,7 @@ impl Db {
 
     /// Deletes a fleet (its devices stay; fleet plans keep their snapshot).
     pub async fn delete_fleet(&self, id: &str) -> StoreResult<()> {
-        let deleted = sqlx::query("DELETE FROM fleets WHERE id = ?")
+        let deleted = sqlx::query("DELETE FROM fleets WHERE id = $1")
             .bind(id)
             .execute(&self.write)
             .await?;
@@ -211,7 +211,7 @@ impl Db {
     pub async fn fleet_plans_of(&self, supernet_id: &str) -> StoreResult<Vec<FleetPlanRow>> {
         Ok(
             sqlx::query_as::<_, FleetPlanRow>(sqlx::AssertSqlSafe(format!(
-                "{FLEET_PLAN_SELECT} WHERE supernet_id = ? ORDER BY created_at DESC, id DESC"
+                "{FLEET_PLAN_SELECT} WHERE supernet_id = $1 ORDER BY created_at DESC, id DESC"
             )))
             .bind(supernet_id)
             .fetch_all(&self.read)
@@ -234,7 +234,7 @@ impl Db {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO fleet_plans (id, supernet_id, fleet_id, fleet, options, status, job_id, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
         )
         .bind(&id)
         .bind(supernet_id)
@@ -257,7 +257,7 @@ impl Db {
     pub async fn store_fleet_result(&self, id: &str, doc: &Value, job_id: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE fleet_plans SET status = 'ready', result = ?, updated_at = ? WHERE id = ?",
+            "UPDATE fleet_plans SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
         )
         .bind(doc.to_string())
         .bind(now_ms())

@@ -8,9 +8,8 @@
 //! back to the queue and the attempt counts as a crash; after `max_attempts` the job fails with
 //! the reason. A worker whose lease was taken from it can no longer change the job.
 
-use super::{not_found, now_ms, Db, StoreError, StoreResult};
+use super::{not_found, now_ms, Conn, Db, Dialect, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteConnection;
 use std::time::Duration;
 
 text_enum! {
@@ -138,7 +137,7 @@ struct RawJob {
     attempts: i64,
     max_attempts: i64,
     crashes: i64,
-    cancel_requested: bool,
+    cancel_requested: i64,
     progress_done: i64,
     progress_total: i64,
     message: String,
@@ -170,7 +169,7 @@ impl TryFrom<RawJob> for JobRow {
             attempts: r.attempts,
             max_attempts: r.max_attempts,
             crashes: r.crashes,
-            cancel_requested: r.cancel_requested,
+            cancel_requested: r.cancel_requested != 0,
             progress_done: r.progress_done,
             progress_total: r.progress_total,
             message: r.message,
@@ -189,9 +188,9 @@ fn rows(raw: Vec<RawJob>) -> StoreResult<Vec<JobRow>> {
     raw.into_iter().map(JobRow::try_from).collect()
 }
 
-async fn job_on(conn: &mut SqliteConnection, id: &str) -> StoreResult<JobRow> {
+async fn job_on(conn: &mut Conn, id: &str) -> StoreResult<JobRow> {
     sqlx::query_as::<_, RawJob>(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(conn)
@@ -202,7 +201,7 @@ async fn job_on(conn: &mut SqliteConnection, id: &str) -> StoreResult<JobRow> {
 
 /// Queues a job inside the caller's transaction; returns it as stored.
 pub(super) async fn insert(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     id: &str,
     supernet_id: &str,
     plan_id: Option<&str>,
@@ -213,7 +212,7 @@ pub(super) async fn insert(
     sqlx::query(
         "INSERT INTO jobs (id, kind, supernet_id, plan_id, payload, status, run_after, \
          max_attempts, progress_total, message, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, 'queued', ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, 'queued', $9, $10)",
     )
     .bind(id)
     .bind(work.kind())
@@ -232,13 +231,13 @@ pub(super) async fn insert(
 
 /// Writes a job's progress: steps done and a message for people.
 pub(super) async fn set_progress(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     job_id: &str,
     done: usize,
     message: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = ?, message = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE jobs SET progress_done = $1, message = $2, updated_at = $3 WHERE id = $4")
         .bind(done as i64)
         .bind(message)
         .bind(now)
@@ -250,11 +249,11 @@ pub(super) async fn set_progress(
 
 /// Sets the steps a job has done (its message unchanged).
 pub(super) async fn set_done(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     job_id: &str,
     done: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE jobs SET progress_done = $1, updated_at = $2 WHERE id = $3")
         .bind(done)
         .bind(now_ms())
         .bind(job_id)
@@ -265,10 +264,10 @@ pub(super) async fn set_done(
 
 /// Marks every step of a job done.
 pub(super) async fn set_done_all(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     job_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = $1 WHERE id = $2")
         .bind(now_ms())
         .bind(job_id)
         .execute(conn)
@@ -278,13 +277,13 @@ pub(super) async fn set_done_all(
 
 /// Cancels the unfinished jobs of a plan being deleted; returns their ids.
 pub(super) async fn cancel_for_plan(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     plan_id: &str,
     message: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
     let ids = sqlx::query_scalar(
-        "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE plan_id = ? \
+        "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE plan_id = $2 \
          AND status IN ('queued', 'running') RETURNING id",
     )
     .bind(now)
@@ -292,8 +291,8 @@ pub(super) async fn cancel_for_plan(
     .fetch_all(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ?, message = ? \
-         WHERE plan_id = ? AND status = 'queued'",
+        "UPDATE jobs SET status = 'cancelled', finished_at = $1, message = $2 \
+         WHERE plan_id = $3 AND status = 'queued'",
     )
     .bind(now)
     .bind(message)
@@ -306,7 +305,7 @@ pub(super) async fn cancel_for_plan(
 /// Sets the status of the (fleet) plan a job of `work` works for, unless that plan has already
 /// ended.
 async fn set_plan_status(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     work: &Work,
     plan_id: Option<&str>,
     status: super::PlanStatus,
@@ -316,7 +315,7 @@ async fn set_plan_status(
     };
     // The table name comes from a fixed list; the values are bound.
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {table} SET status = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'running')"
+        "UPDATE {table} SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ('pending', 'running')"
     )))
     .bind(status.as_str())
     .bind(now_ms())
@@ -398,8 +397,8 @@ impl Db {
     ) -> StoreResult<Vec<JobRow>> {
         rows(
             sqlx::query_as::<_, RawJob>(sqlx::AssertSqlSafe(format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) \
-                 AND (?2 IS NULL OR supernet_id = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 IS NULL OR status = $1) \
+                 AND ($2 IS NULL OR supernet_id = $2) ORDER BY created_at DESC, id DESC LIMIT $3"
             )))
             .bind(status.map(JobStatus::as_str))
             .bind(supernet_id)
@@ -422,7 +421,7 @@ impl Db {
     /// last one seen is not missed): ids, newest change last, and the time of the newest change.
     pub async fn jobs_changed_since(&self, since: i64) -> StoreResult<(Vec<String>, i64)> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT id, updated_at FROM jobs WHERE updated_at >= ? ORDER BY updated_at LIMIT 1000",
+            "SELECT id, updated_at FROM jobs WHERE updated_at >= $1 ORDER BY updated_at LIMIT 1000",
         )
         .bind(since)
         .fetch_all(&self.read)
@@ -463,7 +462,7 @@ impl Db {
     ) -> StoreResult<Result<JobRow, String>> {
         let mut tx = self.begin().await?;
         let running: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE supernet_id = ? AND kind = ? \
+            "SELECT id FROM jobs WHERE supernet_id = $1 AND kind = $2 \
              AND status IN ('queued', 'running') LIMIT 1",
         )
         .bind(supernet_id)
@@ -487,9 +486,9 @@ impl Db {
         let job = job_on(&mut tx, id).await?;
         if !job.status.is_terminal() {
             sqlx::query(
-                "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = ?, \
-                 updated_at = ?, message = 'cancelled before it started', lease_owner = NULL \
-                 WHERE id = ? AND status = 'queued'",
+                "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = $1, \
+                 updated_at = $2, message = 'cancelled before it started', lease_owner = NULL \
+                 WHERE id = $3 AND status = 'queued'",
             )
             .bind(now)
             .bind(now)
@@ -497,7 +496,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+                "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'",
             )
             .bind(now)
             .bind(id)
@@ -523,13 +522,19 @@ impl Db {
         deadline: Duration,
     ) -> StoreResult<Option<JobRow>> {
         let now = now_ms();
+        // On Postgres, concurrent claims skip the row another worker is claiming instead of
+        // waiting for it (and then finding it taken); SQLite has one writer at a time.
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
         let mut tx = self.begin().await?;
         let raw = sqlx::query_as::<_, RawJob>(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?3, \
-             lease_expires_at = ?1 + ?4, deadline_at = COALESCE(deadline_at, ?1 + ?5), \
-             started_at = COALESCE(started_at, ?1), updated_at = ?1, message = 'running' \
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?1 \
-               AND (?2 OR kind = 'plan') ORDER BY created_at, id LIMIT 1) \
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $3, \
+             lease_expires_at = $1 + $4, deadline_at = COALESCE(deadline_at, $1 + $5), \
+             started_at = COALESCE(started_at, $1), updated_at = $1, message = 'running' \
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $1 \
+               AND ($2 OR kind = 'plan') ORDER BY created_at, id LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(now)
@@ -551,8 +556,8 @@ impl Db {
     /// job was asked to stop.
     pub async fn renew(&self, job_id: &str, owner: &str) -> StoreResult<Lease> {
         let now = now_ms();
-        let cancel: Option<bool> = sqlx::query_scalar(
-            "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? \
+        let cancel: Option<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 \
              AND status = 'running' RETURNING cancel_requested",
         )
         .bind(now + LEASE.as_millis() as i64)
@@ -561,7 +566,7 @@ impl Db {
         .fetch_optional(&self.write)
         .await?;
         Ok(match cancel {
-            Some(cancel) => Lease::Held { cancel },
+            Some(cancel) => Lease::Held { cancel: cancel != 0 },
             None => Lease::Lost,
         })
     }
@@ -625,11 +630,11 @@ impl Db {
         };
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE jobs SET status = ?, updated_at = ?, message = ?, \
-             error = CASE WHEN ? THEN ? ELSE error END, attempts = attempts - ?, \
-             run_after = COALESCE(?, run_after), finished_at = CASE WHEN ? THEN ? END, \
+            "UPDATE jobs SET status = $1, updated_at = $2, message = $3, \
+             error = CASE WHEN $4 THEN $5 ELSE error END, attempts = attempts - $6, \
+             run_after = COALESCE($7, run_after), finished_at = CASE WHEN $8 THEN $9 END, \
              lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ? AND lease_owner = ? AND status = 'running'",
+             WHERE id = $10 AND lease_owner = $11 AND status = 'running'",
         )
         .bind(status.as_str())
         .bind(now)
@@ -667,8 +672,8 @@ impl Db {
         let mut tx = self.begin().await?;
         let gone: Vec<RawCrash> = sqlx::query_as(
             "SELECT id, kind, payload, plan_id, attempts, max_attempts, crashes FROM jobs \
-             WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?1 \
-             OR lease_owner LIKE ?2)",
+             WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1 \
+             OR lease_owner LIKE $2)",
         )
         .bind(now)
         .bind(owners)
@@ -678,9 +683,9 @@ impl Db {
         for job in &gone {
             let (status, error, message) = crash_ending(job, reason);
             sqlx::query(
-                "UPDATE jobs SET status = ?, error = ?, message = ?, crashes = crashes + 1, \
-                 run_after = ?, updated_at = ?, finished_at = CASE WHEN ? = 'failed' THEN ? END, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                "UPDATE jobs SET status = $1, error = $2, message = $3, crashes = crashes + 1, \
+                 run_after = $4, updated_at = $5, finished_at = CASE WHEN $6 = 'failed' THEN $7 END, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = $8",
             )
             .bind(status.as_str())
             .bind(&error)
@@ -711,8 +716,8 @@ impl Db {
         let now = now_ms();
         Ok(sqlx::query(
             "UPDATE jobs SET status = 'failed', error = 'the job ran past its deadline', \
-             message = 'failed', finished_at = ?1, updated_at = ?1, lease_owner = NULL \
-             WHERE status = 'queued' AND deadline_at < ?1",
+             message = 'failed', finished_at = $1, updated_at = $1, lease_owner = NULL \
+             WHERE status = 'queued' AND deadline_at < $1",
         )
         .bind(now)
         .execute(&self.write)

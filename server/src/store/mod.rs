@@ -76,21 +76,17 @@ pub use plans::{PlanRow, PlanStatus};
 pub use supernets::{Deleted, Dependents, SupernetRow, Upload};
 
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AnyPool, Executor};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// A store operation that failed: what was asked for does not exist, or the database failed.
 #[derive(Debug)]
 pub enum StoreError {
     /// No `what` with this id (or it was deleted meanwhile).
-    NotFound {
-        what: &'static str,
-        id: String,
-    },
+    NotFound { what: &'static str, id: String },
     /// A stored document that this program cannot read back (a bug, or a hand-edited row).
     Corrupt(String),
     Database(sqlx::Error),
@@ -123,44 +119,102 @@ fn not_found(what: &'static str, id: &str) -> StoreError {
     }
 }
 
-/// The database: a single-connection writer pool and a bounded reader pool.
+/// Which database holds the store. The SQL is shared (`$N` parameters, `RETURNING`,
+/// `ON CONFLICT`), but for where the two differ: how a write transaction starts, and how a job
+/// is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The database: a writer pool and a reader pool (on SQLite, one writer connection, so that
+/// writes queue in-process instead of contending for the file lock; on Postgres, one pool).
 #[derive(Debug, Clone)]
 pub struct Db {
-    write: SqlitePool,
-    read: SqlitePool,
+    write: AnyPool,
+    read: AnyPool,
+    dialect: Dialect,
 }
 
 impl Db {
-    /// Opens (creating if needed) the database file and applies pending migrations.
-    pub async fn open(path: &Path, readers: u32) -> anyhow::Result<Db> {
-        let url = format!("sqlite://{}", path.display());
+    /// Opens the store at `url`: `postgres://…`, or `sqlite://PATH` (created if missing), and
+    /// applies pending migrations. `readers` bounds the reader pool.
+    pub async fn open(url: &str, readers: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(readers.max(2) + 8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            POSTGRES_MIGRATIONS.run(&pool).await?;
+            return Ok(Db {
+                write: pool.clone(),
+                read: pool,
+                dialect: Dialect::Postgres,
+            });
+        }
+        anyhow::ensure!(
+            url.starts_with("sqlite:"),
+            "database URL {url:?}: expected postgres://… or sqlite://PATH"
+        );
         // WAL: readers never block the writer. synchronous=NORMAL in WAL mode loses nothing
         // when the process is killed (commits are in the OS's file cache), only on power loss.
-        let options = SqliteConnectOptions::from_str(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
+        let write = AnyPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&format!("{url}?mode=rwc"))
             .await?;
-        sqlx::migrate!("../migrations").run(&write).await?;
-        let read = SqlitePoolOptions::new()
+        SQLITE_MIGRATIONS.run(&write).await?;
+        let read = AnyPoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000;").await?;
+                    Ok(())
+                })
+            })
+            .connect(&format!("{url}?mode=ro"))
             .await?;
-        Ok(Db { write, read })
+        Ok(Db {
+            write,
+            read,
+            dialect: Dialect::Sqlite,
+        })
     }
 
-    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): with worker
-    /// processes writing the same file, a deferred transaction that reads first could fail to
-    /// upgrade to a writer without waiting for the busy timeout.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.write.begin_with("BEGIN IMMEDIATE").await
+    /// The URL of an SQLite file.
+    pub fn sqlite_url(path: &Path) -> String {
+        format!("sqlite://{}", path.display())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): with
+    /// worker processes writing the same file, a deferred transaction that reads first could fail
+    /// to upgrade to a writer without waiting for the busy timeout.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.write.begin().await,
+        }
     }
 
     pub async fn close(&self) {
@@ -180,6 +234,23 @@ impl Db {
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&self.read)
             .await?)
+    }
+}
+
+/// A connection (or transaction) the resource files' helpers run on.
+type Conn = AnyConnection;
+
+/// Appends `rows` groups of `columns` numbered parameters to a multi-row INSERT:
+/// `($1,$2),($3,$4)`.
+fn push_rows(sql: &mut String, rows: usize, columns: usize) {
+    use std::fmt::Write;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..columns {
+            let sep = if c == 0 { "" } else { "," };
+            let _ = write!(sql, "{sep}${}", r * columns + c + 1);
+        }
+        sql.push(')');
     }
 }
 

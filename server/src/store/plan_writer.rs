@@ -93,13 +93,7 @@ async fn write(db: &Db, plans: &[&NewPlan]) -> Result<(), sqlx::Error> {
         let mut sql = String::from(
             "INSERT INTO plans (id, supernet_id, request, status, result, created_at, updated_at) VALUES ",
         );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 {
-                "(?,?,?,?,?,?,?)"
-            } else {
-                ",(?,?,?,?,?,?,?)"
-            });
-        }
+        super::push_rows(&mut sql, chunk.len(), 7);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for p in chunk {
             q = q

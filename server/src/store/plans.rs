@@ -2,8 +2,7 @@
 //! candidate; storing a solved plan's candidates; deleting a plan.
 
 use super::candidates::{insert_candidates, CandidateFields};
-use super::{jobs, not_found, now_ms, Db, JobRow, StoreResult, Work};
-use sqlx::SqliteConnection;
+use super::{jobs, not_found, now_ms, Conn, Db, JobRow, StoreResult, Work};
 
 text_enum! {
     /// Where a plan is: waiting for its job, being solved, or ended.
@@ -37,8 +36,8 @@ const PLAN_SELECT: &str = "SELECT p.id, p.supernet_id, p.request, p.status, p.jo
      (SELECT COUNT(*) FROM candidates c WHERE c.plan_id = p.id) AS candidates FROM plans p";
 
 /// A plan as `conn` sees it (a transaction sees its own uncommitted rows).
-async fn plan_on(conn: &mut SqliteConnection, id: &str) -> StoreResult<PlanRow> {
-    sqlx::query_as::<_, PlanRow>(sqlx::AssertSqlSafe(format!("{PLAN_SELECT} WHERE p.id = ?")))
+async fn plan_on(conn: &mut Conn, id: &str) -> StoreResult<PlanRow> {
+    sqlx::query_as::<_, PlanRow>(sqlx::AssertSqlSafe(format!("{PLAN_SELECT} WHERE p.id = $1")))
         .bind(id)
         .fetch_optional(conn)
         .await?
@@ -53,7 +52,7 @@ impl Db {
     /// A supernet's plans, newest first.
     pub async fn plans_of(&self, supernet_id: &str) -> StoreResult<Vec<PlanRow>> {
         Ok(sqlx::query_as::<_, PlanRow>(sqlx::AssertSqlSafe(format!(
-            "{PLAN_SELECT} WHERE p.supernet_id = ? ORDER BY p.created_at DESC, p.id DESC"
+            "{PLAN_SELECT} WHERE p.supernet_id = $1 ORDER BY p.created_at DESC, p.id DESC"
         )))
         .bind(supernet_id)
         .fetch_all(&self.read)
@@ -73,7 +72,7 @@ impl Db {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO plans (id, supernet_id, request, status, job_id, created_at, updated_at) \
-             VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+             VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
         )
         .bind(plan_id)
         .bind(supernet_id)
@@ -101,7 +100,7 @@ impl Db {
     /// the choice.
     pub async fn choose(&self, plan_id: &str, candidate_id: Option<&str>) -> StoreResult<()> {
         let updated =
-            sqlx::query("UPDATE plans SET chosen_candidate_id = ?, updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE plans SET chosen_candidate_id = $1, updated_at = $2 WHERE id = $3")
                 .bind(candidate_id)
                 .bind(now_ms())
                 .bind(plan_id)
@@ -118,7 +117,7 @@ impl Db {
     pub async fn delete_plan(&self, id: &str) -> StoreResult<Vec<String>> {
         let mut tx = self.begin().await?;
         let jobs = jobs::cancel_for_plan(&mut tx, id, "plan deleted").await?;
-        let deleted = sqlx::query("DELETE FROM plans WHERE id = ?")
+        let deleted = sqlx::query("DELETE FROM plans WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -140,7 +139,7 @@ impl Db {
         job_id: &str,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM candidates WHERE plan_id = ?")
+        sqlx::query("DELETE FROM candidates WHERE plan_id = $1")
             .bind(&plan.id)
             .execute(&mut *tx)
             .await?;
@@ -149,7 +148,7 @@ impl Db {
             .map(|c| (plan.supernet_id.as_str(), plan.id.as_str(), c))
             .collect();
         insert_candidates(&mut tx, &rows).await?;
-        sqlx::query("UPDATE plans SET status = ?, result = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE plans SET status = $1, result = $2, updated_at = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(result)
             .bind(now_ms())

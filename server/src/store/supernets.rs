@@ -2,9 +2,8 @@
 //! validation set) it refers to; deleting a supernet with what depends on it; blob rows and
 //! their garbage collection (the files themselves are `crate::blobs`').
 
-use super::{jobs, not_found, now_ms, Db, StoreResult};
+use super::{jobs, not_found, now_ms, Conn, Db, StoreResult};
 use planner::Manifest;
-use sqlx::SqliteConnection;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SupernetRow {
@@ -84,7 +83,7 @@ pub enum Deleted {
 impl Db {
     pub async fn supernet(&self, id: &str) -> StoreResult<SupernetRow> {
         sqlx::query_as::<_, SupernetRow>(sqlx::AssertSqlSafe(format!(
-            "{SUPERNET_SELECT} WHERE s.id = ?"
+            "{SUPERNET_SELECT} WHERE s.id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.read)
@@ -105,7 +104,7 @@ impl Db {
     /// The oldest supernet named `name`, if any.
     pub async fn supernet_named(&self, name: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM supernets WHERE name = ? ORDER BY created_at, id LIMIT 1",
+            "SELECT id FROM supernets WHERE name = $1 ORDER BY created_at, id LIMIT 1",
         )
         .bind(name)
         .fetch_optional(&self.read)
@@ -114,7 +113,7 @@ impl Db {
 
     /// The revision of a supernet's manifest (bumped whenever the manifest changes).
     pub async fn manifest_revision(&self, id: &str) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT revision FROM supernets WHERE id = ?")
+        sqlx::query_scalar("SELECT revision FROM supernets WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.read)
             .await?
@@ -126,7 +125,7 @@ impl Db {
         let id = super::new_id("sn");
         sqlx::query(
             "INSERT INTO supernets (id, name, manifest, layers, params, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(&manifest.name)
@@ -152,8 +151,8 @@ impl Db {
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE supernets SET manifest = ?, revision = revision + 1 \
-             WHERE id = ? AND model_hash = ? AND data_hash = ?",
+            "UPDATE supernets SET manifest = $1, revision = revision + 1 \
+             WHERE id = $2 AND model_hash = $3 AND data_hash = $4",
         )
         .bind(manifest.to_json().to_string())
         .bind(id)
@@ -178,12 +177,12 @@ impl Db {
             return Ok(Deleted::Refused(dependents));
         }
         let unfinished_jobs: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE supernet_id = ? AND status IN ('queued', 'running')",
+            "SELECT id FROM jobs WHERE supernet_id = $1 AND status IN ('queued', 'running')",
         )
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM supernets WHERE id = ?")
+        let deleted = sqlx::query("DELETE FROM supernets WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -199,7 +198,7 @@ impl Db {
 
     /// Records a blob file as stored (idempotent: blobs are content-addressed).
     pub async fn insert_blob(&self, hash: &str, bytes: u64) -> StoreResult<()> {
-        sqlx::query("INSERT OR IGNORE INTO blobs (hash, bytes, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO blobs (hash, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(hash)
             .bind(bytes as i64)
             .bind(now_ms())
@@ -219,10 +218,10 @@ impl Db {
     ) -> StoreResult<bool> {
         let sql = match what {
             Upload::Model => {
-                "UPDATE supernets SET model_hash = ?, data_samples = COALESCE(?, data_samples) WHERE id = ?"
+                "UPDATE supernets SET model_hash = $1, data_samples = COALESCE($2, data_samples) WHERE id = $3"
             }
             Upload::Validation => {
-                "UPDATE supernets SET data_hash = ?, data_samples = ? WHERE id = ?"
+                "UPDATE supernets SET data_hash = $1, data_samples = $2 WHERE id = $3"
             }
         };
         let updated = sqlx::query(sql)
@@ -246,22 +245,22 @@ impl Db {
     }
 }
 
-async fn dependents(tx: &mut SqliteConnection, id: &str) -> StoreResult<Dependents> {
+async fn dependents(tx: &mut Conn, id: &str) -> StoreResult<Dependents> {
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(id);
     Ok(Dependents {
-        plans: count("SELECT COUNT(*) FROM plans WHERE supernet_id = ?")
+        plans: count("SELECT COUNT(*) FROM plans WHERE supernet_id = $1")
             .fetch_one(&mut *tx)
             .await?,
-        candidates: count("SELECT COUNT(*) FROM candidates WHERE supernet_id = ?")
+        candidates: count("SELECT COUNT(*) FROM candidates WHERE supernet_id = $1")
             .fetch_one(&mut *tx)
             .await?,
-        evaluations: count("SELECT COUNT(*) FROM evaluations WHERE supernet_id = ?")
+        evaluations: count("SELECT COUNT(*) FROM evaluations WHERE supernet_id = $1")
             .fetch_one(&mut *tx)
             .await?,
-        fleet_plans: count("SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = ?")
+        fleet_plans: count("SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = $1")
             .fetch_one(&mut *tx)
             .await?,
-        jobs: count("SELECT COUNT(*) FROM jobs WHERE supernet_id = ?")
+        jobs: count("SELECT COUNT(*) FROM jobs WHERE supernet_id = $1")
             .fetch_one(&mut *tx)
             .await?,
     })
