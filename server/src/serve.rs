@@ -15,7 +15,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BITPLAN_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// Worker processes that run jobs (evaluations, sensitivity passes, fleet plans, big plans),
-    /// so that a crashing evaluation never takes the API down; 0 runs jobs inside the service.
+    /// so that a crashing evaluation never takes the API down; 0 runs none here (the API alone,
+    /// with `bitplan worker` processes elsewhere on a shared store).
     #[arg(long, env = "BITPLAN_WORKERS", default_value_t = ServeArgs::WORKERS)]
     pub workers: usize,
     /// Load the digits-cnn demo supernet (manifest, model, validation set, a plan and its
@@ -73,7 +74,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
     init_tracing();
     let config = args.config()?;
     let jobs = match args.workers {
-        0 => Jobs::InProcess,
+        0 => Jobs::Elsewhere,
         n => Jobs::Workers(args.work.clone(), n),
     };
     tokio::runtime::Builder::new_multi_thread()
@@ -86,8 +87,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
 /// Where the service's jobs run.
 #[derive(Debug, Clone)]
 pub enum Jobs {
-    /// In this process.
-    InProcess,
+    /// Not here: `bitplan worker` processes started by hand run them (on a shared store).
+    Elsewhere,
     /// In this many worker processes, started with these flags.
     Workers(WorkerArgs, usize),
 }
@@ -148,10 +149,7 @@ pub async fn serve(
 
     let stopping = state.jobs.stopping.subscribe();
     let runner = match jobs {
-        Jobs::InProcess => {
-            let owner = format!("{}-in", crate::jobs::service_owner());
-            tokio::spawn(crate::jobs::run(state.clone(), owner, stopping))
-        }
+        Jobs::Elsewhere => tokio::spawn(async {}),
         Jobs::Workers(args, n) => {
             tokio::spawn(crate::worker::supervise(state.clone(), args, n, stopping))
         }

@@ -53,6 +53,7 @@ impl JobRow {
             "finished_at": self.finished_at.map(rfc3339),
             "updated_at": rfc3339(self.updated_at),
             "deadline_at": self.deadline_at.map(rfc3339),
+            "worker": self.lease_owner,
         })
     }
 }

@@ -23,7 +23,12 @@ pub struct WorkerArgs {
     pub data_dir: PathBuf,
     /// The store on PostgreSQL, `postgres://USER@HOST:PORT/DB`, shared by every service and worker
     /// (default: SQLite in the data directory).
-    #[arg(long, env = "BITPLAN_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "BITPLAN_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// The blob folder (models, validation sets), which every worker must reach: local disk on
     /// one machine, a shared mount across machines (default: DATA_DIR/blobs).

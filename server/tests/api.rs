@@ -3,6 +3,8 @@
 
 #[path = "../../tests/e2e/contract.rs"]
 mod contract;
+#[path = "../../tests/e2e/pg.rs"]
+mod pg;
 
 use axum::body::Body;
 use axum::http::{header, Request};
@@ -41,6 +43,13 @@ struct Svc {
     state: AppState,
     app: axum::Router,
     _dir: tempfile::TempDir,
+    /// The Postgres database, when the suite runs on Postgres (`BITPLAN_TEST_STORE=postgres`).
+    _pg: Option<pg::TestDb>,
+}
+
+/// Whether this run of the suite is on Postgres rather than the embedded SQLite.
+fn on_postgres() -> bool {
+    std::env::var("BITPLAN_TEST_STORE").is_ok_and(|s| s == "postgres")
 }
 
 struct Resp {
@@ -73,6 +82,8 @@ impl Svc {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path().join("data"));
         config.retry_base = Duration::from_millis(20);
+        let pg = on_postgres().then(pg::TestDb::new);
+        config.database_url = pg.as_ref().map(|p| p.url.clone());
         tweak(&mut config);
         let state = AppState::open(config).await.unwrap();
         if runner {
@@ -86,17 +97,21 @@ impl Svc {
             app: bitplan::api::router(state.clone()),
             state,
             _dir: dir,
+            _pg: pg,
         }
     }
 
-    /// A read-only connection of its own to the service's database file: the tests' oracle of
-    /// what is stored, independent of the store module.
-    async fn oracle(&self) -> sqlx::SqlitePool {
-        let path = self.state.config.data_dir.join("bitplan.db");
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true);
-        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    /// A connection of its own to the service's database: the tests' oracle of what is stored,
+    /// independent of the store module.
+    async fn oracle(&self) -> sqlx::AnyPool {
+        let url = match &self.state.config.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=ro",
+                self.state.config.data_dir.join("bitplan.db").display()
+            ),
+        };
+        sqlx::AnyPool::connect(&url).await.unwrap()
     }
 
     async fn send(&self, req: Request<Body>) -> Resp {

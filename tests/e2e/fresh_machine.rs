@@ -86,6 +86,22 @@ fn setup_detects_libclang_as_bindgen_loads_it() {
         "usr/lib/x86_64-linux-gnu/libclang-14.so.1",
     );
     touch(versioned.path(), HEADERS);
+    assert_eq!(
+        would_install("test", versioned.path(), ALL_TOOLS),
+        ["postgresql"],
+        "testing needs PostgreSQL's server programs"
+    );
+    // Debian's postgresql-15 puts them outside PATH; both must be executable.
+    for tool in ["initdb", "pg_ctl"] {
+        let p = versioned
+            .path()
+            .join("usr/lib/postgresql/15/bin")
+            .join(tool);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     assert!(would_install("test", versioned.path(), ALL_TOOLS).is_empty());
     // The same library without the headers bindgen parses HiGHS's header with.
     let no_headers = tempfile::tempdir().unwrap();
@@ -110,6 +126,7 @@ fn setup_detects_libclang_as_bindgen_loads_it() {
             "libclang-dev",
             "nodejs",
             "npm",
+            "postgresql",
             "python3",
             "python3-pip"
         ]

@@ -215,3 +215,150 @@ fn a_job_that_kills_its_worker_fails_after_its_attempts_while_the_others_finish(
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
     s.stop();
 }
+
+/// A `bitplan worker` process on a shared store, started by hand as an operator would.
+struct Worker {
+    child: std::process::Child,
+}
+
+impl Worker {
+    fn start(owner: &str, data: &std::path::Path, env: &[(&str, &str)]) -> Worker {
+        let log = data.with_extension(format!("{owner}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bitplan"));
+        cmd.args(["worker", "--owner", owner, "--job-workers", "1"])
+            .arg("--data-dir")
+            .arg(data.with_extension(owner))
+            .arg("--blob-dir")
+            .arg(data.join("blobs"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Worker {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running jobs and the workers holding them.
+fn running(s: &Server) -> Vec<(String, String)> {
+    s.ok("GET", "/v1/jobs?status=running&limit=1000", None)["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| Some((j["id"].as_str()?.into(), j["worker"].as_str()?.into())))
+        .collect()
+}
+
+fn succeeded(s: &Server) -> usize {
+    s.ok("GET", "/v1/jobs?status=succeeded&limit=1000", None)["jobs"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn on_postgres_an_api_and_three_workers_run_200_jobs_through_two_sigkills_exactly_once() {
+    let db = crate::pg::TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut env = ort_env();
+    env.push(("BITPLAN_DATABASE_URL", db.url.clone()));
+    let s = Server::start(&data, &env_refs(&env), &["--workers", "0"]);
+    // 5 supernets × 40 candidates: 200 distinct measurements, one job each.
+    let mut jobs = Vec::new();
+    let mut plans = Vec::new();
+    for k in 0..5 {
+        let sn = digits_named(&s, &format!("digits-{k}"));
+        let plan = s.ok(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(&json!({"pareto": "size"})),
+        );
+        let pid = plan["id"].as_str().unwrap().to_string();
+        let candidates = s.ok("GET", &format!("/v1/plans/{pid}/candidates?limit=40"), None);
+        for c in candidates["candidates"].as_array().unwrap() {
+            let job = s.ok(
+                "POST",
+                &format!("/v1/plans/{pid}/evaluations"),
+                Some(&json!({"candidate_ids": [c["id"]]})),
+            );
+            jobs.push(job["id"].as_str().unwrap().to_string());
+        }
+        plans.push(pid);
+    }
+    assert_eq!(jobs.len(), 200);
+
+    let mut worker_env = env_refs(&env);
+    worker_env.push(("BITPLAN_EVAL_PAUSE_MS", "100"));
+    let health = HealthWatch::start(&s.base);
+    let mut workers: Vec<(String, Worker)> = (0..3)
+        .map(|i| {
+            let owner = format!("w{i}");
+            let w = Worker::start(&owner, &data, &worker_env);
+            (owner, w)
+        })
+        .collect();
+    // Twice: once jobs are flowing, SIGKILL a worker in the middle of its job, and start another
+    // in its place as an orchestrator would. Its job waits for the lease to run out.
+    let mut killed: Vec<String> = Vec::new();
+    for (round, after) in [(0, 20), (1, 80)] {
+        let started = Instant::now();
+        let (job, owner) = loop {
+            let busy = running(&s);
+            if succeeded(&s) >= after {
+                if let Some(found) = busy.into_iter().find(|(_, w)| w.starts_with('w')) {
+                    break found;
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "no job ran");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let slot = workers.iter().position(|(o, _)| *o == owner).unwrap();
+        workers[slot].1.kill9();
+        killed.push(job);
+        let fresh = format!("r{round}");
+        workers[slot] = (fresh.clone(), Worker::start(&fresh, &data, &worker_env));
+    }
+
+    let mut outcomes = Vec::new();
+    for id in &jobs {
+        outcomes.push(s.wait_job(id, Duration::from_secs(300)));
+    }
+    let (polls, failures) = health.finish();
+    for j in &outcomes {
+        assert_eq!(j["status"], "succeeded", "{j}");
+        assert_eq!(j["progress"]["done"], 1, "{j}");
+    }
+    for id in &killed {
+        let j = outcomes.iter().find(|j| j["id"] == id.as_str()).unwrap();
+        assert_eq!(j["attempts"], 2, "the killed run counts: {j}");
+        assert_eq!(j["crashes"], 1, "{j}");
+    }
+    let crashed = outcomes.iter().filter(|j| j["crashes"] != 0).count();
+    assert_eq!(crashed, 2, "only the two killed jobs crashed");
+    // Every measurement stored once: 40 per plan, 200 in all.
+    for pid in &plans {
+        let page = s.ok(
+            "GET",
+            &format!("/v1/plans/{pid}/candidates?evaluated=true&limit=1"),
+            None,
+        );
+        assert_eq!(page["total"], 40, "{pid}");
+    }
+    assert_eq!(failures, 0, "the API answered throughout ({polls} polls)");
+    s.stop();
+}

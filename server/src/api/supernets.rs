@@ -56,12 +56,14 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<Json<Value>> {
     let (dependents, unfinished) = match state.db.delete_supernet(&id, q.cascade).await? {
-        Deleted::Refused(d) => return Err(ApiError::conflict(format!(
+        Deleted::Refused(d) => {
+            return Err(ApiError::conflict(format!(
             "supernet {id:?} has {} plans, {} candidates, {} evaluations, {} fleet plans and {} \
                  jobs; delete with ?cascade=true to remove them too",
             d.plans, d.candidates, d.evaluations, d.fleet_plans, d.jobs
         ))
-        .with_details(json!({ "would_delete": dependents_json(&d) }))),
+            .with_details(json!({ "would_delete": dependents_json(&d) })))
+        }
         Deleted::Removed {
             dependents,
             unfinished_jobs,

@@ -110,7 +110,11 @@ pub fn service_owner() -> &'static str {
     static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     OWNER.get_or_init(|| {
         let tag = uuid::Uuid::now_v7().simple().to_string();
-        format!("{SERVICE_OWNER}{}-{}", std::process::id(), &tag[tag.len() - 8..])
+        format!(
+            "{SERVICE_OWNER}{}-{}",
+            std::process::id(),
+            &tag[tag.len() - 8..]
+        )
     })
 }
 

@@ -52,11 +52,7 @@ const FLEET_PLAN_SELECT: &str =
     "SELECT id, supernet_id, fleet_id, fleet, options, status, job_id, \
      result, created_at, updated_at FROM fleet_plans";
 
-async fn insert_device(
-    conn: &mut Conn,
-    name: &str,
-    spec: &Value,
-) -> Result<String, sqlx::Error> {
+async fn insert_device(conn: &mut Conn, name: &str, spec: &Value) -> Result<String, sqlx::Error> {
     let id = super::new_id("dev");
     sqlx::query("INSERT INTO devices (id, name, spec, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&id)

@@ -248,11 +248,7 @@ pub(super) async fn set_progress(
 }
 
 /// Sets the steps a job has done (its message unchanged).
-pub(super) async fn set_done(
-    conn: &mut Conn,
-    job_id: &str,
-    done: i64,
-) -> Result<(), sqlx::Error> {
+pub(super) async fn set_done(conn: &mut Conn, job_id: &str, done: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE jobs SET progress_done = $1, updated_at = $2 WHERE id = $3")
         .bind(done)
         .bind(now_ms())
@@ -263,10 +259,7 @@ pub(super) async fn set_done(
 }
 
 /// Marks every step of a job done.
-pub(super) async fn set_done_all(
-    conn: &mut Conn,
-    job_id: &str,
-) -> Result<(), sqlx::Error> {
+pub(super) async fn set_done_all(conn: &mut Conn, job_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = $1 WHERE id = $2")
         .bind(now_ms())
         .bind(job_id)
@@ -566,7 +559,9 @@ impl Db {
         .fetch_optional(&self.write)
         .await?;
         Ok(match cancel {
-            Some(cancel) => Lease::Held { cancel: cancel != 0 },
+            Some(cancel) => Lease::Held {
+                cancel: cancel != 0,
+            },
             None => Lease::Lost,
         })
     }

@@ -86,7 +86,10 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum StoreError {
     /// No `what` with this id (or it was deleted meanwhile).
-    NotFound { what: &'static str, id: String },
+    NotFound {
+        what: &'static str,
+        id: String,
+    },
     /// A stored document that this program cannot read back (a bug, or a hand-edited row).
     Corrupt(String),
     Database(sqlx::Error),

@@ -37,11 +37,13 @@ const PLAN_SELECT: &str = "SELECT p.id, p.supernet_id, p.request, p.status, p.jo
 
 /// A plan as `conn` sees it (a transaction sees its own uncommitted rows).
 async fn plan_on(conn: &mut Conn, id: &str) -> StoreResult<PlanRow> {
-    sqlx::query_as::<_, PlanRow>(sqlx::AssertSqlSafe(format!("{PLAN_SELECT} WHERE p.id = $1")))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| not_found("plan", id))
+    sqlx::query_as::<_, PlanRow>(sqlx::AssertSqlSafe(format!(
+        "{PLAN_SELECT} WHERE p.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| not_found("plan", id))
 }
 
 impl Db {
