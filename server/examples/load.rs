@@ -106,7 +106,15 @@ async fn main() {
     let exe = std::env::current_exe().unwrap();
     let binary = exe.parent().unwrap().parent().unwrap().join("bitplan");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&binary)
+    // The store: the embedded SQLite, or Postgres at `--database-url`.
+    let database = std::env::args()
+        .skip_while(|a| a != "--database-url")
+        .nth(1);
+    let mut command = Command::new(&binary);
+    if let Some(url) = &database {
+        command.env("BITPLAN_DATABASE_URL", url);
+    }
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "warn")
@@ -151,7 +159,8 @@ async fn main() {
         .unwrap();
     let sn = sn["id"].as_str().unwrap().to_string();
     println!(
-        "bitplan serve on {base}; {clients} clients, {seconds} s per phase; manifest {} ({} layers)",
+        "bitplan serve on {base}, store {}; {clients} clients, {seconds} s per phase; manifest {} ({} layers)",
+        if database.is_some() { "Postgres" } else { "SQLite" },
         manifest.name,
         manifest.layers.len()
     );

@@ -58,20 +58,9 @@ impl ServeArgs {
     }
 }
 
-/// Logs to stderr, `RUST_LOG` or `info`.
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .try_init();
-}
-
 /// Runs the service until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
-    init_tracing();
+    crate::process::init_tracing();
     let config = args.config()?;
     let jobs = match args.workers {
         0 => Jobs::Elsewhere,
@@ -80,7 +69,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<u8> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(serve(config, args.addr, args.demo, jobs, shutdown_signal()))?;
+        .block_on(serve(
+            config,
+            args.addr,
+            args.demo,
+            jobs,
+            crate::process::shutdown_signal(),
+        ))?;
     Ok(0)
 }
 
@@ -91,22 +86,6 @@ pub enum Jobs {
     Elsewhere,
     /// In this many worker processes, started with these flags.
     Workers(WorkerArgs, usize),
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Opens the data directory, starts the runner and serves until `stop` resolves; then stops

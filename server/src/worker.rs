@@ -159,7 +159,7 @@ fn die_with(parent: u32) -> anyhow::Result<()> {
 
 /// Runs jobs until SIGTERM or Ctrl-C; then lets the running ones reach a checkpoint.
 pub fn run(cmd: WorkerCommand) -> anyhow::Result<u8> {
-    crate::serve::init_tracing();
+    crate::process::init_tracing();
     if let Some(parent) = cmd.parent_pid {
         die_with(parent)?;
     }
@@ -179,7 +179,7 @@ pub fn run(cmd: WorkerCommand) -> anyhow::Result<u8> {
             );
             let hub = state.jobs.clone();
             tokio::spawn(async move {
-                crate::serve::shutdown_signal().await;
+                crate::process::shutdown_signal().await;
                 hub.shutdown();
             });
             crate::jobs::run(state.clone(), owner, state.jobs.stopping.subscribe()).await;
