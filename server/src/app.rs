@@ -110,7 +110,7 @@ impl Config {
     }
 }
 
-/// Wakes the in-process job runner and carries job changes to event streams.
+/// Wakes a job runner in this process (tests run one) and carries job changes to event streams.
 #[derive(Debug)]
 pub struct JobHub {
     pub wake: Notify,

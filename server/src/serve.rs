@@ -152,7 +152,8 @@ pub async fn serve(
         } => tracing::warn!("connections still open after 10 s; closing them"),
     }
     state.jobs.shutdown();
-    if tokio::time::timeout(Duration::from_secs(120), runner)
+    // Longer than the workers' own grace, so they bring their jobs to a checkpoint first.
+    if tokio::time::timeout(crate::worker::STOP_GRACE + Duration::from_secs(10), runner)
         .await
         .is_err()
     {

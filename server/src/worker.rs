@@ -214,7 +214,7 @@ const FIRST_RESTART: Duration = Duration::from_millis(250);
 const LAST_RESTART: Duration = Duration::from_secs(30);
 const HEALTHY: Duration = Duration::from_secs(60);
 /// How long a stopping worker may take to reach its jobs' checkpoints.
-const STOP_GRACE: Duration = Duration::from_secs(120);
+pub const STOP_GRACE: Duration = Duration::from_secs(120);
 
 /// Runs worker number `slot`, starting it again whenever it dies.
 async fn keep_running(

@@ -179,7 +179,9 @@ fn a_job_that_kills_its_worker_fails_after_its_attempts_while_the_others_finish(
     let data = dir.path().join("data");
     let mut env = ort_env();
     env.push(("BITPLAN_CRASH_ON_SUPERNET", "poison".into()));
-    let s = Server::start(&data, &env_refs(&env), &["--workers", "1"]);
+    // Two workers: the poison job keeps killing one while the other runs the good job (each runs
+    // one model-running job at a time, so no job shares a process with the poison).
+    let s = Server::start(&data, &env_refs(&env), &["--workers", "2"]);
     let health = HealthWatch::start(&s.base);
     let mut jobs = Vec::new();
     for name in ["poison", "digits-cnn"] {
@@ -303,7 +305,7 @@ fn on_postgres_an_api_and_three_workers_run_200_jobs_through_two_sigkills_exactl
     assert_eq!(jobs.len(), 200);
 
     let mut worker_env = env_refs(&env);
-    worker_env.push(("BITPLAN_EVAL_PAUSE_MS", "100"));
+    worker_env.push(("BITPLAN_EVAL_PAUSE_MS", "200"));
     let health = HealthWatch::start(&s.base);
     let mut workers: Vec<(String, Worker)> = (0..3)
         .map(|i| {
@@ -350,6 +352,9 @@ fn on_postgres_an_api_and_three_workers_run_200_jobs_through_two_sigkills_exactl
     }
     let crashed = outcomes.iter().filter(|j| j["crashes"] != 0).count();
     assert_eq!(crashed, 2, "only the two killed jobs crashed");
+    for j in outcomes.iter().filter(|j| !killed.iter().any(|k| j["id"] == k.as_str())) {
+        assert_eq!(j["attempts"], 1, "{j}");
+    }
     // Every measurement stored once: 40 per plan, 200 in all.
     for pid in &plans {
         let page = s.ok(

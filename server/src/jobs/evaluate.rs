@@ -77,7 +77,7 @@ pub(super) async fn measure(
         let message = format!("{done} of {total} measured");
         state
             .db
-            .store_evaluation(&evaluation, &ctx.job.id, done, &message)
+            .store_evaluation(&evaluation, ctx.held(), done, &message)
             .await?;
         state.jobs.changed(&ctx.job.id);
         let pause = state.config.eval_pause();

@@ -43,7 +43,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         return Ok(o);
     }
     let passed = crate::fleet::all_pass(&doc);
-    state.db.store_fleet_result(&id, &doc, &ctx.job.id).await?;
+    state.db.store_fleet_result(&id, &doc, ctx.held()).await?;
     Ok(Outcome::Done(format!(
         "{} devices planned in {:.0} ms; {}",
         planned.devices.len(),

@@ -2,8 +2,7 @@
 //! and at most `eval_concurrency` of them running models, and reports how each run ended.
 //!
 //! It runs in `bitplan worker` processes (which `bitplan serve` starts and supervises, so that a
-//! native fault in ONNX Runtime never takes the API down), or inside the service itself with
-//! `--workers 0`. While a job runs, a heartbeat renews its lease and reads back whether it was
+//! native fault in ONNX Runtime never takes the API down; tests also run it in-process). While a job runs, a heartbeat renews its lease and reads back whether it was
 //! cancelled; the job stops at its next checkpoint when it was cancelled, ran past its deadline,
 //! lost its lease, or its process is shutting down. Evaluation jobs store each candidate's
 //! result in its own transaction, so a crash loses at most the candidate being measured, and a
@@ -85,8 +84,8 @@ enum Outcome {
     Failed(JobError),
 }
 
-/// Gives up the jobs a previous run of this service left running (its in-process runner and
-/// its worker processes died with it), counting the attempt; returns how many. Only on SQLite,
+/// Gives up the jobs a previous run of this service left running (its worker processes died
+/// with it), counting the attempt; returns how many. Only on SQLite,
 /// where one service runs per data directory, so that at its start every service's lease is a
 /// dead one; services sharing a Postgres store leave it to lease expiry.
 pub async fn recover(state: &AppState) -> Result<usize, StoreError> {
@@ -123,15 +122,23 @@ pub async fn run(state: AppState, owner: String, mut shutdown: watch::Receiver<b
     let workers = Arc::new(Semaphore::new(state.config.job_workers.max(1)));
     let evals = Arc::new(Semaphore::new(state.config.eval_concurrency.max(1)));
     let mut running = JoinSet::new();
-    let mut last_reap: Option<Instant> = None;
+    // Reaping runs on its own, so that it goes on while every job slot is busy.
+    let reaper = {
+        let (state, mut shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                reap(&state).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(REAP_EVERY) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
     loop {
         while running.try_join_next().is_some() {}
         if *shutdown.borrow() {
             break;
-        }
-        if last_reap.is_none_or(|t| t.elapsed() >= REAP_EVERY) {
-            reap(&state).await;
-            last_reap = Some(Instant::now());
         }
         let worker = tokio::select! {
             p = workers.clone().acquire_owned() => p.expect("semaphore open"),
@@ -161,6 +168,7 @@ pub async fn run(state: AppState, owner: String, mut shutdown: watch::Receiver<b
         }
     }
     while running.join_next().await.is_some() {}
+    reaper.abort();
 }
 
 /// Gives up the jobs whose lease ran out (their worker is gone) and fails queued jobs past
@@ -255,9 +263,17 @@ impl Ctx {
         }
     }
 
+    /// The job as this worker holds it: what its results are written under.
+    fn held(&self) -> crate::store::Held<'_> {
+        crate::store::Held {
+            id: &self.job.id,
+            owner: &self.owner,
+        }
+    }
+
     /// Records the job's progress and tells its watchers.
     async fn progress(&self, done: usize, message: &str) -> Result<(), StoreError> {
-        self.state.db.progress(&self.job.id, done, message).await?;
+        self.state.db.progress(self.held(), done, message).await?;
         self.state.jobs.changed(&self.job.id);
         Ok(())
     }
@@ -271,33 +287,36 @@ fn heartbeat(ctx: &Ctx) -> tokio::task::JoinHandle<()> {
     let stops = ctx.stops.clone();
     let deadline = ctx.job.deadline_at;
     tokio::spawn(async move {
-        let mut failures = 0u32;
+        // Time since the last renewal that went through, not a count of failures: one renewal
+        // can wait out SQLite's busy timeout. Past half the lease, the job may be someone else's.
+        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(HEARTBEAT).await;
             if deadline.is_some_and(|d| crate::store::now_ms() > d) {
                 stops.overdue.store(true, Ordering::SeqCst);
             }
-            match db.renew(&id, &owner).await {
-                Ok(Lease::Held { cancel }) => {
-                    failures = 0;
+            let lost = match tokio::time::timeout(LEASE / 4, db.renew(&id, &owner)).await {
+                Ok(Ok(Lease::Held { cancel })) => {
+                    renewed = Instant::now();
                     if cancel {
                         stops.cancel.store(true, Ordering::SeqCst);
                     }
+                    false
                 }
-                Ok(Lease::Lost) => {
-                    tracing::warn!("job {id}: lease lost; stopping without recording anything");
-                    stops.lost.store(true, Ordering::SeqCst);
-                    return;
-                }
-                Err(e) => {
-                    // A lease outlives several missed beats; past it, the job is not ours.
-                    failures += 1;
+                Ok(Ok(Lease::Lost)) => true,
+                Ok(Err(e)) => {
                     tracing::warn!("job {id}: cannot renew its lease: {e}");
-                    if HEARTBEAT * failures >= LEASE {
-                        stops.lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
+                    renewed.elapsed() >= LEASE / 2
                 }
+                Err(_) => {
+                    tracing::warn!("job {id}: renewing its lease took over {:?}", LEASE / 4);
+                    renewed.elapsed() >= LEASE / 2
+                }
+            };
+            if lost {
+                tracing::warn!("job {id}: lease lost; stopping without recording anything");
+                stops.lost.store(true, Ordering::SeqCst);
+                return;
             }
         }
     })

@@ -30,7 +30,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
             planning::plan_status(&solved),
             &solved.summary_json().to_string(),
             &CandidateFields::of_plan(&solved),
-            &ctx.job.id,
+            ctx.held(),
         )
         .await?;
     Ok(Outcome::Done(match &solved.infeasibility {

@@ -180,7 +180,7 @@ async fn store_manifest(
             supernet_id,
             (model_hash, data_hash),
             manifest,
-            &ctx.job.id,
+            ctx.held(),
             measured,
         )
         .await?;

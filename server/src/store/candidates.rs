@@ -215,7 +215,8 @@ pub(super) async fn insert_candidates(
                 .bind(&c.sources)
                 .bind(&c.solve);
         }
-        q.execute(&mut *tx).await?;
+        // Not prepared: see `store_evaluation` (a NULL `latency_ms` would fix the type as float4).
+        q.persistent(false).execute(&mut *tx).await?;
     }
     Ok(())
 }

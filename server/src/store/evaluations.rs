@@ -71,11 +71,13 @@ impl Db {
     }
 
     /// Stores a measurement (unless one is stored already: the first stays) with the measuring
-    /// job's progress, in one transaction.
+    /// job's progress, in one transaction; only while the job's worker holds it. Not a prepared
+    /// statement: sqlx's Any driver types a NULL float as `float4`, and Postgres would then refuse
+    /// a later non-NULL `float8` in the same cached statement.
     pub async fn store_evaluation(
         &self,
         e: &NewEvaluation<'_>,
-        job_id: &str,
+        job: super::Held<'_>,
         done: usize,
         message: &str,
     ) -> StoreResult<()> {
@@ -105,11 +107,12 @@ impl Db {
         .bind(m.latency_ms)
         .bind(m.samples as i64)
         .bind(m.batch_size as i64)
-        .bind(job_id)
+        .bind(job.id)
         .bind(now)
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
-        jobs::set_progress(&mut tx, job_id, done, message, now).await?;
+        jobs::set_progress(&mut tx, job, done, message, now).await?;
         tx.commit().await?;
         Ok(())
     }

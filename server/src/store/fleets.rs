@@ -250,7 +250,12 @@ impl Db {
     }
 
     /// Stores a fleet plan's finished table, with its job's progress at its end.
-    pub async fn store_fleet_result(&self, id: &str, doc: &Value, job_id: &str) -> StoreResult<()> {
+    pub async fn store_fleet_result(
+        &self,
+        id: &str,
+        doc: &Value,
+        job: super::Held<'_>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE fleet_plans SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
@@ -260,7 +265,7 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        jobs::set_done_all(&mut tx, job_id).await?;
+        jobs::set_done_all(&mut tx, job).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -229,43 +229,71 @@ pub(super) async fn insert(
     job_on(tx, id).await
 }
 
-/// Writes a job's progress: steps done and a message for people.
+/// The job `id` as run by `owner`: what its results are written under. A write under a lease
+/// that is no longer `owner`'s fails with [`StoreError::LeaseLost`] and changes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Held<'a> {
+    pub id: &'a str,
+    pub owner: &'a str,
+}
+
+/// Fails unless the statement changed the job's row (the lease is still the worker's).
+fn held(done: sqlx::any::AnyQueryResult, job: Held<'_>) -> StoreResult<()> {
+    if done.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost(job.id.to_string()));
+    }
+    Ok(())
+}
+
+/// Writes a job's progress (steps done and a message for people) while its worker holds it.
 pub(super) async fn set_progress(
     conn: &mut Conn,
-    job_id: &str,
+    job: Held<'_>,
     done: usize,
     message: &str,
     now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = $1, message = $2, updated_at = $3 WHERE id = $4")
-        .bind(done as i64)
-        .bind(message)
-        .bind(now)
-        .bind(job_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+) -> StoreResult<()> {
+    let r = sqlx::query(
+        "UPDATE jobs SET progress_done = $1, message = $2, updated_at = $3 \
+         WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
+    )
+    .bind(done as i64)
+    .bind(message)
+    .bind(now)
+    .bind(job.id)
+    .bind(job.owner)
+    .execute(conn)
+    .await?;
+    held(r, job)
 }
 
-/// Sets the steps a job has done (its message unchanged).
-pub(super) async fn set_done(conn: &mut Conn, job_id: &str, done: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = $1, updated_at = $2 WHERE id = $3")
-        .bind(done)
-        .bind(now_ms())
-        .bind(job_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Sets the steps a job has done (its message unchanged), while its worker holds it.
+pub(super) async fn set_done(conn: &mut Conn, job: Held<'_>, done: i64) -> StoreResult<()> {
+    let r = sqlx::query(
+        "UPDATE jobs SET progress_done = $1, updated_at = $2 \
+         WHERE id = $3 AND lease_owner = $4 AND status = 'running'",
+    )
+    .bind(done)
+    .bind(now_ms())
+    .bind(job.id)
+    .bind(job.owner)
+    .execute(conn)
+    .await?;
+    held(r, job)
 }
 
-/// Marks every step of a job done.
-pub(super) async fn set_done_all(conn: &mut Conn, job_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET progress_done = progress_total, updated_at = $1 WHERE id = $2")
-        .bind(now_ms())
-        .bind(job_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Marks every step of a job done, while its worker holds it.
+pub(super) async fn set_done_all(conn: &mut Conn, job: Held<'_>) -> StoreResult<()> {
+    let r = sqlx::query(
+        "UPDATE jobs SET progress_done = progress_total, updated_at = $1 \
+         WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+    )
+    .bind(now_ms())
+    .bind(job.id)
+    .bind(job.owner)
+    .execute(conn)
+    .await?;
+    held(r, job)
 }
 
 /// Cancels the unfinished jobs of a plan being deleted; returns their ids.
@@ -527,6 +555,7 @@ impl Db {
              lease_expires_at = $1 + $4, deadline_at = COALESCE(deadline_at, $1 + $5), \
              started_at = COALESCE(started_at, $1), updated_at = $1, message = 'running' \
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= $1 \
+               AND (deadline_at IS NULL OR deadline_at > $1) \
                AND ($2 OR kind = 'plan') ORDER BY created_at, id LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         )))
@@ -566,11 +595,10 @@ impl Db {
         })
     }
 
-    /// Records a job's progress, while `owner` holds it.
-    pub async fn progress(&self, job_id: &str, done: usize, message: &str) -> StoreResult<()> {
+    /// Records a job's progress, while its worker holds it.
+    pub async fn progress(&self, job: Held<'_>, done: usize, message: &str) -> StoreResult<()> {
         let mut conn = self.write.acquire().await?;
-        set_progress(&mut conn, job_id, done, message, now_ms()).await?;
-        Ok(())
+        set_progress(&mut conn, job, done, message, now_ms()).await
     }
 
     /// Ends `owner`'s run of a job (and moves the plan it works for with it), in one transaction.
@@ -664,12 +692,19 @@ impl Db {
         reason: &str,
     ) -> StoreResult<Vec<(String, JobStatus)>> {
         let now = now_ms();
+        // On Postgres the rows stay locked until the commit, so a renewal, a finish or another
+        // worker's reaping cannot slip in between reading and releasing them (SQLite's
+        // transaction holds the whole file).
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        };
         let mut tx = self.begin().await?;
-        let gone: Vec<RawCrash> = sqlx::query_as(
+        let gone: Vec<RawCrash> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id, kind, payload, plan_id, attempts, max_attempts, crashes FROM jobs \
              WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $1 \
-             OR lease_owner LIKE $2)",
-        )
+             OR lease_owner LIKE $2){lock}"
+        )))
         .bind(now)
         .bind(owners)
         .fetch_all(&mut *tx)
@@ -705,19 +740,27 @@ impl Db {
         Ok(out)
     }
 
-    /// Fails the running jobs past their deadline whose worker is gone or stuck, and queued jobs
-    /// past theirs. (A live worker stops its own job at the deadline, at its next checkpoint.)
+    /// Fails the queued jobs past their deadline, with the plans they work for. (A running job
+    /// past its deadline is stopped by its worker at its next checkpoint.)
     pub async fn expire_deadlines(&self) -> StoreResult<u64> {
         let now = now_ms();
-        Ok(sqlx::query(
+        let mut tx = self.begin().await?;
+        let expired: Vec<(String, String, Option<String>)> = sqlx::query_as(
             "UPDATE jobs SET status = 'failed', error = 'the job ran past its deadline', \
              message = 'failed', finished_at = $1, updated_at = $1, lease_owner = NULL \
-             WHERE status = 'queued' AND deadline_at < $1",
+             WHERE status = 'queued' AND deadline_at < $1 RETURNING kind, payload, plan_id",
         )
         .bind(now)
-        .execute(&self.write)
-        .await?
-        .rows_affected())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (kind, payload, plan_id) in &expired {
+            if let Ok(work) = Work::decode(kind, payload) {
+                let failed = super::PlanStatus::Failed;
+                set_plan_status(&mut tx, &work, plan_id.as_deref(), failed).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(expired.len() as u64)
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! SQLite, embedded: one writer connection (writes queue in-process instead of contending for the
 //! file lock, so requests never see SQLITE_BUSY), a pool of readers (WAL lets them read while the
-//! writer writes), migrations from `migrations/`. Worker processes open the same file; SQLite's
-//! busy timeout orders their writes.
+//! writer writes), migrations from `migrations/sqlite/`. Worker processes open the same file;
+//! SQLite's busy timeout orders their writes. PostgreSQL (`postgres://…`): one pool, migrations
+//! from `migrations/postgres/`.
 
 /// A closed set of values stored as text: `as_str` for writing, `TryFrom<String>` for reading
 /// (rows name it with `#[sqlx(try_from = "String")]`), serde with the same names.
@@ -69,7 +70,8 @@ pub use candidates::{CandidateFields, CandidateFilter, CandidatePage, CandidateR
 pub use evaluations::{MetricsRow, NewEvaluation};
 pub use fleets::{DeviceRow, FleetDevice, FleetPlanRow, FleetRow};
 pub use jobs::{
-    Ending, EvaluateWork, JobRow, JobStatus, Lease, SensitivityWork, Work, LEASE, MAX_ATTEMPTS,
+    Ending, EvaluateWork, Held, JobRow, JobStatus, Lease, SensitivityWork, Work, LEASE,
+    MAX_ATTEMPTS,
 };
 pub use plan_writer::{NewPlan, PlanWriter};
 pub use plans::{PlanRow, PlanStatus};
@@ -92,6 +94,9 @@ pub enum StoreError {
     },
     /// A stored document that this program cannot read back (a bug, or a hand-edited row).
     Corrupt(String),
+    /// A worker wrote under a lease it no longer holds (the job went to another worker): nothing
+    /// was written.
+    LeaseLost(String),
     Database(sqlx::Error),
 }
 
@@ -100,6 +105,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::NotFound { what, id } => write!(f, "{what} {id:?} does not exist"),
             StoreError::Corrupt(m) => write!(f, "stored data: {m}"),
+            StoreError::LeaseLost(job) => write!(f, "job {job}: its lease was lost"),
             StoreError::Database(e) => write!(f, "database: {e}"),
         }
     }

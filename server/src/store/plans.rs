@@ -131,14 +131,15 @@ impl Db {
     }
 
     /// Stores a job's solved plan: its candidates (replacing those of an earlier, interrupted
-    /// attempt), its status and summary, and the job's progress, in one transaction.
+    /// attempt), its status and summary, and the job's progress, in one transaction; only while
+    /// the job's worker holds it.
     pub async fn store_solved_plan(
         &self,
         plan: &PlanRow,
         status: PlanStatus,
         result: &str,
         candidates: &[CandidateFields],
-        job_id: &str,
+        job: jobs::Held<'_>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM candidates WHERE plan_id = $1")
@@ -157,7 +158,7 @@ impl Db {
             .bind(&plan.id)
             .execute(&mut *tx)
             .await?;
-        jobs::set_done(&mut tx, job_id, 1).await?;
+        jobs::set_done(&mut tx, job, 1).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -146,7 +146,7 @@ impl Db {
         id: &str,
         (model_hash, data_hash): (&str, &str),
         manifest: &Manifest,
-        job_id: &str,
+        job: super::Held<'_>,
         done: usize,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
@@ -163,7 +163,7 @@ impl Db {
         if updated.rows_affected() == 0 {
             return Ok(false);
         }
-        jobs::set_done(&mut tx, job_id, done as i64).await?;
+        jobs::set_done(&mut tx, job, done as i64).await?;
         tx.commit().await?;
         Ok(true)
     }
