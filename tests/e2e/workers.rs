@@ -352,7 +352,10 @@ fn on_postgres_an_api_and_three_workers_run_200_jobs_through_two_sigkills_exactl
     }
     let crashed = outcomes.iter().filter(|j| j["crashes"] != 0).count();
     assert_eq!(crashed, 2, "only the two killed jobs crashed");
-    for j in outcomes.iter().filter(|j| !killed.iter().any(|k| j["id"] == k.as_str())) {
+    for j in outcomes
+        .iter()
+        .filter(|j| !killed.iter().any(|k| j["id"] == k.as_str()))
+    {
         assert_eq!(j["attempts"], 1, "{j}");
     }
     // Every measurement stored once: 40 per plan, 200 in all.

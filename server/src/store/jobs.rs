@@ -506,7 +506,9 @@ impl Db {
         let mut tx = self.begin().await?;
         let job = job_on(&mut tx, id).await?;
         if !job.status.is_terminal() {
-            sqlx::query(
+            // Whether it was still queued is what this statement did, not what was read before
+            // it: on Postgres a worker may claim the job in between.
+            let cancelled = sqlx::query(
                 "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = $1, \
                  updated_at = $2, message = 'cancelled before it started', lease_owner = NULL \
                  WHERE id = $3 AND status = 'queued'",
@@ -515,7 +517,8 @@ impl Db {
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
             sqlx::query(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'",
             )
@@ -523,7 +526,7 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            if job.status == JobStatus::Queued {
+            if cancelled > 0 {
                 let plan = super::PlanStatus::Cancelled;
                 set_plan_status(&mut tx, &job.work, job.plan_id.as_deref(), plan).await?;
             }
