@@ -235,8 +235,10 @@ async fn keep_running(
             Ok(None) => return,
             Err(e) => {
                 tracing::error!("cannot start worker {owner}: {e}");
-                tokio::time::sleep(LAST_RESTART).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(LAST_RESTART) => continue,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             }
         };
         let reason = describe(status);

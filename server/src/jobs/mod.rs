@@ -26,6 +26,9 @@ mod sensitivity;
 /// How often a running job's lease is renewed and its cancellation read back.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// Writes of a job's outcome tried again after the first fails (within half its lease).
+const FINISH_TRIES: u32 = 3;
+
 /// How often a runner gives up the jobs of workers that are gone and fails overdue ones.
 const REAP_EVERY: Duration = Duration::from_secs(2);
 
@@ -369,12 +372,23 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), StoreError> {
             Ending::Failed(e.message)
         }
     };
-    match ctx.state.db.finish(job, &ctx.owner, ending).await? {
+    // A failed write is tried again while the lease still stands (the heartbeat has stopped):
+    // otherwise the job would wait out its lease and count as a crash.
+    let mut tries = 0;
+    let recorded = loop {
+        match ctx.state.db.finish(job, &ctx.owner, ending.clone()).await {
+            Ok(r) => break r,
+            Err(e) if tries < FINISH_TRIES => {
+                tries += 1;
+                tracing::warn!("job {}: cannot record its outcome yet: {e}", job.id);
+                tokio::time::sleep(LEASE / 8).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    match recorded {
         Some(JobStatus::Queued) => ctx.state.jobs.wake.notify_one(),
-        Some(status) => ctx
-            .state
-            .metrics
-            .job_finished(job.work.kind(), status.as_str()),
+        Some(status) => ctx.state.metrics.job_finished(job.work.kind(), status.as_str()),
         None => tracing::warn!("job {}: its lease was lost before it finished", job.id),
     }
     Ok(())

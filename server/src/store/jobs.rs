@@ -347,7 +347,7 @@ async fn set_plan_status(
 }
 
 /// How a job's run ended, as its worker reports it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Ending {
     Succeeded(String),
     Cancelled(String),
