@@ -25,6 +25,11 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Reads need the token too.
     pub protect_reads: bool,
+    /// Host names requests may name besides loopback ones (`--allowed-hosts`); `*` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// Only loopback host names (and `allowed_hosts`) are answered: the service listens on a
+    /// loopback address, where a web page whose name resolves to 127.0.0.1 must not reach it.
+    pub loopback_hosts_only: bool,
     pub max_json_bytes: usize,
     pub max_upload_bytes: u64,
     pub request_timeout: Duration,
@@ -71,6 +76,8 @@ impl Config {
             blob_dir: None,
             api_token: None,
             protect_reads: false,
+            allowed_hosts: Vec::new(),
+            loopback_hosts_only: false,
             max_json_bytes: Self::MAX_JSON_BYTES,
             max_upload_bytes: Self::MAX_UPLOAD_BYTES,
             request_timeout: Duration::from_secs_f64(Self::REQUEST_TIMEOUT_S),
@@ -86,6 +93,19 @@ impl Config {
             #[cfg(feature = "test-hooks")]
             crash_on: None,
         }
+    }
+
+    /// Whether a request naming `host` (a Host header: `name` or `name:port`) is answered.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let name = name.to_ascii_lowercase();
+        if self.allowed_hosts.iter().any(|h| h == "*" || *h == name) {
+            return true;
+        }
+        !self.loopback_hosts_only || matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1")
     }
 
     /// The pause after each evaluated candidate or measurement: always zero unless built with

@@ -26,6 +26,16 @@ pub struct ServeArgs {
     /// Require the bearer token (BITPLAN_API_TOKEN) for reads too, not only writes.
     #[arg(long, env = "BITPLAN_PROTECT_READS")]
     pub protect_reads: bool,
+    /// Host names requests may be addressed to besides loopback ones, comma-separated (`*`: any).
+    /// On a loopback address only localhost, 127.0.0.1 and [::1] are answered unless listed here,
+    /// so that a web page whose name resolves to 127.0.0.1 cannot reach the service.
+    #[arg(
+        long,
+        env = "BITPLAN_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Largest JSON body, bytes.
     #[arg(long, env = "BITPLAN_MAX_JSON_BYTES", default_value_t = Config::MAX_JSON_BYTES)]
     pub max_json_bytes: usize,
@@ -51,6 +61,13 @@ impl ServeArgs {
             "--protect-reads needs BITPLAN_API_TOKEN"
         );
         c.protect_reads = self.protect_reads;
+        c.allowed_hosts = self
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        c.loopback_hosts_only = self.addr.ip().is_loopback();
         c.max_json_bytes = self.max_json_bytes;
         c.max_upload_bytes = self.max_upload_bytes;
         c.request_timeout = seconds("request-timeout-s", self.request_timeout_s)?;

@@ -781,6 +781,88 @@ async fn a_token_guards_writes() {
 }
 
 #[tokio::test]
+async fn a_loopback_service_answers_only_its_hosts_its_origin_and_json_writes() {
+    let svc = Svc::start(
+        |c| {
+            c.loopback_hosts_only = true;
+            c.allowed_hosts = vec!["bitplan.internal".into()];
+        },
+        false,
+    )
+    .await;
+    let get = |host: &str| {
+        Request::get("/v1/supernets")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1.
+    let r = svc.send(get("evil.example:8080")).await;
+    assert_eq!((r.status, error_code(&r).as_str()), (403, "forbidden_host"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--allowed-hosts"));
+    assert_eq!(svc.send(get("127.0.0.1.evil.example")).await.status, 403);
+    for host in [
+        "localhost:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+        "localhost",
+        "BITPLAN.internal:443",
+    ] {
+        assert_eq!(svc.send(get(host)).await.status, 200, "{host}");
+    }
+
+    let manifest =
+        std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap();
+    let post = |origin: Option<&str>, content_type: Option<&str>| {
+        let mut req = Request::post("/v1/supernets").header(header::HOST, "localhost:8080");
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.body(Body::from(manifest.clone())).unwrap()
+    };
+    // A page elsewhere posting to the service, and posts that are not JSON (a form, or a
+    // `text/plain` body a page can send without asking the browser first).
+    let json = Some("application/json");
+    let r = svc.send(post(Some("http://evil.example"), json)).await;
+    assert_eq!((r.status, error_code(&r).as_str()), (403, "cross_origin"));
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = svc.send(post(None, ct)).await;
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (415, "unsupported_media_type"),
+            "{ct:?}"
+        );
+    }
+    assert_eq!(
+        svc.send(post(Some("http://localhost:8080"), json))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(svc.send(post(None, json)).await.status, 201);
+    let stored = svc.call("GET", "/v1/supernets", None).await.json();
+    assert_eq!(
+        stored["supernets"].as_array().unwrap().len(),
+        2,
+        "refused posts stored nothing"
+    );
+
+    // Bound elsewhere than loopback and told nothing: any host (behind a proxy).
+    let open = Svc::start(|_| {}, false).await;
+    assert_eq!(open.send(get("bitplan.example.com")).await.status, 200);
+}
+
+#[tokio::test]
 async fn bodies_over_their_limits_are_refused() {
     let svc = Svc::start(
         |c| {

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
+use sha2::Digest;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), check_origin))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -165,6 +167,50 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
+/// Refuses (403) a request addressed to a host the service does not answer to (a web page whose
+/// name resolves to 127.0.0.1: DNS rebinding), and a write a browser sends from another origin
+/// (a page posting to the service). No CORS headers are sent, so other origins cannot read
+/// responses either.
+async fn check_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (host, origin) = {
+        let text = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap_or("\u{fffd}").to_string())
+        };
+        (text(header::HOST), text(header::ORIGIN))
+    };
+    if let Some(h) = &host {
+        if !state.config.host_allowed(h) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_host",
+                format!(
+                    "this service does not answer to host {h:?}; name it with --allowed-hosts \
+                     (BITPLAN_ALLOWED_HOSTS) to allow it"
+                ),
+            )
+            .into_response();
+        }
+    }
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let (false, Some(origin)) = (read, origin) {
+        let authority = origin.split_once("://").map_or("", |(_, a)| a);
+        let same = host
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(authority));
+        if !same {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!("writes from another origin ({origin}) are refused"),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Writes need the bearer token when one is configured; reads too with `--protect-reads`.
 /// `/healthz` and the dashboard's static files stay open.
 async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -185,8 +231,10 @@ async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> R
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    // Digests of equal length, compared in constant time: neither the token nor its length leaks.
+    let digest = |t: &str| sha2::Sha256::digest(t.as_bytes());
     match given {
-        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
+        Some(g) if bool::from(digest(g).ct_eq(&digest(token))) => next.run(req).await,
         _ => {
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -246,7 +294,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_none_or(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
         if !json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

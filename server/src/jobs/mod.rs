@@ -388,7 +388,10 @@ async fn finish(ctx: &Ctx, outcome: Outcome) -> Result<(), StoreError> {
     };
     match recorded {
         Some(JobStatus::Queued) => ctx.state.jobs.wake.notify_one(),
-        Some(status) => ctx.state.metrics.job_finished(job.work.kind(), status.as_str()),
+        Some(status) => ctx
+            .state
+            .metrics
+            .job_finished(job.work.kind(), status.as_str()),
         None => tracing::warn!("job {}: its lease was lost before it finished", job.id),
     }
     Ok(())
