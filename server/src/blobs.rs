@@ -13,6 +13,14 @@ use tokio::io::AsyncWriteExt;
 #[derive(Debug, Clone)]
 pub struct Blobs {
     root: PathBuf,
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// An upload received in full in a temporary file, not yet in the store.
+#[derive(Debug)]
+pub struct Received {
+    tmp: PathBuf,
+    stored: Stored,
 }
 
 /// A stored blob.
@@ -25,7 +33,10 @@ pub struct Stored {
 impl Blobs {
     pub fn open(root: PathBuf) -> std::io::Result<Blobs> {
         std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(Blobs { root })
+        Ok(Blobs {
+            root,
+            gate: std::sync::Arc::default(),
+        })
     }
 
     /// Removes the leftovers of uploads cut short by a crash. Only the service that owns the data
@@ -42,37 +53,42 @@ impl Blobs {
         self.root.join(&hash[..2]).join(hash)
     }
 
-    /// Streams `body` to the store; refuses bodies over `limit` bytes (413) or empty ones (422).
-    pub async fn put_stream(
-        &self,
-        body: Body,
-        limit: u64,
-        field: &str,
-    ) -> Result<Stored, ApiError> {
+    /// Streams `body` to a temporary file while hashing it; refuses bodies over `limit` bytes
+    /// (413) or empty ones (422). [`Blobs::place`] moves it into the store.
+    pub async fn receive(&self, body: Body, limit: u64, field: &str) -> Result<Received, ApiError> {
         let tmp = self
             .root
             .join("tmp")
             .join(uuid::Uuid::now_v7().simple().to_string());
-        let result = self.write_tmp(&tmp, body, limit, field).await;
-        match result {
-            Ok(stored) => {
-                let dest = self.path(&stored.hash);
-                let placed = async {
-                    tokio::fs::create_dir_all(dest.parent().expect("a parent")).await?;
-                    tokio::fs::rename(&tmp, &dest).await
-                }
-                .await;
-                if let Err(e) = placed {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(ApiError::internal("blob store", e));
-                }
-                Ok(stored)
-            }
+        match self.write_tmp(&tmp, body, limit, field).await {
+            Ok(stored) => Ok(Received { tmp, stored }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 Err(e)
             }
         }
+    }
+
+    /// Moves a received file to its content address.
+    pub async fn place(&self, received: Received) -> Result<Stored, ApiError> {
+        let dest = self.path(&received.stored.hash);
+        let placed = async {
+            tokio::fs::create_dir_all(dest.parent().expect("a parent")).await?;
+            tokio::fs::rename(&received.tmp, &dest).await
+        }
+        .await;
+        if let Err(e) = placed {
+            let _ = tokio::fs::remove_file(&received.tmp).await;
+            return Err(ApiError::internal("blob store", e));
+        }
+        Ok(received.stored)
+    }
+
+    /// Held while a blob is placed and recorded, and while garbage is collected, so that the one
+    /// never removes what the other is placing (in this process; uploads and collection happen in
+    /// the API's process).
+    pub fn gate(&self) -> &tokio::sync::Mutex<()> {
+        &self.gate
     }
 
     async fn write_tmp(
@@ -120,7 +136,8 @@ impl Blobs {
 
     /// Writes bytes already in memory (the demo's embedded files).
     pub async fn put_bytes(&self, bytes: Vec<u8>) -> Result<Stored, ApiError> {
-        self.put_stream(Body::from(bytes), u64::MAX, "blob").await
+        let received = self.receive(Body::from(bytes), u64::MAX, "blob").await?;
+        self.place(received).await
     }
 
     pub async fn read(&self, hash: &str) -> Result<Vec<u8>, ApiError> {

@@ -275,3 +275,26 @@ async fn concurrent_workers_claim_every_job_exactly_once(db: &Db) {
     assert_eq!(claimed, queued, "every job claimed once, none twice");
 }
 on_both!(concurrent_workers_claim_every_job_exactly_once);
+
+async fn garbage_collection_leaves_pinned_and_referenced_blobs_alone(db: &Db) {
+    let sn = supernet(db).await;
+    // An upload in flight: pinned, referred to by nothing yet.
+    db.insert_blob("aa11", 10).await.unwrap();
+    assert_eq!(db.collect_blob_rows().await.unwrap(), Vec::<String>::new());
+    // Refused: unpinned, and collected.
+    db.unpin_blob("aa11").await.unwrap();
+    assert_eq!(
+        db.collect_blob_rows().await.unwrap(),
+        vec!["aa11".to_string()]
+    );
+    // Accepted: attaching unpins it, and the supernet keeps it.
+    db.insert_blob("bb22", 10).await.unwrap();
+    let model = bitplan::store::Upload::Model;
+    assert!(db.attach_blob(&sn, model, "bb22", None).await.unwrap());
+    assert_eq!(db.collect_blob_rows().await.unwrap(), Vec::<String>::new());
+    // Uploaded again while unreferenced: pinned again.
+    db.insert_blob("aa11", 10).await.unwrap();
+    assert_eq!(db.collect_blob_rows().await.unwrap(), Vec::<String>::new());
+    assert_eq!(db.count(bitplan::store::Table::Blobs).await.unwrap(), 2);
+}
+on_both!(garbage_collection_leaves_pinned_and_referenced_blobs_alone);

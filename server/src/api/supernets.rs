@@ -89,8 +89,10 @@ fn dependents_json(d: &crate::store::Dependents) -> Value {
     })
 }
 
-/// Deletes blobs no supernet refers to (rows, then files).
+/// Deletes blobs no supernet refers to and no upload has pinned (rows, then files), apart from
+/// uploads placing theirs.
 pub async fn collect_garbage(state: &AppState) -> ApiResult<()> {
+    let _gate = state.blobs.gate().lock().await;
     for hash in state.db.collect_blob_rows().await? {
         state.blobs.remove(&hash).await;
     }
@@ -117,15 +119,23 @@ pub async fn put_validation(
 /// present), then points the supernet at it. A refused upload leaves the supernet as it was.
 async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResult<Json<Value>> {
     state.db.supernet(id).await?;
-    let stored = state
+    let received = state
         .blobs
-        .put_stream(body, state.config.max_upload_bytes, what.field())
+        .receive(body, state.config.max_upload_bytes, what.field())
         .await?;
-    state.db.insert_blob(&stored.hash, stored.bytes).await?;
+    // Placed and pinned together, apart from garbage collection: it cannot delete the file
+    // between its rename and its (pinned) row.
+    let stored = {
+        let _gate = state.blobs.gate().lock().await;
+        let stored = state.blobs.place(received).await?;
+        state.db.insert_blob(&stored.hash, stored.bytes).await?;
+        stored
+    };
     let checked = check_upload(state, id, what, &stored.hash).await;
     let samples = match checked {
         Ok(samples) => samples,
         Err(e) => {
+            state.db.unpin_blob(&stored.hash).await?;
             collect_garbage(state).await?;
             return Err(e);
         }

@@ -34,6 +34,9 @@ const SUPERNET_SELECT: &str = "SELECT s.id, s.name, s.manifest, s.revision, s.la
      s.created_at, (SELECT COUNT(*) FROM plans p WHERE p.supernet_id = s.id) AS plans \
      FROM supernets s LEFT JOIN blobs m ON m.hash = s.model_hash LEFT JOIN blobs d ON d.hash = s.data_hash";
 
+/// How long an uploaded blob stays pinned at most (its upload is checked and attached well within).
+pub const BLOB_PIN: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Which file of a supernet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upload {
@@ -196,12 +199,28 @@ impl Db {
         })
     }
 
-    /// Records a blob file as stored (idempotent: blobs are content-addressed).
+    /// Records a blob file as stored (idempotent: blobs are content-addressed), pinned for
+    /// [`BLOB_PIN`] so that garbage collection leaves it alone until a supernet refers to it.
     pub async fn insert_blob(&self, hash: &str, bytes: u64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO blobs (hash, bytes, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO blobs (hash, bytes, created_at, pinned_until) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (hash) DO UPDATE SET pinned_until = $4",
+        )
+        .bind(hash)
+        .bind(bytes as i64)
+        .bind(now)
+        .bind(now + BLOB_PIN.as_millis() as i64)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Unpins a blob whose upload was refused: garbage collection may take it when nothing
+    /// refers to it.
+    pub async fn unpin_blob(&self, hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE blobs SET pinned_until = NULL WHERE hash = $1")
             .bind(hash)
-            .bind(bytes as i64)
-            .bind(now_ms())
             .execute(&self.write)
             .await?;
         Ok(())
@@ -224,22 +243,30 @@ impl Db {
                 "UPDATE supernets SET data_hash = $1, data_samples = $2 WHERE id = $3"
             }
         };
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(sql)
             .bind(hash)
             .bind(samples.map(|s| s as i64))
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("UPDATE blobs SET pinned_until = NULL WHERE hash = $1")
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(updated.rows_affected() > 0)
     }
 
-    /// Deletes the rows of blobs no supernet refers to; returns their hashes, whose files the
-    /// caller removes.
+    /// Deletes the rows of blobs no supernet refers to and no upload has pinned; returns their
+    /// hashes, whose files the caller removes.
     pub async fn collect_blob_rows(&self) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "DELETE FROM blobs WHERE hash NOT IN (SELECT model_hash FROM supernets WHERE model_hash IS NOT NULL \
+            "DELETE FROM blobs WHERE (pinned_until IS NULL OR pinned_until < $1) \
+             AND hash NOT IN (SELECT model_hash FROM supernets WHERE model_hash IS NOT NULL \
              UNION SELECT data_hash FROM supernets WHERE data_hash IS NOT NULL) RETURNING hash",
         )
+        .bind(now_ms())
         .fetch_all(&self.write)
         .await?)
     }
