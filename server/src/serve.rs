@@ -27,7 +27,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BITPLAN_PROTECT_READS")]
     pub protect_reads: bool,
     /// Host names requests may be addressed to besides loopback ones, comma-separated (`*`: any).
-    /// On a loopback address only localhost, 127.0.0.1 and [::1] are answered unless listed here,
+    /// On a loopback address only localhost, 127.0.0.1 and ::1 are answered unless listed here,
     /// so that a web page whose name resolves to 127.0.0.1 cannot reach the service.
     #[arg(
         long,

@@ -1,7 +1,7 @@
 //! Evaluations: one measurement per supernet, bit configuration and activation setting, never
 //! measured twice, stored with the progress of the job that measured it.
 
-use super::{jobs, now_ms, Db, StoreResult};
+use super::{leases, now_ms, Db, StoreResult};
 use planner::eval::Metrics;
 use std::collections::HashSet;
 
@@ -112,7 +112,7 @@ impl Db {
         .persistent(false)
         .execute(&mut *tx)
         .await?;
-        jobs::set_progress(&mut tx, job, done, message, now).await?;
+        leases::set_progress(&mut tx, job, done, message, now).await?;
         tx.commit().await?;
         Ok(())
     }

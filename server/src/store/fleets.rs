@@ -1,7 +1,7 @@
 //! Device documents, fleets (ordered lists of devices), and fleet plans (a snapshot of the fleet,
 //! the request, the job that plans it, and its result table).
 
-use super::{jobs, not_found, now_ms, Conn, Db, JobRow, PlanStatus, StoreResult, Work};
+use super::{jobs, leases, not_found, now_ms, Conn, Db, JobRow, PlanStatus, StoreResult, Work};
 use serde_json::Value;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -265,7 +265,7 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        jobs::set_done_all(&mut tx, job).await?;
+        leases::set_done_all(&mut tx, job).await?;
         tx.commit().await?;
         Ok(())
     }

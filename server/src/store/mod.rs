@@ -62,6 +62,7 @@ mod candidates;
 mod evaluations;
 mod fleets;
 mod jobs;
+mod leases;
 mod plan_writer;
 mod plans;
 mod supernets;
@@ -69,10 +70,8 @@ mod supernets;
 pub use candidates::{CandidateFields, CandidateFilter, CandidatePage, CandidateRow, SORTS};
 pub use evaluations::{MetricsRow, NewEvaluation};
 pub use fleets::{DeviceRow, FleetDevice, FleetPlanRow, FleetRow};
-pub use jobs::{
-    Ending, EvaluateWork, Held, JobRow, JobStatus, Lease, SensitivityWork, Work, LEASE,
-    MAX_ATTEMPTS,
-};
+pub use jobs::{EvaluateWork, JobRow, JobStatus, SensitivityWork, Work, MAX_ATTEMPTS};
+pub use leases::{Ending, Held, Lease, LEASE};
 pub use plan_writer::{NewPlan, PlanWriter};
 pub use plans::{PlanRow, PlanStatus};
 pub use supernets::{Deleted, Dependents, SupernetRow, Upload};

@@ -2,7 +2,7 @@
 //! candidate; storing a solved plan's candidates; deleting a plan.
 
 use super::candidates::{insert_candidates, CandidateFields};
-use super::{jobs, not_found, now_ms, Conn, Db, JobRow, StoreResult, Work};
+use super::{jobs, leases, not_found, now_ms, Conn, Db, JobRow, StoreResult, Work};
 
 text_enum! {
     /// Where a plan is: waiting for its job, being solved, or ended.
@@ -139,7 +139,7 @@ impl Db {
         status: PlanStatus,
         result: &str,
         candidates: &[CandidateFields],
-        job: jobs::Held<'_>,
+        job: leases::Held<'_>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM candidates WHERE plan_id = $1")
@@ -158,7 +158,7 @@ impl Db {
             .bind(&plan.id)
             .execute(&mut *tx)
             .await?;
-        jobs::set_done(&mut tx, job, 1).await?;
+        leases::set_done(&mut tx, job, 1).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! validation set) it refers to; deleting a supernet with what depends on it; blob rows and
 //! their garbage collection (the files themselves are `crate::blobs`').
 
-use super::{jobs, not_found, now_ms, Conn, Db, StoreResult};
+use super::{leases, not_found, now_ms, Conn, Db, StoreResult};
 use planner::Manifest;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -166,7 +166,7 @@ impl Db {
         if updated.rows_affected() == 0 {
             return Ok(false);
         }
-        jobs::set_done(&mut tx, job, done as i64).await?;
+        leases::set_done(&mut tx, job, done as i64).await?;
         tx.commit().await?;
         Ok(true)
     }
