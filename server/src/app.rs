@@ -32,6 +32,8 @@ pub struct Config {
     pub loopback_hosts_only: bool,
     pub max_json_bytes: usize,
     pub max_upload_bytes: u64,
+    /// Most bytes a validation set's arrays may take, decompressed and in memory.
+    pub max_npz_bytes: u64,
     pub request_timeout: Duration,
     /// Upper bound on a plan request's `time_limit_s`.
     pub max_solve_time_s: f64,
@@ -80,6 +82,7 @@ impl Config {
             loopback_hosts_only: false,
             max_json_bytes: Self::MAX_JSON_BYTES,
             max_upload_bytes: Self::MAX_UPLOAD_BYTES,
+            max_npz_bytes: planner::eval::npz::MAX_NPZ_BYTES,
             request_timeout: Duration::from_secs_f64(Self::REQUEST_TIMEOUT_S),
             max_solve_time_s: Self::MAX_SOLVE_TIME_S,
             job_workers: Self::JOB_WORKERS,

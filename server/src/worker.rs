@@ -54,6 +54,10 @@ pub struct WorkerArgs {
     /// How long a job may run, seconds from its first start, before it is stopped and failed.
     #[arg(long, env = "BITPLAN_JOB_DEADLINE_S", default_value_t = Config::JOB_DEADLINE_S)]
     pub job_deadline_s: f64,
+    /// Most bytes a validation set's arrays may take, decompressed and held in memory (8 bytes a
+    /// value): an upload or an evaluation past it is refused naming the array.
+    #[arg(long, env = "BITPLAN_MAX_NPZ_BYTES", default_value_t = planner::eval::npz::MAX_NPZ_BYTES)]
+    pub max_npz_bytes: u64,
     /// Upper bound on a plan's per-solve time limit, seconds.
     #[arg(long, env = "BITPLAN_MAX_SOLVE_TIME_S", default_value_t = Config::MAX_SOLVE_TIME_S)]
     pub max_solve_time_s: f64,
@@ -92,6 +96,7 @@ impl WorkerArgs {
         c.job_deadline = seconds("job-deadline-s", self.job_deadline_s)?;
         seconds("max-solve-time-s", self.max_solve_time_s)?;
         c.max_solve_time_s = self.max_solve_time_s;
+        c.max_npz_bytes = self.max_npz_bytes;
         #[cfg(feature = "test-hooks")]
         {
             c.eval_pause = Duration::from_millis(self.eval_pause_ms);
@@ -120,6 +125,7 @@ impl WorkerArgs {
         flag("retry-base-s", self.retry_base_s.to_string().into());
         flag("job-deadline-s", self.job_deadline_s.to_string().into());
         flag("max-solve-time-s", self.max_solve_time_s.to_string().into());
+        flag("max-npz-bytes", self.max_npz_bytes.to_string().into());
         #[cfg(feature = "test-hooks")]
         {
             flag("eval-pause-ms", self.eval_pause_ms.to_string().into());

@@ -12,7 +12,8 @@ use crate::problem::manifest::Rounding;
 
 /// Largest magnitude of a symmetric `bits`-bit integer (`2^(bits-1) - 1`).
 pub fn qmax(bits: u8) -> i32 {
-    (1i32 << (bits - 1)) - 1
+    // In i64: at 32 bits, `1i32 << 31` is already i32::MIN.
+    ((1i64 << (bits - 1)) - 1) as i32
 }
 
 /// Calls `f(channel, run)` on consecutive runs of `w` that share one output channel, in order:
@@ -213,6 +214,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn qmax_is_exact_up_to_32_bits() {
+        assert_eq!(qmax(1), 0);
+        assert_eq!(qmax(8), 127);
+        assert_eq!(qmax(16), 32767);
+        assert_eq!(qmax(32), i32::MAX);
     }
 
     #[test]

@@ -172,13 +172,14 @@ async fn check_upload(
         Some(h) => Some(state.blobs.read(&h).await?),
         None => None,
     };
+    let max_npz_bytes = state.config.max_npz_bytes;
     tokio::task::spawn_blocking(move || {
         let (model_bytes, data_bytes) = match what {
             Upload::Model => (Some(bytes), other),
             Upload::Validation => (other, Some(bytes)),
         };
         let data = data_bytes
-            .map(|b| ValidationSet::from_npz(&b))
+            .map(|b| ValidationSet::from_npz_within(&b, max_npz_bytes))
             .transpose()
             .map_err(|e| ApiError::from(e).under("validation."))?;
         if let Some(b) = model_bytes {

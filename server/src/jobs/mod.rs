@@ -407,6 +407,7 @@ struct Inputs {
     manifest: Arc<planner::Manifest>,
     library: std::path::PathBuf,
     threads: usize,
+    max_npz_bytes: u64,
 }
 
 impl Inputs {
@@ -426,6 +427,7 @@ impl Inputs {
             library: crate::runtime::ort_library(state.config.ort_lib.as_deref())
                 .map_err(JobError::permanent)?,
             threads: state.config.eval_threads,
+            max_npz_bytes: state.config.max_npz_bytes,
         };
         state.config.crash_point(&inputs.manifest.name);
         Ok(inputs)
@@ -442,7 +444,7 @@ impl Inputs {
         Ok((
             planner::eval::ort_backend::OrtBackend::new(&self.library, self.threads)?,
             planner::eval::onnx::OnnxModel::from_bytes(&self.model)?,
-            planner::eval::npz::ValidationSet::from_npz(&self.data)?,
+            planner::eval::npz::ValidationSet::from_npz_within(&self.data, self.max_npz_bytes)?,
         ))
     }
 }

@@ -16,9 +16,14 @@ use std::io::Read;
 
 const WHAT: &str = "validation set";
 
-/// Most bytes the arrays of one `.npz` may hold once decompressed: a zip bomb (a small archive
-/// declaring or inflating to far more) is refused before it is read.
+/// Most bytes the arrays of one `.npz` may take, both as decompressed members and as values held
+/// in memory (8 bytes each, since values are widened to f64 or i64): a zip bomb (a small archive
+/// declaring or inflating to far more), or a uint8 array that would widen eightfold past it, is
+/// refused before it is read or widened. The service's `--max-npz-bytes` may lower it.
 pub const MAX_NPZ_BYTES: u64 = 4 << 30;
+
+/// Bytes one value takes in memory once read ([`Values`] are f64 or i64).
+const VALUE_BYTES: u64 = 8;
 
 /// One array's values: floats as f64, integers as i64 (both exact for what the npz held).
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +160,12 @@ impl ValidationSet {
     /// Reads every array of an `.npz`: `y` as labels, the others as inputs. Shapes are checked
     /// when the set is bound to a model ([`ValidationSet::bind`]).
     pub fn from_npz(bytes: &[u8]) -> Result<ValidationSet> {
-        let mut arrays = read_npz(bytes)?;
+        Self::from_npz_within(bytes, MAX_NPZ_BYTES)
+    }
+
+    /// [`ValidationSet::from_npz`] holding at most `max_bytes` of arrays ([`read_npz_within`]).
+    pub fn from_npz_within(bytes: &[u8], max_bytes: u64) -> Result<ValidationSet> {
+        let mut arrays = read_npz_within(bytes, max_bytes)?;
         let y = arrays.remove("y");
         if arrays.is_empty() {
             return Err(Error::invalid(
@@ -377,9 +387,10 @@ pub fn read_npz(bytes: &[u8]) -> Result<BTreeMap<String, Array>> {
     read_npz_within(bytes, MAX_NPZ_BYTES)
 }
 
-/// [`read_npz`] with at most `max_bytes` of arrays once decompressed: each member's declared
-/// size counts against it before anything is read, and a member is read no further than it
-/// declares.
+/// [`read_npz`] with at most `max_bytes` of arrays, decompressed and in memory: each member's
+/// declared size must fit in what is left before anything is read, a member is read no further
+/// than it declares, and its values (8 bytes each) count against the limit before they are
+/// widened.
 pub fn read_npz_within(bytes: &[u8], max_bytes: u64) -> Result<BTreeMap<String, Array>> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| Error::invalid(WHAT, "", format!("not an .npz archive: {e}")))?;
@@ -416,7 +427,9 @@ pub fn read_npz_within(bytes: &[u8], max_bytes: u64) -> Result<BTreeMap<String, 
                 buf.len()
             )));
         }
-        let arr = parse_npy(&buf).map_err(invalid)?;
+        let arr = parse_npy_within(&buf, left.saturating_add(declared)).map_err(invalid)?;
+        // The member's bytes are dropped; its values stay.
+        left = (left + declared).saturating_sub(arr.values.len() as u64 * VALUE_BYTES);
         out.insert(name, arr);
     }
     Ok(out)
@@ -459,6 +472,11 @@ pub fn to_npz(arrays: &[(&str, &Array)]) -> Vec<u8> {
 
 /// Parses one `.npy` file (format versions 1-3, little-endian or byte-sized dtypes, C order).
 pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
+    parse_npy_within(b, MAX_NPZ_BYTES)
+}
+
+/// [`parse_npy`], refusing an array whose values would take more than `max_bytes` in memory.
+fn parse_npy_within(b: &[u8], max_bytes: u64) -> std::result::Result<Array, String> {
     let (header, data) = npy_header(b)?;
     let descr = header_field(header, "descr")?;
     let descr = descr
@@ -488,6 +506,12 @@ pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| format!("shape {shape:?} has more values than can be addressed"))?;
+    if (n as u64).saturating_mul(VALUE_BYTES) > max_bytes {
+        return Err(format!(
+            "shape {shape:?} holds {n} values, {} bytes once read, past the {max_bytes} bytes an npz may hold",
+            (n as u64).saturating_mul(VALUE_BYTES)
+        ));
+    }
     let values = npy_values(descr, data, n)?;
     Ok(Array { shape, values })
 }

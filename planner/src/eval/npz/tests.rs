@@ -15,20 +15,21 @@ fn sample() -> Vec<u8> {
     to_npz(&[("x", &x), ("y", &y)])
 }
 
-/// The members' declared uncompressed sizes, summed.
-fn declared(bytes: &[u8]) -> u64 {
+/// The members' declared uncompressed sizes, in archive order.
+fn declared(bytes: &[u8]) -> Vec<u64> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     (0..zip.len())
         .map(|i| zip.by_index(i).unwrap().size())
-        .sum()
+        .collect()
 }
 
 #[test]
 fn arrays_past_the_limit_are_refused_naming_the_member_and_the_limit() {
     let bytes = sample();
-    let total = declared(&bytes);
-    assert_eq!(read_npz_within(&bytes, total).unwrap().len(), 2);
-    let e = read_npz_within(&bytes, total - 1).unwrap_err();
+    // While `y` is read, `x`'s six values (8 bytes each) are held and `y`'s bytes are read whole.
+    let need = 6 * 8 + declared(&bytes)[1];
+    assert_eq!(read_npz_within(&bytes, need).unwrap().len(), 2);
+    let e = read_npz_within(&bytes, need - 1).unwrap_err();
     let Error::Invalid { errors, .. } = &e else {
         panic!("{e}")
     };
@@ -36,9 +37,47 @@ fn arrays_past_the_limit_are_refused_naming_the_member_and_the_limit() {
     assert!(
         errors[0]
             .reason
-            .contains(&format!("past the {} bytes", total - 1)),
+            .contains(&format!("past the {} bytes", need - 1)),
         "{e}"
     );
+}
+
+/// One `.npy` member of `n` uint8 values, stored.
+fn bytes_npz(n: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n},), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    npy.extend(std::iter::repeat_n(7u8, n));
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("x.npy", options).unwrap();
+    zip.write_all(&npy).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn bytes_that_would_widen_past_the_limit_are_refused_before_widening() {
+    let n = 10_000;
+    let bytes = bytes_npz(n);
+    let raw = declared(&bytes)[0];
+    assert!(raw < 2 * n as u64, "{raw}");
+    // The member itself fits; its values as i64 (eight times the bytes) do not.
+    let e = read_npz_within(&bytes, 4 * n as u64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{n} values, {} bytes once read", 8 * n)),
+        "{e}"
+    );
+    let set = ValidationSet::from_npz_within(&bytes, 8 * n as u64).unwrap();
+    assert_eq!(set.len(), n);
 }
 
 #[test]

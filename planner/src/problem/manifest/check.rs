@@ -2,7 +2,10 @@
 //! the checked [`Manifest`] built once. Parse, don't validate: nothing downstream re-checks.
 
 use super::common_choices;
-use super::{ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS, UNSCORED};
+use super::{
+    ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, MAX_BITS, MAX_LAYERS,
+    MAX_PROBLEMS, MAX_TOTAL_PARAMS, UNSCORED,
+};
 use crate::error::{parse_json, Error, FieldError, Result};
 use crate::problem::fields::screen;
 use crate::problem::traces::{objective_traces, Estimate};
@@ -88,6 +91,36 @@ impl Problems {
     fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(FieldError::new(path, reason));
     }
+
+    /// The refusal listing the problems, at most [`MAX_PROBLEMS`] of them.
+    fn into_error(mut self) -> Error {
+        if self.0.len() > MAX_PROBLEMS {
+            let more = self.0.len() - (MAX_PROBLEMS - 1);
+            self.0.truncate(MAX_PROBLEMS - 1);
+            self.0.push(FieldError::new(
+                "layers",
+                format!("and {more} more problems not listed"),
+            ));
+        }
+        Error::Invalid {
+            what: WHAT,
+            errors: self.0,
+        }
+    }
+}
+
+/// The weights of all layers together must stay exact in f64 (each layer's count is checked on
+/// its own, so the sum cannot wrap before this test).
+fn check_total_params(layers: &[Layer], problems: &mut Problems) {
+    let total = layers
+        .iter()
+        .try_fold(0u64, |sum, l| sum.checked_add(l.params));
+    if total.is_none_or(|t| t > MAX_TOTAL_PARAMS) {
+        problems.push(
+            "layers",
+            format!("the layers count more than {MAX_TOTAL_PARAMS} weights in all (2^53, where sizes stop being exact)"),
+        );
+    }
 }
 
 fn check_bit(value: i64, path: &str, problems: &mut Problems) -> Option<u8> {
@@ -170,7 +203,18 @@ impl Manifest {
         if raw.layers.is_empty() {
             problems.push("layers", "must list at least one layer");
         }
+        if raw.layers.len() > MAX_LAYERS {
+            problems.push(
+                "layers",
+                format!(
+                    "lists {} layers, more than the {MAX_LAYERS} a manifest may hold",
+                    raw.layers.len()
+                ),
+            );
+            return Err(problems.into_error());
+        }
         let mut layers = check_layers(&raw.layers, &bits, &mut problems);
+        check_total_params(&layers, &mut problems);
         check_ties(&layers, &mut problems);
         check_sensitivity_everywhere(&layers, raw.sensitivity_metric, &mut problems);
         price_traces(&mut layers, &mut warnings);
@@ -178,10 +222,7 @@ impl Manifest {
             problems.push("output", "must name one of the model's outputs");
         }
         if !problems.0.is_empty() {
-            return Err(Error::Invalid {
-                what: WHAT,
-                errors: problems.0,
-            });
+            return Err(problems.into_error());
         }
         Ok(Manifest {
             name: raw.name,

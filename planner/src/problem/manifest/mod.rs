@@ -16,6 +16,18 @@ pub const DEFAULT_BITS: [u8; 6] = [8, 6, 5, 4, 3, 2];
 /// Largest bit-width a manifest may name.
 pub const MAX_BITS: u8 = 32;
 
+/// Most layers a manifest may list: the solvers are built and measured for hundreds to thousands
+/// of groups (1,000 in the engines' agreement test); past this a manifest is refused before any
+/// layer is checked.
+pub const MAX_LAYERS: usize = 10_000;
+
+/// Most weights a manifest may count in all: every size and average is computed in f64, exact
+/// for integers up to 2^53.
+pub const MAX_TOTAL_PARAMS: u64 = 1 << 53;
+
+/// Most problems one refusal lists; the last entry says how many more there were.
+pub const MAX_PROBLEMS: usize = 100;
+
 /// How activations are quantized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActivationBits {

@@ -221,3 +221,58 @@ fn a_manifest_without_any_objective_is_structure_only_and_cannot_be_planned() {
         ["layers[1].hessian_trace | missing: give hessian_trace or hessian_trace_per_param (or measured sensitivity)"]
     );
 }
+
+/// A manifest of `n` layers named `l0…`, with these weights each.
+fn layers_json(n: usize, params: &str) -> String {
+    let layers: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"name":"l{i}","params":{params},"macs":1,"hessian_trace":1}}"#))
+        .collect();
+    format!(
+        r#"{{"name":"m","bits":[8,4],"layers":[{}]}}"#,
+        layers.join(",")
+    )
+}
+
+#[test]
+fn too_many_layers_are_refused_before_any_is_checked() {
+    assert!(Manifest::from_json(&layers_json(MAX_LAYERS, "1")).is_ok());
+    let errors = err_paths(&layers_json(MAX_LAYERS + 1, "1"));
+    assert_eq!(
+        errors,
+        vec![format!(
+            "layers | lists {} layers, more than the {MAX_LAYERS} a manifest may hold",
+            MAX_LAYERS + 1
+        )]
+    );
+}
+
+#[test]
+fn weights_summing_past_two_to_the_53_are_refused_not_wrapped() {
+    // Three layers of i64::MAX weights wrap a u64 sum; two of 2^52 + 1 pass 2^53 without wrapping.
+    for (n, params) in [
+        (3, i64::MAX.to_string()),
+        (2, ((1u64 << 52) + 1).to_string()),
+    ] {
+        let errors = err_paths(&layers_json(n, &params));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("layers | the layers count more than")),
+            "{errors:?}"
+        );
+    }
+    assert!(Manifest::from_json(&layers_json(2, &(1u64 << 52).to_string())).is_ok());
+}
+
+#[test]
+fn a_refusal_lists_at_most_max_problems() {
+    let errors = err_paths(&layers_json(500, "-1"));
+    assert_eq!(errors.len(), MAX_PROBLEMS);
+    assert_eq!(
+        errors.last().unwrap(),
+        &format!(
+            "layers | and {} more problems not listed",
+            500 - (MAX_PROBLEMS - 1)
+        )
+    );
+}
