@@ -55,7 +55,8 @@ pub use problem::manifest::{
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, Group, Problem};
 pub use solve::{
     bare_candidate_json, candidate_json, plan, plan_indexed, sampling_probabilities, spread,
-    validate_plan, Engine, FrontIndex, HasbParams, LayerProbabilities, Plan, PlanRequest,
+    validate_plan, Engine, FrontIndex, Halt, HasbParams, LayerProbabilities, Plan, PlanRequest,
     PlanStatus, PlannedCandidate, SolveOutcome, SolveStatus, Solver, Solvers, Source, Sweep,
-    AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S, MAX_STATES,
+    AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S, MAX_FRONT_CELLS, MAX_POINTS, MAX_SOLVES,
+    MAX_STATES, MAX_SWEEP_POINTS, MAX_TOTAL_STATES,
 };

@@ -252,7 +252,9 @@ fn the_front_index_answers_like_the_solvers() {
                     ..PlanRequest::default()
                 };
                 let want = plan(&p, &request).unwrap();
-                let got = planner::plan_indexed(&p, &request, Some(&index)).unwrap();
+                let got =
+                    planner::plan_indexed(&p, &request, Some(&index), &planner::Halt::default())
+                        .unwrap();
                 assert_eq!(got.engine.to_string(), "front-index");
                 assert_eq!(
                     got.status, want.status,
@@ -288,7 +290,8 @@ fn the_front_index_answers_like_the_solvers() {
             ..PlanRequest::default()
         };
         let want = plan(&p, &request).unwrap();
-        let got = planner::plan_indexed(&p, &request, Some(&index)).unwrap();
+        let got =
+            planner::plan_indexed(&p, &request, Some(&index), &planner::Halt::default()).unwrap();
         let omegas = |r: &planner::Plan| {
             r.candidates
                 .iter()
@@ -305,7 +308,7 @@ fn the_front_index_answers_like_the_solvers() {
             },
             ..PlanRequest::default()
         };
-        let engine = planner::plan_indexed(&p, &request, Some(&index))
+        let engine = planner::plan_indexed(&p, &request, Some(&index), &planner::Halt::default())
             .unwrap()
             .engine;
         assert!(!engine.contains(Solver::FrontIndex), "{engine}");

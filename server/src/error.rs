@@ -114,6 +114,10 @@ impl From<planner::Error> for ApiError {
             planner::Error::Runtime(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "runtime", m)
             }
+            // Only a request's own deadline or its dropped future stops a solve it runs.
+            planner::Error::Stopped(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", m)
+            }
             other => ApiError::internal("planner", other),
         }
     }

@@ -5,11 +5,15 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::{new_id, now_ms, CandidateFields, JobRow, NewPlan, PlanRow, PlanStatus};
+use planner::Halt;
 use planner::{
     Budgets, CostKind, DeviceProfile, Engine, Manifest, Plan, PlanRequest, Problem, Sweep,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// A solve's time limit when a request gives none: the planner's default, within the service's
 /// `--max-solve-time-s`.
@@ -139,14 +143,30 @@ pub fn plan_status(plan: &Plan) -> PlanStatus {
     }
 }
 
+/// Raises its flag when dropped: a solve whose request was dropped (its client gone, or its
+/// timeout answered) stops at its next check instead of running on.
+#[derive(Debug)]
+pub struct RaiseOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for RaiseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs the planner off the async threads and records its solve time. Single-budget solves are
-/// answered from the supernet's cached exact front on that cost when one can be built.
+/// answered from the supernet's cached exact front on that cost when one can be built. The
+/// planner stops when `halt` says so, and also when this future is dropped.
 pub async fn solve(
     state: &AppState,
     supernet_id: &str,
     body: &PlanBody,
     prepared: Prepared,
+    halt: Halt,
 ) -> Result<Plan, ApiError> {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let _raise = RaiseOnDrop(dropped.clone());
+    let halt = halt.or_when(dropped);
     let index = match body.index_axis() {
         Some(axis) => {
             state
@@ -157,10 +177,20 @@ pub async fn solve(
     };
     let plan = if index.is_some() && body.sweep.is_none() {
         // One binary search on the cached front: microseconds, no need to leave this thread.
-        planner::plan_indexed(&prepared.problem, &prepared.request, index.as_deref())?
+        planner::plan_indexed(
+            &prepared.problem,
+            &prepared.request,
+            index.as_deref(),
+            &halt,
+        )?
     } else {
         tokio::task::spawn_blocking(move || {
-            planner::plan_indexed(&prepared.problem, &prepared.request, index.as_deref())
+            planner::plan_indexed(
+                &prepared.problem,
+                &prepared.request,
+                index.as_deref(),
+                &halt,
+            )
         })
         .await
         .map_err(|e| ApiError::internal("planner task", e))??
@@ -199,7 +229,10 @@ pub async fn create(
     if body.needs_job(&prepared.problem) {
         return queue(state, new).await;
     }
-    let plan = solve(state, supernet_id, body, prepared).await?;
+    // Within the request's timeout (which answers 503 at the same moment).
+    let deadline = Instant::now() + state.config.request_timeout;
+    let halt = Halt::new(Arc::default(), Some(deadline));
+    let plan = solve(state, supernet_id, body, prepared, halt).await?;
     if let Some(inf) = &plan.infeasibility {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::problem::budget::within;
 use crate::problem::cost::{CostKind, Costs, Limits};
 use crate::problem::Problem;
+use crate::solve::halt::Halt;
 
 /// Relative slack of the Lagrangian test against the incumbent: a state is dropped only when its
 /// bound clears the incumbent by more than the rounding of the sums either is made of.
@@ -23,6 +24,15 @@ const PROMISING_FLOOR: f64 = 1e-300;
 
 /// Most states one step may keep before the enumeration is refused as too large.
 pub const MAX_STATES: usize = 2_000_000;
+
+/// Most partial states one enumeration holds over all its groups (about 30 bytes each in two
+/// dimensions: 600 MB): every stage is kept to trace the front back, so many groups of modest
+/// stages add up. A ResNet-50-scale front (50 groups, 29,348 points) holds about 1.5 million.
+pub const MAX_TOTAL_STATES: usize = 20_000_000;
+
+/// Most cells (points × groups) of a front traced back into choices: a front of millions of
+/// points on thousands of groups would not fit in memory, nor would its candidates in a response.
+pub const MAX_FRONT_CELLS: usize = 20_000_000;
 
 /// States after one group: flat arrays, ordered by axis cost then Omega.
 #[derive(Default)]
@@ -35,15 +45,28 @@ struct Stage {
     choice: Vec<u8>,
 }
 
-/// The exact front of Omega against `axis`, under `limits` and with some groups fixed.
+/// The exact front of Omega against `axis`, under `limits` and with some groups fixed, thinned
+/// to `points` spread evenly along the cost when given ([`spread`]) before it is traced back.
 /// Returns choice indices per group, one vector per front point, by increasing axis cost.
+/// `halt` is checked once per group.
 pub(crate) fn pareto_front(
     problem: &Problem,
     axis: CostKind,
     limits: &Limits,
     fixed: &[Option<usize>],
+    points: Option<usize>,
+    halt: &Halt,
 ) -> Result<Vec<Vec<usize>>> {
-    enumerate(problem, axis, limits, fixed, false)
+    enumerate(problem, axis, limits, fixed, Keep::Front(points), halt)
+}
+
+/// What an enumeration returns.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The front, thinned to this many points when given.
+    Front(Option<usize>),
+    /// Only the least-Omega point.
+    Optimum,
 }
 
 /// The exact front of Omega against one cost with no budget at all, kept to answer single-budget
@@ -61,7 +84,7 @@ pub struct FrontIndex {
 impl FrontIndex {
     /// Enumerates the front (refuses, like any front, past [`MAX_STATES`]).
     pub fn build(problem: &Problem, axis: CostKind) -> Result<FrontIndex> {
-        let front = pareto_front(problem, axis, &Limits::NONE, &[])?;
+        let front = pareto_front(problem, axis, &Limits::NONE, &[], None, &Halt::default())?;
         Ok(FrontIndex {
             axis,
             groups: problem.groups.len(),
@@ -111,7 +134,15 @@ pub(crate) fn optimum(
     limits: &Limits,
     fixed: &[Option<usize>],
 ) -> Result<Option<Vec<usize>>> {
-    Ok(enumerate(problem, axis, limits, fixed, true)?.pop())
+    Ok(enumerate(
+        problem,
+        axis,
+        limits,
+        fixed,
+        Keep::Optimum,
+        &Halt::default(),
+    )?
+    .pop())
 }
 
 fn enumerate(
@@ -119,8 +150,10 @@ fn enumerate(
     axis: CostKind,
     limits: &Limits,
     fixed: &[Option<usize>],
-    optimum_only: bool,
+    keep: Keep,
+    halt: &Halt,
 ) -> Result<Vec<Vec<usize>>> {
+    let optimum_only = matches!(keep, Keep::Optimum);
     let groups = &problem.groups;
     let dims: Vec<CostKind> = CostKind::ALL
         .into_iter()
@@ -153,7 +186,9 @@ fn enumerate(
         parent: vec![0],
         choice: vec![0],
     });
+    let mut held = 1usize;
     for (g, allowed) in allowed.iter().enumerate() {
+        halt.check()?;
         let choices: Vec<(u8, f64, f64, Vec<f64>)> = allowed
             .iter()
             .map(|&c| {
@@ -184,9 +219,21 @@ fn enumerate(
                 groups.len()
             )));
         }
+        held += next.axis.len();
+        if held > MAX_TOTAL_STATES {
+            return Err(Error::TooLarge(format!(
+                "the exact front holds more than {MAX_TOTAL_STATES} partial states over its first {} of {} groups; narrow the budgets or use a sweep",
+                g + 1,
+                groups.len()
+            )));
+        }
         stages.push(next);
     }
-    Ok(front_of_last(&stages))
+    let points = match keep {
+        Keep::Front(points) => points,
+        Keep::Optimum => None,
+    };
+    front_of_last(&stages, points)
 }
 
 /// The cheapest completion from each group on, per cost: a partial state fits a budget only if it
@@ -218,9 +265,10 @@ impl<'a> Completion<'a> {
     }
 }
 
-/// The (axis, Omega) front of the last stage, traced back to a choice per group: with extra
-/// dimensions the last stage can hold points dominated on (axis, Omega).
-fn front_of_last(stages: &[Stage]) -> Vec<Vec<usize>> {
+/// The (axis, Omega) front of the last stage, thinned to `points` when given, traced back to a
+/// choice per group: with extra dimensions the last stage can hold points dominated on
+/// (axis, Omega).
+fn front_of_last(stages: &[Stage], points: Option<usize>) -> Result<Vec<Vec<usize>>> {
     let groups = stages.len() - 1;
     let last = stages.last().expect("at least the start stage");
     let mut best = f64::INFINITY;
@@ -231,7 +279,18 @@ fn front_of_last(stages: &[Stage]) -> Vec<Vec<usize>> {
             keep.push(i);
         }
     }
-    keep.into_iter()
+    if let Some(n) = points {
+        let costs: Vec<f64> = keep.iter().map(|&i| last.axis[i]).collect();
+        keep = spread(&costs, n).into_iter().map(|j| keep[j]).collect();
+    }
+    if keep.len().saturating_mul(groups) > MAX_FRONT_CELLS {
+        return Err(Error::TooLarge(format!(
+            "the exact front has {} points on {groups} groups, more than {MAX_FRONT_CELLS} choices to return; give points to keep fewer, or narrow the budgets",
+            keep.len()
+        )));
+    }
+    Ok(keep
+        .into_iter()
         .map(|mut i| {
             let mut picks = vec![0usize; groups];
             for g in (0..groups).rev() {
@@ -241,7 +300,7 @@ fn front_of_last(stages: &[Stage]) -> Vec<Vec<usize>> {
             }
             picks
         })
-        .collect()
+        .collect())
 }
 
 /// K-way merge of the K shifted copies of a 2-D front, keeping strictly decreasing Omega.

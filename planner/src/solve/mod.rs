@@ -13,6 +13,7 @@ mod answer;
 mod expanding_core;
 pub mod fleet;
 mod front;
+mod halt;
 mod hasb;
 mod ilp;
 mod plan;
@@ -22,8 +23,12 @@ pub use answer::{
     bare_candidate_json, candidate_json, Plan, PlanStatus, PlannedCandidate, Solver, Solvers,
     Source,
 };
-pub use front::{spread, FrontIndex, MAX_STATES};
+pub use front::{spread, FrontIndex, MAX_FRONT_CELLS, MAX_STATES, MAX_TOTAL_STATES};
+pub use halt::Halt;
 pub use hasb::{sampling_probabilities, HasbParams, LayerProbabilities};
 pub use ilp::{SolveOutcome, SolveStatus};
 pub use plan::{plan, plan_indexed, validate as validate_plan};
-pub use request::{Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S};
+pub use request::{
+    Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS, DEFAULT_TIME_LIMIT_S, MAX_POINTS,
+    MAX_SOLVES, MAX_SWEEP_POINTS,
+};

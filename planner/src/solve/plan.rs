@@ -9,7 +9,8 @@ use crate::problem::budget::{limits_of, Bound, BudgetReport, Infeasibility};
 use crate::problem::cost::{CostKind, Limits};
 use crate::problem::{Candidate, Problem};
 use crate::solve::answer::{Plan, PlanStatus, PlannedCandidate, Solver, Solvers, Source};
-use crate::solve::front::{pareto_front, spread, FrontIndex};
+use crate::solve::front::{pareto_front, FrontIndex};
+use crate::solve::halt::Halt;
 use crate::solve::ilp::{self, Objective, SolveOutcome, SolveStatus};
 use crate::solve::request::{Engine, PlanRequest, Sweep, AUTO_KNAPSACK_MAX_GROUPS};
 use std::collections::HashMap;
@@ -17,24 +18,27 @@ use std::time::Instant;
 
 /// Plans: the engine behind `bitplan plan` and the service's plans.
 pub fn plan(problem: &Problem, request: &PlanRequest) -> Result<Plan> {
-    Planner::new(problem, request)?.run()
+    Planner::new(problem, request, &Halt::default())?.run()
 }
 
 /// [`plan`], answering single-budget solves on `index`'s cost from the precomputed front (exact,
-/// O(log points) each) instead of solving them; other solves are unchanged.
+/// O(log points) each) instead of solving them; other solves are unchanged. Stops with
+/// [`Error::Stopped`] when `halt` says so (checked before every solve and once per group of a
+/// front), and no solve runs past its deadline.
 pub fn plan_indexed(
     problem: &Problem,
     request: &PlanRequest,
     index: Option<&FrontIndex>,
+    halt: &Halt,
 ) -> Result<Plan> {
-    let mut planner = Planner::new(problem, request)?;
+    let mut planner = Planner::new(problem, request, halt)?;
     planner.index = index.filter(|ix| ix.fits(problem));
     planner.run()
 }
 
 /// Checks a request against a problem without solving (what [`plan`] would refuse up front).
 pub fn validate(problem: &Problem, request: &PlanRequest) -> Result<()> {
-    Planner::new(problem, request).map(|_| ())
+    Planner::new(problem, request, &Halt::default()).map(|_| ())
 }
 
 struct Planner<'a> {
@@ -46,10 +50,11 @@ struct Planner<'a> {
     engines: Solvers,
     started: Instant,
     index: Option<&'a FrontIndex>,
+    halt: &'a Halt,
 }
 
 impl<'a> Planner<'a> {
-    fn new(problem: &'a Problem, request: &'a PlanRequest) -> Result<Self> {
+    fn new(problem: &'a Problem, request: &'a PlanRequest, halt: &'a Halt) -> Result<Self> {
         let bounds = request.check(problem)?;
         let limits = limits_of(&bounds);
         Ok(Planner {
@@ -61,7 +66,13 @@ impl<'a> Planner<'a> {
             engines: Solvers::default(),
             started: Instant::now(),
             index: None,
+            halt,
         })
+    }
+
+    /// Each ILP solve's time limit: the request's, within what is left before the deadline.
+    fn time_limit_s(&self) -> f64 {
+        self.request.time_limit_s.min(self.halt.remaining_s())
     }
 
     fn run(mut self) -> Result<Plan> {
@@ -101,28 +112,20 @@ impl<'a> Planner<'a> {
     /// The requested front on `axis`: enumerated exactly (thinned to `points`), or, when too many
     /// points to enumerate but only a few wanted, solved for one by one.
     fn front(&mut self, axis: CostKind) -> Result<Vec<(Vec<usize>, SolveStatus)>> {
-        match (
-            pareto_front(self.problem, axis, &self.limits, &[]),
-            self.request.points,
-        ) {
-            (Ok(front), points) => {
+        let points = self.request.points;
+        match pareto_front(self.problem, axis, &self.limits, &[], points, self.halt) {
+            Ok(front) => {
                 self.solves += 1;
                 self.engines.insert(Solver::Knapsack);
-                let costs: Vec<f64> = front
-                    .iter()
-                    .map(|p| self.problem.candidate(p).cost(axis))
-                    .collect();
-                let chosen = match points {
-                    Some(n) => spread(&costs, n),
-                    None => (0..front.len()).collect(),
-                };
-                Ok(chosen
+                Ok(front
                     .into_iter()
-                    .map(|i| (front[i].clone(), SolveStatus::Optimal))
+                    .map(|picks| (picks, SolveStatus::Optimal))
                     .collect())
             }
-            (Err(Error::TooLarge(_)), Some(n)) => self.front_by_solves(axis, n),
-            (Err(e), _) => Err(e),
+            Err(Error::TooLarge(_)) if points.is_some() => {
+                self.front_by_solves(axis, points.unwrap_or(1))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -254,6 +257,7 @@ impl<'a> Planner<'a> {
 
     /// One solve: minimum Omega under `limits` with some groups fixed.
     fn solve(&mut self, limits: &Limits, fixed: &[Option<usize>]) -> Result<SolveOutcome> {
+        self.halt.check()?;
         self.solves += 1;
         if let Some(ix) = self.index {
             let bounded: Vec<(CostKind, f64)> = limits.bounded().collect();
@@ -317,7 +321,7 @@ impl<'a> Planner<'a> {
                     fixed,
                     Objective::Omega,
                     ilp::Stop {
-                        time_limit_s: self.request.time_limit_s,
+                        time_limit_s: self.time_limit_s(),
                         mip_gap: self.request.mip_gap,
                     },
                 )
@@ -356,7 +360,7 @@ impl<'a> Planner<'a> {
                 &[],
                 Objective::Cost(k),
                 ilp::Stop {
-                    time_limit_s: self.request.time_limit_s,
+                    time_limit_s: self.time_limit_s(),
                     mip_gap: 0.0,
                 },
             )? {
@@ -458,7 +462,8 @@ mod tests {
                 .iter()
                 .map(|c| (c.candidate.cost(axis), c.candidate.omega))
                 .collect();
-            let mut planner = Planner::new(&p, &req).unwrap();
+            let halt = Halt::default();
+            let mut planner = Planner::new(&p, &req, &halt).unwrap();
             let points = planner.front_by_solves(axis, 9).unwrap();
             assert!(points.len() >= 5, "{}", points.len());
             for (picks, _) in &points {

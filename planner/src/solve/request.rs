@@ -14,6 +14,17 @@ use serde::{Deserialize, Serialize};
 /// against HiGHS's 24 ms).
 pub const AUTO_KNAPSACK_MAX_GROUPS: usize = 64;
 
+/// Most points a budget sweep may ask for.
+pub const MAX_SWEEP_POINTS: usize = 1000;
+
+/// Most points a thinned front (`points`) may keep: a page of candidates.
+pub const MAX_POINTS: usize = 10_000;
+
+/// Most solves one plan may need, counted before any runs: the optimum, a sweep's points, the
+/// paper's pool (one per choice a group can be forced to) and a front built solve by solve.
+/// Each solve is also bounded by the time limit, and the whole plan by its caller's deadline.
+pub const MAX_SOLVES: usize = 10_000;
+
 /// Which algorithm answers a single solve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +108,20 @@ impl Default for PlanRequest {
 }
 
 impl PlanRequest {
+    /// The solves this request may need at most, before any runs.
+    pub fn solves(&self, problem: &Problem) -> usize {
+        let optimum = usize::from(self.pareto.is_none() || self.paper_pool);
+        let pool = if self.paper_pool {
+            problem.groups.iter().map(|g| g.choices.len() - 1).sum()
+        } else {
+            0
+        };
+        let sweep = self.sweep.map_or(0, |s| s.points);
+        // A front too large to enumerate is solved for point by point.
+        let front = self.pareto.map_or(0, |_| self.points.unwrap_or(1));
+        optimum + pool + sweep + front
+    }
+
     /// Checks the request against `problem` (what [`plan`](super::plan()) refuses up front) and
     /// returns its budgets as bounds.
     pub(crate) fn check(&self, problem: &Problem) -> Result<Vec<Bound>> {
@@ -111,6 +136,12 @@ impl PlanRequest {
         if self.points == Some(0) {
             errors.push(crate::FieldError::new("points", "must be at least 1"));
         }
+        if self.points.is_some_and(|n| n > MAX_POINTS) {
+            errors.push(crate::FieldError::new(
+                "points",
+                format!("must be at most {MAX_POINTS}"),
+            ));
+        }
         if self.points.is_some() && self.pareto.is_none() {
             errors.push(crate::FieldError::new(
                 "points",
@@ -122,6 +153,12 @@ impl PlanRequest {
                 errors.push(crate::FieldError::new(
                     "sweep.points",
                     "a sweep needs at least 2 points",
+                ));
+            }
+            if s.points > MAX_SWEEP_POINTS {
+                errors.push(crate::FieldError::new(
+                    "sweep.points",
+                    format!("must be at most {MAX_SWEEP_POINTS}"),
                 ));
             }
             if s.cost == CostKind::Latency && !problem.has_latency() {
@@ -138,6 +175,18 @@ impl PlanRequest {
             ));
         }
         errors.extend(check_mip_gap(self.mip_gap));
+        let solves = self.solves(problem);
+        if errors.is_empty() && solves > MAX_SOLVES {
+            let field = if self.paper_pool {
+                "paper_pool"
+            } else {
+                "sweep.points"
+            };
+            errors.push(crate::FieldError::new(
+                field,
+                format!("the plan would need {solves} solves, more than the {MAX_SOLVES} a plan may run"),
+            ));
+        }
         Error::check("plan request", errors)?;
         Ok(bounds)
     }

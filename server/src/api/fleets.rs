@@ -200,14 +200,16 @@ pub async fn create_fleet_plan(
     }
     super::check_batch_size(body.batch_size)?;
     let max_time = state.config.max_solve_time_s;
-    if body
-        .time_limit_s
-        .is_some_and(|t| !(t > 0.0 && t <= max_time))
-    {
-        return Err(ApiError::invalid(
-            "time_limit_s",
-            format!("must be within (0, {max_time}] s"),
-        ));
+    for (field, limit) in [
+        ("time_limit_s", body.time_limit_s),
+        ("neighbour_time_limit_s", Some(body.neighbour_time_limit_s)),
+    ] {
+        if limit.is_some_and(|t| !(t > 0.0 && t <= max_time)) {
+            return Err(ApiError::invalid(
+                field,
+                format!("must be within (0, {max_time}] s (--max-solve-time-s)"),
+            ));
+        }
     }
     body.options(max_time).check()?;
     let fleet = Fleet::from_value(doc.clone()).map_err(|e| ApiError::from(e).under("fleet."))?;

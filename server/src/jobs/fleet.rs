@@ -27,9 +27,15 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let fleet = planner::solve::fleet::Fleet::from_json(&row.fleet)?;
     let manifest = state.manifest(&row.supernet_id).await?;
     let options = body.options(state.config.max_solve_time_s);
-    let m = manifest.clone();
+    let (m, halt) = (manifest.clone(), ctx.halt());
     let planned =
-        blocking(move || planner::solve::fleet::plan_fleet(&m, &fleet, &options)).await??;
+        blocking(move || planner::solve::fleet::plan_fleet_halting(&m, &fleet, &options, &halt))
+            .await?;
+    // Stopped by the job's halt: end as the checkpoint says (cancelled, overdue, ...).
+    if let Some(o) = ctx.checkpoint() {
+        return Ok(o);
+    }
+    let planned = planned?;
     state.metrics.solve(planned.time_ms / 1e3);
     let mut doc = planned.to_json(&manifest);
     if body.measures() {

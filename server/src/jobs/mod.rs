@@ -201,6 +201,8 @@ struct Stops {
     cancel: AtomicBool,
     lost: AtomicBool,
     overdue: AtomicBool,
+    /// Raised with any of them, or at shutdown: what a solve inside the job checks.
+    halted: Arc<AtomicBool>,
 }
 
 impl Stops {
@@ -266,6 +268,16 @@ impl Ctx {
         }
     }
 
+    /// What stops a solve inside this job: any reason to stop (raised by the heartbeat), and
+    /// the job's deadline.
+    fn halt(&self) -> planner::Halt {
+        let deadline = self.job.deadline_at.map(|at| {
+            let left = u64::try_from(at - crate::store::now_ms()).unwrap_or(0);
+            Instant::now() + Duration::from_millis(left)
+        });
+        planner::Halt::new(self.stops.halted.clone(), deadline)
+    }
+
     /// The job as this worker holds it: what its results are written under.
     fn held(&self) -> crate::store::Held<'_> {
         crate::store::Held {
@@ -289,12 +301,16 @@ fn heartbeat(ctx: &Ctx) -> tokio::task::JoinHandle<()> {
     let (id, owner) = (ctx.job.id.clone(), ctx.owner.clone());
     let stops = ctx.stops.clone();
     let deadline = ctx.job.deadline_at;
+    let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         // Time since the last renewal that went through, not a count of failures: one renewal
         // can wait out SQLite's busy timeout. Past half the lease, the job may be someone else's.
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(HEARTBEAT).await;
+            if stops.any() || *shutdown.borrow() {
+                stops.halted.store(true, Ordering::SeqCst);
+            }
             if deadline.is_some_and(|d| crate::store::now_ms() > d) {
                 stops.overdue.store(true, Ordering::SeqCst);
             }

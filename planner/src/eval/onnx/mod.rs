@@ -111,12 +111,13 @@ fn channel_layout(
 }
 
 mod tensors;
+mod topology;
 
 pub use tensors::{data_type_name, declared_dims, declared_elem_type, int_attribute};
 use tensors::{tensor_values, weight_shape};
 
 impl OnnxModel {
-    /// Decodes an ONNX file's bytes.
+    /// Decodes an ONNX file's bytes and checks the graph's wiring (no cycle, no missing tensor).
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel> {
         let proto = pb::ModelProto::decode(bytes).map_err(|e| {
             Error::invalid(
@@ -125,13 +126,14 @@ impl OnnxModel {
                 format!("not an ONNX model (protobuf decoding failed: {e})"),
             )
         })?;
-        if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
+        let Some(graph) = proto.graph.as_ref().filter(|g| !g.node.is_empty()) else {
             return Err(Error::invalid(
                 WHAT,
                 "graph",
                 "the model has no graph nodes (is this an ONNX file?)",
             ));
-        }
+        };
+        topology::check(graph)?;
         Ok(OnnxModel {
             proto,
             folder: None,

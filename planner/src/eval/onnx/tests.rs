@@ -57,3 +57,77 @@ fn a_weight_shape_that_would_size_arrays_from_nothing_is_refused() {
     let layers = model.unwrap().weighted_layers().unwrap();
     assert_eq!((layers[0].channels, layers[0].inner), (2, 1));
 }
+
+/// A model of these (name, op, inputs, outputs) nodes on graph input `x`, with weight `w`,
+/// answering `y`.
+fn wired(nodes: &[(&str, &str, &[&str], &[&str])]) -> Vec<u8> {
+    let mut model =
+        pb::ModelProto::decode(conv_with_weight(vec![1, 1, 1, 1], vec![1.0]).as_slice()).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    g.node = nodes
+        .iter()
+        .map(|(name, op, inputs, outputs)| pb::NodeProto {
+            name: Some(name.to_string()),
+            op_type: Some(op.to_string()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .collect();
+    model.encode_to_vec()
+}
+
+fn wiring_refusal(nodes: &[(&str, &str, &[&str], &[&str])]) -> Vec<String> {
+    match OnnxModel::from_bytes(&wired(nodes)) {
+        Ok(_) => panic!("accepted {nodes:?}"),
+        Err(e) => e
+            .field_errors()
+            .iter()
+            .map(|f| format!("{} | {}", f.path, f.reason))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_well_wired_graph_is_read() {
+    let nodes: &[(&str, &str, &[&str], &[&str])] = &[
+        ("conv", "Conv", &["x", "w"], &["h"]),
+        ("relu", "Relu", &["h", ""], &["y"]),
+    ];
+    OnnxModel::from_bytes(&wired(nodes)).unwrap();
+}
+
+#[test]
+fn a_cyclic_graph_is_refused_naming_the_node_and_the_cycle() {
+    let errors = wiring_refusal(&[
+        ("conv", "Conv", &["x", "w"], &["h"]),
+        ("add", "Add", &["h", "y"], &["z"]),
+        ("relu", "Relu", &["z"], &["y"]),
+    ]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("graph.node[add] | input \"y\" is produced by node \"relu\", which comes after it: the graph has a cycle"), "{errors:?}");
+}
+
+#[test]
+fn a_missing_initializer_is_refused_naming_the_tensor() {
+    let errors = wiring_refusal(&[("conv", "Conv", &["x", "w2"], &["y"])]);
+    assert_eq!(
+        errors,
+        vec!["graph.node[conv] | input \"w2\" is not a graph input, an initializer or any node's output (a missing initializer?)"]
+    );
+}
+
+#[test]
+fn twice_produced_names_and_unproduced_outputs_are_refused() {
+    let errors = wiring_refusal(&[
+        ("conv", "Conv", &["x", "w"], &["h"]),
+        ("relu", "Relu", &["h"], &["h"]),
+    ]);
+    assert_eq!(
+        errors,
+        vec![
+            "graph.node[relu] | output \"h\" is already produced elsewhere in the graph",
+            "graph.output | \"y\" is produced by no node, input or initializer",
+        ]
+    );
+}

@@ -14,6 +14,7 @@ use crate::problem::manifest::Manifest;
 use crate::problem::{Candidate, Problem};
 use crate::solve::answer::PlanStatus;
 use crate::solve::front::FrontIndex;
+use crate::solve::halt::Halt;
 use crate::solve::ilp::SolveStatus;
 use crate::solve::plan::plan_indexed;
 use crate::solve::request::PlanRequest;
@@ -26,6 +27,9 @@ use std::time::Instant;
 mod spec;
 
 pub use spec::{DeviceSpec, Fleet};
+
+/// Most neighbours a device may show on each side of its budget.
+pub const MAX_NEIGHBOURS: usize = 50;
 
 /// How much of each device's front to show.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,6 +64,12 @@ impl FleetOptions {
     /// Checks every option; each error names its option.
     pub fn check(&self) -> Result<()> {
         let mut errors = Vec::new();
+        if self.neighbours > MAX_NEIGHBOURS {
+            errors.push(FieldError::new(
+                "neighbours",
+                format!("must be at most {MAX_NEIGHBOURS}"),
+            ));
+        }
         if !(self.step > 0.0 && self.step < 1.0) {
             errors.push(FieldError::new("step", "must be within (0, 1)"));
         }
@@ -142,6 +152,17 @@ fn once<T: Clone>(map: &Shared<T>, key: String, make: impl FnOnce() -> T) -> T {
 /// high-bit layer the manifest lacks) is an error; a device whose budgets or bit-widths cannot be
 /// met is a result, and the others are still planned.
 pub fn plan_fleet(manifest: &Manifest, fleet: &Fleet, options: &FleetOptions) -> Result<FleetPlan> {
+    plan_fleet_halting(manifest, fleet, options, &Halt::default())
+}
+
+/// [`plan_fleet`], stopping with [`Error::Stopped`] when `halt` says so (checked before each
+/// device and each solve; no solve runs past its deadline).
+pub fn plan_fleet_halting(
+    manifest: &Manifest,
+    fleet: &Fleet,
+    options: &FleetOptions,
+    halt: &Halt,
+) -> Result<FleetPlan> {
     options.check()?;
     fleet.check(manifest)?;
     let started = Instant::now();
@@ -178,7 +199,9 @@ pub fn plan_fleet(manifest: &Manifest, fleet: &Fleet, options: &FleetOptions) ->
                     Ok((_, key)) => sharing[key.as_str()],
                     Err(_) => 1,
                 };
-                let r = plan_device(&restricted[i], device, shared, options, &cache);
+                let r = halt.check().and_then(|()| {
+                    plan_device(&restricted[i], device, shared, options, &cache, halt)
+                });
                 results.lock().expect("lock")[i] = Some(r);
             });
         }
@@ -224,6 +247,7 @@ fn plan_device(
     sharing: usize,
     options: &FleetOptions,
     cache: &Cache,
+    halt: &Halt,
 ) -> Result<DeviceResult> {
     let cost = device.primary_cost();
     let mut result = DeviceResult {
@@ -256,6 +280,7 @@ fn plan_device(
         front_index: sharing >= FRONT_SHARING,
         mip_gap: options.mip_gap,
         cache,
+        halt,
     };
 
     let best = solver.solve(&device.budgets, options.time_limit_s)?;
@@ -296,10 +321,12 @@ struct DeviceSolver<'a> {
     front_index: bool,
     mip_gap: f64,
     cache: &'a Cache,
+    halt: &'a Halt,
 }
 
 impl DeviceSolver<'_> {
     fn solve(&self, budgets: &Budgets, time_limit_s: f64) -> Result<Solved> {
+        self.halt.check()?;
         let problem_key = &self.problem_key;
         let key = format!(
             "{problem_key}\u{1}{}\u{1}{time_limit_s}",
@@ -320,7 +347,7 @@ impl DeviceSolver<'_> {
                     || FrontIndex::build(self.problem, axis).ok().map(Arc::new),
                 )
             });
-            plan_indexed(self.problem, &request, index.as_deref())
+            plan_indexed(self.problem, &request, index.as_deref(), self.halt)
                 .map(|p| Solved {
                     best: p.candidates.first().map(|c| (c.candidate.clone(), c.solve)),
                     infeasibility: p.infeasibility.clone(),

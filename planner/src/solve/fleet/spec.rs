@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 
 const WHAT: &str = "fleet";
 
+/// Most devices a fleet may list.
+pub const MAX_DEVICES: usize = 1000;
+
 /// A device of a fleet: its profile (name, latency model) plus what it can run and afford.
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
@@ -240,6 +243,13 @@ impl Fleet {
         }
         let mut devices = Vec::new();
         match value.get("devices").and_then(Value::as_array) {
+            Some(list) if list.len() > MAX_DEVICES => errors.push(FieldError::new(
+                "devices",
+                format!(
+                    "lists {} devices, more than the {MAX_DEVICES} a fleet may hold",
+                    list.len()
+                ),
+            )),
             Some(list) if !list.is_empty() => {
                 for (i, d) in list.iter().enumerate() {
                     match DeviceSpec::from_value(d.clone(), &format!("devices[{i}].")) {
