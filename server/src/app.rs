@@ -4,6 +4,7 @@
 //! database, blobs, metrics, caches and the job runner's handles); it handles no request.
 
 use crate::blobs::Blobs;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Db, PlanWriter, StoreError, StoreResult};
 use planner::{CostKind, FrontIndex, Manifest, Problem};
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// What `bitplan serve` was told (flags and environment).
 #[derive(Debug, Clone)]
@@ -35,6 +36,14 @@ pub struct Config {
     /// Most bytes a validation set's arrays may take, decompressed and in memory.
     pub max_npz_bytes: u64,
     pub request_timeout: Duration,
+    /// Uploads received at once; more are 503.
+    pub max_uploads: usize,
+    /// Model exports built at once; more are 503.
+    pub max_exports: usize,
+    /// Plans solved inside their request, off the async threads, at once; more are 503.
+    pub max_inline_solves: usize,
+    /// Jobs waiting in the queue; a request that would queue another is 503.
+    pub max_queued_jobs: usize,
     /// Upper bound on a plan request's `time_limit_s`.
     pub max_solve_time_s: f64,
     /// Jobs run at once.
@@ -69,6 +78,10 @@ impl Config {
     pub const EVAL_THREADS: usize = 1;
     pub const RETRY_BASE_S: f64 = 2.0;
     pub const JOB_DEADLINE_S: f64 = 24.0 * 3600.0;
+    pub const MAX_UPLOADS: usize = 4;
+    pub const MAX_EXPORTS: usize = 4;
+    pub const MAX_INLINE_SOLVES: usize = 8;
+    pub const MAX_QUEUED_JOBS: usize = 10_000;
 
     /// Defaults for a data directory (tests use this and adjust).
     pub fn new(data_dir: PathBuf) -> Config {
@@ -84,6 +97,10 @@ impl Config {
             max_upload_bytes: Self::MAX_UPLOAD_BYTES,
             max_npz_bytes: planner::eval::npz::MAX_NPZ_BYTES,
             request_timeout: Duration::from_secs_f64(Self::REQUEST_TIMEOUT_S),
+            max_uploads: Self::MAX_UPLOADS,
+            max_exports: Self::MAX_EXPORTS,
+            max_inline_solves: Self::MAX_INLINE_SOLVES,
+            max_queued_jobs: Self::MAX_QUEUED_JOBS,
             max_solve_time_s: Self::MAX_SOLVE_TIME_S,
             job_workers: Self::JOB_WORKERS,
             eval_concurrency: Self::EVAL_CONCURRENCY,
@@ -171,12 +188,43 @@ pub struct AppState {
     pub jobs: Arc<JobHub>,
     /// Group commit of plans created at once.
     pub plan_writer: PlanWriter,
+    /// How many uploads, exports and inline solves run at once.
+    gates: Arc<Gates>,
     /// Parsed manifests by supernet id, with the revision they were read at (a manifest changes
     /// when a sensitivity job, in any process, stores its measurements and bumps the revision).
     manifests: Arc<Mutex<HashMap<String, Revision>>>,
     /// Exact fronts by (supernet, device profile, cost, manifest contents), built once on first
     /// use; `None` when the front is too large to enumerate.
     fronts: Arc<Mutex<HashMap<FrontKey, FrontCell>>>,
+}
+
+/// Requests that hold a place while they run: past each limit, 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// `PUT …/model` and `PUT …/validation` (a file streamed to disk, then parsed).
+    Upload,
+    /// `GET /v1/candidates/{id}/model.onnx` (the model read and rewritten).
+    Export,
+    /// A plan solved inside its request off the async threads.
+    Solve,
+}
+
+#[derive(Debug)]
+struct Gates {
+    uploads: Arc<Semaphore>,
+    exports: Arc<Semaphore>,
+    solves: Arc<Semaphore>,
+}
+
+impl Gates {
+    fn new(config: &Config) -> Gates {
+        let gate = |n: usize| Arc::new(Semaphore::new(n.max(1)));
+        Gates {
+            uploads: gate(config.max_uploads),
+            exports: gate(config.max_exports),
+            solves: gate(config.max_inline_solves),
+        }
+    }
 }
 
 /// A manifest and the revision it was read at.
@@ -209,6 +257,7 @@ impl AppState {
                 .unwrap_or_else(|| config.data_dir.join("blobs")),
         )?;
         Ok(AppState {
+            gates: Arc::new(Gates::new(&config)),
             config: Arc::new(config),
             db: db.clone(),
             blobs,
@@ -218,6 +267,44 @@ impl AppState {
             manifests: Arc::new(Mutex::new(HashMap::new())),
             fronts: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// A place among the `gate`'s requests running at once, held until dropped; 503 with
+    /// `Retry-After` when every place is taken.
+    pub fn admit(&self, gate: Gate) -> Result<OwnedSemaphorePermit, ApiError> {
+        let (semaphore, limit, what, flag) = match gate {
+            Gate::Upload => (
+                &self.gates.uploads,
+                self.config.max_uploads,
+                "uploads",
+                "--max-uploads",
+            ),
+            Gate::Export => (
+                &self.gates.exports,
+                self.config.max_exports,
+                "exports",
+                "--max-exports",
+            ),
+            Gate::Solve => (
+                &self.gates.solves,
+                self.config.max_inline_solves,
+                "plan solves",
+                "--max-inline-solves",
+            ),
+        };
+        semaphore
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::busy(what, limit, flag))
+    }
+
+    /// 503 with `Retry-After` when the queue already holds `--max-queued-jobs` jobs.
+    pub async fn admit_job(&self) -> Result<(), ApiError> {
+        let limit = self.config.max_queued_jobs;
+        if self.db.queued_jobs().await? >= limit as i64 {
+            return Err(ApiError::busy("queued jobs", limit, "--max-queued-jobs"));
+        }
+        Ok(())
     }
 
     /// A supernet's checked manifest, at its current revision (cached).

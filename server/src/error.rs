@@ -15,9 +15,14 @@ pub struct ApiError {
     pub message: String,
     pub fields: Vec<FieldError>,
     pub details: Option<Box<Value>>,
+    /// Seconds to wait before trying again (`Retry-After`), for 503s of a busy service.
+    pub retry_after_s: Option<u32>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// What a busy 503 tells a client to wait, seconds.
+const BUSY_RETRY_AFTER_S: u32 = 2;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -27,7 +32,19 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             details: None,
+            retry_after_s: None,
         }
+    }
+
+    /// 503: the service already runs as many of `what` as it allows (`flag`); try again later.
+    pub fn busy(what: &str, limit: usize, flag: &str) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("the service already runs {limit} {what} at once ({flag}); try again shortly"),
+        );
+        e.retry_after_s = Some(BUSY_RETRY_AFTER_S);
+        e
     }
 
     pub fn not_found(what: &str, id: &str) -> ApiError {
@@ -106,6 +123,7 @@ impl From<planner::Error> for ApiError {
                     message,
                     fields: errors,
                     details: None,
+                    retry_after_s: None,
                 }
             }
             planner::Error::TooLarge(m) => {
@@ -140,6 +158,12 @@ impl IntoResponse for ApiError {
             "fields": self.fields,
             "details": self.details,
         }});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }

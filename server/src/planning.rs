@@ -2,7 +2,7 @@
 //! solving it, and storing a plan solved at once. Used by the HTTP handler (small plans answer at
 //! once) and by the job runner (big ones).
 
-use crate::app::AppState;
+use crate::app::{AppState, Gate};
 use crate::error::ApiError;
 use crate::store::{new_id, now_ms, CandidateFields, JobRow, NewPlan, PlanRow, PlanStatus};
 use planner::Halt;
@@ -143,6 +143,13 @@ pub fn plan_status(plan: &Plan) -> PlanStatus {
     }
 }
 
+/// Where a solve runs: inside a request (bounded by `--max-inline-solves`) or in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Solving {
+    InRequest,
+    InJob,
+}
+
 /// Raises its flag when dropped: a solve whose request was dropped (its client gone, or its
 /// timeout answered) stops at its next check instead of running on.
 #[derive(Debug)]
@@ -163,6 +170,7 @@ pub async fn solve(
     body: &PlanBody,
     prepared: Prepared,
     halt: Halt,
+    solving: Solving,
 ) -> Result<Plan, ApiError> {
     let dropped = Arc::new(AtomicBool::new(false));
     let _raise = RaiseOnDrop(dropped.clone());
@@ -184,6 +192,12 @@ pub async fn solve(
             &halt,
         )?
     } else {
+        // A solve inside a request holds one of `--max-inline-solves` places (jobs are bounded
+        // by their workers).
+        let _place = match solving {
+            Solving::InRequest => Some(state.admit(Gate::Solve)?),
+            Solving::InJob => None,
+        };
         tokio::task::spawn_blocking(move || {
             planner::plan_indexed(
                 &prepared.problem,
@@ -227,12 +241,13 @@ pub async fn create(
         now: now_ms(),
     };
     if body.needs_job(&prepared.problem) {
+        state.admit_job().await?;
         return queue(state, new).await;
     }
     // Within the request's timeout (which answers 503 at the same moment).
     let deadline = Instant::now() + state.config.request_timeout;
     let halt = Halt::new(Arc::default(), Some(deadline));
-    let plan = solve(state, supernet_id, body, prepared, halt).await?;
+    let plan = solve(state, supernet_id, body, prepared, halt, Solving::InRequest).await?;
     if let Some(inf) = &plan.infeasibility {
         return Err(ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,

@@ -42,6 +42,20 @@ pub struct ServeArgs {
     /// Largest model or validation-set upload, bytes.
     #[arg(long, env = "BITPLAN_MAX_UPLOAD_BYTES", default_value_t = Config::MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
+    /// Uploads (models, validation sets) received at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "BITPLAN_MAX_UPLOADS", default_value_t = Config::MAX_UPLOADS)]
+    pub max_uploads: usize,
+    /// Model exports built at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "BITPLAN_MAX_EXPORTS", default_value_t = Config::MAX_EXPORTS)]
+    pub max_exports: usize,
+    /// Plans solved inside their request (pools on small manifests; single solves not answered
+    /// from a cached front) at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "BITPLAN_MAX_INLINE_SOLVES", default_value_t = Config::MAX_INLINE_SOLVES)]
+    pub max_inline_solves: usize,
+    /// Jobs waiting in the queue; a request that would queue another is answered 503 with
+    /// Retry-After.
+    #[arg(long, env = "BITPLAN_MAX_QUEUED_JOBS", default_value_t = Config::MAX_QUEUED_JOBS)]
+    pub max_queued_jobs: usize,
     /// Requests taking longer are answered 503 (event streams and uploads excepted).
     #[arg(long, env = "BITPLAN_REQUEST_TIMEOUT_S", default_value_t = Config::REQUEST_TIMEOUT_S)]
     pub request_timeout_s: f64,
@@ -70,6 +84,10 @@ impl ServeArgs {
         c.loopback_hosts_only = self.addr.ip().is_loopback();
         c.max_json_bytes = self.max_json_bytes;
         c.max_upload_bytes = self.max_upload_bytes;
+        c.max_uploads = self.max_uploads.max(1);
+        c.max_exports = self.max_exports.max(1);
+        c.max_inline_solves = self.max_inline_solves.max(1);
+        c.max_queued_jobs = self.max_queued_jobs.max(1);
         c.request_timeout = seconds("request-timeout-s", self.request_timeout_s)?;
         Ok(c)
     }

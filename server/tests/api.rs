@@ -8,7 +8,7 @@ mod pg;
 
 use axum::body::Body;
 use axum::http::{header, Request};
-use bitplan::app::{AppState, Config};
+use bitplan::app::{AppState, Config, Gate};
 use contract::Contract;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -954,6 +954,107 @@ async fn a_model_upload_with_a_weight_shape_of_no_values_is_refused() {
     );
     let r = svc.call("GET", &format!("/v1/supernets/{sn}"), None).await;
     assert_eq!(r.json()["model"], Value::Null, "{}", r.json());
+}
+
+/// The 503 of a busy service: code `busy`, the flag named, and `Retry-After`.
+fn assert_busy(r: &Resp, flag: &str) {
+    assert_eq!(r.status, 503, "{}", r.json());
+    assert_eq!(error_code(r), "busy");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains(flag), "{message}");
+    assert_eq!(r.headers[header::RETRY_AFTER], "2");
+}
+
+/// Uploads, exports and solves inside requests hold a place while they run, and the queue holds
+/// at most `--max-queued-jobs`: past each limit a 503 says so, and a freed place is taken again.
+#[tokio::test]
+async fn requests_past_their_concurrency_limits_are_busy() {
+    // No runner: queued jobs stay queued.
+    let svc = Svc::new(|c| c.max_queued_jobs = 2, false).await;
+    let sn = svc.digits().await;
+    let plans = format!("/v1/supernets/{sn}/plans");
+    let plan = |body: Value| svc.call("POST", &plans, Some(body));
+    for _ in 0..2 {
+        assert_eq!(
+            plan(json!({"pareto": "size", "async": true})).await.status,
+            202
+        );
+    }
+    let r = plan(json!({"pareto": "size", "async": true})).await;
+    assert_busy(&r, "--max-queued-jobs");
+    let job = svc.call("GET", "/v1/jobs?status=queued", None).await.json()["jobs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    svc.call("POST", &format!("/v1/jobs/{job}/cancel"), None)
+        .await;
+    assert_eq!(
+        plan(json!({"pareto": "size", "async": true})).await.status,
+        202
+    );
+
+    // Every place of a gate taken (the limit is 1 here, the default larger).
+    let svc = Svc::new(
+        |c| {
+            c.max_uploads = 1;
+            c.max_exports = 1;
+            c.max_inline_solves = 1;
+        },
+        false,
+    )
+    .await;
+    let sn = svc.digits().await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"paper_pool": true, "budgets": {"max_avg_bits": 5}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let candidate = r.json()["candidates"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = svc.state.admit(Gate::Solve).unwrap();
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/plans"),
+            Some(json!({"paper_pool": true, "budgets": {"max_avg_bits": 5}})),
+        )
+        .await;
+    assert_busy(&r, "--max-inline-solves");
+    drop(held);
+    let held = svc.state.admit(Gate::Export).unwrap();
+    let r = svc
+        .call(
+            "GET",
+            &format!("/v1/candidates/{candidate}/model.onnx"),
+            None,
+        )
+        .await;
+    assert_busy(&r, "--max-exports");
+    drop(held);
+    let r = svc
+        .call(
+            "GET",
+            &format!("/v1/candidates/{candidate}/model.onnx"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let held = svc.state.admit(Gate::Upload).unwrap();
+    let model = std::fs::read(repo().join("testdata/digits-cnn/digits_cnn.onnx")).unwrap();
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), model.clone())
+        .await;
+    assert_busy(&r, "--max-uploads");
+    drop(held);
+    let r = svc
+        .upload(&format!("/v1/supernets/{sn}/model"), model)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
 }
 
 #[tokio::test]

@@ -224,6 +224,7 @@ pub async fn create_fleet_plan(
             )));
         }
     }
+    state.admit_job().await?;
     let v = queue_fleet_plan(&state, &supernet_id, &body, &doc).await?;
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }

@@ -3,7 +3,7 @@
 //! Handlers parse, call `crate::planning` and the store, and serialise; solving is the planner's.
 
 use super::{bad_query, ApiJson, ApiQuery};
-use crate::app::AppState;
+use crate::app::{AppState, Gate};
 use crate::error::{ApiError, ApiResult};
 use crate::planning::{self, Created, PlanBody};
 use crate::store::{
@@ -30,8 +30,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiRe
 }
 
 /// `POST /v1/supernets/{id}/plans`. Small plans are solved at once: 201 with the plan and its
-/// candidates (422 with the smallest achievable values when the budgets cannot be met). Big
-/// pools, or `"async": true`, answer 202 with the pending plan and the job that solves it.
+/// first candidates by rank (at most a default page; `candidate_count` is the total, and
+/// `GET /v1/plans/{id}/candidates` pages through them), or 422 with the smallest achievable values
+/// when the budgets cannot be met. Big pools, or `"async": true`, answer 202 with the pending plan
+/// and the job that solves it.
 pub async fn create(
     State(state): State<AppState>,
     Path(supernet_id): Path<String>,
@@ -48,13 +50,16 @@ pub async fn create(
             let manifest = state.manifest(&supernet_id).await?;
             let mut v = plan.to_json();
             let names = layer_names(&manifest);
-            v["candidates"] = json!(state
-                .db
-                .candidates_of(&plan_id, false)
-                .await?
-                .iter()
-                .map(|c| c.to_json(&names))
-                .collect::<Vec<_>>());
+            let first = CandidatePage {
+                sort: 0,
+                descending: false,
+                limit: DEFAULT_PAGE,
+                offset: 0,
+                filter: CandidateFilter::default(),
+                activations: false,
+            };
+            let (_, rows) = state.db.candidate_page(&plan_id, &first).await?;
+            v["candidates"] = json!(rows.iter().map(|c| c.to_json(&names)).collect::<Vec<_>>());
             Ok((StatusCode::CREATED, Json(v)).into_response())
         }
     }
@@ -246,6 +251,7 @@ pub async fn export_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    let _place = state.admit(Gate::Export)?;
     let row = state.db.candidate(&id, false).await?;
     let supernet = state.db.supernet(&row.supernet_id).await?;
     let hash = supernet.model_hash.ok_or_else(|| {
@@ -336,6 +342,7 @@ pub async fn queue_evaluation(
         .candidates_of(plan_id, quantize_activations)
         .await?;
     let chosen = chosen_candidates(&rows, candidate_ids, plan_id)?;
+    state.admit_job().await?;
     // Distinct configurations, in the order asked.
     let mut seen = BTreeSet::new();
     let bits: Vec<String> = chosen

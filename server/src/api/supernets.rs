@@ -3,7 +3,7 @@
 //! Handlers check and store; measuring a supernet is a job's (`crate::jobs::sensitivity`).
 
 use super::{ApiJson, ApiQuery};
-use crate::app::AppState;
+use crate::app::{AppState, Gate};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Deleted, SensitivityWork, Upload, Work};
 use axum::body::Body;
@@ -118,6 +118,7 @@ pub async fn put_validation(
 /// Streams an upload to the blob store, checks it against the manifest (and the other file, when
 /// present), then points the supernet at it. A refused upload leaves the supernet as it was.
 async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResult<Json<Value>> {
+    let _place = state.admit(Gate::Upload)?;
     state.db.supernet(id).await?;
     let received = state
         .blobs
@@ -232,6 +233,7 @@ pub async fn measure_sensitivity(
         )));
     }
     let manifest = state.manifest(&id).await?;
+    state.admit_job().await?;
     let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
     let work = Work::Sensitivity(SensitivityWork {
         metric: body.metric,

@@ -19,7 +19,15 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let body: PlanBody = serde_json::from_str(&plan.request)
         .map_err(|e| JobError::permanent(format!("stored plan request: {e}")))?;
     let prepared = body.prepare(&manifest, f64::INFINITY)?;
-    let solved = planning::solve(state, &plan.supernet_id, &body, prepared, ctx.halt()).await;
+    let solved = planning::solve(
+        state,
+        &plan.supernet_id,
+        &body,
+        prepared,
+        ctx.halt(),
+        planning::Solving::InJob,
+    )
+    .await;
     // A solve stopped by the job's halt ends as the checkpoint says (cancelled, overdue, ...).
     if let Some(o) = ctx.checkpoint() {
         return Ok(o);

@@ -295,6 +295,14 @@ impl Db {
         )
     }
 
+    /// Jobs waiting in the queue.
+    pub async fn queued_jobs(&self) -> StoreResult<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE status = 'queued'")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n)
+    }
+
     /// Stored jobs counted by status.
     pub async fn job_counts(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(
