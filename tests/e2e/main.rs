@@ -4,6 +4,7 @@ mod contract;
 mod evaluate_cli;
 mod fleet_cli;
 mod fresh_machine;
+mod hostile;
 mod pg;
 mod plan_cli;
 mod sensitivity_cli;

@@ -114,7 +114,7 @@ mod tensors;
 mod topology;
 
 pub use tensors::{data_type_name, declared_dims, declared_elem_type, int_attribute};
-use tensors::{tensor_values, weight_shape};
+use tensors::{stored_len, tensor_values, weight_shape};
 
 impl OnnxModel {
     /// Decodes an ONNX file's bytes and checks the graph's wiring (no cycle, no missing tensor).
@@ -320,11 +320,11 @@ impl OnnxModel {
                 _ => None,
             };
             let Some(weight) = weight_input else { continue };
-            let (dims, source) = if let Some((t, src)) = constants.get(weight.as_str()) {
-                (t.dims.clone(), src.clone())
+            let (tensor, source) = if let Some((t, src)) = constants.get(weight.as_str()) {
+                (*t, src.clone())
             } else if let Some((dq, integer)) = dequantized.get(weight.as_str()) {
                 (
-                    constants[integer].0.dims.clone(),
+                    constants[integer].0,
                     WeightSource::Dequantized {
                         node: node_name(dq),
                         integer: integer.to_string(),
@@ -341,7 +341,13 @@ impl OnnxModel {
                     format!("{op} weight {weight:?} {reason}"),
                 )
             };
-            let shape = weight_shape(&dims).map_err(invalid)?;
+            let shape = weight_shape(&tensor.dims).map_err(invalid)?;
+            let declared: usize = shape.iter().product();
+            if let Some(held) = stored_len(tensor).filter(|&n| n != declared) {
+                return Err(invalid(format!(
+                    "has shape {shape:?} ({declared} values) but holds {held} values"
+                )));
+            }
             let (axis, channels, inner) = channel_layout(node, &shape).map_err(invalid)?;
             layers.push(WeightedLayer {
                 node: name,

@@ -68,6 +68,24 @@ pub(super) fn weight_shape(dims: &[i64]) -> std::result::Result<Vec<usize>, Stri
     Ok(shape)
 }
 
+/// How many values a tensor holds in the model file, by its element type (`None` for data in an
+/// external file, or a type bitplan does not read).
+pub(super) fn stored_len(t: &pb::TensorProto) -> Option<usize> {
+    use pb::tensor_proto::DataType as D;
+    if crate::eval::external::is_external(t) {
+        return None;
+    }
+    let raw = t.raw_data.as_deref().unwrap_or(&[]).len();
+    match D::try_from(t.data_type.unwrap_or(0)).ok()? {
+        D::Float if raw > 0 => Some(raw / 4),
+        D::Float => Some(t.float_data.len()),
+        D::Int8 | D::Uint8 if raw > 0 => Some(raw),
+        D::Int32 if raw > 0 => Some(raw / 4),
+        D::Int8 | D::Uint8 | D::Int32 => Some(t.int32_data.len()),
+        _ => None,
+    }
+}
+
 /// The values of a tensor as f32 (float, or integer types converted exactly).
 pub(super) fn tensor_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     use pb::tensor_proto::DataType as D;
