@@ -131,3 +131,80 @@ fn twice_produced_names_and_unproduced_outputs_are_refused() {
         ]
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A small valid model: Conv, Relu, Gemm over initializers.
+    fn sample() -> Vec<u8> {
+        let mut model =
+            pb::ModelProto::decode(conv_with_weight(vec![2, 1, 1, 1], vec![1.0, -2.0]).as_slice())
+                .unwrap();
+        let g = model.graph.as_mut().unwrap();
+        g.node[0].output = vec!["h".into()];
+        g.node.push(pb::NodeProto {
+            name: Some("fc".into()),
+            op_type: Some("Gemm".into()),
+            input: vec!["h".into(), "b".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        });
+        g.initializer.push(pb::TensorProto {
+            name: Some("b".into()),
+            dims: vec![3, 2],
+            data_type: Some(pb::tensor_proto::DataType::Float as i32),
+            raw_data: Some((0..6).flat_map(|i| (i as f32).to_le_bytes()).collect()),
+            ..Default::default()
+        });
+        model.encode_to_vec()
+    }
+
+    /// Everything reading a model does before it runs: decoding, the wiring check, the weighted
+    /// layers and their values.
+    fn read(bytes: &[u8]) {
+        if let Ok(model) = OnnxModel::from_bytes(bytes) {
+            let _ = model.data_inputs();
+            if let Ok(layers) = model.weighted_layers() {
+                for l in &layers {
+                    let _ = model.weight_values(l);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_reads() {
+        let model = OnnxModel::from_bytes(&sample()).unwrap();
+        assert_eq!(model.weighted_layers().unwrap().len(), 2);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Any corruption of a valid model (bytes overwritten, the end cut off) is an error or a
+        /// model, never a panic or a runaway allocation.
+        #[test]
+        fn corrupted_models_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = sample();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            read(&bytes);
+        }
+
+        /// Arbitrary bytes are an error or a model, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            read(&bytes);
+        }
+    }
+}
