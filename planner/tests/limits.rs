@@ -4,7 +4,7 @@
 use planner::problem::synth;
 use planner::{
     plan, plan_indexed, Budgets, CostKind, Error, Halt, PlanRequest, Problem, Sweep, MAX_POINTS,
-    MAX_SOLVES, MAX_SWEEP_POINTS,
+    MAX_SOLVES, MAX_SWEEP_POINTS, MAX_TOTAL_STATES,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -136,5 +136,10 @@ fn a_front_holding_too_many_states_is_refused() {
     };
     let e = plan(&p, &front).unwrap_err();
     assert!(matches!(e, Error::TooLarge(_)), "{e}");
-    assert!(e.to_string().contains("partial states"), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "holds more than {MAX_TOTAL_STATES} partial states in all"
+        )),
+        "{e}"
+    );
 }

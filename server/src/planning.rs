@@ -194,11 +194,14 @@ pub async fn solve(
     } else {
         // A solve inside a request holds one of `--max-inline-solves` places (jobs are bounded
         // by their workers).
-        let _place = match solving {
+        let place = match solving {
             Solving::InRequest => Some(state.admit(Gate::Solve)?),
             Solving::InJob => None,
         };
+        // The place is held by the blocking work, which outlives a dropped request until its
+        // halt is seen.
         tokio::task::spawn_blocking(move || {
+            let _place = place;
             planner::plan_indexed(
                 &prepared.problem,
                 &prepared.request,

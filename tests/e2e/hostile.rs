@@ -140,9 +140,19 @@ const CASES: &[Case] = &[
     ),
     case("npz/big_endian.npz", Via::Validation, 422, "big-endian"),
     case("npz/float16.npz", Via::Validation, 422, "float16"),
-    case("npz/negative_labels.npz", Via::Validation, 422, "y"),
+    case(
+        "npz/negative_labels.npz",
+        Via::Validation,
+        422,
+        "y[0]: labels must be non-negative integers, found -1",
+    ),
     case("npz/no_input.npz", Via::Validation, 422, "no input array"),
-    case("npz/wrong_input_shape.npz", Via::Validation, 422, "x"),
+    case(
+        "npz/wrong_input_shape.npz",
+        Via::Validation,
+        422,
+        "does not fit the model input",
+    ),
     case("onnx/not_onnx.onnx", Via::Model, 422, "not an ONNX model"),
     case("onnx/truncated.onnx", Via::Model, 422, "not an ONNX model"),
     case("onnx/no_nodes.onnx", Via::Model, 422, "no graph nodes"),
@@ -327,8 +337,20 @@ fn manifest_of(n: usize) -> Value {
 
 #[test]
 fn the_hostile_corpus_is_refused_by_the_service_naming_each_problem() {
-    let files = std::fs::read_dir(corpus()).unwrap().count();
-    assert!(files >= 4, "tests/hostile/ has {files} entries");
+    // Every committed file is a case, and there are at least 30.
+    for c in CASES {
+        assert!(corpus().join(c.file).is_file(), "{}", c.file);
+    }
+    let files: usize = std::fs::read_dir(corpus())
+        .unwrap()
+        .filter_map(|d| std::fs::read_dir(d.ok()?.path()).ok())
+        .map(|d| d.count())
+        .sum();
+    assert_eq!(
+        files,
+        CASES.len(),
+        "files under tests/hostile/*/ against cases"
+    );
     assert!(CASES.len() >= 30, "{}", CASES.len());
     let dir = tempfile::tempdir().unwrap();
     let env = ort_env();

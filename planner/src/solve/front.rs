@@ -210,7 +210,7 @@ fn enumerate(
                 |om, ax| promising(om, ax, g + 1),
             )
         } else {
-            merge_nd(cur, &choices, &dims, &fits, &promising, axis, g + 1)?
+            merge_nd(cur, &choices, &dims, &fits, &promising, axis, g + 1, halt)?
         };
         if next.axis.len() > MAX_STATES {
             return Err(Error::TooLarge(format!(
@@ -222,7 +222,7 @@ fn enumerate(
         held += next.axis.len();
         if held > MAX_TOTAL_STATES {
             return Err(Error::TooLarge(format!(
-                "the exact front holds more than {MAX_TOTAL_STATES} partial states over its first {} of {} groups; narrow the budgets or use a sweep",
+                "the exact front holds more than {MAX_TOTAL_STATES} partial states in all over its first {} of {} groups; narrow the budgets or use a sweep",
                 g + 1,
                 groups.len()
             )));
@@ -351,6 +351,8 @@ fn merge_2d(
 }
 
 /// Merge with budgets on other costs: keep states not dominated in (axis, others, Omega).
+// One stage step's inputs, each used once; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn merge_nd(
     cur: &Stage,
     choices: &[(u8, f64, f64, Vec<f64>)],
@@ -359,9 +361,18 @@ fn merge_nd(
     promising: &impl Fn(f64, f64, usize) -> bool,
     axis: CostKind,
     g_next: usize,
+    halt: &Halt,
 ) -> Result<Stage> {
     let nd = dims.len();
     let n = cur.axis.len();
+    if n.saturating_mul(choices.len()) > MAX_STATES.saturating_mul(4) {
+        return Err(Error::TooLarge(format!(
+            "the exact front under budgets on {} costs would weigh {} partial states at group {g_next}, more than {}; narrow the budgets or use a sweep",
+            nd + 1,
+            n.saturating_mul(choices.len()),
+            MAX_STATES.saturating_mul(4)
+        )));
+    }
     let mut cand: Vec<(f64, f64, u32, u8, usize)> = Vec::with_capacity(n * choices.len());
     let mut other_vals: Vec<f64> = Vec::with_capacity(n * choices.len() * nd);
     for i in 0..n {
@@ -385,7 +396,11 @@ fn merge_nd(
     cand.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
 
     let mut out = Stage::default();
-    for (ax, om, parent, choice, start) in cand {
+    for (j, (ax, om, parent, choice, start)) in cand.into_iter().enumerate() {
+        // The dominance scan is quadratic in the states kept: look up now and then.
+        if j % 4096 == 0 {
+            halt.check()?;
+        }
         let oth = &other_vals[start..start + nd];
         // Kept states all have axis <= this one (sorted); one no worse in Omega and every other cost dominates.
         let dominated = (0..out.axis.len())

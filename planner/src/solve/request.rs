@@ -177,10 +177,15 @@ impl PlanRequest {
         errors.extend(check_mip_gap(self.mip_gap));
         let solves = self.solves(problem);
         if errors.is_empty() && solves > MAX_SOLVES {
-            let field = if self.paper_pool {
+            // Named after the largest share of the solves.
+            let (sweep, points) = (self.sweep.map_or(0, |s| s.points), self.points.unwrap_or(0));
+            let pool = solves.saturating_sub(sweep + points);
+            let field = if self.paper_pool && pool >= sweep.max(points) {
                 "paper_pool"
-            } else {
+            } else if sweep >= points {
                 "sweep.points"
+            } else {
+                "points"
             };
             errors.push(crate::FieldError::new(
                 field,

@@ -95,6 +95,16 @@ pub async fn create_fleet(
             "must list at least one device",
         ));
     }
+    let max = planner::solve::fleet::MAX_DEVICES;
+    if body.devices.len() > max {
+        return Err(ApiError::invalid(
+            "devices",
+            format!(
+                "lists {} devices, more than the {max} a fleet may hold",
+                body.devices.len()
+            ),
+        ));
+    }
     let names = device_names(&state, &body.devices).await?;
     let devices: Vec<FleetDevice> = body
         .devices

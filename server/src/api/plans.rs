@@ -251,7 +251,7 @@ pub async fn export_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let _place = state.admit(Gate::Export)?;
+    let place = state.admit(Gate::Export)?;
     let row = state.db.candidate(&id, false).await?;
     let supernet = state.db.supernet(&row.supernet_id).await?;
     let hash = supernet.model_hash.ok_or_else(|| {
@@ -264,6 +264,8 @@ pub async fn export_model(
     let manifest = state.manifest(&row.supernet_id).await?;
     let bits = row.bit_list();
     let qdq = tokio::task::spawn_blocking(move || {
+        // Held by the blocking work, which a dropped request does not stop.
+        let _place = place;
         let model = planner::eval::onnx::OnnxModel::from_bytes(&model)?;
         planner::eval::export::export_qdq(&model, &manifest, &bits)
     })
@@ -377,17 +379,24 @@ fn chosen_candidates<'a>(
             "candidate_ids",
             "must not be empty (omit it for all)",
         )),
-        Some(ids) => ids
-            .iter()
-            .enumerate()
-            .map(|(i, cid)| {
-                rows.iter().find(|r| &r.fields.id == cid).ok_or_else(|| {
-                    ApiError::invalid(
-                        format!("candidate_ids[{i}]"),
-                        format!("{cid:?} is not a candidate of plan {plan_id:?}"),
-                    )
+        Some(ids) if ids.len() > MAX_PAGE as usize => Err(ApiError::invalid(
+            "candidate_ids",
+            format!("lists {} candidates, more than {MAX_PAGE}", ids.len()),
+        )),
+        Some(ids) => {
+            let by_id: std::collections::HashMap<&str, &CandidateRow> =
+                rows.iter().map(|r| (r.fields.id.as_str(), r)).collect();
+            ids.iter()
+                .enumerate()
+                .map(|(i, cid)| {
+                    by_id.get(cid.as_str()).copied().ok_or_else(|| {
+                        ApiError::invalid(
+                            format!("candidate_ids[{i}]"),
+                            format!("{cid:?} is not a candidate of plan {plan_id:?}"),
+                        )
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }
     }
 }

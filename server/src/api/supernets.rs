@@ -118,7 +118,7 @@ pub async fn put_validation(
 /// Streams an upload to the blob store, checks it against the manifest (and the other file, when
 /// present), then points the supernet at it. A refused upload leaves the supernet as it was.
 async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResult<Json<Value>> {
-    let _place = state.admit(Gate::Upload)?;
+    let place = state.admit(Gate::Upload)?;
     state.db.supernet(id).await?;
     let received = state
         .blobs
@@ -132,7 +132,7 @@ async fn upload(state: &AppState, id: &str, what: Upload, body: Body) -> ApiResu
         state.db.insert_blob(&stored.hash, stored.bytes).await?;
         stored
     };
-    let checked = check_upload(state, id, what, &stored.hash).await;
+    let checked = check_upload(state, id, what, &stored.hash, place).await;
     let samples = match checked {
         Ok(samples) => samples,
         Err(e) => {
@@ -161,6 +161,7 @@ async fn check_upload(
     id: &str,
     what: Upload,
     hash: &str,
+    place: tokio::sync::OwnedSemaphorePermit,
 ) -> ApiResult<Option<usize>> {
     let manifest = state.manifest(id).await?;
     let row = state.db.supernet(id).await?;
@@ -175,6 +176,8 @@ async fn check_upload(
     };
     let max_npz_bytes = state.config.max_npz_bytes;
     tokio::task::spawn_blocking(move || {
+        // The upload's place is held by the parsing, which a dropped request does not stop.
+        let _place = place;
         let (model_bytes, data_bytes) = match what {
             Upload::Model => (Some(bytes), other),
             Upload::Validation => (other, Some(bytes)),

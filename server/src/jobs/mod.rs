@@ -256,7 +256,13 @@ impl Ctx {
             Some(Outcome::Lost)
         } else if self.stops.cancel.load(Ordering::SeqCst) {
             Some(Outcome::Cancelled("cancelled".into()))
-        } else if self.stops.overdue.load(Ordering::SeqCst) {
+        } else if self.stops.overdue.load(Ordering::SeqCst)
+            // The solve's halt stops at the deadline itself, maybe before the heartbeat's tick.
+            || self
+                .job
+                .deadline_at
+                .is_some_and(|d| crate::store::now_ms() >= d)
+        {
             Some(Outcome::Failed(JobError::permanent(format!(
                 "the job ran past its deadline ({} s from its first start)",
                 self.state.config.job_deadline.as_secs_f64()
@@ -308,10 +314,7 @@ fn heartbeat(ctx: &Ctx) -> tokio::task::JoinHandle<()> {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(HEARTBEAT).await;
-            if stops.any() || *shutdown.borrow() {
-                stops.halted.store(true, Ordering::SeqCst);
-            }
-            if deadline.is_some_and(|d| crate::store::now_ms() > d) {
+            if deadline.is_some_and(|d| crate::store::now_ms() >= d) {
                 stops.overdue.store(true, Ordering::SeqCst);
             }
             let lost = match tokio::time::timeout(LEASE / 4, db.renew(&id, &owner)).await {
@@ -335,6 +338,12 @@ fn heartbeat(ctx: &Ctx) -> tokio::task::JoinHandle<()> {
             if lost {
                 tracing::warn!("job {id}: lease lost; stopping without recording anything");
                 stops.lost.store(true, Ordering::SeqCst);
+            }
+            // Any reason to stop, raised this tick, reaches a solve inside the job at once.
+            if stops.any() || *shutdown.borrow() {
+                stops.halted.store(true, Ordering::SeqCst);
+            }
+            if lost {
                 return;
             }
         }

@@ -427,7 +427,8 @@ pub fn read_npz_within(bytes: &[u8], max_bytes: u64) -> Result<BTreeMap<String, 
                 buf.len()
             )));
         }
-        let arr = parse_npy_within(&buf, left.saturating_add(declared)).map_err(invalid)?;
+        // The member's bytes are held while its values are read: both count.
+        let arr = parse_npy_within(&buf, left, max_bytes).map_err(invalid)?;
         // The member's bytes are dropped; its values stay.
         left = (left + declared).saturating_sub(arr.values.len() as u64 * VALUE_BYTES);
         out.insert(name, arr);
@@ -472,11 +473,12 @@ pub fn to_npz(arrays: &[(&str, &Array)]) -> Vec<u8> {
 
 /// Parses one `.npy` file (format versions 1-3, little-endian or byte-sized dtypes, C order).
 pub fn parse_npy(b: &[u8]) -> std::result::Result<Array, String> {
-    parse_npy_within(b, MAX_NPZ_BYTES)
+    parse_npy_within(b, MAX_NPZ_BYTES, MAX_NPZ_BYTES)
 }
 
-/// [`parse_npy`], refusing an array whose values would take more than `max_bytes` in memory.
-fn parse_npy_within(b: &[u8], max_bytes: u64) -> std::result::Result<Array, String> {
+/// [`parse_npy`], refusing an array whose values would take more than `left` bytes in memory
+/// (what is left of the `max_bytes` an npz may hold).
+fn parse_npy_within(b: &[u8], left: u64, max_bytes: u64) -> std::result::Result<Array, String> {
     let (header, data) = npy_header(b)?;
     let descr = header_field(header, "descr")?;
     let descr = descr
@@ -506,7 +508,7 @@ fn parse_npy_within(b: &[u8], max_bytes: u64) -> std::result::Result<Array, Stri
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| format!("shape {shape:?} has more values than can be addressed"))?;
-    if (n as u64).saturating_mul(VALUE_BYTES) > max_bytes {
+    if (n as u64).saturating_mul(VALUE_BYTES) > left {
         return Err(format!(
             "shape {shape:?} holds {n} values, {} bytes once read, past the {max_bytes} bytes an npz may hold",
             (n as u64).saturating_mul(VALUE_BYTES)

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 mod spec;
 
-pub use spec::{DeviceSpec, Fleet};
+pub use spec::{DeviceSpec, Fleet, MAX_DEVICES};
 
 /// Most neighbours a device may show on each side of its budget.
 pub const MAX_NEIGHBOURS: usize = 50;
