@@ -197,6 +197,23 @@ impl Problem {
 
     /// Prices a bit-width per layer (in manifest order), checking ties, pins and allowed bits.
     pub fn candidate_from_bits(&self, bits: &[u8]) -> Result<Candidate> {
+        Ok(self.candidate(&self.picks_from_bits(bits)?))
+    }
+
+    /// The choice per group of a bit-width per layer (in manifest order), checking ties, pins
+    /// and allowed bits.
+    pub fn picks_from_bits(&self, bits: &[u8]) -> Result<Vec<usize>> {
+        if bits.len() != self.layer_group.len() {
+            return Err(Error::invalid(
+                "bit configuration",
+                "",
+                format!(
+                    "{} bit-widths for {} layers",
+                    bits.len(),
+                    self.layer_group.len()
+                ),
+            ));
+        }
         let mut picks = vec![usize::MAX; self.groups.len()];
         let mut errors = Vec::new();
         for (i, (&b, &g)) in bits.iter().zip(&self.layer_group).enumerate() {
@@ -226,7 +243,7 @@ impl Problem {
             }
         }
         crate::Error::check("bit configuration", errors)?;
-        Ok(self.candidate(&picks))
+        Ok(picks)
     }
 
     /// Per group, the choices a solve may take: the one `fixed` names, else all of them.

@@ -18,6 +18,7 @@ mod hasb;
 mod ilp;
 mod plan;
 mod request;
+pub mod search;
 
 pub use answer::{
     bare_candidate_json, candidate_json, Plan, PlanStatus, PlannedCandidate, Solver, Solvers,

@@ -1,0 +1,259 @@
+//! The fit against measurements it was trained on, and the loop against a model whose layers
+//! interact, with brute force as the oracle.
+
+use super::*;
+use crate::problem::synth;
+use crate::Manifest;
+
+fn random_picks(problem: &Problem, rng: &mut synth::Rng) -> Vec<usize> {
+    problem
+        .groups
+        .iter()
+        .map(|g| rng.below(g.choices.len() as u64) as usize)
+        .collect()
+}
+
+#[test]
+fn the_fitted_objective_reproduces_its_training_measurements() {
+    let problem = Problem::new(&synth::resnet18(3), None).unwrap();
+    let start: Vec<Vec<f64>> = problem
+        .groups
+        .iter()
+        .map(|g| g.choices.iter().map(|c| c.omega).collect())
+        .collect();
+    // The truth: every term off the start by a factor of 0.3 to 3, and in other units.
+    let mut rng = synth::Rng::new(11);
+    let truth: Vec<Vec<f64>> = start
+        .iter()
+        .map(|g| g.iter().map(|t| 40.0 * t * rng.range(0.3, 3.0)).collect())
+        .collect();
+    let loss =
+        |picks: &[usize]| -> f64 { picks.iter().enumerate().map(|(g, &c)| truth[g][c]).sum() };
+    let measured: Vec<MeasuredPoint> = (0..40)
+        .map(|_| {
+            let picks = random_picks(&problem, &mut rng);
+            MeasuredPoint {
+                loss: loss(&picks),
+                candidate: problem.candidate(&picks),
+                picks,
+                predicted: None,
+                round: 1,
+            }
+        })
+        .collect();
+    let fitted = fit(&problem, &start, &measured);
+    let pairs: Vec<(f64, f64)> = measured
+        .iter()
+        .map(|m| {
+            let p: f64 = m.picks.iter().enumerate().map(|(g, &c)| fitted[g][c]).sum();
+            (p, m.loss)
+        })
+        .collect();
+    let f = fit_of(&pairs);
+    // Fitted in relative terms: each measurement within a few percent of itself.
+    let relative = |pairs: &[(f64, f64)]| {
+        pairs.iter().map(|(p, m)| (p - m).abs() / m).sum::<f64>() / pairs.len() as f64
+    };
+    assert!(f.spearman.unwrap() > 0.99, "{f:?}");
+    assert!(relative(&pairs) < 0.03, "{}", relative(&pairs));
+    // The start, only rescaled, predicts them far worse.
+    let scaled = fit(&problem, &start, &[]);
+    let before: Vec<(f64, f64)> = measured
+        .iter()
+        .map(|m| {
+            let p: f64 = m.picks.iter().enumerate().map(|(g, &c)| scaled[g][c]).sum();
+            (p, m.loss)
+        })
+        .collect();
+    assert!(
+        relative(&before) > 5.0 * relative(&pairs),
+        "{}",
+        relative(&before)
+    );
+}
+
+/// Six layers: `a` and `b` hold most weights and are insensitive alone, but their errors compound
+/// when both are at 4 bits or fewer.
+fn interacting() -> (Problem, impl Fn(&Candidate) -> f64) {
+    let layer = |name: &str, params: u64, trace: f64| {
+        format!(
+            r#"{{"name": "{name}", "params": {params}, "macs": {params}, "hessian_trace": {trace}}}"#
+        )
+    };
+    let layers = [
+        layer("a", 400_000, 5.0),
+        layer("b", 400_000, 5.0),
+        layer("c", 50_000, 400.0),
+        layer("d", 50_000, 400.0),
+        layer("e", 50_000, 400.0),
+        layer("f", 50_000, 400.0),
+    ];
+    let text = format!(
+        r#"{{"name": "interacting", "bits": [8, 6, 5, 4, 3, 2], "layers": [{}]}}"#,
+        layers.join(",")
+    );
+    let problem = Problem::new(&Manifest::from_json(&text).unwrap(), None).unwrap();
+    let proxy = problem.clone();
+    let truth = move |c: &Candidate| {
+        let compound = if c.bits[0] <= 4 && c.bits[1] <= 4 {
+            0.05 * f64::from(9 - c.bits[0]) * f64::from(9 - c.bits[1])
+        } else {
+            0.0
+        };
+        proxy.candidate_from_bits(&c.bits).unwrap().omega + compound
+    };
+    (problem, truth)
+}
+
+/// Every configuration, by brute force: the least true loss within `max_avg_bits`.
+fn true_best(problem: &Problem, truth: &impl Fn(&Candidate) -> f64, max_avg_bits: f64) -> f64 {
+    let n = problem.groups.len();
+    let sizes: Vec<usize> = problem.groups.iter().map(|g| g.choices.len()).collect();
+    let mut picks = vec![0usize; n];
+    let mut best = f64::INFINITY;
+    loop {
+        let c = problem.candidate(&picks);
+        if c.avg_bits <= max_avg_bits + 1e-9 {
+            best = best.min(truth(&c));
+        }
+        let mut g = 0;
+        while g < n {
+            picks[g] += 1;
+            if picks[g] < sizes[g] {
+                break;
+            }
+            picks[g] = 0;
+            g += 1;
+        }
+        if g == n {
+            return best;
+        }
+    }
+}
+
+/// The least measured loss within `max_avg_bits`.
+fn best_measured(measured: &[MeasuredPoint], max_avg_bits: f64) -> f64 {
+    measured
+        .iter()
+        .filter(|m| m.candidate.avg_bits <= max_avg_bits + 1e-9)
+        .map(|m| m.loss)
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn the_loop_finds_what_layers_that_interact_hide_from_the_proxy() {
+    let (problem, truth) = interacting();
+    let request = SearchRequest {
+        budgets: Budgets::default(),
+        pareto: CostKind::Size,
+        evaluations: 24,
+        per_round: Some(4),
+    };
+    let mut calls = 0;
+    let found = search(
+        &problem,
+        &request,
+        &[],
+        &mut |c| {
+            calls += 1;
+            Ok(truth(c))
+        },
+        &Halt::default(),
+    )
+    .unwrap();
+    assert_eq!(calls, found.evaluations);
+    assert!(found.evaluations <= 24);
+    let (proxy, _) =
+        proxy_only(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default()).unwrap();
+    // The proxy's front, thinned to 24 evenly spaced costs (fewer where two fall together).
+    assert!((12..=24).contains(&proxy.len()), "{}", proxy.len());
+    // Where the compounding bites (a and b must go low to fit), the loop reaches the true optimum
+    // and the proxy's front, blind to it, does not.
+    // Where the compounding bites (a and b must go low to fit), the loop comes within 15% of the
+    // true optimum (brute force) and the proxy's front, blind to it, stays 4 times above.
+    for budget in [4.5, 5.0] {
+        let oracle = true_best(&problem, &truth, budget);
+        let by_search = best_measured(&found.measured, budget);
+        let by_proxy = best_measured(&proxy, budget);
+        assert!(
+            by_search <= 1.15 * oracle,
+            "at {budget} bits: search {by_search}, optimum {oracle}"
+        );
+        assert!(
+            by_proxy >= 4.0 * by_search,
+            "at {budget} bits: proxy {by_proxy}, search {by_search}"
+        );
+    }
+    // Elsewhere along the front, within 2% of the proxy's measured front (it spends fewer
+    // evaluations there).
+    for tenths in (30..=70).step_by(5) {
+        let b = f64::from(tenths) / 10.0;
+        let (s, p) = (best_measured(&found.measured, b), best_measured(&proxy, b));
+        assert!(s <= 1.02 * p, "at {b} bits: search {s}, proxy {p}");
+    }
+    // The refit learned the compounding: what it now predicts for a and b both low is far above
+    // the proxy's sum.
+    let both_low = problem.picks_from_bits(&[2, 2, 8, 8, 8, 8]).unwrap();
+    let refit: f64 = both_low
+        .iter()
+        .enumerate()
+        .map(|(g, &c)| found.objective[g][c])
+        .sum();
+    assert!(refit > problem.candidate(&both_low).omega, "{refit}");
+}
+
+#[test]
+fn measurements_given_in_are_reused_never_measured_again() {
+    let (problem, truth) = interacting();
+    let request = SearchRequest {
+        budgets: Budgets::default(),
+        pareto: CostKind::Size,
+        evaluations: 8,
+        per_round: Some(4),
+    };
+    let (proxy, _) =
+        proxy_only(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default()).unwrap();
+    let prior: Vec<(Vec<u8>, f64)> = proxy
+        .iter()
+        .map(|m| (m.candidate.bits.clone(), m.loss))
+        .collect();
+    let mut asked: Vec<Vec<u8>> = Vec::new();
+    let found = search(
+        &problem,
+        &request,
+        &prior,
+        &mut |c| {
+            asked.push(c.bits.clone());
+            Ok(truth(c))
+        },
+        &Halt::default(),
+    )
+    .unwrap();
+    assert_eq!(found.reused, prior.len());
+    assert!(
+        asked.iter().all(|b| !prior.iter().any(|(p, _)| p == b)),
+        "{asked:?}"
+    );
+    let distinct: HashSet<&Vec<u8>> = asked.iter().collect();
+    assert_eq!(distinct.len(), asked.len());
+    // A stop flag raised before the search starts measures nothing.
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let e = search(
+        &problem,
+        &request,
+        &[],
+        &mut |_| panic!("measured"),
+        &Halt::new(flag, None),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Stopped(_)));
+}
+
+#[test]
+fn spearman_and_mae_match_hand_computed_values() {
+    let f = fit_of(&[(1.0, 10.0), (2.0, 30.0), (3.0, 20.0), (4.0, 40.0)]);
+    // Ranks (0,1,2,3) and (0,2,1,3): d^2 sums to 2, so 1 - 6*2/(4*15) = 0.8.
+    assert!((f.spearman.unwrap() - 0.8).abs() < 1e-12);
+    assert!((f.mae - (9.0 + 28.0 + 17.0 + 36.0) / 4.0).abs() < 1e-12);
+    assert_eq!(fit_of(&[(1.0, 2.0)]).spearman, None);
+}
