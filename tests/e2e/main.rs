@@ -7,6 +7,7 @@ mod fresh_machine;
 mod hostile;
 mod pg;
 mod plan_cli;
+mod search_cli;
 mod sensitivity_cli;
 mod sensitivity_service;
 mod serve;

@@ -146,6 +146,13 @@ pub fn search(
         }
         let current = with_objective(problem, &objective);
         let front = pareto_front(&current, axis, &limits, &[], Some(FRONT_SAMPLE), halt)?;
+        if front.is_empty() && measured.is_empty() {
+            return Err(Error::invalid(
+                "search request",
+                "budgets",
+                "no configuration meets the budgets",
+            ));
+        }
         let fresh: Vec<Vec<usize>> = front.into_iter().filter(|p| !seen.contains(p)).collect();
         if fresh.is_empty() {
             break "every point of the objective's front is measured";

@@ -6,6 +6,7 @@ mod fleet;
 mod manifest;
 mod model;
 mod plan;
+mod search;
 
 use clap::{Args, Parser, Subcommand};
 use planner::eval::ort_backend::OrtBackend;
@@ -46,6 +47,9 @@ enum Command {
     /// Write a candidate as a deployable QDQ ONNX model (int8 weights + DequantizeLinear) and its
     /// bit configuration as JSON.
     Export(model::ExportArgs),
+    /// The measured Pareto front within an evaluation budget: plan, measure with ONNX Runtime,
+    /// refit the objective to what was measured, plan again.
+    Search(search::SearchArgs),
     /// Plan every device of a fleet (budgets, supported bits, latency model, high-bit layers);
     /// optionally measure the chosen configurations and gate them on accuracy.
     Fleet(fleet::FleetArgs),
@@ -130,6 +134,7 @@ pub fn run() -> ExitCode {
         Command::Hasb(args) => plan::hasb(args),
         Command::Synth(args) => manifest::synth(args),
         Command::Evaluate(args) => model::evaluate(args),
+        Command::Search(args) => search::run(args),
         Command::Measure(args) => manifest::measure(args),
         Command::Export(args) => model::export(args),
         Command::Manifest(args) => manifest::manifest(args),

@@ -1,0 +1,101 @@
+//! `bitplan search` on the digits fixture: the measured front it reports is what
+//! `bitplan evaluate` measures, non-dominated, cheapest first, within the evaluation budget; bad
+//! arguments and budgets no configuration meets exit 2.
+
+use crate::{bitplan, stderr, stdout};
+use serde_json::Value;
+
+const MANIFEST: &str = "examples/digits-cnn.manifest.json";
+const MODEL: &str = "testdata/digits-cnn/digits_cnn.onnx";
+const DATA: &str = "testdata/digits-cnn/digits_val.npz";
+
+#[test]
+fn the_reported_front_is_measured_non_dominated_and_within_budget() {
+    let out = bitplan(&[
+        "search",
+        MANIFEST,
+        "--model",
+        MODEL,
+        "--data",
+        DATA,
+        "--pareto",
+        "avg-bits",
+        "--evaluations",
+        "20",
+        "--max-avg-bits",
+        "7",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let evaluations = doc["evaluations"].as_u64().unwrap();
+    assert!((4..=20).contains(&evaluations), "{doc}");
+    let rounds = doc["rounds"].as_array().unwrap();
+    let per_round: u64 = rounds
+        .iter()
+        .map(|r| r["evaluated"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_round, evaluations);
+    let front = doc["front"].as_array().unwrap();
+    assert!(front.len() >= 3, "{doc}");
+    let mut last: Option<(f64, f64)> = None;
+    for p in front {
+        let (cost, loss) = (
+            p["avg_bits"].as_f64().unwrap(),
+            p["measured"]["loss"].as_f64().unwrap(),
+        );
+        assert!(cost <= 7.0 + 1e-9, "{p}");
+        if let Some((c, l)) = last {
+            // Cheapest first, each point strictly better than every cheaper one.
+            assert!(cost >= c && loss < l, "{p} after ({c}, {l})");
+        }
+        last = Some((cost, loss));
+    }
+    // The oracle: `bitplan evaluate` of the cheapest and the best point gives the same KL.
+    let dir = tempfile::tempdir().unwrap();
+    for p in [&front[0], front.last().unwrap()] {
+        let bits = dir.path().join("bits.json");
+        std::fs::write(&bits, p["bits"].to_string()).unwrap();
+        let out = bitplan(&[
+            "evaluate",
+            MANIFEST,
+            "--model",
+            MODEL,
+            "--data",
+            DATA,
+            "--bits",
+            bits.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let kl = m["kl_fp32"].as_f64().unwrap();
+        let reported = p["measured"]["kl_fp32"].as_f64().unwrap();
+        assert!(
+            (kl - reported).abs() <= 1e-9 * kl.max(1e-12),
+            "{kl} against {reported}"
+        );
+        assert_eq!(p["measured"]["loss"], p["measured"]["kl_fp32"]);
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_with_exit_2() {
+    for (args, says) in [
+        (vec!["--evaluations", "0"], "--evaluations must be within"),
+        (
+            vec!["--evaluations", "5", "--max-avg-bits", "1"],
+            "no configuration meets the budgets",
+        ),
+    ] {
+        let mut all = vec![
+            "search", MANIFEST, "--model", MODEL, "--data", DATA, "--pareto", "size",
+        ];
+        all.extend(args);
+        let out = bitplan(&all);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+}
