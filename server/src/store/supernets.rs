@@ -200,7 +200,7 @@ impl Db {
     }
 
     /// Records a blob file as stored (idempotent: blobs are content-addressed), pinned for
-    /// [`BLOB_PIN`] so that garbage collection leaves it alone until a supernet refers to it.
+    /// `BLOB_PIN` so that garbage collection leaves it alone until a supernet refers to it.
     pub async fn insert_blob(&self, hash: &str, bytes: u64) -> StoreResult<()> {
         let now = now_ms();
         sqlx::query(
