@@ -34,7 +34,7 @@ pub struct SearchRequest {
     pub pareto: CostKind,
     /// New measurements the search may make.
     pub evaluations: usize,
-    /// Measurements per round (default: a sixth of `evaluations`, at least 2).
+    /// Measurements per round (default: a quarter of `evaluations`, at least 2).
     pub per_round: Option<usize>,
 }
 
@@ -111,7 +111,7 @@ pub fn search(
     }
     let per_round = request
         .per_round
-        .unwrap_or(request.evaluations.div_ceil(6).max(2))
+        .unwrap_or(request.evaluations.div_ceil(4).max(2))
         .max(1);
     let start: Vec<Vec<f64>> = problem
         .groups

@@ -90,7 +90,7 @@ pub(super) struct SearchArgs {
     /// Measurements the search may make.
     #[arg(long, value_name = "N")]
     evaluations: usize,
-    /// Measurements per round (default: a sixth of --evaluations, at least 2).
+    /// Measurements per round (default: a quarter of --evaluations, at least 2).
     #[arg(long, value_name = "N")]
     per_round: Option<usize>,
     #[arg(long, value_enum, default_value = "kl")]
