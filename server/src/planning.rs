@@ -153,7 +153,7 @@ pub enum Solving {
 /// Raises its flag when dropped: a solve whose request was dropped (its client gone, or its
 /// timeout answered) stops at its next check instead of running on.
 #[derive(Debug)]
-pub struct RaiseOnDrop(pub Arc<AtomicBool>);
+struct RaiseOnDrop(Arc<AtomicBool>);
 
 impl Drop for RaiseOnDrop {
     fn drop(&mut self) {

@@ -17,7 +17,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 }
 
 /// A .npy file: little-endian f32 or i64 data with a version-1 header.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+pub(crate) fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape = if dims.len() == 1 {
         format!("({},)", dims[0])

@@ -7,6 +7,7 @@
 //! only` writes it again from the generators below. Two inputs too big to commit are made here:
 //! a manifest of 100,001 layers and a 5,000-layer supernet for plans that would solve too much.
 
+use super::evaluate_cli::npy;
 use super::repo;
 use super::serve::{digits_named, env_refs, ort_env, Server};
 use planner::eval::npz::{to_npz, Array, Values};
@@ -490,20 +491,6 @@ fn write(rel: &str, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// A `.npy` member: this descr and shape, then `data`.
-fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 /// An archive of these members, deflated or stored.
 fn zip_of(members: &[(&str, Vec<u8>)], deflate: bool) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -593,32 +580,29 @@ fn write_hostile_corpus() {
     write("npz/not_a_zip.npz", b"x,y\n1,2\n");
     write("npz/truncated.npz", &valid[..valid.len() / 2]);
     let small = zip_of(
-        &[("x.npy", npy("<f4", "(2, 1, 8, 8)", &f32s(&[0.5; 128])))],
+        &[("x.npy", npy("<f4", &[2, 1, 8, 8], &f32s(&[0.5; 128])))],
         false,
     );
     write("npz/declared_bomb.npz", &declare_size(small, u32::MAX - 1));
     // 100 MiB of zeros deflate to about 100 KB.
-    let zeros = npy("|u1", "(104857600,)", &vec![0u8; 100 << 20]);
+    let zeros = npy("|u1", &[100 << 20], &vec![0u8; 100 << 20]);
     let inflating = zip_of(&[("x.npy", zeros)], true);
     write("npz/inflating_bomb.npz", &inflating);
     write("npz/lying_bomb.npz", &declare_size(inflating, 1024));
     // 16 Mi uint8 values: 16 MiB as stored, 128 MiB once widened to 8 bytes a value.
-    let bytes16 = npy("|u1", "(16777216,)", &vec![7u8; 16 << 20]);
+    let bytes16 = npy("|u1", &[16 << 20], &vec![7u8; 16 << 20]);
     write(
         "npz/widening_bomb.npz",
         &zip_of(&[("x.npy", bytes16)], true),
     );
     write(
         "npz/huge_shape.npz",
-        &zip_of(&[("x.npy", npy("<f4", "(1099511627776,)", &[0; 8]))], false),
+        &zip_of(&[("x.npy", npy("<f4", &[1 << 40], &[0; 8]))], false),
     );
     write(
         "npz/shape_overflow.npz",
         &zip_of(
-            &[(
-                "x.npy",
-                npy("<f4", "(1099511627776, 1099511627776)", &[0; 8]),
-            )],
+            &[("x.npy", npy("<f4", &[1 << 40, 1 << 40], &[0; 8]))],
             false,
         ),
     );
@@ -626,7 +610,7 @@ fn write_hostile_corpus() {
         "npz/bad_magic.npz",
         &zip_of(&[("x.npy", b"not an array at all".to_vec())], false),
     );
-    let mut fortran = npy("<f4", "(2, 1, 8, 8)", &f32s(&[0.5; 128]));
+    let mut fortran = npy("<f4", &[2, 1, 8, 8], &f32s(&[0.5; 128]));
     let at = fortran.windows(5).position(|w| w == b"False").unwrap();
     fortran.splice(at..at + 5, b"True ".iter().copied());
     write(
@@ -635,11 +619,11 @@ fn write_hostile_corpus() {
     );
     write(
         "npz/big_endian.npz",
-        &zip_of(&[("x.npy", npy(">f4", "(2, 1, 8, 8)", &[0; 512]))], false),
+        &zip_of(&[("x.npy", npy(">f4", &[2, 1, 8, 8], &[0; 512]))], false),
     );
     write(
         "npz/float16.npz",
-        &zip_of(&[("x.npy", npy("<f2", "(2, 1, 8, 8)", &[0; 256]))], false),
+        &zip_of(&[("x.npy", npy("<f2", &[2, 1, 8, 8], &[0; 256]))], false),
     );
     let labels = Array {
         shape: vec![2],
