@@ -50,7 +50,7 @@ pub use problem::cost::{CostKind, Costs, Limits, PerCost};
 pub use problem::device::{DeviceProfile, LatencyModel};
 pub use problem::manifest::{
     bits_json, ActivationBits, Divergence, Layer, Manifest, Rounding, Warning, DEFAULT_BITS,
-    MAX_BITS,
+    MAX_BITS, MAX_LAYERS,
 };
 pub use problem::{layer_omega, proxy_omega, Candidate, Choice, Group, Problem};
 pub use solve::{

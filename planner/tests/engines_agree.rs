@@ -214,7 +214,7 @@ fn the_front_index_answers_like_the_solvers() {
     for manifest in [synth::resnet18(5), synth::resnet50(9), synth::random(24, 3)] {
         let p = Problem::new(&manifest, None).unwrap();
         for kind in [CostKind::Size, CostKind::Bops] {
-            let index = planner::FrontIndex::build(&p, kind).unwrap();
+            let index = planner::FrontIndex::build(&p, kind, &planner::Halt::default()).unwrap();
             assert!(index.len() > 10);
             let (lo, hi) = (p.min_cost(kind), p.max_cost(kind));
             let mut limits: Vec<f64> = (0..=40)
@@ -277,7 +277,8 @@ fn the_front_index_answers_like_the_solvers() {
             }
         }
         // Average bits is a size budget in other units; a sweep is single-budget solves.
-        let index = planner::FrontIndex::build(&p, CostKind::Size).unwrap();
+        let index =
+            planner::FrontIndex::build(&p, CostKind::Size, &planner::Halt::default()).unwrap();
         let request = PlanRequest {
             budgets: Budgets {
                 max_avg_bits: Some(4.5),

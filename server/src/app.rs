@@ -7,7 +7,7 @@ use crate::blobs::Blobs;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{Db, PlanWriter, StoreError, StoreResult};
-use planner::{CostKind, FrontIndex, Manifest, Problem};
+use planner::{CostKind, FrontIndex, Halt, Manifest, Problem};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,12 @@ pub struct Config {
     pub max_queued_jobs: usize,
     /// Upper bound on a plan request's `time_limit_s`.
     pub max_solve_time_s: f64,
+    /// Layers a posted manifest may hold (at most the planner's [`planner::MAX_LAYERS`]).
+    pub max_layers: usize,
+    /// Solves one posted plan may need (at most the planner's [`planner::MAX_SOLVES`]).
+    pub max_plan_solves: usize,
+    /// Devices a posted fleet may hold (at most the planner's `MAX_DEVICES`).
+    pub max_fleet_devices: usize,
     /// Jobs run at once.
     pub job_workers: usize,
     /// Evaluation jobs run at once (each holds ONNX Runtime sessions).
@@ -102,6 +108,9 @@ impl Config {
             max_inline_solves: Self::MAX_INLINE_SOLVES,
             max_queued_jobs: Self::MAX_QUEUED_JOBS,
             max_solve_time_s: Self::MAX_SOLVE_TIME_S,
+            max_layers: planner::MAX_LAYERS,
+            max_plan_solves: planner::MAX_SOLVES,
+            max_fleet_devices: planner::solve::fleet::MAX_DEVICES,
             job_workers: Self::JOB_WORKERS,
             eval_concurrency: Self::EVAL_CONCURRENCY,
             eval_threads: Self::EVAL_THREADS,
@@ -190,6 +199,10 @@ pub struct AppState {
     pub plan_writer: PlanWriter,
     /// How many uploads, exports and inline solves run at once.
     gates: Arc<Gates>,
+    /// Held from counting the queue to queueing a job, so that requests at once cannot each
+    /// see room for one more (exact within this process; several API processes on one store
+    /// may overshoot the limit by one job each).
+    queueing: Arc<tokio::sync::Mutex<()>>,
     /// Parsed manifests by supernet id, with the revision they were read at (a manifest changes
     /// when a sensitivity job, in any process, stores its measurements and bumps the revision).
     manifests: Arc<Mutex<HashMap<String, Revision>>>,
@@ -258,6 +271,7 @@ impl AppState {
         )?;
         Ok(AppState {
             gates: Arc::new(Gates::new(&config)),
+            queueing: Arc::default(),
             config: Arc::new(config),
             db: db.clone(),
             blobs,
@@ -298,13 +312,15 @@ impl AppState {
             .map_err(|_| ApiError::busy(what, limit, flag))
     }
 
-    /// 503 with `Retry-After` when the queue already holds `--max-queued-jobs` jobs.
-    pub async fn admit_job(&self) -> Result<(), ApiError> {
+    /// Room for one more queued job: 503 with `Retry-After` when the queue already holds
+    /// `--max-queued-jobs` jobs. Hold what it returns until the job is queued.
+    pub async fn admit_job(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+        let queueing = self.queueing.clone().lock_owned().await;
         let limit = self.config.max_queued_jobs;
         if self.db.queued_jobs().await? >= limit as i64 {
             return Err(ApiError::busy("queued jobs", limit, "--max-queued-jobs"));
         }
-        Ok(())
+        Ok(queueing)
     }
 
     /// A supernet's checked manifest, at its current revision (cached).
@@ -338,14 +354,18 @@ impl AppState {
     }
 
     /// The exact front of `problem` on `axis`, built once per supernet, device and cost (off the
-    /// async threads; concurrent first requests wait for the one build).
+    /// async threads; concurrent first requests wait for the one build). A build holds a place
+    /// of `gate` when given, and stops when `halt` says so (then the next request builds it
+    /// again); a front too large to enumerate is remembered as `None`, to be solved without.
     pub async fn front_index(
         &self,
         supernet_id: &str,
         device: Option<&serde_json::Value>,
         axis: CostKind,
         problem: &Problem,
-    ) -> Option<Arc<FrontIndex>> {
+        gate: Option<Gate>,
+        halt: &Halt,
+    ) -> Result<Option<Arc<FrontIndex>>, ApiError> {
         let contents = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -365,18 +385,25 @@ impl AppState {
             }
             fronts.entry(key).or_default().clone()
         };
-        cell.get_or_init(|| {
-            let problem = problem.clone();
+        if let Some(index) = cell.get() {
+            return Ok(index.clone());
+        }
+        let place = gate.map(|g| self.admit(g)).transpose()?;
+        let built = cell.get_or_try_init(|| {
+            let (problem, halt) = (problem.clone(), halt.clone());
             async move {
                 tokio::task::spawn_blocking(move || {
-                    FrontIndex::build(&problem, axis).ok().map(Arc::new)
+                    let _place = place;
+                    match FrontIndex::build(&problem, axis, &halt) {
+                        Ok(index) => Ok(Some(Arc::new(index))),
+                        Err(e @ planner::Error::Stopped(_)) => Err(ApiError::from(e)),
+                        Err(_) => Ok(None),
+                    }
                 })
                 .await
-                .ok()
-                .flatten()
+                .map_err(|e| ApiError::internal("front index", e))?
             }
-        })
-        .await
-        .clone()
+        });
+        Ok(built.await?.clone())
     }
 }

@@ -146,6 +146,20 @@ impl Blobs {
             .map_err(|e| ApiError::internal(&format!("blob {hash}"), e))
     }
 
+    /// The blob as a response body read from disk in chunks, and its length: a download never
+    /// holds the whole file in memory (an open file outlives garbage collection's unlink).
+    pub async fn stream(&self, hash: &str) -> Result<(Body, u64), ApiError> {
+        let internal = |e| ApiError::internal(&format!("blob {hash}"), e);
+        let file = tokio::fs::File::open(self.path(hash))
+            .await
+            .map_err(internal)?;
+        let len = file.metadata().await.map_err(internal)?.len();
+        Ok((
+            Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            len,
+        ))
+    }
+
     pub async fn remove(&self, hash: &str) {
         if let Err(e) = tokio::fs::remove_file(self.path(hash)).await {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -177,9 +177,14 @@ pub async fn solve(
     let halt = halt.or_when(dropped);
     let index = match body.index_axis() {
         Some(axis) => {
+            let gate = match solving {
+                Solving::InRequest => Some(Gate::Solve),
+                Solving::InJob => None,
+            };
+            let (device, problem) = (body.device.as_ref(), &prepared.problem);
             state
-                .front_index(supernet_id, body.device.as_ref(), axis, &prepared.problem)
-                .await
+                .front_index(supernet_id, device, axis, problem, gate, &halt)
+                .await?
         }
         None => None,
     };
@@ -235,6 +240,13 @@ pub async fn create(
 ) -> Result<Created, ApiError> {
     let manifest = state.manifest(supernet_id).await?;
     let prepared = body.prepare(&manifest, state.config.max_solve_time_s)?;
+    let max_solves = state.config.max_plan_solves;
+    if let Some(e) = prepared.request.check_solves(&prepared.problem, max_solves) {
+        return Err(ApiError::invalid(
+            e.path,
+            format!("{} here (--max-plan-solves)", e.reason),
+        ));
+    }
     let mut stored = body.clone();
     stored.time_limit_s = Some(prepared.request.time_limit_s);
     let new = NewRequest {
@@ -244,7 +256,7 @@ pub async fn create(
         now: now_ms(),
     };
     if body.needs_job(&prepared.problem) {
-        state.admit_job().await?;
+        let _queueing = state.admit_job().await?;
         return queue(state, new).await;
     }
     // Within the request's timeout (which answers 503 at the same moment).

@@ -56,6 +56,17 @@ pub struct ServeArgs {
     /// Retry-After.
     #[arg(long, env = "BITPLAN_MAX_QUEUED_JOBS", default_value_t = Config::MAX_QUEUED_JOBS)]
     pub max_queued_jobs: usize,
+    /// Layers a posted manifest may hold (at most 10,000); more are refused with 422.
+    #[arg(long, env = "BITPLAN_MAX_LAYERS", default_value_t = planner::MAX_LAYERS)]
+    pub max_layers: usize,
+    /// Solves a posted plan may need (the optimum, each sweep point, each forced choice of a paper
+    /// pool, each point of a front solved point by point; at most 10,000); more are refused with
+    /// 422 naming the field with the largest share.
+    #[arg(long, env = "BITPLAN_MAX_PLAN_SOLVES", default_value_t = planner::MAX_SOLVES)]
+    pub max_plan_solves: usize,
+    /// Devices a posted fleet may hold (at most 1,000); more are refused with 422.
+    #[arg(long, env = "BITPLAN_MAX_FLEET_DEVICES", default_value_t = planner::solve::fleet::MAX_DEVICES)]
+    pub max_fleet_devices: usize,
     /// Requests taking longer are answered 503 (event streams and uploads excepted).
     #[arg(long, env = "BITPLAN_REQUEST_TIMEOUT_S", default_value_t = Config::REQUEST_TIMEOUT_S)]
     pub request_timeout_s: f64,
@@ -89,8 +100,24 @@ impl ServeArgs {
         c.max_inline_solves = self.max_inline_solves.max(1);
         c.max_queued_jobs = self.max_queued_jobs.max(1);
         c.request_timeout = seconds("request-timeout-s", self.request_timeout_s)?;
+        c.max_layers = within("max-layers", self.max_layers, planner::MAX_LAYERS)?;
+        c.max_plan_solves = within("max-plan-solves", self.max_plan_solves, planner::MAX_SOLVES)?;
+        c.max_fleet_devices = within(
+            "max-fleet-devices",
+            self.max_fleet_devices,
+            planner::solve::fleet::MAX_DEVICES,
+        )?;
         Ok(c)
     }
+}
+
+/// A count flag that may lower a planner's bound but not raise it.
+fn within(flag: &str, value: usize, ceiling: usize) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        (1..=ceiling).contains(&value),
+        "--{flag} must be from 1 to {ceiling}, not {value}"
+    );
+    Ok(value)
 }
 
 /// Runs the service until SIGTERM or Ctrl-C.

@@ -529,6 +529,7 @@ async fn uploads_evaluation_and_exports() {
         .call("GET", &format!("/v1/supernets/{sn}/model"), None)
         .await;
     assert_eq!(r.body, model, "the stored model reads back byte for byte");
+    assert_eq!(r.headers[header::CONTENT_LENGTH], model.len().to_string());
     let r = svc
         .call("POST", "/v1/supernets/x/plans", Some(json!({})))
         .await;
@@ -992,6 +993,24 @@ async fn requests_past_their_concurrency_limits_are_busy() {
         plan(json!({"pareto": "size", "async": true})).await.status,
         202
     );
+    // Requests at once: each counts the queue only after the one before has queued its job.
+    let svc = Svc::new(|c| c.max_queued_jobs = 2, false).await;
+    let sn = svc.digits().await;
+    let plans = format!("/v1/supernets/{sn}/plans");
+    let at_once = (0..8).map(|_| {
+        svc.call(
+            "POST",
+            &plans,
+            Some(json!({"pareto": "size", "async": true})),
+        )
+    });
+    let mut statuses: Vec<u16> = futures_util::future::join_all(at_once)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [202, 202, 503, 503, 503, 503, 503, 503]);
 
     // Every place of a gate taken (the limit is 1 here, the default larger).
     let svc = Svc::new(
@@ -1055,6 +1074,98 @@ async fn requests_past_their_concurrency_limits_are_busy() {
         .upload(&format!("/v1/supernets/{sn}/model"), model)
         .await;
     assert_eq!(r.status, 200, "{}", r.json());
+}
+
+/// `--max-layers`, `--max-plan-solves` and `--max-fleet-devices` lower the planner's own bounds:
+/// past them a 422 names the field and the flag, and work within them is taken as before.
+#[tokio::test]
+async fn posted_work_past_the_servers_count_flags_is_refused() {
+    let svc = Svc::new(
+        |c| {
+            c.max_layers = 4;
+            c.max_plan_solves = 10;
+            c.max_fleet_devices = 4;
+        },
+        false,
+    )
+    .await;
+    let mut manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let r = svc
+        .call("POST", "/v1/supernets", Some(manifest.clone()))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let sn = r.json()["id"].as_str().unwrap().to_string();
+    let mut fifth = manifest["layers"][0].clone();
+    fifth["name"] = json!("conv0");
+    manifest["layers"].as_array_mut().unwrap().push(fifth);
+    let r = svc.call("POST", "/v1/supernets", Some(manifest)).await;
+    assert_eq!(first_field(&r), (422, "layers".into()));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("5 layers") && message.contains("--max-layers"),
+        "{message}"
+    );
+
+    let plans = format!("/v1/supernets/{sn}/plans");
+    let sweep = |points: usize| json!({"sweep": {"cost": "size", "points": points}});
+    let r = svc.call("POST", &plans, Some(sweep(9))).await;
+    assert_eq!(
+        r.status,
+        201,
+        "the optimum and 9 points are 10 solves: {}",
+        r.json()
+    );
+    let r = svc.call("POST", &plans, Some(sweep(10))).await;
+    assert_eq!(first_field(&r), (422, "sweep.points".into()));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("11 solves") && message.contains("--max-plan-solves"),
+        "{message}"
+    );
+
+    let mut fleet: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/fleets/roofline.fleet.json")).unwrap(),
+    )
+    .unwrap();
+    let r = svc.call("POST", "/v1/fleets", Some(fleet.clone())).await;
+    assert_eq!(first_field(&r), (422, "devices".into()));
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("5 devices") && message.contains("--max-fleet-devices"),
+        "{message}"
+    );
+    fleet["devices"].as_array_mut().unwrap().truncate(4);
+    let r = svc.call("POST", "/v1/fleets", Some(fleet)).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+}
+
+/// A supernet's exact front, from which single-budget plans are answered, is built inside a
+/// place of `--max-inline-solves`; once built, answers from it need no place.
+#[tokio::test]
+async fn the_first_front_of_a_supernet_is_built_within_the_solve_gate() {
+    let svc = Svc::new(|c| c.max_inline_solves = 1, false).await;
+    let sn = svc.digits().await;
+    let plans = format!("/v1/supernets/{sn}/plans");
+    let body = json!({"budgets": {"max_avg_bits": 5}});
+    let held = svc.state.admit(Gate::Solve).unwrap();
+    let r = svc.call("POST", &plans, Some(body.clone())).await;
+    assert_busy(&r, "--max-inline-solves");
+    drop(held);
+    let r = svc.call("POST", &plans, Some(body.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let held = svc.state.admit(Gate::Solve).unwrap();
+    let r = svc
+        .call(
+            "POST",
+            &plans,
+            Some(json!({"budgets": {"max_avg_bits": 4}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "answered from the built front: {}", r.json());
+    drop(held);
 }
 
 #[tokio::test]

@@ -503,3 +503,44 @@ fn the_demo_serves_a_measured_front() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("another bitplan serve"));
     s.stop();
 }
+
+/// A count flag may lower the planner's bound but not raise it: the service does not start.
+#[test]
+fn count_flags_beyond_the_planners_bounds_stop_the_service_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, want) in [
+        (
+            "--max-layers",
+            "10001",
+            "--max-layers must be from 1 to 10000, not 10001",
+        ),
+        (
+            "--max-plan-solves",
+            "0",
+            "--max-plan-solves must be from 1 to 10000, not 0",
+        ),
+        (
+            "--max-fleet-devices",
+            "1001",
+            "--max-fleet-devices must be from 1 to 1000",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bitplan"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--workers",
+                "0",
+                flag,
+                value,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{flag} {value}: {stderr}");
+    }
+}

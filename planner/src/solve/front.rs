@@ -82,9 +82,10 @@ pub struct FrontIndex {
 }
 
 impl FrontIndex {
-    /// Enumerates the front (refuses, like any front, past [`MAX_STATES`]).
-    pub fn build(problem: &Problem, axis: CostKind) -> Result<FrontIndex> {
-        let front = pareto_front(problem, axis, &Limits::NONE, &[], None, &Halt::default())?;
+    /// Enumerates the front (refuses, like any front, past [`MAX_STATES`]; stops when `halt`
+    /// says so).
+    pub fn build(problem: &Problem, axis: CostKind, halt: &Halt) -> Result<FrontIndex> {
+        let front = pareto_front(problem, axis, &Limits::NONE, &[], None, halt)?;
         Ok(FrontIndex {
             axis,
             groups: problem.groups.len(),

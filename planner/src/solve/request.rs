@@ -122,6 +122,28 @@ impl PlanRequest {
         optimum + pool + sweep + front
     }
 
+    /// Refuses a request needing more than `max` solves (see [`PlanRequest::solves`]), naming the
+    /// field with the largest share of them.
+    pub fn check_solves(&self, problem: &Problem, max: usize) -> Option<crate::FieldError> {
+        let solves = self.solves(problem);
+        if solves <= max {
+            return None;
+        }
+        let (sweep, points) = (self.sweep.map_or(0, |s| s.points), self.points.unwrap_or(0));
+        let pool = solves.saturating_sub(sweep + points);
+        let field = if self.paper_pool && pool >= sweep.max(points) {
+            "paper_pool"
+        } else if sweep >= points {
+            "sweep.points"
+        } else {
+            "points"
+        };
+        Some(crate::FieldError::new(
+            field,
+            format!("the plan would need {solves} solves, more than the {max} a plan may run"),
+        ))
+    }
+
     /// Checks the request against `problem` (what [`plan`](super::plan()) refuses up front) and
     /// returns its budgets as bounds.
     pub(crate) fn check(&self, problem: &Problem) -> Result<Vec<Bound>> {
@@ -175,22 +197,8 @@ impl PlanRequest {
             ));
         }
         errors.extend(check_mip_gap(self.mip_gap));
-        let solves = self.solves(problem);
-        if errors.is_empty() && solves > MAX_SOLVES {
-            // Named after the largest share of the solves.
-            let (sweep, points) = (self.sweep.map_or(0, |s| s.points), self.points.unwrap_or(0));
-            let pool = solves.saturating_sub(sweep + points);
-            let field = if self.paper_pool && pool >= sweep.max(points) {
-                "paper_pool"
-            } else if sweep >= points {
-                "sweep.points"
-            } else {
-                "points"
-            };
-            errors.push(crate::FieldError::new(
-                field,
-                format!("the plan would need {solves} solves, more than the {MAX_SOLVES} a plan may run"),
-            ));
+        if errors.is_empty() {
+            errors.extend(self.check_solves(problem, MAX_SOLVES));
         }
         Error::check("plan request", errors)?;
         Ok(bounds)

@@ -95,12 +95,12 @@ pub async fn create_fleet(
             "must list at least one device",
         ));
     }
-    let max = planner::solve::fleet::MAX_DEVICES;
+    let max = state.config.max_fleet_devices;
     if body.devices.len() > max {
         return Err(ApiError::invalid(
             "devices",
             format!(
-                "lists {} devices, more than the {max} a fleet may hold",
+                "lists {} devices, more than the {max} a fleet may hold here (--max-fleet-devices)",
                 body.devices.len()
             ),
         ));
@@ -234,7 +234,7 @@ pub async fn create_fleet_plan(
             )));
         }
     }
-    state.admit_job().await?;
+    let _queueing = state.admit_job().await?;
     let v = queue_fleet_plan(&state, &supernet_id, &body, &doc).await?;
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }

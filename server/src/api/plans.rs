@@ -344,7 +344,7 @@ pub async fn queue_evaluation(
         .candidates_of(plan_id, quantize_activations)
         .await?;
     let chosen = chosen_candidates(&rows, candidate_ids, plan_id)?;
-    state.admit_job().await?;
+    let _queueing = state.admit_job().await?;
     // Distinct configurations, in the order asked.
     let mut seen = BTreeSet::new();
     let bits: Vec<String> = chosen

@@ -34,6 +34,16 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
+    let max = state.config.max_layers;
+    if let Some(layers) = body["layers"].as_array().filter(|l| l.len() > max) {
+        return Err(ApiError::invalid(
+            "layers",
+            format!(
+                "lists {} layers, more than the {max} a manifest may hold here (--max-layers)",
+                layers.len()
+            ),
+        ));
+    }
     let manifest = Manifest::from_value(body)?;
     let id = state.db.insert_supernet(&manifest).await?;
     let mut v = state.db.supernet(&id).await?.to_json(true);
@@ -236,7 +246,7 @@ pub async fn measure_sensitivity(
         )));
     }
     let manifest = state.manifest(&id).await?;
-    state.admit_job().await?;
+    let _queueing = state.admit_job().await?;
     let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
     let work = Work::Sensitivity(SensitivityWork {
         metric: body.metric,
@@ -268,13 +278,14 @@ pub async fn get_model(
             format!("supernet {id:?} has no model yet (PUT /v1/supernets/{id}/model)"),
         )
     })?;
-    let bytes = state.blobs.read(&hash).await?;
+    let (body, len) = state.blobs.stream(&hash).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
             (header::ETAG, format!("\"{hash}\"")),
         ],
-        bytes,
+        body,
     )
         .into_response())
 }

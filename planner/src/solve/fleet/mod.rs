@@ -344,7 +344,11 @@ impl DeviceSolver<'_> {
                 once(
                     &self.cache.fronts,
                     format!("{problem_key}\u{1}{}", axis.as_str()),
-                    || FrontIndex::build(self.problem, axis).ok().map(Arc::new),
+                    || {
+                        FrontIndex::build(self.problem, axis, self.halt)
+                            .ok()
+                            .map(Arc::new)
+                    },
                 )
             });
             plan_indexed(self.problem, &request, index.as_deref(), self.halt)
