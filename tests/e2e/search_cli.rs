@@ -29,6 +29,10 @@ fn the_reported_front_is_measured_non_dominated_and_within_budget() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (&doc["method"], &doc["pareto"]),
+        (&"search".into(), &"avg_bits".into())
+    );
     let evaluations = doc["evaluations"].as_u64().unwrap();
     assert!((4..=20).contains(&evaluations), "{doc}");
     let rounds = doc["rounds"].as_array().unwrap();
@@ -78,6 +82,47 @@ fn the_reported_front_is_measured_non_dominated_and_within_budget() {
             "{kl} against {reported}"
         );
         assert_eq!(p["measured"]["loss"], p["measured"]["kl_fp32"]);
+    }
+}
+
+/// The baselines measure their points in one round, within the evaluation budget and the
+/// budgets, and report their measured front in the same shape.
+#[test]
+fn the_baselines_measure_one_round_within_their_budgets() {
+    for method in ["proxy-only", "greedy"] {
+        let out = bitplan(&[
+            "search",
+            MANIFEST,
+            "--model",
+            MODEL,
+            "--data",
+            DATA,
+            "--pareto",
+            "avg_bits",
+            "--evaluations",
+            "6",
+            "--max-avg-bits",
+            "6",
+            "--method",
+            method,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(doc["method"], method.replace('-', "_"));
+        let evaluations = doc["evaluations"].as_u64().unwrap();
+        assert!((2..=6).contains(&evaluations), "{doc}");
+        assert_eq!(doc["rounds"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["rounds"][0]["evaluated"], evaluations);
+        let front = doc["front"].as_array().unwrap();
+        assert!(!front.is_empty());
+        assert!(
+            front
+                .iter()
+                .all(|p| p["avg_bits"].as_f64().unwrap() <= 6.0 + 1e-9),
+            "{doc}"
+        );
     }
 }
 

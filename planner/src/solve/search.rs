@@ -205,13 +205,13 @@ pub fn search(
 }
 
 /// The proxy-only baseline: the exact front of the starting objective, `evaluations` points
-/// spread evenly along it, each measured; returns every measured point and the measured front.
+/// spread evenly along it, each measured (one round).
 pub fn proxy_only(
     problem: &Problem,
     request: &SearchRequest,
     measure: &mut Measure<'_>,
     halt: &Halt,
-) -> Result<(Vec<MeasuredPoint>, Vec<usize>)> {
+) -> Result<Search> {
     let limits = limits_of(&request.budgets.bounds(problem)?);
     let front = pareto_front(
         problem,
@@ -221,8 +221,85 @@ pub fn proxy_only(
         Some(request.evaluations),
         halt,
     )?;
+    measure_once(problem, request, front, measure, halt)
+}
+
+/// The greedy baseline (AIMET's mixed-precision search): from every group at its costliest
+/// choice, lower one group a step at a time, always the one whose next choice adds the least
+/// objective per unit of cost saved; `evaluations` points spread evenly along that path within
+/// the budgets, each measured (one round).
+pub fn greedy(
+    problem: &Problem,
+    request: &SearchRequest,
+    measure: &mut Measure<'_>,
+    halt: &Halt,
+) -> Result<Search> {
+    let limits = limits_of(&request.budgets.bounds(problem)?);
+    let mut path: Vec<Vec<usize>> = greedy_path(problem, request.pareto)
+        .into_iter()
+        .filter(|p| candidate_within(&problem.candidate(p), &limits))
+        .collect();
+    path.reverse();
+    let costs: Vec<f64> = path
+        .iter()
+        .map(|p| problem.candidate(p).cost(request.pareto))
+        .collect();
+    let points = spread(&costs, request.evaluations)
+        .into_iter()
+        .map(|i| path[i].clone())
+        .collect();
+    measure_once(problem, request, points, measure, halt)
+}
+
+/// The greedy path on `axis`, costliest first: from each group's first (highest-bit) choice, one
+/// group moves to its next choice per step, the one adding the least objective per unit of cost
+/// it saves (a move that saves nothing goes last); ends with every group at its last choice.
+pub fn greedy_path(problem: &Problem, axis: CostKind) -> Vec<Vec<usize>> {
+    let mut picks = vec![0; problem.groups.len()];
+    let mut path = vec![picks.clone()];
+    loop {
+        let step = problem
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(g, group)| picks[*g] + 1 < group.choices.len())
+            .map(|(g, group)| {
+                let (now, next) = (&group.choices[picks[g]], &group.choices[picks[g] + 1]);
+                let saved = now.cost[axis] - next.cost[axis];
+                let added = next.omega - now.omega;
+                let rate = if saved > 0.0 {
+                    added / saved
+                } else {
+                    f64::INFINITY
+                };
+                (g, rate)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((g, _)) = step else {
+            return path;
+        };
+        picks[g] += 1;
+        path.push(picks.clone());
+    }
+}
+
+/// Measures `points` in order as one round of a search that stops there.
+fn measure_once(
+    problem: &Problem,
+    request: &SearchRequest,
+    points: Vec<Vec<usize>>,
+    measure: &mut Measure<'_>,
+    halt: &Halt,
+) -> Result<Search> {
+    if points.is_empty() {
+        return Err(Error::invalid(
+            "search request",
+            "budgets",
+            "no configuration meets the budgets",
+        ));
+    }
     let mut measured = Vec::new();
-    for picks in front {
+    for picks in points {
         halt.check()?;
         let candidate = problem.candidate(&picks);
         let loss = measure(&candidate)?;
@@ -234,8 +311,29 @@ pub fn proxy_only(
             round: 1,
         });
     }
+    let pairs: Vec<(f64, f64)> = measured
+        .iter()
+        .map(|m| (m.candidate.omega, m.loss))
+        .collect();
     let front = measured_front(&measured, request.pareto);
-    Ok((measured, front))
+    Ok(Search {
+        rounds: vec![SearchRound {
+            evaluated: measured.len(),
+            fit: fit_of(&pairs),
+            front: front.len(),
+            improved: front.len(),
+        }],
+        evaluations: measured.len(),
+        reused: 0,
+        objective: problem
+            .groups
+            .iter()
+            .map(|g| g.choices.iter().map(|c| c.omega).collect())
+            .collect(),
+        measured,
+        front,
+        stopped: "the points are measured",
+    })
 }
 
 fn candidate_within(c: &Candidate, limits: &crate::problem::cost::Limits) -> bool {

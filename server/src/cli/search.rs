@@ -7,7 +7,7 @@ use super::{check_batch_size, in_file, load_data, load_manifest, load_model, rea
 use crate::output::Format;
 use clap::{Args, ValueEnum};
 use planner::eval::evaluator::Metrics;
-use planner::solve::search::{search, SearchRequest};
+use planner::solve::search::{greedy, proxy_only, search, SearchRequest};
 use planner::{Budgets, CostKind, DeviceProfile, Halt, Problem};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ enum Axis {
     Bops,
     Latency,
     /// Average weight bits (weight storage over weights).
+    #[value(alias = "avg_bits")]
     AvgBits,
 }
 
@@ -31,6 +32,18 @@ impl Axis {
             Axis::Latency => CostKind::Latency,
         }
     }
+}
+
+/// How the configurations to measure are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// Plan, measure, refit the objective to the measurements, plan again.
+    Search,
+    /// The exact front of the manifest's objective, the evaluations spread evenly along it.
+    ProxyOnly,
+    /// AIMET-style: lower the layer that costs least objective per unit of cost saved, one step
+    /// at a time; the evaluations spread evenly along that path.
+    Greedy,
 }
 
 /// What is measured, as a loss (lower is better).
@@ -95,6 +108,9 @@ pub(super) struct SearchArgs {
     per_round: Option<usize>,
     #[arg(long, value_enum, default_value = "kl")]
     metric: Metric,
+    /// How the configurations to measure are chosen (the baselines measure in one round).
+    #[arg(long, value_enum, default_value = "search")]
+    method: Method,
     #[arg(long, default_value_t = planner::eval::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     #[command(flatten)]
@@ -143,27 +159,27 @@ pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
     };
     let mut metrics: HashMap<Vec<u8>, Metrics> = HashMap::new();
     let mut failure = None;
-    let found = search(
-        &problem,
-        &request,
-        &[],
-        &mut |c| {
-            let m = evaluator.evaluate(&c.bits)?;
-            let loss = args.metric.loss(&m);
-            metrics.insert(c.bits.clone(), m);
-            loss.map_err(|e| {
-                let message = e.message.clone();
-                failure = Some(e);
-                planner::Error::Runtime(message)
-            })
-        },
-        &Halt::default(),
-    );
+    let mut measure = |c: &planner::Candidate| {
+        let m = evaluator.evaluate(&c.bits)?;
+        let loss = args.metric.loss(&m);
+        metrics.insert(c.bits.clone(), m);
+        loss.map_err(|e| {
+            let message = e.message.clone();
+            failure = Some(e);
+            planner::Error::Runtime(message)
+        })
+    };
+    let halt = Halt::default();
+    let found = match args.method {
+        Method::Search => search(&problem, &request, &[], &mut measure, &halt),
+        Method::ProxyOnly => proxy_only(&problem, &request, &mut measure, &halt),
+        Method::Greedy => greedy(&problem, &request, &mut measure, &halt),
+    };
     if let Some(f) = failure {
         return Err(f);
     }
     let found = found?;
-    let doc = document(&problem, &found, &metrics, args.pareto);
+    let doc = document(&problem, &found, &metrics, args.pareto, args.method);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&doc).expect("JSON")),
         Format::Table | Format::Csv => print!("{}", table(&found, &metrics, args.format)),
@@ -177,6 +193,7 @@ fn document(
     found: &planner::solve::search::Search,
     metrics: &HashMap<Vec<u8>, Metrics>,
     axis: Axis,
+    method: Method,
 ) -> Value {
     let front: Vec<Value> = found
         .front
@@ -204,7 +221,8 @@ fn document(
         .collect();
     json!({
         "status": "done",
-        "pareto": format!("{axis:?}").to_lowercase(),
+        "method": method.to_possible_value().expect("named").get_name().replace('-', "_"),
+        "pareto": axis.to_possible_value().expect("named").get_name().replace('-', "_"),
         "stopped": found.stopped,
         "evaluations": found.evaluations,
         "reused": found.reused,

@@ -163,18 +163,27 @@ fn the_loop_finds_what_layers_that_interact_hide_from_the_proxy() {
     .unwrap();
     assert_eq!(calls, found.evaluations);
     assert!(found.evaluations <= 24);
-    let (proxy, _) =
-        proxy_only(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default()).unwrap();
+    let proxy = proxy_only(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default())
+        .unwrap()
+        .measured;
     // The proxy's front, thinned to 24 evenly spaced costs (fewer where two fall together).
     assert!((12..=24).contains(&proxy.len()), "{}", proxy.len());
-    // Where the compounding bites (a and b must go low to fit), the loop reaches the true optimum
-    // and the proxy's front, blind to it, does not.
+    let by_greed = greedy(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default())
+        .unwrap()
+        .measured;
+    assert!(by_greed.len() <= 24);
     // Where the compounding bites (a and b must go low to fit), the loop comes within 15% of the
-    // true optimum (brute force) and the proxy's front, blind to it, stays 4 times above.
+    // true optimum (brute force) and the proxy's front and the greedy path, blind to it, stay 4
+    // times above.
     for budget in [4.5, 5.0] {
         let oracle = true_best(&problem, &truth, budget);
         let by_search = best_measured(&found.measured, budget);
         let by_proxy = best_measured(&proxy, budget);
+        let by_greedy = best_measured(&by_greed, budget);
+        assert!(
+            by_greedy >= 4.0 * by_search,
+            "at {budget} bits: greedy {by_greedy}, search {by_search}"
+        );
         assert!(
             by_search <= 1.15 * oracle,
             "at {budget} bits: search {by_search}, optimum {oracle}"
@@ -202,6 +211,60 @@ fn the_loop_finds_what_layers_that_interact_hide_from_the_proxy() {
     assert!(refit > problem.candidate(&both_low).omega, "{refit}");
 }
 
+/// On layers whose objective falls convexly with their cost (quantization noise halves per bit),
+/// every point of the greedy path is the least objective at its cost, by brute force; each step
+/// lowers one group by one choice.
+#[test]
+fn the_greedy_path_is_optimal_for_its_costs_on_convex_layers() {
+    let (problem, _) = interacting();
+    let path = greedy_path(&problem, CostKind::Size);
+    let steps: usize = problem.groups.iter().map(|g| g.choices.len() - 1).sum();
+    assert_eq!(path.len(), steps + 1);
+    assert!(path[0].iter().all(|&c| c == 0));
+    for pair in path.windows(2) {
+        let moved: Vec<usize> = (0..pair[0].len())
+            .filter(|&g| pair[0][g] != pair[1][g])
+            .collect();
+        assert_eq!(moved.len(), 1);
+        assert_eq!(pair[1][moved[0]], pair[0][moved[0]] + 1);
+    }
+    let all = every_configuration(&problem);
+    for picks in &path {
+        let c = problem.candidate(picks);
+        let best = all
+            .iter()
+            .filter(|o| o.size_bytes <= c.size_bytes * (1.0 + 1e-12))
+            .map(|o| o.omega)
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            c.omega <= best * (1.0 + 1e-9),
+            "{picks:?}: {} > {best}",
+            c.omega
+        );
+    }
+}
+
+fn every_configuration(problem: &Problem) -> Vec<Candidate> {
+    let sizes: Vec<usize> = problem.groups.iter().map(|g| g.choices.len()).collect();
+    let mut out = Vec::new();
+    let mut picks = vec![0usize; sizes.len()];
+    loop {
+        out.push(problem.candidate(&picks));
+        let mut g = 0;
+        while g < sizes.len() {
+            picks[g] += 1;
+            if picks[g] < sizes[g] {
+                break;
+            }
+            picks[g] = 0;
+            g += 1;
+        }
+        if g == sizes.len() {
+            return out;
+        }
+    }
+}
+
 #[test]
 fn measurements_given_in_are_reused_never_measured_again() {
     let (problem, truth) = interacting();
@@ -211,8 +274,9 @@ fn measurements_given_in_are_reused_never_measured_again() {
         evaluations: 8,
         per_round: Some(4),
     };
-    let (proxy, _) =
-        proxy_only(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default()).unwrap();
+    let proxy = proxy_only(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default())
+        .unwrap()
+        .measured;
     let prior: Vec<(Vec<u8>, f64)> = proxy
         .iter()
         .map(|m| (m.candidate.bits.clone(), m.loss))
