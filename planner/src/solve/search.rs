@@ -2,9 +2,11 @@
 //!
 //! Each round solves the exact front of the current objective, measures the points most likely to
 //! improve the measured front, and refits the objective to every measurement so far. The
-//! objective stays one value per (group, choice), so the exact solvers keep answering it: the fit
-//! moves each term that measurements constrain, pulled towards the starting objective (rescaled to
-//! the measurements' units) where they do not. Measuring is the caller's (a callback), so the
+//! objective stays one value per (group, choice), so the exact solvers keep answering it. The fit
+//! has two levels: a weight per group on its starting terms, plus a constant (layers whose
+//! single-layer sensitivity under- or over-states what they do together), then each term that
+//! measurements constrain moved from there (what no per-group weight explains, such as two
+//! layers whose errors compound), pulled back where they do not. Measuring is the caller's (a callback), so the
 //! module stays pure; what was measured before (any plan, fleet or earlier search) is passed in and
 //! never measured again.
 
@@ -22,6 +24,11 @@ const FRONT_SAMPLE: usize = 400;
 /// Weight of the pull towards the starting objective, relative to the measurements' scale: small,
 /// so measurements win wherever they say something.
 const RIDGE: f64 = 0.01;
+
+/// Weight of the pull of each group's correction towards the common scale: larger than
+/// [`RIDGE`], since a group's weight moves every one of its terms at once (on the digits and
+/// PP-OCR benchmarks of `bench/search_vs_baselines.py`, 0.5 beat 0.02, 0.1, 2 and 10).
+const GROUP_RIDGE: f64 = 0.5;
 
 /// Most fitted terms; past this only the starting objective's scale is fitted.
 const MAX_FITTED_TERMS: usize = 3000;
@@ -136,7 +143,8 @@ pub fn search(
         }
     }
     let reused = measured.len();
-    let mut objective = fit(problem, &start, &measured);
+    let refit = |measured: &[MeasuredPoint]| refit(problem, &start, measured);
+    let mut objective = refit(&measured);
     let mut rounds = Vec::new();
     let mut made = 0;
     let stopped = loop {
@@ -187,7 +195,7 @@ pub fn search(
             front: after.len(),
             improved,
         });
-        objective = fit(problem, &start, &measured);
+        objective = refit(&measured);
         if improved == 0 && round > 1 {
             break "a round added nothing to the measured front";
         }
@@ -482,6 +490,12 @@ fn area(points: &[(f64, f64)], reference: (f64, f64)) -> f64 {
     total
 }
 
+/// The objective the search plans on next: per-group corrections of `start`
+/// ([`fit_groups`]), then every term measurements constrain moved from there ([`fit`]).
+pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
+    fit(problem, &fit_groups(start, measured), measured)
+}
+
 /// The objective refitted to the measurements: one term per (group, choice). The starting terms
 /// are first rescaled to the measurements (least squares through the origin); then every term a
 /// measurement uses is fitted by ridge regression towards its rescaled start, so terms no
@@ -547,11 +561,87 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
         ata[j * k + j] += w;
         atb[j] += w * prior;
     }
-    // Terms are non-negative: a term the solution drives below zero is pinned at zero and the
-    // rest solved again (an active set; a few passes settle it).
+    if let Some(theta) = solve_non_negative(&ata, &atb, k, &vec![true; k]) {
+        for (&(g, c), &j) in &index {
+            out[g][c] = theta[j];
+        }
+    }
+    out
+}
+
+/// The objective refitted as the starting one with a weight per group and a constant: a loss is
+/// predicted as `b + sum over groups of w_g * start[g][choice]`, fitted to the measurements by
+/// relative, ridge-regularised least squares, each weight pulled towards the one common scale
+/// that fits best; the constant is spread evenly over the groups' terms, so the fronts it gives
+/// are the weighted start's.
+pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
+    let groups = start.len();
+    if measured.is_empty() || groups == 0 {
+        return start.to_vec();
+    }
+    let sum_start =
+        |picks: &[usize]| -> f64 { picks.iter().enumerate().map(|(g, &c)| start[g][c]).sum() };
+    let (num, den) = measured.iter().fold((0.0, 0.0), |(n, d), m| {
+        let p = sum_start(&m.picks);
+        (n + p * m.loss, d + p * p)
+    });
+    let scale = if den > 0.0 && num > 0.0 {
+        num / den
+    } else {
+        1.0
+    };
+    // Unknowns: each group's weight relative to `scale`, then the constant.
+    let k = groups + 1;
+    let mean_loss = measured.iter().map(|m| m.loss.abs()).sum::<f64>() / measured.len() as f64;
+    let mut ata = vec![0.0; k * k];
+    let mut atb = vec![0.0; k];
+    for m in measured {
+        let mut x: Vec<f64> = m
+            .picks
+            .iter()
+            .enumerate()
+            .map(|(g, &c)| scale * start[g][c])
+            .collect();
+        x.push(1.0);
+        let w = 1.0 / m.loss.abs().max(mean_loss * 1e-9).max(1e-300).powi(2);
+        for a in 0..k {
+            atb[a] += w * x[a] * m.loss;
+            for b in 0..k {
+                ata[a * k + b] += w * x[a] * x[b];
+            }
+        }
+    }
+    let ridge = GROUP_RIDGE * measured.len() as f64 / groups as f64;
+    for g in 0..groups {
+        ata[g * k + g] += ridge;
+        atb[g] += ridge;
+    }
+    ata[groups * k + groups] += 1e-9 * measured.len() as f64 / (mean_loss * mean_loss).max(1e-300);
+    let Some(theta) = solve_non_negative(&ata, &atb, k, &vec![true; k]) else {
+        return start.to_vec();
+    };
+    let constant = theta[groups] / groups as f64;
+    start
+        .iter()
+        .zip(&theta)
+        .map(|(terms, &w)| terms.iter().map(|t| w * scale * t + constant).collect())
+        .collect()
+}
+
+/// Solves the normal equations `a x = b` (k × k, row-major) with the unknowns marked in
+/// `non_negative` kept at zero or above: one the solution drives below zero is pinned at zero
+/// and the rest solved again (an active set; a few passes settle it). `None` when the system is
+/// singular from the start.
+fn solve_non_negative(
+    ata: &[f64],
+    atb: &[f64],
+    k: usize,
+    non_negative: &[bool],
+) -> Option<Vec<f64>> {
+    let mut theta: Option<Vec<f64>> = None;
     let mut pinned = vec![false; k];
     for _ in 0..8 {
-        let (mut a, mut b) = (ata.clone(), atb.clone());
+        let (mut a, mut b) = (ata.to_vec(), atb.to_vec());
         for j in (0..k).filter(|&j| pinned[j]) {
             for i in 0..k {
                 a[i * k + j] = 0.0;
@@ -560,13 +650,19 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
             a[j * k + j] = 1.0;
             b[j] = 0.0;
         }
-        let Some(theta) = cholesky_solve(&mut a, &mut b, k) else {
-            break;
+        let Some(solved) = cholesky_solve(&mut a, &mut b, k) else {
+            return theta;
         };
-        let negative: Vec<usize> = (0..k).filter(|&j| theta[j] < 0.0).collect();
-        for (&(g, c), &j) in &index {
-            out[g][c] = theta[j].max(0.0);
-        }
+        let negative: Vec<usize> = (0..k)
+            .filter(|&j| non_negative[j] && solved[j] < 0.0)
+            .collect();
+        theta = Some(
+            solved
+                .iter()
+                .zip(non_negative)
+                .map(|(&t, &nn)| if nn { t.max(0.0) } else { t })
+                .collect(),
+        );
         if negative.is_empty() {
             break;
         }
@@ -574,7 +670,7 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
             pinned[j] = true;
         }
     }
-    out
+    theta
 }
 
 /// Solves `a x = b` for a symmetric positive definite `a` (n × n, row-major), in place.

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""`bitplan search` against its baselines on one model, as measured.
+
+Usage: search_vs_baselines.py BITPLAN MODEL_DIR [--evaluations N] [--budgets 6 5 4.5]
+                              [--split-from DATA.npz]
+
+MODEL_DIR holds model.onnx, calib.npz (every method measures on it) and val.npz (the
+configuration each method picks at a budget is then evaluated on it: other images). With
+--split-from, calib.npz and val.npz are written first: the first half of DATA.npz's samples and
+the second. The starting objective of every method is the measured single-layer sensitivity on
+calib.npz (`bitplan manifest --data`, kept as MODEL_DIR/manifest.json).
+
+Methods, each given the same N evaluations (`bitplan search --method`):
+- search: plan on the objective, measure, refit it to the measurements, plan again;
+- proxy-only: the exact front of the starting objective, N points spread along it;
+- greedy: AIMET-style, lowering the layer that costs least sensitivity per bit saved, N points
+  spread along that path;
+- uniform: every layer at the same bit-width (one evaluation per width, not counted in N).
+
+For each method and average-bit budget: the measured point of least KL on calib.npz within the
+budget, then its KL from fp32 and top-1 agreement on val.npz. Also the area under each method's
+measured front (KL on calib.npz against average bits, a staircase, from the smallest budget to the
+highest width). Prints a Markdown table and, last, one JSON line with every figure.
+"""
+import argparse, json, os, subprocess, sys, tempfile, time
+
+import numpy as np
+
+
+def run(*args):
+    return subprocess.run(list(args), check=True, capture_output=True, text=True).stdout
+
+
+def split(data, folder):
+    """The first half of every array's samples to calib.npz, the rest to val.npz."""
+    arrays = dict(np.load(data))
+    n = len(next(iter(arrays.values())))
+    for name, part in [("calib.npz", slice(0, n // 2)), ("val.npz", slice(n // 2, n))]:
+        np.savez(os.path.join(folder, name), **{k: v[part] for k, v in arrays.items()})
+
+
+def staircase_area(points, lo, hi):
+    """Integral over [lo, hi] of the least loss among points at or below x (inf when none)."""
+    pts = sorted(p for p in points if p[0] <= hi + 1e-9)
+    if not pts or pts[0][0] > lo + 1e-9:
+        return float("inf")
+    xs = sorted({lo, hi} | {x for x, _ in pts if lo < x < hi})
+    area = 0.0
+    for a, b in zip(xs, xs[1:]):
+        best = min(l for x, l in pts if x <= a + 1e-9)
+        area += best * (b - a)
+    return area
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bitplan")
+    ap.add_argument("folder")
+    ap.add_argument("--evaluations", type=int, default=40)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[6.0, 5.0, 4.5])
+    ap.add_argument("--split-from")
+    a = ap.parse_args()
+    bitplan, folder = a.bitplan, a.folder
+    if a.split_from:
+        split(a.split_from, folder)
+    model, calib, val = (os.path.join(folder, f) for f in ("model.onnx", "calib.npz", "val.npz"))
+    manifest = os.path.join(folder, "manifest.json")
+    if not os.path.exists(manifest):
+        with open(manifest, "w") as f:
+            f.write(run(bitplan, "manifest", model, "--data", calib))
+    doc = json.load(open(manifest))
+    layers = [l["name"] for l in doc["layers"]]
+    widths = sorted(set.intersection(*(set(l.get("bits") or doc["bits"]) for l in doc["layers"])), reverse=True)
+    tmp = tempfile.mkdtemp()
+
+    cache = {}
+
+    def evaluate(bits, data):
+        key = (json.dumps(bits, sort_keys=True), data)
+        if key not in cache:
+            path = os.path.join(tmp, "bits.json")
+            json.dump(bits, open(path, "w"))
+            cache[key] = json.loads(run(bitplan, "evaluate", manifest, "--model", model, "--data", data,
+                                        "--bits", path, "--format", "json"))
+        return cache[key]
+
+    fronts, spent, seconds = {}, {}, {}
+    for method in ["search", "proxy-only", "greedy"]:
+        t = time.perf_counter()
+        out = json.loads(run(bitplan, "search", manifest, "--model", model, "--data", calib,
+                             "--pareto", "avg_bits", "--evaluations", str(a.evaluations),
+                             "--method", method, "--format", "json"))
+        seconds[method] = time.perf_counter() - t
+        spent[method] = out["evaluations"]
+        fronts[method] = [(p["avg_bits"], p["measured"]["kl_fp32"], p["bits"]) for p in out["front"]]
+    t = time.perf_counter()
+    uniform = []
+    for w in widths:
+        bits = {l: w for l in layers}
+        uniform.append((float(w), evaluate(bits, calib)["kl_fp32"], bits))
+    seconds["uniform"], spent["uniform"], fronts["uniform"] = time.perf_counter() - t, len(widths), uniform
+
+    lo, hi = min(a.budgets), float(max(widths))
+    rows = []
+    for method, front in fronts.items():
+        row = {"method": method, "evaluations": spent[method], "seconds": round(seconds[method], 1),
+               "area_calib_kl": staircase_area([(x, l) for x, l, _ in front], lo, hi), "budgets": {}}
+        for b in a.budgets:
+            within = [p for p in front if p[0] <= b + 1e-9]
+            if not within:
+                row["budgets"][str(b)] = None
+                continue
+            avg, kl_calib, bits = min(within, key=lambda p: p[1])
+            m = evaluate(bits, val)
+            row["budgets"][str(b)] = {"avg_bits": avg, "kl_calib": kl_calib, "kl_val": m["kl_fp32"],
+                                      "agreement_val": m["agreement_fp32"], "accuracy_val": m.get("accuracy")}
+        rows.append(row)
+
+    name = os.path.basename(os.path.normpath(folder))
+    print(f"{name}: {len(layers)} layers, widths {widths}, {a.evaluations} evaluations per method")
+    for key, title in [("kl_calib", "KL from fp32 of the measured front's best point within each budget, on calib.npz (measured)"),
+                       ("kl_val", "the same points on val.npz (held out); top-1 agreement with fp32 in brackets")]:
+        print(title)
+        print("| method | " + " | ".join(f"avg bits ≤ {b:g}" for b in a.budgets)
+              + (f" | area under front [{lo:g}, {hi:g}] | evaluations | s |" if key == "kl_calib" else " |"))
+        print("| --- " * (len(a.budgets) + (4 if key == "kl_calib" else 1)) + "|")
+        for r in rows:
+            cells = []
+            for b in a.budgets:
+                v = r["budgets"][str(b)]
+                if v is None:
+                    cells.append("none")
+                elif key == "kl_val":
+                    cells.append(f"{v['kl_val']:.3e} ({v['agreement_val']:.3f})")
+                else:
+                    cells.append(f"{v['kl_calib']:.3e}")
+            tail = f" | {r['area_calib_kl']:.3e} | {r['evaluations']} | {r['seconds']} |" if key == "kl_calib" else " |"
+            print(f"| {r['method']} | " + " | ".join(cells) + tail)
+    print(json.dumps({"model": name, "evaluations": a.evaluations, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
