@@ -14,6 +14,7 @@ pub mod output;
 pub mod planning;
 pub mod process;
 pub mod runtime;
+pub mod search;
 pub mod serve;
 pub mod store;
 pub mod views;

@@ -3,7 +3,7 @@
 
 use crate::store::{
     json_column, rfc3339, CandidateRow, DeviceRow, FleetPlanRow, FleetRow, JobRow, MetricsRow,
-    PlanRow, SupernetRow,
+    PlanRow, SearchRow, SupernetRow,
 };
 use serde_json::{json, Value};
 
@@ -153,6 +153,21 @@ impl FleetRow {
             "name": self.name,
             "devices": devices,
             "created_at": rfc3339(self.created_at),
+        })
+    }
+}
+
+impl SearchRow {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "supernet_id": self.supernet_id,
+            "status": self.status,
+            "request": json_column(&self.request),
+            "job_id": self.job_id,
+            "result": self.result.as_deref().map(json_column),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
         })
     }
 }

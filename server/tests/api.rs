@@ -1516,3 +1516,100 @@ async fn manifests_from_other_tools_warn_and_typos_fail() {
         "unknown field; did you mean tie?"
     );
 }
+
+/// A search runs as a job on the supernet's model: it stores each measurement as an evaluation,
+/// its result's front is what was measured (cheapest first, each point better than every
+/// cheaper one), and a second search reuses every stored measurement instead of measuring it
+/// again. Bad requests are 422 naming the field; a supernet without a model is 409.
+#[tokio::test]
+async fn a_search_measures_stores_and_is_reused_by_the_next() {
+    let svc = Svc::new(|_| {}, true).await;
+    let sn = svc.digits().await;
+    let searches = format!("/v1/supernets/{sn}/searches");
+    for (body, field) in [
+        (
+            json!({"pareto": "avg_bits", "evaluations": 0}),
+            "evaluations",
+        ),
+        (json!({"pareto": "latency", "evaluations": 4}), "pareto"),
+        (
+            json!({"pareto": "size", "evaluations": 4, "budgets": {"max_avg_bits": -1}}),
+            "budgets.max_avg_bits",
+        ),
+    ] {
+        let r = svc.call("POST", &searches, Some(body)).await;
+        assert_eq!(first_field(&r), (422, field.into()), "{}", r.json());
+    }
+    let body = json!({"pareto": "avg_bits", "evaluations": 8, "budgets": {"max_avg_bits": 7}});
+    let r = svc.call("POST", &searches, Some(body.clone())).await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let search = svc
+        .call("GET", &format!("/v1/searches/{id}"), None)
+        .await
+        .json();
+    assert_eq!(search["status"], "ready", "{search}");
+    let result = &search["result"];
+    let made = result["evaluations"].as_u64().unwrap();
+    assert!((2..=8).contains(&made), "{result}");
+    let stored: Vec<(String, f64)> = sqlx::query_as("SELECT bits, kl_fp32 FROM evaluations")
+        .fetch_all(&svc.oracle().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, made, "each measurement stored once");
+    let front = result["front"].as_array().unwrap();
+    assert!(!front.is_empty());
+    let mut last = (f64::NEG_INFINITY, f64::INFINITY);
+    for p in front {
+        let (cost, loss) = (
+            p["avg_bits"].as_f64().unwrap(),
+            p["measured"]["loss"].as_f64().unwrap(),
+        );
+        assert!(cost <= 7.0 + 1e-9 && cost >= last.0 && loss < last.1, "{p}");
+        last = (cost, loss);
+        // The loss is the stored KL of that configuration.
+        let order = ["conv1", "conv2", "fc1", "fc2"];
+        let bits: Vec<u64> = order
+            .iter()
+            .map(|l| p["bits"][l].as_u64().unwrap())
+            .collect();
+        let key = serde_json::to_string(&bits).unwrap();
+        let kl = stored.iter().find(|(b, _)| *b == key).expect("stored").1;
+        assert_eq!(kl, loss, "{p}");
+    }
+    let listed = svc.call("GET", &searches, None).await.json();
+    assert_eq!(listed["searches"][0]["id"], id.as_str());
+
+    let r = svc.call("POST", &searches, Some(body)).await;
+    let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let again = svc
+        .call(
+            "GET",
+            &format!("/v1/searches/{}", r.json()["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(again["result"]["reused"].as_u64().unwrap(), made, "{again}");
+    let now: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+        .fetch_one(&svc.oracle().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        now as u64,
+        made + again["result"]["evaluations"].as_u64().unwrap()
+    );
+
+    let bare = svc.supernet("examples/digits-cnn.manifest.json").await;
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{bare}/searches"),
+            Some(json!({"pareto": "size", "evaluations": 4})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.json());
+}

@@ -129,7 +129,7 @@ fn the_baselines_measure_one_round_within_their_budgets() {
 #[test]
 fn bad_arguments_are_refused_with_exit_2() {
     for (args, says) in [
-        (vec!["--evaluations", "0"], "--evaluations must be within"),
+        (vec!["--evaluations", "0"], "--evaluations: must be within"),
         (
             vec!["--evaluations", "5", "--max-avg-bits", "1"],
             "no configuration meets the budgets",

@@ -30,7 +30,8 @@ const RIDGE: f64 = 0.01;
 /// PP-OCR benchmarks of `bench/search_vs_baselines.py`, 0.5 beat 0.02, 0.1, 2 and 10).
 const GROUP_RIDGE: f64 = 0.5;
 
-/// Most fitted terms; past this only the starting objective's scale is fitted.
+/// Most unknowns a fit solves for (a dense system): past this, [`fit`] fits only the starting
+/// objective's scale and [`fit_groups`] leaves the start as it is.
 const MAX_FITTED_TERMS: usize = 3000;
 
 /// What to search.
@@ -39,7 +40,7 @@ pub struct SearchRequest {
     pub budgets: Budgets,
     /// The cost the front is measured against.
     pub pareto: CostKind,
-    /// New measurements the search may make.
+    /// New measurements the search may make (0: only the front of the measurements given in).
     pub evaluations: usize,
     /// Measurements per round (default: a quarter of `evaluations`, at least 2).
     pub per_round: Option<usize>,
@@ -109,13 +110,6 @@ pub fn search(
 ) -> Result<Search> {
     let axis = request.pareto;
     let limits = limits_of(&request.budgets.bounds(problem)?);
-    if request.evaluations == 0 {
-        return Err(Error::invalid(
-            "search request",
-            "evaluations",
-            "must be at least 1",
-        ));
-    }
     let per_round = request
         .per_round
         .unwrap_or(request.evaluations.div_ceil(4).max(2))
@@ -220,6 +214,7 @@ pub fn proxy_only(
     measure: &mut Measure<'_>,
     halt: &Halt,
 ) -> Result<Search> {
+    at_least_one(request)?;
     let limits = limits_of(&request.budgets.bounds(problem)?);
     let front = pareto_front(
         problem,
@@ -242,11 +237,19 @@ pub fn greedy(
     measure: &mut Measure<'_>,
     halt: &Halt,
 ) -> Result<Search> {
+    at_least_one(request)?;
     let limits = limits_of(&request.budgets.bounds(problem)?);
-    let mut path: Vec<Vec<usize>> = greedy_path(problem, request.pareto)
-        .into_iter()
-        .filter(|p| candidate_within(&problem.candidate(p), &limits))
-        .collect();
+    // Within the budgets, and each point cheaper than every one before it (a move that saves
+    // nothing, or costs more on a device's latency table, is skipped), cheapest first.
+    let mut path: Vec<Vec<usize>> = Vec::new();
+    let mut cheapest = f64::INFINITY;
+    for p in greedy_path(problem, request.pareto) {
+        let c = problem.candidate(&p);
+        if c.cost(request.pareto) < cheapest && candidate_within(&c, &limits) {
+            cheapest = c.cost(request.pareto);
+            path.push(p);
+        }
+    }
     path.reverse();
     let costs: Vec<f64> = path
         .iter()
@@ -289,6 +292,18 @@ pub fn greedy_path(problem: &Problem, axis: CostKind) -> Vec<Vec<usize>> {
         picks[g] += 1;
         path.push(picks.clone());
     }
+}
+
+/// A baseline spreads its evaluations along a path: it needs at least one.
+fn at_least_one(request: &SearchRequest) -> Result<()> {
+    if request.evaluations == 0 {
+        return Err(Error::invalid(
+            "search request",
+            "evaluations",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// Measures `points` in order as one round of a search that stops there.
@@ -561,7 +576,7 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
         ata[j * k + j] += w;
         atb[j] += w * prior;
     }
-    if let Some(theta) = solve_non_negative(&ata, &atb, k, &vec![true; k]) {
+    if let Some(theta) = solve_non_negative(&ata, &atb, k) {
         for (&(g, c), &j) in &index {
             out[g][c] = theta[j];
         }
@@ -576,7 +591,7 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
 /// are the weighted start's.
 pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
     let groups = start.len();
-    if measured.is_empty() || groups == 0 {
+    if measured.is_empty() || groups == 0 || groups >= MAX_FITTED_TERMS {
         return start.to_vec();
     }
     let sum_start =
@@ -617,7 +632,7 @@ pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64
         atb[g] += ridge;
     }
     ata[groups * k + groups] += 1e-9 * measured.len() as f64 / (mean_loss * mean_loss).max(1e-300);
-    let Some(theta) = solve_non_negative(&ata, &atb, k, &vec![true; k]) else {
+    let Some(theta) = solve_non_negative(&ata, &atb, k) else {
         return start.to_vec();
     };
     let constant = theta[groups] / groups as f64;
@@ -628,16 +643,11 @@ pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64
         .collect()
 }
 
-/// Solves the normal equations `a x = b` (k × k, row-major) with the unknowns marked in
-/// `non_negative` kept at zero or above: one the solution drives below zero is pinned at zero
-/// and the rest solved again (an active set; a few passes settle it). `None` when the system is
-/// singular from the start.
-fn solve_non_negative(
-    ata: &[f64],
-    atb: &[f64],
-    k: usize,
-    non_negative: &[bool],
-) -> Option<Vec<f64>> {
+/// Solves the normal equations `a x = b` (k × k, row-major) with every unknown kept at zero or
+/// above: one the solution drives below zero is pinned at zero and the rest solved again (an
+/// active set; a few passes settle it, and what is still negative after them is clamped).
+/// `None` when the system is singular from the start.
+fn solve_non_negative(ata: &[f64], atb: &[f64], k: usize) -> Option<Vec<f64>> {
     let mut theta: Option<Vec<f64>> = None;
     let mut pinned = vec![false; k];
     for _ in 0..8 {
@@ -653,16 +663,8 @@ fn solve_non_negative(
         let Some(solved) = cholesky_solve(&mut a, &mut b, k) else {
             return theta;
         };
-        let negative: Vec<usize> = (0..k)
-            .filter(|&j| non_negative[j] && solved[j] < 0.0)
-            .collect();
-        theta = Some(
-            solved
-                .iter()
-                .zip(non_negative)
-                .map(|(&t, &nn)| if nn { t.max(0.0) } else { t })
-                .collect(),
-        );
+        let negative: Vec<usize> = (0..k).filter(|&j| solved[j] < 0.0).collect();
+        theta = Some(solved.iter().map(|t| t.max(0.0)).collect());
         if negative.is_empty() {
             break;
         }

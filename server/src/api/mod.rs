@@ -5,6 +5,7 @@
 mod fleets;
 mod jobs;
 mod plans;
+mod searches;
 mod supernets;
 mod web;
 
@@ -95,6 +96,11 @@ pub fn router(state: AppState) -> Router {
             get(fleets::list_fleet_plans).post(fleets::create_fleet_plan),
         )
         .route("/v1/fleet-plans/{id}", get(fleets::get_fleet_plan))
+        .route(
+            "/v1/supernets/{id}/searches",
+            get(searches::list).post(searches::create),
+        )
+        .route("/v1/searches/{id}", get(searches::get))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -68,10 +68,10 @@ pub async fn delete(
     let (dependents, unfinished) = match state.db.delete_supernet(&id, q.cascade).await? {
         Deleted::Refused(d) => {
             return Err(ApiError::conflict(format!(
-            "supernet {id:?} has {} plans, {} candidates, {} evaluations, {} fleet plans and {} \
-                 jobs; delete with ?cascade=true to remove them too",
-            d.plans, d.candidates, d.evaluations, d.fleet_plans, d.jobs
-        ))
+                "supernet {id:?} has {} plans, {} candidates, {} evaluations, {} fleet plans, {} \
+                 searches and {} jobs; delete with ?cascade=true to remove them too",
+                d.plans, d.candidates, d.evaluations, d.fleet_plans, d.searches, d.jobs
+            ))
             .with_details(json!({ "would_delete": dependents_json(&d) })))
         }
         Deleted::Removed {
@@ -95,6 +95,7 @@ fn dependents_json(d: &crate::store::Dependents) -> Value {
         "candidates": d.candidates,
         "evaluations": d.evaluations,
         "fleet_plans": d.fleet_plans,
+        "searches": d.searches,
         "jobs": d.jobs,
     })
 }

@@ -3,78 +3,14 @@
 //! (`planner::solve::search`).
 
 use super::RuntimeArgs;
-use super::{check_batch_size, in_file, load_data, load_manifest, load_model, read, Failure};
+use super::{check_batch_size, load_data, load_manifest, load_model, read, Failure};
 use crate::output::Format;
-use clap::{Args, ValueEnum};
+use crate::search::{document, Axis, Measured, Method, Metric, SearchBody};
+use clap::Args;
 use planner::eval::evaluator::Metrics;
-use planner::solve::search::{greedy, proxy_only, search, SearchRequest};
-use planner::{Budgets, CostKind, DeviceProfile, Halt, Problem};
-use serde_json::{json, Value};
+use planner::{Budgets, Halt};
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-/// The cost the measured front is drawn against.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Axis {
-    Size,
-    Bops,
-    Latency,
-    /// Average weight bits (weight storage over weights).
-    #[value(alias = "avg_bits")]
-    AvgBits,
-}
-
-impl Axis {
-    fn cost(self) -> CostKind {
-        match self {
-            Axis::Size | Axis::AvgBits => CostKind::Size,
-            Axis::Bops => CostKind::Bops,
-            Axis::Latency => CostKind::Latency,
-        }
-    }
-}
-
-/// How the configurations to measure are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Method {
-    /// Plan, measure, refit the objective to the measurements, plan again.
-    Search,
-    /// The exact front of the manifest's objective, the evaluations spread evenly along it.
-    ProxyOnly,
-    /// AIMET-style: lower the layer that costs least objective per unit of cost saved, one step
-    /// at a time; the evaluations spread evenly along that path.
-    Greedy,
-}
-
-/// What is measured, as a loss (lower is better).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Metric {
-    /// KL divergence from the fp32 model's outputs.
-    Kl,
-    /// 1 - top-1 accuracy on the labels `y`.
-    Accuracy,
-    /// 1 - top-1 agreement with the fp32 model.
-    Agreement,
-    /// 1 - mean cosine similarity with the fp32 model's outputs.
-    Cosine,
-}
-
-impl Metric {
-    fn loss(self, m: &Metrics) -> Result<f64, Failure> {
-        Ok(match self {
-            Metric::Kl => m.kl_fp32,
-            Metric::Accuracy => {
-                1.0 - m.accuracy.ok_or_else(|| {
-                    Failure::invalid(
-                        "--metric accuracy needs labels: the validation set has no `y`",
-                    )
-                })?
-            }
-            Metric::Agreement => 1.0 - m.agreement_fp32,
-            Metric::Cosine => 1.0 - m.cosine_mean,
-        })
-    }
-}
 
 #[derive(Debug, Args)]
 pub(super) struct SearchArgs {
@@ -119,24 +55,53 @@ pub(super) struct SearchArgs {
     format: Format,
 }
 
-/// Most measurements one search may ask for.
-const MAX_EVALUATIONS: usize = 10_000;
-
 pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
     let manifest = load_manifest(&args.manifest)?;
     let device = match &args.device {
-        Some(p) => Some(DeviceProfile::from_json(&read(p, "device profile")?).map_err(in_file(p))?),
+        Some(p) => Some(
+            serde_json::from_str(&read(p, "device profile")?)
+                .map_err(|e| Failure::invalid(format!("{}: {e}", p.display())))?,
+        ),
         None => None,
     };
-    let problem = Problem::new(&manifest, device.as_ref())?;
-    if args.evaluations == 0 || args.evaluations > MAX_EVALUATIONS {
-        return Err(Failure::invalid(format!(
-            "--evaluations must be within 1..={MAX_EVALUATIONS}"
-        )));
-    }
-    if matches!(args.pareto, Axis::Latency) && device.is_none() {
-        return Err(Failure::invalid("--pareto latency needs --device"));
-    }
+    let body = SearchBody {
+        pareto: args.pareto,
+        budgets: Budgets {
+            max_size_bytes: args.max_size_bytes,
+            max_bops: args.max_bops,
+            max_latency_ms: args.max_latency_ms,
+            max_avg_bits: args.max_avg_bits,
+        },
+        device,
+        evaluations: args.evaluations,
+        per_round: args.per_round,
+        metric: args.metric,
+        method: args.method,
+        batch_size: args.batch_size,
+    };
+    let (problem, request) = body.prepare(&manifest).map_err(|e| {
+        // The request's fields are this command's flags, and a device's its file's.
+        let device = args.device.as_deref().map(|p| p.display().to_string());
+        let lines: Vec<String> = e
+            .fields
+            .iter()
+            .map(|f| match (f.path.strip_prefix("device"), &device) {
+                (Some(rest), Some(file)) => {
+                    format!("{file}: {}: {}", rest.trim_start_matches('.'), f.reason)
+                }
+                _ => format!(
+                    "--{}: {}",
+                    f.path.trim_start_matches("budgets.").replace('_', "-"),
+                    f.reason
+                ),
+            })
+            .collect();
+        Failure::invalid(if lines.is_empty() {
+            e.message
+        } else {
+            lines.join("\n")
+        })
+    })?;
     check_batch_size(args.batch_size)?;
     let model = load_model(&args.model)?;
     let data = load_data(&args.data)?;
@@ -146,94 +111,39 @@ pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
         quantize_activations: false,
     };
     let mut evaluator = planner::eval::Evaluator::new(&backend, &model, &manifest, data, options)?;
-    let request = SearchRequest {
-        budgets: Budgets {
-            max_size_bytes: args.max_size_bytes,
-            max_bops: args.max_bops,
-            max_latency_ms: args.max_latency_ms,
-            max_avg_bits: args.max_avg_bits,
-        },
-        pareto: args.pareto.cost(),
-        evaluations: args.evaluations,
-        per_round: args.per_round,
-    };
     let mut metrics: HashMap<Vec<u8>, Metrics> = HashMap::new();
     let mut failure = None;
-    let mut measure = |c: &planner::Candidate| {
-        let m = evaluator.evaluate(&c.bits)?;
-        let loss = args.metric.loss(&m);
-        metrics.insert(c.bits.clone(), m);
-        loss.map_err(|e| {
-            let message = e.message.clone();
-            failure = Some(e);
-            planner::Error::Runtime(message)
-        })
-    };
-    let halt = Halt::default();
-    let found = match args.method {
-        Method::Search => search(&problem, &request, &[], &mut measure, &halt),
-        Method::ProxyOnly => proxy_only(&problem, &request, &mut measure, &halt),
-        Method::Greedy => greedy(&problem, &request, &mut measure, &halt),
-    };
+    let found = body.run(
+        &problem,
+        &request,
+        &[],
+        &mut |c| {
+            let m = evaluator.evaluate(&c.bits)?;
+            let loss = args.metric.loss(&Measured::from(&m));
+            metrics.insert(c.bits.clone(), m);
+            loss.map_err(|message| {
+                failure = Some(Failure::invalid(format!("--metric: {message}")));
+                planner::Error::Runtime(message)
+            })
+        },
+        &Halt::default(),
+    );
     if let Some(f) = failure {
         return Err(f);
     }
     let found = found?;
-    let doc = document(&problem, &found, &metrics, args.pareto, args.method);
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&doc).expect("JSON")),
+        Format::Json => {
+            let measured = metrics
+                .iter()
+                .map(|(b, m)| (b.clone(), Measured::from(m)))
+                .collect();
+            let doc = document(&problem, &found, &measured, args.pareto, args.method);
+            println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+        }
         Format::Table | Format::Csv => print!("{}", table(&found, &metrics, args.format)),
     }
     Ok(0)
-}
-
-/// The search as JSON: its rounds and the measured front, cheapest first.
-fn document(
-    problem: &Problem,
-    found: &planner::solve::search::Search,
-    metrics: &HashMap<Vec<u8>, Metrics>,
-    axis: Axis,
-    method: Method,
-) -> Value {
-    let front: Vec<Value> = found
-        .front
-        .iter()
-        .map(|&i| {
-            let p = &found.measured[i];
-            let c = &p.candidate;
-            let m = &metrics[&c.bits];
-            json!({
-                "bits": problem.manifest.bits_json(&c.bits),
-                "size_bytes": c.size_bytes,
-                "bops": c.bops,
-                "avg_bits": c.avg_bits,
-                "latency_ms": c.latency_ms,
-                "predicted": {"loss": p.predicted, "round": p.round},
-                "measured": {
-                    "loss": p.loss,
-                    "kl_fp32": m.kl_fp32,
-                    "agreement_fp32": m.agreement_fp32,
-                    "accuracy": m.accuracy,
-                    "cosine_mean": m.cosine_mean,
-                },
-            })
-        })
-        .collect();
-    json!({
-        "status": "done",
-        "method": method.to_possible_value().expect("named").get_name().replace('-', "_"),
-        "pareto": axis.to_possible_value().expect("named").get_name().replace('-', "_"),
-        "stopped": found.stopped,
-        "evaluations": found.evaluations,
-        "reused": found.reused,
-        "rounds": found.rounds.iter().map(|r| json!({
-            "evaluated": r.evaluated,
-            "fit": {"spearman": r.fit.spearman, "mae": r.fit.mae},
-            "front": r.front,
-            "improved": r.improved,
-        })).collect::<Vec<_>>(),
-        "front": front,
-    })
 }
 
 fn table(

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 mod evaluate;
 mod fleet;
 mod plan;
+mod search;
 mod sensitivity;
 
 /// How often a running job's lease is renewed and its cancellation read back.
@@ -360,6 +361,7 @@ async fn execute(ctx: Ctx, _worker: OwnedSemaphorePermit, _eval: Option<OwnedSem
             Work::Evaluate(work) => evaluate::run(&ctx, work).await,
             Work::Fleet {} => fleet::run(&ctx).await,
             Work::Sensitivity(work) => sensitivity::run(&ctx, work).await,
+            Work::Search {} => search::run(&ctx).await,
         }
         .unwrap_or_else(Outcome::Failed),
     };

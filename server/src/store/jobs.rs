@@ -53,6 +53,7 @@ pub enum Work {
     Evaluate(EvaluateWork),
     Fleet {},
     Sensitivity(SensitivityWork),
+    Search {},
 }
 
 impl Work {
@@ -62,6 +63,7 @@ impl Work {
             Work::Evaluate(_) => "evaluate",
             Work::Fleet {} => "fleet",
             Work::Sensitivity(_) => "sensitivity",
+            Work::Search {} => "search",
         }
     }
 
@@ -75,6 +77,7 @@ impl Work {
         match self {
             Work::Plan {} => Some("plans"),
             Work::Fleet {} => Some("fleet_plans"),
+            Work::Search {} => Some("searches"),
             _ => None,
         }
     }
@@ -420,6 +423,7 @@ mod tests {
         for work in [
             Work::Plan {},
             Work::Fleet {},
+            Work::Search {},
             Work::Evaluate(EvaluateWork {
                 bits: vec!["[8,4]".into()],
                 quantize_activations: true,
@@ -434,7 +438,7 @@ mod tests {
         }
         // Rows written before payloads were typed: plan and fleet jobs stored `{}`.
         assert_eq!(Work::decode("plan", "{}").unwrap(), Work::Plan {});
-        let e = Work::decode("search", "{}").unwrap_err();
-        assert!(e.contains("search"), "{e}");
+        let e = Work::decode("distill", "{}").unwrap_err();
+        assert!(e.contains("distill"), "{e}");
     }
 }

@@ -61,12 +61,19 @@ pub struct Dependents {
     pub candidates: i64,
     pub evaluations: i64,
     pub fleet_plans: i64,
+    pub searches: i64,
     pub jobs: i64,
 }
 
 impl Dependents {
     pub fn any(&self) -> bool {
-        self.plans + self.candidates + self.evaluations + self.fleet_plans + self.jobs > 0
+        self.plans
+            + self.candidates
+            + self.evaluations
+            + self.fleet_plans
+            + self.searches
+            + self.jobs
+            > 0
     }
 }
 
@@ -285,6 +292,9 @@ async fn dependents(tx: &mut Conn, id: &str) -> StoreResult<Dependents> {
             .fetch_one(&mut *tx)
             .await?,
         fleet_plans: count("SELECT COUNT(*) FROM fleet_plans WHERE supernet_id = $1")
+            .fetch_one(&mut *tx)
+            .await?,
+        searches: count("SELECT COUNT(*) FROM searches WHERE supernet_id = $1")
             .fetch_one(&mut *tx)
             .await?,
         jobs: count("SELECT COUNT(*) FROM jobs WHERE supernet_id = $1")

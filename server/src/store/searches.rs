@@ -1,0 +1,108 @@
+//! Searches: the request, the job that runs it, and its result (rounds and measured front). The
+//! measurements themselves are evaluations, stored as the job makes them.
+
+use super::{jobs, leases, not_found, now_ms, Conn, Db, JobRow, PlanStatus, StoreResult, Work};
+use serde_json::Value;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SearchRow {
+    pub id: String,
+    pub supernet_id: String,
+    /// JSON: the request.
+    pub request: String,
+    #[sqlx(try_from = "String")]
+    pub status: PlanStatus,
+    pub job_id: Option<String>,
+    /// JSON: the rounds and the measured front.
+    pub result: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const SEARCH_SELECT: &str = "SELECT id, supernet_id, request, status, job_id, result, created_at, \
+     updated_at FROM searches";
+
+async fn search_on(conn: &mut Conn, id: &str) -> StoreResult<SearchRow> {
+    sqlx::query_as::<_, SearchRow>(sqlx::AssertSqlSafe(format!(
+        "{SEARCH_SELECT} WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| not_found("search", id))
+}
+
+impl Db {
+    pub async fn search(&self, id: &str) -> StoreResult<SearchRow> {
+        search_on(&mut *self.read.acquire().await?, id).await
+    }
+
+    /// A supernet's searches, newest first.
+    pub async fn searches_of(&self, supernet_id: &str) -> StoreResult<Vec<SearchRow>> {
+        Ok(sqlx::query_as::<_, SearchRow>(sqlx::AssertSqlSafe(format!(
+            "{SEARCH_SELECT} WHERE supernet_id = $1 ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(supernet_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Stores a search as pending with the job that runs it (`evaluations` steps); returns both
+    /// rows as committed.
+    pub async fn queue_search(
+        &self,
+        supernet_id: &str,
+        request: &Value,
+        evaluations: usize,
+    ) -> StoreResult<(SearchRow, JobRow)> {
+        let id = super::new_id("search");
+        let job_id = super::new_id("job");
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO searches (id, supernet_id, request, status, job_id, created_at, \
+             updated_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(supernet_id)
+        .bind(request.to_string())
+        .bind(&job_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let job = jobs::insert(
+            &mut tx,
+            &job_id,
+            supernet_id,
+            Some(&id),
+            &Work::Search {},
+            evaluations as i64,
+        )
+        .await?;
+        let search = search_on(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok((search, job))
+    }
+
+    /// Stores a search's result, with its job's progress at its end.
+    pub async fn store_search_result(
+        &self,
+        id: &str,
+        doc: &Value,
+        job: super::Held<'_>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE searches SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(doc.to_string())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        leases::set_done_all(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
