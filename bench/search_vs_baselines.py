@@ -70,7 +70,10 @@ def main():
             f.write(run(bitplan, "manifest", model, "--data", calib))
     doc = json.load(open(manifest))
     layers = [l["name"] for l in doc["layers"]]
-    widths = sorted(set.intersection(*(set(l.get("bits") or doc["bits"]) for l in doc["layers"])), reverse=True)
+    # Uniform widths: every unpinned layer at the width (pinned ones stay at their pin).
+    free = [l for l in doc["layers"] if l.get("pin") is None]
+    widths = sorted(set.intersection(*(set(l.get("bits") or doc["bits"]) for l in free)), reverse=True)
+    pins = {l["name"]: l["pin"] for l in doc["layers"] if l.get("pin") is not None}
     tmp = tempfile.mkdtemp()
 
     cache = {}
@@ -79,7 +82,8 @@ def main():
         key = (json.dumps(bits, sort_keys=True), data)
         if key not in cache:
             path = os.path.join(tmp, "bits.json")
-            json.dump(bits, open(path, "w"))
+            with open(path, "w") as f:
+                json.dump(bits, f)
             cache[key] = json.loads(run(bitplan, "evaluate", manifest, "--model", model, "--data", data,
                                         "--bits", path, "--format", "json"))
         return cache[key]
@@ -95,16 +99,19 @@ def main():
         fronts[method] = [(p["avg_bits"], p["measured"]["kl_fp32"], p["bits"]) for p in out["front"]]
     t = time.perf_counter()
     uniform = []
+    params = {l["name"]: l["params"] for l in doc["layers"]}
     for w in widths:
-        bits = {l: w for l in layers}
-        uniform.append((float(w), evaluate(bits, calib)["kl_fp32"], bits))
+        bits = {l: pins.get(l, w) for l in layers}
+        avg = sum(params[l] * b for l, b in bits.items()) / sum(params.values())
+        uniform.append((avg, evaluate(bits, calib)["kl_fp32"], bits))
     seconds["uniform"], spent["uniform"], fronts["uniform"] = time.perf_counter() - t, len(widths), uniform
 
     lo, hi = min(a.budgets), float(max(widths))
     rows = []
     for method, front in fronts.items():
+        area = staircase_area([(x, l) for x, l, _ in front], lo, hi)
         row = {"method": method, "evaluations": spent[method], "seconds": round(seconds[method], 1),
-               "area_calib_kl": staircase_area([(x, l) for x, l, _ in front], lo, hi), "budgets": {}}
+               "area_calib_kl": area if area != float("inf") else None, "budgets": {}}
         for b in a.budgets:
             within = [p for p in front if p[0] <= b + 1e-9]
             if not within:
@@ -134,7 +141,8 @@ def main():
                     cells.append(f"{v['kl_val']:.3e} ({v['agreement_val']:.3f})")
                 else:
                     cells.append(f"{v['kl_calib']:.3e}")
-            tail = f" | {r['area_calib_kl']:.3e} | {r['evaluations']} | {r['seconds']} |" if key == "kl_calib" else " |"
+            area = "none" if r["area_calib_kl"] is None else f"{r['area_calib_kl']:.3e}"
+            tail = f" | {area} | {r['evaluations']} | {r['seconds']} |" if key == "kl_calib" else " |"
             print(f"| {r['method']} | " + " | ".join(cells) + tail)
     print(json.dumps({"model": name, "evaluations": a.evaluations, "rows": rows}))
 

@@ -388,10 +388,11 @@ impl AppState {
         if let Some(index) = cell.get() {
             return Ok(index.clone());
         }
-        let place = gate.map(|g| self.admit(g)).transpose()?;
+        // Only the request that builds takes a place; those waiting for its build hold none.
         let built = cell.get_or_try_init(|| {
             let (problem, halt) = (problem.clone(), halt.clone());
             async move {
+                let place = gate.map(|g| self.admit(g)).transpose()?;
                 tokio::task::spawn_blocking(move || {
                     let _place = place;
                     match FrontIndex::build(&problem, axis, &halt) {

@@ -1077,7 +1077,7 @@ async fn requests_past_their_concurrency_limits_are_busy() {
 }
 
 /// `--max-layers`, `--max-plan-solves` and `--max-fleet-devices` lower the planner's own bounds:
-/// past them a 422 names the field and the flag, and work within them is taken as before.
+/// past them a 422 names the field and the flag, and work within them is taken.
 #[tokio::test]
 async fn posted_work_past_the_servers_count_flags_is_refused() {
     let svc = Svc::new(

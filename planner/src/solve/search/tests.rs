@@ -56,7 +56,7 @@ fn the_fitted_objective_reproduces_its_training_measurements() {
     };
     assert!(f.spearman.unwrap() > 0.99, "{f:?}");
     assert!(relative(&pairs) < 0.03, "{}", relative(&pairs));
-    // The start, only rescaled, predicts them far worse.
+    // The start as it is predicts them far worse.
     let scaled = fit(&problem, &start, &[]);
     let before: Vec<(f64, f64)> = measured
         .iter()
@@ -74,7 +74,7 @@ fn the_fitted_objective_reproduces_its_training_measurements() {
 
 /// Where each layer's sensitivity is off by its own factor (the truth a per-group weight can
 /// hold), 30 measurements are enough for the group fit to predict 200 configurations it never
-/// saw, far better than the rescaled start and than fitting the terms from the start.
+/// saw, far better than the start as it is and than fitting the terms from the start.
 #[test]
 fn per_group_corrections_predict_configurations_never_measured() {
     let problem = Problem::new(&synth::resnet18(3), None).unwrap();
@@ -233,7 +233,7 @@ fn the_loop_finds_what_layers_that_interact_hide_from_the_proxy() {
     let by_greed = greedy(&problem, &request, &mut |c| Ok(truth(c)), &Halt::default())
         .unwrap()
         .measured;
-    assert!(by_greed.len() <= 24);
+    assert!((12..=24).contains(&by_greed.len()), "{}", by_greed.len());
     // Where the compounding bites (a and b must go low to fit), the loop comes within 15% of the
     // true optimum (brute force) and the proxy's front and the greedy path, blind to it, stay 4
     // times above.
@@ -242,6 +242,7 @@ fn the_loop_finds_what_layers_that_interact_hide_from_the_proxy() {
         let by_search = best_measured(&found.measured, budget);
         let by_proxy = best_measured(&proxy, budget);
         let by_greedy = best_measured(&by_greed, budget);
+        assert!(by_proxy.is_finite() && by_greedy.is_finite());
         assert!(
             by_greedy >= 4.0 * by_search,
             "at {budget} bits: greedy {by_greedy}, search {by_search}"
