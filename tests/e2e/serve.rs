@@ -544,3 +544,57 @@ fn count_flags_beyond_the_planners_bounds_stop_the_service_at_start() {
         assert!(stderr.contains(want), "{flag} {value}: {stderr}");
     }
 }
+
+/// A search job killed with its service resumes at the next start: what it measured before is
+/// reused, not measured again, and counts against its budget.
+#[test]
+fn sigkill_of_the_service_during_a_search_resumes_it_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut env = ort_env();
+    env.push(("BITPLAN_EVAL_PAUSE_MS", "100".into()));
+    let s = Server::start(&data, &env_refs(&env), &[]);
+    let sn = digits(&s);
+    let budget = 12;
+    let search = s.ok(
+        "POST",
+        &format!("/v1/supernets/{sn}/searches"),
+        Some(&json!({"pareto": "avg_bits", "evaluations": budget, "per_round": 4})),
+    );
+    let (id, jid) = (
+        search["id"].as_str().unwrap().to_string(),
+        search["job"]["id"].as_str().unwrap().to_string(),
+    );
+    let started = Instant::now();
+    let done = loop {
+        let j = s.ok("GET", &format!("/v1/jobs/{jid}"), None);
+        let done = j["progress"]["done"].as_u64().unwrap();
+        if done >= 3 {
+            break done;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{j}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    s.kill9();
+
+    let s = Server::start(&data, &env_refs(&env[..1]), &[]);
+    let j = s.wait_job(&jid, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(
+        (&j["attempts"], &j["crashes"]),
+        (&json!(2), &json!(1)),
+        "{j}"
+    );
+    let result = &s.ok("GET", &format!("/v1/searches/{id}"), None)["result"];
+    let (made, reused) = (
+        result["evaluations"].as_u64().unwrap(),
+        result["reused"].as_u64().unwrap(),
+    );
+    assert!(
+        reused >= done,
+        "{done} measured before the kill, {reused} reused: {result}"
+    );
+    assert!(made + reused <= budget, "{result}");
+    assert!(!result["front"].as_array().unwrap().is_empty(), "{result}");
+    s.stop();
+}

@@ -54,6 +54,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         quantize_activations: false,
     };
     let method = body.method;
+    let pause = state.config.eval_pause();
     let searched = blocking(move || -> planner::Result<_> {
         let (backend, model, data) = inputs.open()?;
         let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
@@ -85,6 +86,9 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
                     .block_on(db.store_evaluation(&evaluation, held, made, &message))
                     .map_err(|e| planner::Error::Runtime(e.to_string()))?;
                 jobs.changed(&job_id);
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
                 body.metric
                     .loss(&Measured::from(&m))
                     .map_err(planner::Error::Runtime)
