@@ -120,18 +120,21 @@ impl PlanBody {
             mip_gap: self.mip_gap,
             engine: self.engine,
         };
-        planner::validate_plan(&problem, &request).map_err(|e| {
-            // The planner names budgets by their own field; in the body they sit under `budgets.`.
-            let mut err = ApiError::from(e);
-            for f in &mut err.fields {
-                if f.path.starts_with("max_") {
-                    f.path = format!("budgets.{}", f.path);
-                }
-            }
-            err
-        })?;
+        planner::validate_plan(&problem, &request).map_err(under_budgets)?;
         Ok(Prepared { problem, request })
     }
+}
+
+/// A planner's refusal of a request, its budgets' fields put where a body holds them: the
+/// planner names them by their own field (`max_bops`), a body under `budgets.`.
+pub fn under_budgets(e: planner::Error) -> ApiError {
+    let mut err = ApiError::from(e);
+    for f in &mut err.fields {
+        if f.path.starts_with("max_") {
+            f.path = format!("budgets.{}", f.path);
+        }
+    }
+    err
 }
 
 /// A solved plan's stored status.

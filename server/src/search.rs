@@ -163,15 +163,7 @@ impl SearchBody {
             budgets: self.budgets.clone(),
             ..planner::PlanRequest::default()
         };
-        planner::validate_plan(&problem, &plan).map_err(|e| {
-            let mut err = ApiError::from(e);
-            for f in &mut err.fields {
-                if f.path.starts_with("max_") {
-                    f.path = format!("budgets.{}", f.path);
-                }
-            }
-            err
-        })?;
+        planner::validate_plan(&problem, &plan).map_err(crate::planning::under_budgets)?;
         let request = SearchRequest {
             budgets: self.budgets.clone(),
             pareto: self.pareto.cost(),

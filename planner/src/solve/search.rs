@@ -114,11 +114,7 @@ pub fn search(
         .per_round
         .unwrap_or(request.evaluations.div_ceil(4).max(2))
         .max(1);
-    let start: Vec<Vec<f64>> = problem
-        .groups
-        .iter()
-        .map(|g| g.choices.iter().map(|c| c.omega).collect())
-        .collect();
+    let start = starting_objective(problem);
     let mut measured: Vec<MeasuredPoint> = Vec::new();
     let mut seen: HashSet<Vec<usize>> = HashSet::new();
     for (bits, loss) in prior {
@@ -294,6 +290,15 @@ pub fn greedy_path(problem: &Problem, axis: CostKind) -> Vec<Vec<usize>> {
     }
 }
 
+/// The problem's objective, per group, per choice: where a search starts.
+pub fn starting_objective(problem: &Problem) -> Vec<Vec<f64>> {
+    problem
+        .groups
+        .iter()
+        .map(|g| g.choices.iter().map(|c| c.omega).collect())
+        .collect()
+}
+
 /// A baseline spreads its evaluations along a path: it needs at least one.
 fn at_least_one(request: &SearchRequest) -> Result<()> {
     if request.evaluations == 0 {
@@ -348,11 +353,7 @@ fn measure_once(
         }],
         evaluations: measured.len(),
         reused: 0,
-        objective: problem
-            .groups
-            .iter()
-            .map(|g| g.choices.iter().map(|c| c.omega).collect())
-            .collect(),
+        objective: starting_objective(problem),
         measured,
         front,
         stopped: "the points are measured",

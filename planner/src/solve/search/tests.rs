@@ -16,11 +16,7 @@ fn random_picks(problem: &Problem, rng: &mut synth::Rng) -> Vec<usize> {
 #[test]
 fn the_fitted_objective_reproduces_its_training_measurements() {
     let problem = Problem::new(&synth::resnet18(3), None).unwrap();
-    let start: Vec<Vec<f64>> = problem
-        .groups
-        .iter()
-        .map(|g| g.choices.iter().map(|c| c.omega).collect())
-        .collect();
+    let start = starting_objective(&problem);
     // The truth: every term off the start by a factor of 0.3 to 3, and in other units.
     let mut rng = synth::Rng::new(11);
     let truth: Vec<Vec<f64>> = start
@@ -78,11 +74,7 @@ fn the_fitted_objective_reproduces_its_training_measurements() {
 #[test]
 fn per_group_corrections_predict_configurations_never_measured() {
     let problem = Problem::new(&synth::resnet18(3), None).unwrap();
-    let start: Vec<Vec<f64>> = problem
-        .groups
-        .iter()
-        .map(|g| g.choices.iter().map(|c| c.omega).collect())
-        .collect();
+    let start = starting_objective(&problem);
     let mut rng = synth::Rng::new(12);
     let weights: Vec<f64> = start.iter().map(|_| 40.0 * rng.range(0.3, 3.0)).collect();
     let loss = |picks: &[usize]| -> f64 {
@@ -169,28 +161,11 @@ fn interacting() -> (Problem, impl Fn(&Candidate) -> f64) {
 
 /// Every configuration, by brute force: the least true loss within `max_avg_bits`.
 fn true_best(problem: &Problem, truth: &impl Fn(&Candidate) -> f64, max_avg_bits: f64) -> f64 {
-    let n = problem.groups.len();
-    let sizes: Vec<usize> = problem.groups.iter().map(|g| g.choices.len()).collect();
-    let mut picks = vec![0usize; n];
-    let mut best = f64::INFINITY;
-    loop {
-        let c = problem.candidate(&picks);
-        if c.avg_bits <= max_avg_bits + 1e-9 {
-            best = best.min(truth(&c));
-        }
-        let mut g = 0;
-        while g < n {
-            picks[g] += 1;
-            if picks[g] < sizes[g] {
-                break;
-            }
-            picks[g] = 0;
-            g += 1;
-        }
-        if g == n {
-            return best;
-        }
-    }
+    every_configuration(problem)
+        .iter()
+        .filter(|c| c.avg_bits <= max_avg_bits + 1e-9)
+        .map(truth)
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The least measured loss within `max_avg_bits`.
