@@ -13,6 +13,27 @@ fn random_picks(problem: &Problem, rng: &mut synth::Rng) -> Vec<usize> {
         .collect()
 }
 
+/// `n` random configurations measured by `loss`.
+fn measure_random(
+    problem: &Problem,
+    rng: &mut synth::Rng,
+    n: usize,
+    loss: impl Fn(&[usize]) -> f64,
+) -> Vec<MeasuredPoint> {
+    (0..n)
+        .map(|_| {
+            let picks = random_picks(problem, rng);
+            MeasuredPoint {
+                loss: loss(&picks),
+                candidate: problem.candidate(&picks),
+                picks,
+                predicted: None,
+                round: 1,
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn the_fitted_objective_reproduces_its_training_measurements() {
     let problem = Problem::new(&synth::resnet18(3), None).unwrap();
@@ -25,18 +46,7 @@ fn the_fitted_objective_reproduces_its_training_measurements() {
         .collect();
     let loss =
         |picks: &[usize]| -> f64 { picks.iter().enumerate().map(|(g, &c)| truth[g][c]).sum() };
-    let measured: Vec<MeasuredPoint> = (0..40)
-        .map(|_| {
-            let picks = random_picks(&problem, &mut rng);
-            MeasuredPoint {
-                loss: loss(&picks),
-                candidate: problem.candidate(&picks),
-                picks,
-                predicted: None,
-                round: 1,
-            }
-        })
-        .collect();
+    let measured = measure_random(&problem, &mut rng, 40, loss);
     let fitted = refit(&problem, &start, &measured);
     let pairs: Vec<(f64, f64)> = measured
         .iter()
@@ -84,21 +94,8 @@ fn per_group_corrections_predict_configurations_never_measured() {
             .map(|(g, &c)| weights[g] * start[g][c])
             .sum::<f64>()
     };
-    let mut sample = |n: usize| -> Vec<MeasuredPoint> {
-        (0..n)
-            .map(|_| {
-                let picks = random_picks(&problem, &mut rng);
-                MeasuredPoint {
-                    loss: loss(&picks),
-                    candidate: problem.candidate(&picks),
-                    picks,
-                    predicted: None,
-                    round: 1,
-                }
-            })
-            .collect()
-    };
-    let (measured, unseen) = (sample(30), sample(200));
+    let measured = measure_random(&problem, &mut rng, 30, loss);
+    let unseen = measure_random(&problem, &mut rng, 200, loss);
     let relative = |objective: &[Vec<f64>]| {
         unseen
             .iter()
