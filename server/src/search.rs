@@ -244,6 +244,7 @@ pub fn document(
             "fit": {"spearman": r.fit.spearman, "mae": r.fit.mae},
             "front": r.front,
             "improved": r.improved,
+            "model": r.model.as_str(),
         })).collect::<Vec<_>>(),
         "front": front,
     })

@@ -63,6 +63,8 @@ pub struct SearchRound {
     pub front: usize,
     /// Points this round added to the measured front.
     pub improved: usize,
+    /// The model of the objective whose predictions the round measured.
+    pub model: FitModel,
 }
 
 /// What a search found.
@@ -79,8 +81,8 @@ pub struct Search {
     pub front: Vec<usize>,
     /// Why it stopped.
     pub stopped: &'static str,
-    /// The fitted objective: per group, per choice.
-    pub objective: Vec<Vec<f64>>,
+    /// The objective refitted to every measurement.
+    pub objective: Objective,
 }
 
 /// Measures one configuration (bit-width per layer); returns its loss, lower better.
@@ -129,7 +131,7 @@ pub fn search(
         if made >= request.evaluations {
             break "the evaluation budget is spent";
         }
-        let current = with_objective(problem, &objective);
+        let current = with_objective(problem, &objective.terms);
         let front = pareto_front(&current, axis, &limits, &[], Some(FRONT_SAMPLE), halt)?;
         if front.is_empty() && measured.is_empty() {
             return Err(Error::invalid(
@@ -143,7 +145,7 @@ pub fn search(
             break "every point of the objective's front is measured";
         }
         let want = per_round.min(request.evaluations - made);
-        let chosen = choose(&current, axis, &fresh, &measured, want);
+        let chosen = choose(&current, &objective.link, axis, &fresh, &measured, want);
         let before = measured_front(&measured, axis);
         let round = rounds.len() + 1;
         let mut pairs = Vec::new();
@@ -151,7 +153,7 @@ pub fn search(
             halt.check()?;
             let picks = fresh[i].clone();
             let candidate = problem.candidate(&picks);
-            let predicted = current.candidate(&picks).omega;
+            let predicted = objective.predict(&picks);
             let loss = measure(&candidate)?;
             made += 1;
             seen.insert(picks.clone());
@@ -171,6 +173,7 @@ pub fn search(
             fit: fit_of(&pairs),
             front: after.len(),
             improved,
+            model: objective.model,
         });
         objective = refit(&measured);
         if improved == 0 && round > 1 {
@@ -244,6 +247,7 @@ pub fn measured_front(measured: &[MeasuredPoint], axis: CostKind) -> Vec<usize> 
 /// front's gaps. Ties go to the point nearest a measurement the objective predicted worst.
 fn choose(
     current: &Problem,
+    link: &Link,
     axis: CostKind,
     fresh: &[Vec<usize>],
     measured: &[MeasuredPoint],
@@ -253,7 +257,7 @@ fn choose(
         .iter()
         .map(|p| {
             let c = current.candidate(p);
-            (c.cost(axis), c.omega)
+            (c.cost(axis), link.loss(c.omega))
         })
         .collect();
     if measured.is_empty() {
@@ -348,7 +352,7 @@ mod baselines;
 mod fit;
 
 pub use baselines::{greedy, greedy_path, proxy_only};
-pub use fit::{fit, fit_groups, fit_of, refit};
+pub use fit::{fit, fit_groups, fit_of, refit, FitModel, Link, Objective, RIDGES};
 
 #[cfg(test)]
 mod tests;

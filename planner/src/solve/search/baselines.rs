@@ -2,7 +2,7 @@
 //! objective) and greedy (AIMET's path), each measuring its points in one round.
 
 use super::{candidate_within, measured_front, starting_objective, Measure, MeasuredPoint};
-use super::{fit_of, Search, SearchRequest, SearchRound};
+use super::{fit_of, FitModel, Objective, Search, SearchRequest, SearchRound};
 use crate::error::{Error, Result};
 use crate::problem::budget::limits_of;
 use crate::problem::cost::CostKind;
@@ -149,10 +149,11 @@ fn measure_once(
             fit: fit_of(&pairs),
             front: front.len(),
             improved: front.len(),
+            model: FitModel::Start,
         }],
         evaluations: measured.len(),
         reused: 0,
-        objective: starting_objective(problem),
+        objective: Objective::start(&starting_objective(problem)),
         measured,
         front,
         stopped: "the points are measured",

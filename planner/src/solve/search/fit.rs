@@ -1,35 +1,275 @@
-//! Refitting the search's objective to what was measured: per-group weights on the starting terms
-//! ([`fit_groups`]), then each (group, choice) term ([`fit`]), by relative, non-negative ridge
-//! regression; and how well a round's predictions fitted its measurements ([`fit_of`]).
+//! Refitting the search's objective to what was measured.
+//!
+//! The objective is a term per (group, choice) and a [`Link`] that carries their sum to a
+//! predicted loss. Two models are fitted on the link's scale, by relative, non-negative ridge
+//! regression: a weight per group on the starting terms ([`fit_groups`]), and each (group,
+//! choice) term moved from that ([`fit`]). [`refit`] keeps the model, ridge and link whose
+//! predictions of held-out measurements are best (k-fold cross-validation), so the strength of
+//! the pull towards the start is set by what the measurements predict, not by a constant tuned
+//! on one network. No fit lowers a weight or a term far ([`MAX_CORRECTION`]). [`fit_of`] says
+//! how well a round's predictions fitted what it measured.
 
 use super::{Fit, MeasuredPoint};
 use crate::problem::Problem;
 use std::collections::HashMap;
 
-/// Weight of the pull towards the starting objective, relative to the measurements' scale: small,
-/// so measurements win wherever they say something.
-const RIDGE: f64 = 0.01;
+/// The ridge strengths [`refit`] cross-validates, relative to the mean weight the measurements
+/// give an unknown: from barely held (measurements decide) to held firmly to the start.
+pub const RIDGES: [f64; 4] = [0.03, 0.3, 3.0, 30.0];
 
-/// Weight of the pull of each group's correction towards the common scale: larger than
-/// [`RIDGE`], since a group's weight moves every one of its terms at once (on the digits and
-/// PP-OCR benchmarks of `bench/search_vs_baselines.py`, 0.5 beat 0.02, 0.1, 2 and 10).
-const GROUP_RIDGE: f64 = 0.5;
+/// Most a fit lowers a group's weight or a term, as a factor: a fit that explains the
+/// measurements with a layer that costs nothing would send the next round's every point to that
+/// layer's lowest width, where no measurement has looked (on PP-OCR's classifier such a round
+/// measured ten points 10 to 40 times above their predictions). Raising is not bounded: it only
+/// steers the search away from a choice.
+const MAX_CORRECTION: f64 = 4.0;
 
 /// Most unknowns a fit solves for (a dense system): past this, [`fit`] fits only the starting
 /// objective's scale and [`fit_groups`] leaves the start as it is.
 const MAX_FITTED_TERMS: usize = 3000;
 
-/// The objective the search plans on next: per-group corrections of `start`
-/// ([`fit_groups`]), then every term measurements constrain moved from there ([`fit`]).
-pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
-    fit(problem, &fit_groups(start, measured), measured)
+/// Fewest measurements [`refit`] cross-validates: below them it keeps the starting terms under
+/// a fitted link.
+const MIN_CROSS_VALIDATED: usize = 3;
+
+/// Folds of the cross-validation (fewer when fewer measurements).
+const FOLDS: usize = 5;
+
+/// Pull of the link's power towards 1, per measurement, in units of the spread of the logarithm
+/// of the starting sums: weak, so a front that spans a decade of loss sets the power itself.
+const LINK_PRIOR: f64 = 0.1;
+
+/// The link's power stays within `[1 / MAX_POWER, MAX_POWER]`.
+const MAX_POWER: f64 = 4.0;
+
+/// How the objective's sum maps to a predicted loss: `scale * sum^power`. Increasing, so the
+/// exact front of the terms is the front of the predictions. Measured losses of real networks
+/// need not grow as the sum of their layers' single-layer losses: on PP-OCR's classifier the KL
+/// grows about as the square root of that sum, so a sum fitted directly to losses is wrong at
+/// one end of the front or the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    pub scale: f64,
+    pub power: f64,
+}
+
+impl Link {
+    pub const IDENTITY: Link = Link {
+        scale: 1.0,
+        power: 1.0,
+    };
+
+    /// The loss predicted for a sum of terms.
+    pub fn loss(&self, sum: f64) -> f64 {
+        self.scale * sum.max(0.0).powf(self.power)
+    }
+
+    /// The sum of terms that predicts `loss`: where a measurement sits on the terms' scale.
+    pub fn sum(&self, loss: f64) -> f64 {
+        (loss.max(0.0) / self.scale).powf(1.0 / self.power)
+    }
+
+    /// Fitted by least squares of the log loss on the log of the starting sum, the power pulled
+    /// towards 1 ([`LINK_PRIOR`]) and kept within [`MAX_POWER`]; the power is 1 when not
+    /// `power_free` or below two usable measurements.
+    fn fit(start: &[Vec<f64>], measured: &[MeasuredPoint], power_free: bool) -> Link {
+        let logs: Vec<(f64, f64)> = measured
+            .iter()
+            .filter_map(|m| {
+                let sum: f64 = m.picks.iter().enumerate().map(|(g, &c)| start[g][c]).sum();
+                (sum > 0.0 && m.loss > 0.0).then(|| (sum.ln(), m.loss.ln()))
+            })
+            .collect();
+        let n = logs.len() as f64;
+        if logs.is_empty() {
+            return Link::IDENTITY;
+        }
+        let (mx, my) = (
+            logs.iter().map(|p| p.0).sum::<f64>() / n,
+            logs.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        let sxx: f64 = logs.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let sxy: f64 = logs.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        let prior = LINK_PRIOR * n;
+        let power = if logs.len() < 2 || !power_free {
+            1.0
+        } else {
+            ((sxy + prior) / (sxx + prior)).clamp(1.0 / MAX_POWER, MAX_POWER)
+        };
+        Link {
+            scale: (my - power * mx).exp(),
+            power,
+        }
+    }
+}
+
+/// The search's objective: a term per (group, choice), and the link from their sum to a loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub terms: Vec<Vec<f64>>,
+    pub link: Link,
+    /// The model [`refit`] chose.
+    pub model: FitModel,
+    /// The model's ridge strength (one of [`RIDGES`]; 0 for the start under a link).
+    pub ridge: f64,
+}
+
+impl Objective {
+    /// The starting terms as they are.
+    pub fn start(start: &[Vec<f64>]) -> Self {
+        Objective {
+            terms: start.to_vec(),
+            link: Link::IDENTITY,
+            model: FitModel::Start,
+            ridge: 0.0,
+        }
+    }
+
+    /// The sum of the terms `picks` chooses.
+    pub fn sum(&self, picks: &[usize]) -> f64 {
+        picks
+            .iter()
+            .enumerate()
+            .map(|(g, &c)| self.terms[g][c])
+            .sum()
+    }
+
+    /// The loss predicted for `picks`.
+    pub fn predict(&self, picks: &[usize]) -> f64 {
+        self.link.loss(self.sum(picks))
+    }
+}
+
+/// The models [`refit`] chooses among, by rising freedom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitModel {
+    /// The starting terms, with nothing measured.
+    Start,
+    /// The starting terms under a fitted link.
+    Link,
+    /// A weight per group on the starting terms, and a constant.
+    Groups,
+    /// Each (group, choice) term a measurement uses, moved from the per-group fit.
+    Terms,
+}
+
+impl FitModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FitModel::Start => "start",
+            FitModel::Link => "link",
+            FitModel::Groups => "groups",
+            FitModel::Terms => "terms",
+        }
+    }
+}
+
+/// The objective the search plans on next: of the per-group and the per-term fits, at each of
+/// [`RIDGES`], with the link's power 1 or fitted, the one that best predicts measurements it was
+/// not fitted to (mean squared error of the log loss, k-fold; the first on a tie). Below
+/// [`MIN_CROSS_VALIDATED`] measurements, the starting terms under a fitted scale. The plain
+/// start under a link is not a candidate: with nothing but measurements along its own front it
+/// tends to predict those best, and then never learns what a round that leaves that front
+/// shows (two layers whose errors compound).
+pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Objective {
+    if measured.is_empty() {
+        return Objective::start(start);
+    }
+    if measured.len() < MIN_CROSS_VALIDATED {
+        return fit_model(problem, start, measured, FitModel::Link, 0.0, false);
+    }
+    let folds = FOLDS.min(measured.len());
+    let held_out_error = |model: FitModel, ridge: f64, power_free: bool| -> f64 {
+        let mut total = 0.0;
+        for fold in 0..folds {
+            let (mut train, mut test) = (Vec::new(), Vec::new());
+            for (i, m) in measured.iter().enumerate() {
+                if i % folds == fold {
+                    test.push(m);
+                } else {
+                    train.push(m.clone());
+                }
+            }
+            let fitted = fit_model(problem, start, &train, model, ridge, power_free);
+            for m in test {
+                total += log_error(fitted.predict(&m.picks), m.loss);
+            }
+        }
+        total / measured.len() as f64
+    };
+    let mut candidates = Vec::new();
+    for power_free in [false, true] {
+        for model in [FitModel::Groups, FitModel::Terms] {
+            candidates.extend(RIDGES.map(|ridge| (model, ridge, power_free)));
+        }
+    }
+    let mut best = (candidates[0], f64::INFINITY);
+    for candidate in candidates {
+        let (model, ridge, power_free) = candidate;
+        let error = held_out_error(model, ridge, power_free);
+        if error < best.1 {
+            best = (candidate, error);
+        }
+    }
+    let (model, ridge, power_free) = best.0;
+    fit_model(problem, start, measured, model, ridge, power_free)
+}
+
+/// The squared error of a prediction in log loss (a prediction at or below zero counts as a
+/// millionth of the loss).
+fn log_error(predicted: f64, loss: f64) -> f64 {
+    if loss <= 0.0 {
+        return 0.0;
+    }
+    (predicted.max(loss * 1e-6).ln() - loss.ln()).powi(2)
+}
+
+/// `model` fitted to `measured`: the link first, then the terms fitted to where each
+/// measurement sits on the link's scale.
+fn fit_model(
+    problem: &Problem,
+    start: &[Vec<f64>],
+    measured: &[MeasuredPoint],
+    model: FitModel,
+    ridge: f64,
+    power_free: bool,
+) -> Objective {
+    let link = Link::fit(start, measured, power_free);
+    let on_scale: Vec<MeasuredPoint> = measured
+        .iter()
+        .map(|m| MeasuredPoint {
+            loss: link.sum(m.loss),
+            ..m.clone()
+        })
+        .collect();
+    let terms = match model {
+        FitModel::Start | FitModel::Link => start.to_vec(),
+        FitModel::Groups => fit_groups(start, &on_scale, ridge),
+        FitModel::Terms => fit(
+            problem,
+            &fit_groups(start, &on_scale, ridge),
+            &on_scale,
+            ridge,
+        ),
+    };
+    Objective {
+        terms,
+        link,
+        model,
+        ridge,
+    }
 }
 
 /// The objective refitted to the measurements: one term per (group, choice). The starting terms
 /// are first rescaled to the measurements (least squares through the origin); then every term a
 /// measurement uses is fitted by ridge regression towards its rescaled start, so terms no
 /// measurement constrains keep the start's shape.
-pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
+pub fn fit(
+    problem: &Problem,
+    start: &[Vec<f64>],
+    measured: &[MeasuredPoint],
+    ridge: f64,
+) -> Vec<Vec<f64>> {
     if measured.is_empty() {
         return start.to_vec();
     }
@@ -71,7 +311,15 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
             }
         }
     }
-    let weight = RIDGE * measured.len() as f64 / groups;
+    // The pull is on each term's relative move, as strong on average as `ridge` times the
+    // measurements' mean weight on a term.
+    let widths: Vec<f64> = index
+        .keys()
+        .map(|&(g, c)| out[g][c].abs().max(floor).max(1e-300))
+        .collect();
+    let mean_width = widths.iter().sum::<f64>() / k.max(1) as f64;
+    let diagonal = (0..k).map(|j| ata[j * k + j]).sum::<f64>() / k.max(1) as f64;
+    let weight = ridge * diagonal * mean_width * mean_width;
     for (&(g, c), &j) in &index {
         let prior = out[g][c];
         let width = prior.abs().max(floor).max(1e-300);
@@ -81,7 +329,7 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
     }
     if let Some(theta) = solve_non_negative(&ata, &atb, k) {
         for (&(g, c), &j) in &index {
-            out[g][c] = theta[j];
+            out[g][c] = theta[j].max(out[g][c] / MAX_CORRECTION);
         }
     }
     out
@@ -92,7 +340,7 @@ pub fn fit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) ->
 /// relative, ridge-regularised least squares, each weight pulled towards the one common scale
 /// that fits best; the constant is spread evenly over the groups' terms, so the fronts it gives
 /// are the weighted start's.
-pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
+pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint], ridge: f64) -> Vec<Vec<f64>> {
     let groups = start.len();
     if measured.is_empty() || groups == 0 || groups >= MAX_FITTED_TERMS {
         return start.to_vec();
@@ -119,10 +367,11 @@ pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64
             }
         }
     }
-    let ridge = GROUP_RIDGE * measured.len() as f64 / groups as f64;
+    let diagonal = (0..groups).map(|g| ata[g * k + g]).sum::<f64>() / groups as f64;
+    let pull = ridge * diagonal.max(1e-300);
     for g in 0..groups {
-        ata[g * k + g] += ridge;
-        atb[g] += ridge;
+        ata[g * k + g] += pull;
+        atb[g] += pull;
     }
     ata[groups * k + groups] += 1e-9 * measured.len() as f64 / (mean_loss * mean_loss).max(1e-300);
     let Some(theta) = solve_non_negative(&ata, &atb, k) else {
@@ -132,7 +381,10 @@ pub fn fit_groups(start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64
     start
         .iter()
         .zip(&theta)
-        .map(|(terms, &w)| terms.iter().map(|t| w * scale * t + constant).collect())
+        .map(|(terms, &w)| {
+            let w = w.max(1.0 / MAX_CORRECTION);
+            terms.iter().map(|t| w * scale * t + constant).collect()
+        })
         .collect()
 }
 
