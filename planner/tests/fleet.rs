@@ -287,3 +287,76 @@ fn a_fleet_with_a_mip_gap_plans_each_device_within_it() {
     let paths: Vec<&str> = err.field_errors().iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["step", "time_limit_s", "mip_gap"]);
 }
+
+/// Each device's best measured configuration, against brute force over the measurements from the
+/// fleet document's own words (the widths a device lists, its average-bit budget, the weights per
+/// layer): every configuration of the digits network measured with a made-up loss.
+#[test]
+fn each_device_gets_the_least_measured_loss_it_can_run_within_its_budgets() {
+    let text = std::fs::read_to_string("../examples/digits-cnn.manifest.json").unwrap();
+    let manifest = Manifest::from_json(&text).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let fleet_text = std::fs::read_to_string("../examples/fleets/roofline.fleet.json").unwrap();
+    let fleet = Fleet::from_json(&fleet_text).unwrap();
+    let fleet_doc: serde_json::Value = serde_json::from_str(&fleet_text).unwrap();
+    let layers = doc["layers"].as_array().unwrap();
+    let widths: Vec<u8> = serde_json::from_value(doc["bits"].clone()).unwrap();
+    let mut measured: Vec<(Vec<u8>, f64)> = Vec::new();
+    let mut rng = synth::Rng::new(5);
+    let mut bits = vec![0usize; layers.len()];
+    loop {
+        let config: Vec<u8> = layers
+            .iter()
+            .zip(&bits)
+            .map(|(l, &i)| l["pin"].as_u64().map_or(widths[i], |p| p as u8))
+            .collect();
+        if !measured.iter().any(|(b, _)| *b == config) {
+            measured.push((config, rng.range(0.0, 1.0)));
+        }
+        // The next configuration, as an odometer over the widths.
+        let Some(g) = (0..bits.len()).find(|&g| bits[g] + 1 < widths.len()) else {
+            break;
+        };
+        bits[g] += 1;
+        bits[..g].iter_mut().for_each(|b| *b = 0);
+    }
+    assert_eq!(measured.len(), 6 * 6 * 6);
+    let params: Vec<f64> = layers
+        .iter()
+        .map(|l| l["params"].as_f64().unwrap())
+        .collect();
+    let avg_bits = |config: &[u8]| {
+        config
+            .iter()
+            .zip(&params)
+            .map(|(&b, p)| f64::from(b) * p)
+            .sum::<f64>()
+            / params.iter().sum::<f64>()
+    };
+    let chosen = planner::solve::fleet::best_measured(&manifest, &fleet, &measured).unwrap();
+    for (device, choice) in fleet_doc["devices"].as_array().unwrap().iter().zip(&chosen) {
+        let runs: Option<Vec<u8>> = serde_json::from_value(device["weight_bits"].clone()).ok();
+        let budget = device["budgets"]["max_avg_bits"].as_f64().unwrap();
+        let oracle = measured
+            .iter()
+            .enumerate()
+            .filter(|(_, (config, _))| {
+                runs.as_ref()
+                    .is_none_or(|r| config.iter().all(|b| r.contains(b)))
+                    && avg_bits(config) <= budget + 1e-9
+            })
+            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1));
+        match (oracle, choice) {
+            (None, None) => {}
+            (Some((i, (config, loss))), Some(c)) => {
+                assert_eq!(c.index, i, "{}", device["name"]);
+                assert_eq!(&c.candidate.bits, config);
+                assert_eq!(c.loss, *loss);
+                assert!((c.candidate.avg_bits - avg_bits(config)).abs() < 1e-9);
+            }
+            (o, c) => panic!("{}: oracle {o:?}, chosen {c:?}", device["name"]),
+        }
+    }
+    // The 1.5-bit device fits nothing; the others each fit something.
+    assert_eq!(chosen.iter().filter(|c| c.is_none()).count(), 1);
+}

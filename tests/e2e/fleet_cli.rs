@@ -160,3 +160,102 @@ fn bad_options_exit_2_naming_each() {
         "{err}"
     );
 }
+
+/// `--search --metric agreement`: each device's choice is the best top-1 agreement with fp32
+/// measured among configurations it runs within its budgets, the planned choices measured first
+/// and reused; some devices get a configuration the plan did not choose; what is reported is what
+/// `bitplan evaluate` measures; the infeasible device stays so and the exit code says it.
+#[test]
+fn with_search_each_device_gets_the_best_measured_point_under_its_budgets() {
+    let (manifest, model, data) = (
+        "examples/digits-cnn.manifest.json",
+        "testdata/digits-cnn/digits_cnn.onnx",
+        "testdata/digits-cnn/digits_val.npz",
+    );
+    let run = |search: bool| {
+        let mut args = vec![
+            "fleet", manifest, "--fleet", ROOFLINE, "--format", "json", "--model", model, "--data",
+            data,
+        ];
+        if search {
+            args.extend(["--search", "--evaluations", "12", "--metric", "agreement"]);
+        }
+        let out = bitplan(&args);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap()
+    };
+    let (planned, searched) = (run(false), run(true));
+    let search = &searched["search"];
+    let (made, reused) = (
+        search["evaluations"].as_u64().unwrap(),
+        search["reused"].as_u64().unwrap(),
+    );
+    assert!(made <= 12, "{search}");
+    assert_eq!(reused, planned["evaluated_configs"].as_u64().unwrap());
+    // Nothing is measured twice.
+    assert_eq!(
+        searched["evaluated_configs"].as_u64().unwrap(),
+        made + reused
+    );
+    let fleet: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(ROOFLINE)).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = searched["devices"].as_array().unwrap();
+    for ((row, before), device) in rows
+        .iter()
+        .zip(planned["devices"].as_array().unwrap())
+        .zip(fleet["devices"].as_array().unwrap())
+    {
+        if row["status"] == "infeasible" {
+            assert_eq!(row["chosen_by"], Value::Null, "{row}");
+            continue;
+        }
+        assert_eq!(row["planned_bits"], before["bits"], "{row}");
+        let by = row["chosen_by"].as_str().unwrap();
+        assert_eq!(by == "plan", row["bits"] == before["bits"], "{row}");
+        let budget = device["budgets"]["max_avg_bits"].as_f64().unwrap();
+        assert!(row["avg_bits"].as_f64().unwrap() <= budget + 1e-9, "{row}");
+        if let Some(widths) = device["weight_bits"].as_array() {
+            for b in row["bits"].as_object().unwrap().values() {
+                assert!(widths.contains(b), "{row}");
+            }
+        }
+        // The planned choice was among the measurements: the choice is no worse.
+        let agreement = row["metrics"]["agreement_fp32"].as_f64().unwrap();
+        let planned_agreement = before["metrics"]["agreement_fp32"].as_f64().unwrap();
+        assert!(agreement >= planned_agreement, "{row}");
+        // A choice other than the plan's measured better, or as well and cheaper.
+        let cheaper = row["size_bytes"].as_f64() < before["size_bytes"].as_f64();
+        assert!(
+            by == "plan"
+                || agreement > planned_agreement
+                || (agreement == planned_agreement && cheaper),
+            "{row}"
+        );
+        let bits = dir.path().join("bits.json");
+        std::fs::write(&bits, row["bits"].to_string()).unwrap();
+        let out = bitplan(&[
+            "evaluate",
+            manifest,
+            "--model",
+            model,
+            "--data",
+            data,
+            "--bits",
+            bits.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(m["agreement_fp32"].as_f64().unwrap(), agreement);
+    }
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "infeasible").count(),
+        1
+    );
+    assert!(
+        rows.iter().any(|r| r["chosen_by"] == "search"),
+        "{searched}"
+    );
+}

@@ -201,7 +201,7 @@ pub fn starting_objective(problem: &Problem) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn candidate_within(c: &Candidate, limits: &crate::problem::cost::Limits) -> bool {
+pub(crate) fn candidate_within(c: &Candidate, limits: &crate::problem::cost::Limits) -> bool {
     CostKind::ALL
         .into_iter()
         .all(|k| limits[k].is_none_or(|l| crate::problem::budget::within(c.cost(k), l)))

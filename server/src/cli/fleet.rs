@@ -6,8 +6,13 @@ use super::{
     EXIT_INFEASIBLE,
 };
 use crate::output::{self, Format};
+use crate::search::{Axis, Measured, Method, Metric, SearchBody};
 use clap::Args;
+use planner::eval::evaluator::Metrics;
 use planner::solve::fleet::FleetOptions;
+use planner::Halt;
+use serde_json::json;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -29,6 +34,17 @@ pub(super) struct FleetArgs {
     /// Validation set (.npz with `x`, or an array per model input, and labels `y`).
     #[arg(long, value_name = "VAL.npz", requires = "model")]
     data: Option<PathBuf>,
+    /// Gate on the measured front: search it (`bitplan search`, --evaluations measurements on
+    /// --model and --data, the devices' planned choices measured first and reused), then give
+    /// each device the measured configuration of least loss it runs within its budgets.
+    #[arg(long, requires_all = ["model", "data"])]
+    search: bool,
+    /// Measurements the search may make.
+    #[arg(long, value_name = "N", default_value_t = 40, requires = "search")]
+    evaluations: usize,
+    /// What the search minimises.
+    #[arg(long, value_enum, default_value = "kl", requires = "search")]
+    metric: Metric,
     /// Optima shown at this many tighter and looser budgets around each device's choice.
     #[arg(long, default_value_t = FleetOptions::default().neighbours)]
     neighbours: usize,
@@ -69,37 +85,144 @@ pub(super) fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         mip_gap: args.gap.mip_gap,
     };
     options.check()?;
-    let plan = planner::solve::fleet::plan_fleet(&manifest, &fleet, &options)
+    let mut plan = planner::solve::fleet::plan_fleet(&manifest, &fleet, &options)
         .map_err(in_file(&args.fleet))?;
+    let (Some(model), Some(data)) = (&args.model, &args.data) else {
+        let doc = plan.to_json(&manifest);
+        print!("{}", output::render_fleet(&doc, args.format));
+        return Ok(exit_code(&doc));
+    };
+    let onnx = load_model(model)?;
+    let set = load_data(data)?;
+    if args.min_accuracy.is_some() && set.y.is_none() {
+        return Err(Failure::invalid(format!(
+            "{}: --min-accuracy needs labels (`y`) in the validation set",
+            data.display()
+        )));
+    }
+    let backend = args.runtime.backend()?;
+    let eval_options = planner::eval::EvalOptions {
+        batch_size: args.batch_size.max(1),
+        quantize_activations: false,
+    };
+    let mut evaluator =
+        planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, eval_options)?;
+    let mut metrics: HashMap<Vec<u8>, Metrics> = HashMap::new();
+    for bits in crate::fleet::distinct_configs(&plan) {
+        let m = evaluator.evaluate(&bits)?;
+        metrics.insert(bits, m);
+    }
+    let searched = if args.search {
+        Some(search_measured(
+            &args,
+            &manifest,
+            &fleet,
+            &mut plan,
+            &mut evaluator,
+            &mut metrics,
+        )?)
+    } else {
+        None
+    };
     let mut doc = plan.to_json(&manifest);
-    if let (Some(model), Some(data)) = (&args.model, &args.data) {
-        let onnx = load_model(model)?;
-        let set = load_data(data)?;
-        if args.min_accuracy.is_some() && set.y.is_none() {
-            return Err(Failure::invalid(format!(
-                "{}: --min-accuracy needs labels (`y`) in the validation set",
-                data.display()
-            )));
+    let measured: HashMap<Vec<u8>, serde_json::Value> = metrics
+        .iter()
+        .map(|(bits, m)| (bits.clone(), crate::fleet::metrics_json(m)))
+        .collect();
+    crate::fleet::attach_metrics(&mut doc, &plan, &measured, args.min_accuracy);
+    doc["evaluated_configs"] = json!(measured.len());
+    if let Some((search, planned)) = searched {
+        let rows = doc["devices"].as_array_mut().expect("devices");
+        for (row, planned) in rows.iter_mut().zip(planned) {
+            row["chosen_by"] = match (&planned, row["bits"].is_null()) {
+                (_, true) => serde_json::Value::Null,
+                (Some(p), false) if *p == row["bits"] => json!("plan"),
+                _ => json!("search"),
+            };
+            row["planned_bits"] = planned.unwrap_or(serde_json::Value::Null);
         }
-        let backend = args.runtime.backend()?;
-        let options = planner::eval::EvalOptions {
-            batch_size: args.batch_size.max(1),
-            quantize_activations: false,
-        };
-        let mut evaluator =
-            planner::eval::Evaluator::new(&backend, &onnx, &manifest, set, options)?;
-        let mut measured = std::collections::HashMap::new();
-        for bits in crate::fleet::distinct_configs(&plan) {
-            let m = evaluator.evaluate(&bits)?;
-            measured.insert(bits, crate::fleet::metrics_json(&m));
-        }
-        crate::fleet::attach_metrics(&mut doc, &plan, &measured, args.min_accuracy);
-        doc["evaluated_configs"] = serde_json::json!(measured.len());
+        doc["search"] = search;
     }
     print!("{}", output::render_fleet(&doc, args.format));
-    Ok(if crate::fleet::all_pass(&doc) {
+    Ok(exit_code(&doc))
+}
+
+fn exit_code(doc: &serde_json::Value) -> u8 {
+    if crate::fleet::all_pass(doc) {
         0
     } else {
         EXIT_INFEASIBLE
-    })
+    }
+}
+
+/// `--search`: searches the measured front (the planned choices, measured already, reused),
+/// then makes each device's choice in `plan` the least loss it runs within its budgets. Returns
+/// the search's summary and each device's planned bits (JSON, by layer name).
+fn search_measured<B: planner::eval::Backend + Clone>(
+    args: &FleetArgs,
+    manifest: &planner::Manifest,
+    fleet: &planner::solve::fleet::Fleet,
+    plan: &mut planner::solve::fleet::FleetPlan,
+    evaluator: &mut planner::eval::Evaluator<B>,
+    metrics: &mut HashMap<Vec<u8>, Metrics>,
+) -> Result<(serde_json::Value, Vec<Option<serde_json::Value>>), Failure> {
+    let body = SearchBody {
+        pareto: Axis::Size,
+        budgets: planner::Budgets::default(),
+        device: None,
+        evaluations: args.evaluations,
+        per_round: None,
+        metric: args.metric,
+        method: Method::Search,
+        batch_size: args.batch_size,
+    };
+    let (problem, request) = body.prepare(manifest).map_err(|e| {
+        Failure::invalid(
+            e.fields
+                .iter()
+                .map(|f| format!("--{}: {}", f.path.replace('_', "-"), f.reason))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let loss_of = |m: &Metrics| args.metric.loss(&Measured::from(m));
+    let flagged = |message: String| Failure::invalid(format!("--metric: {message}"));
+    let prior = metrics
+        .iter()
+        .map(|(bits, m)| Ok((bits.clone(), loss_of(m).map_err(flagged)?)))
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let found = body.run(
+        &problem,
+        &request,
+        &prior,
+        &mut |c| {
+            let m = evaluator.evaluate(&c.bits)?;
+            let loss = loss_of(&m).map_err(planner::Error::Runtime);
+            metrics.insert(c.bits.clone(), m);
+            loss
+        },
+        &Halt::default(),
+    )?;
+    let all = metrics
+        .iter()
+        .map(|(bits, m)| Ok((bits.clone(), loss_of(m).map_err(flagged)?)))
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let choices = planner::solve::fleet::best_measured(manifest, fleet, &all)
+        .map_err(in_file(&args.fleet))?;
+    let mut planned = Vec::new();
+    for (device, choice) in plan.devices.iter_mut().zip(choices) {
+        planned.push(device.best.as_ref().map(|c| manifest.bits_json(&c.bits)));
+        if let Some(choice) = choice {
+            device.best = Some(choice.candidate);
+        }
+    }
+    let summary = json!({
+        "metric": args.metric,
+        "evaluations": found.evaluations,
+        "reused": found.reused,
+        "rounds": found.rounds.len(),
+        "stopped": found.stopped,
+        "measured_front": found.front.len(),
+    });
+    Ok((summary, planned))
 }

@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+mod measured;
 mod spec;
 
+pub use measured::{best_measured, MeasuredChoice};
 pub use spec::{DeviceSpec, Fleet, MAX_DEVICES};
 
 /// Most neighbours a device may show on each side of its budget.
