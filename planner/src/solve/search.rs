@@ -1,14 +1,12 @@
 //! Search: plan, measure, refit, re-plan. A measured Pareto front within an evaluation budget.
 //!
 //! Each round solves the exact front of the current objective, measures the points most likely to
-//! improve the measured front, and refits the objective to every measurement so far. The
-//! objective stays one value per (group, choice), so the exact solvers keep answering it. The fit
-//! has two levels: a weight per group on its starting terms, plus a constant (layers whose
-//! single-layer sensitivity under- or over-states what they do together), then each term that
-//! measurements constrain moved from there (what no per-group weight explains, such as two
-//! layers whose errors compound), pulled back where they do not. Measuring is the caller's (a callback), so the
-//! module stays pure; what was measured before (any plan, fleet or earlier search) is passed in and
-//! never measured again.
+//! improve the measured front, and refits the objective to every measurement so far
+//! ([`refit`]: a term per (group, choice) under an increasing link to the loss, its fit, ridge and
+//! link chosen by cross-validation). The terms stay one value per (group, choice), so the exact
+//! solvers keep answering them. Measuring is the caller's (a callback), so the module stays pure;
+//! what was measured before (any plan, fleet or earlier search) is passed in and never measured
+//! again.
 
 use crate::error::{Error, Result};
 use crate::problem::budget::{limits_of, Budgets};
@@ -155,6 +153,12 @@ pub fn search(
             let candidate = problem.candidate(&picks);
             let predicted = objective.predict(&picks);
             let loss = measure(&candidate)?;
+            if !loss.is_finite() {
+                return Err(Error::Runtime(format!(
+                    "the measured loss of {:?} is {loss}, not a number the search can compare",
+                    candidate.bits
+                )));
+            }
             made += 1;
             seen.insert(picks.clone());
             pairs.push((predicted, loss));

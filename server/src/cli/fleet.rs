@@ -185,28 +185,42 @@ fn search_measured<B: planner::eval::Backend + Clone>(
                 .join("\n"),
         )
     })?;
-    let loss_of = |m: &Metrics| args.metric.loss(&Measured::from(m));
     let flagged = |message: String| Failure::invalid(format!("--metric: {message}"));
-    let prior = metrics
-        .iter()
-        .map(|(bits, m)| Ok((bits.clone(), loss_of(m).map_err(flagged)?)))
-        .collect::<Result<Vec<_>, Failure>>()?;
+    // Every measurement and its loss, in the order of their bits, so that the search and the
+    // ties between devices' choices do not depend on a hash map's order.
+    let losses = |metrics: &HashMap<Vec<u8>, Metrics>| {
+        let mut all = metrics
+            .iter()
+            .map(|(bits, m)| {
+                let loss = args.metric.loss(&Measured::from(m)).map_err(flagged)?;
+                Ok((bits.clone(), loss))
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok::<_, Failure>(all)
+    };
+    let prior = losses(metrics)?;
+    let mut failure = None;
     let found = body.run(
         &problem,
         &request,
         &prior,
         &mut |c| {
             let m = evaluator.evaluate(&c.bits)?;
-            let loss = loss_of(&m).map_err(planner::Error::Runtime);
+            let loss = args.metric.loss(&Measured::from(&m));
             metrics.insert(c.bits.clone(), m);
-            loss
+            loss.map_err(|message| {
+                failure = Some(flagged(message.clone()));
+                planner::Error::Runtime(message)
+            })
         },
         &Halt::default(),
-    )?;
-    let all = metrics
-        .iter()
-        .map(|(bits, m)| Ok((bits.clone(), loss_of(m).map_err(flagged)?)))
-        .collect::<Result<Vec<_>, Failure>>()?;
+    );
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let found = found?;
+    let all = losses(metrics)?;
     let choices = planner::solve::fleet::best_measured(manifest, fleet, &all)
         .map_err(in_file(&args.fleet))?;
     let mut planned = Vec::new();

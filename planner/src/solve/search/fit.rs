@@ -35,8 +35,9 @@ const MIN_CROSS_VALIDATED: usize = 3;
 /// Folds of the cross-validation (fewer when fewer measurements).
 const FOLDS: usize = 5;
 
-/// Pull of the link's power towards 1, per measurement, in units of the spread of the logarithm
-/// of the starting sums: weak, so a front that spans a decade of loss sets the power itself.
+/// Pull of the link's power towards 1: as much as this many squared units of log starting sum
+/// per measurement, which a front spanning a decade of loss (a spread of several units) outweighs
+/// many times, so such a front sets the power itself.
 const LINK_PRIOR: f64 = 0.1;
 
 /// The link's power stays within `[1 / MAX_POWER, MAX_POWER]`.
@@ -143,7 +144,7 @@ impl Objective {
 /// The models [`refit`] chooses among, by rising freedom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FitModel {
-    /// The starting terms, with nothing measured.
+    /// The starting terms as they are (nothing fitted: no measurement yet, or a baseline).
     Start,
     /// The starting terms under a fitted link.
     Link,
@@ -172,6 +173,7 @@ impl FitModel {
 /// tends to predict those best, and then never learns what a round that leaves that front
 /// shows (two layers whose errors compound).
 pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Objective {
+    let measured = &usable(measured);
     if measured.is_empty() {
         return Objective::start(start);
     }
@@ -215,6 +217,26 @@ pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) 
     fit_model(problem, start, measured, model, ridge, power_free)
 }
 
+/// The measurements a fit can use: finite losses, those at or below 0 (such as full agreement
+/// with fp32) raised to half the least positive one, as good as anything measured but with a
+/// logarithm and a finite weight in a relative fit.
+fn usable(measured: &[MeasuredPoint]) -> Vec<MeasuredPoint> {
+    let least = measured
+        .iter()
+        .map(|m| m.loss)
+        .filter(|l| l.is_finite() && *l > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let floor = if least.is_finite() { least / 2.0 } else { 1.0 };
+    measured
+        .iter()
+        .filter(|m| m.loss.is_finite())
+        .map(|m| MeasuredPoint {
+            loss: if m.loss > 0.0 { m.loss } else { floor },
+            ..m.clone()
+        })
+        .collect()
+}
+
 /// The squared error of a prediction in log loss (a prediction at or below zero counts as a
 /// millionth of the loss).
 fn log_error(predicted: f64, loss: f64) -> f64 {
@@ -245,12 +267,19 @@ fn fit_model(
     let terms = match model {
         FitModel::Start | FitModel::Link => start.to_vec(),
         FitModel::Groups => fit_groups(start, &on_scale, ridge),
-        FitModel::Terms => fit(
-            problem,
-            &fit_groups(start, &on_scale, ridge),
-            &on_scale,
-            ridge,
-        ),
+        FitModel::Terms => {
+            let groups = fit_groups(start, &on_scale, ridge);
+            let mut terms = fit(problem, &groups, &on_scale, ridge);
+            // Bounded against the start itself too, so the per-group and the per-term lowering
+            // do not compound.
+            let scale = scale_of(start, &on_scale);
+            for (fitted, from) in terms.iter_mut().zip(start) {
+                for (t, s) in fitted.iter_mut().zip(from) {
+                    *t = t.max(scale * s / MAX_CORRECTION);
+                }
+            }
+            terms
+        }
     };
     Objective {
         terms,
