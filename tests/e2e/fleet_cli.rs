@@ -1,6 +1,6 @@
 //! `bitplan fleet`: one row per device, exit codes for CI gates, measured metrics.
 
-use crate::{bitplan, repo, stderr, stdout};
+use crate::{bitplan, evaluate, repo, stderr, stdout};
 use serde_json::{json, Value};
 
 const TRIO: &str = "examples/fleets/resnet18-trio.fleet.json";
@@ -200,7 +200,6 @@ fn with_search_each_device_gets_the_best_measured_point_under_its_budgets() {
     );
     let fleet: Value =
         serde_json::from_str(&std::fs::read_to_string(repo().join(ROOFLINE)).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let rows = searched["devices"].as_array().unwrap();
     for ((row, before), device) in rows
         .iter()
@@ -233,22 +232,7 @@ fn with_search_each_device_gets_the_best_measured_point_under_its_budgets() {
                 || (agreement == planned_agreement && cheaper),
             "{row}"
         );
-        let bits = dir.path().join("bits.json");
-        std::fs::write(&bits, row["bits"].to_string()).unwrap();
-        let out = bitplan(&[
-            "evaluate",
-            manifest,
-            "--model",
-            model,
-            "--data",
-            data,
-            "--bits",
-            bits.to_str().unwrap(),
-            "--format",
-            "json",
-        ]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let m = evaluate(manifest, model, data, &row["bits"].to_string());
         assert_eq!(m["agreement_fp32"].as_f64().unwrap(), agreement);
     }
     assert_eq!(

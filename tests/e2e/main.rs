@@ -40,3 +40,25 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// `bitplan evaluate MANIFEST --model MODEL --data DATA` of one configuration (`bits`: JSON, a
+/// bit-width per layer name), which must succeed: its metrics.
+pub fn evaluate(manifest: &str, model: &str, data: &str, bits: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bits.json");
+    std::fs::write(&path, bits).unwrap();
+    let out = bitplan(&[
+        "evaluate",
+        manifest,
+        "--model",
+        model,
+        "--data",
+        data,
+        "--bits",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}

@@ -2,7 +2,7 @@
 //! `bitplan evaluate` measures, non-dominated, cheapest first, within the evaluation budget; bad
 //! arguments and budgets no configuration meets exit 2.
 
-use crate::{bitplan, stderr, stdout};
+use crate::{bitplan, evaluate, stderr, stdout};
 use serde_json::Value;
 
 const MANIFEST: &str = "examples/digits-cnn.manifest.json";
@@ -57,24 +57,8 @@ fn the_reported_front_is_measured_non_dominated_and_within_budget() {
         last = Some((cost, loss));
     }
     // The oracle: `bitplan evaluate` of the cheapest and the best point gives the same KL.
-    let dir = tempfile::tempdir().unwrap();
     for p in [&front[0], front.last().unwrap()] {
-        let bits = dir.path().join("bits.json");
-        std::fs::write(&bits, p["bits"].to_string()).unwrap();
-        let out = bitplan(&[
-            "evaluate",
-            MANIFEST,
-            "--model",
-            MODEL,
-            "--data",
-            DATA,
-            "--bits",
-            bits.to_str().unwrap(),
-            "--format",
-            "json",
-        ]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        let m: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let m = evaluate(MANIFEST, MODEL, DATA, &p["bits"].to_string());
         let kl = m["kl_fp32"].as_f64().unwrap();
         let reported = p["measured"]["kl_fp32"].as_f64().unwrap();
         assert!(

@@ -1,7 +1,7 @@
 //! `bitplan manifest --data`: measured sensitivity from a model and a calibration set, no traces
 //! needed, and plans that say they used it.
 
-use crate::{bitplan, stderr, stdout};
+use crate::{bitplan, evaluate, stderr, stdout};
 use serde_json::Value;
 
 const MODEL: &str = "testdata/digits-cnn/digits_cnn.onnx";
@@ -158,22 +158,12 @@ fn a_two_input_model_is_measured_and_evaluated_on_the_output_it_names() {
     }
     let manifest = dir.path().join("text.manifest.json");
     std::fs::write(&manifest, stdout(&out)).unwrap();
-    let bits = dir.path().join("bits.json");
-    std::fs::write(&bits, r#"{"proj": 4, "head": 2}"#).unwrap();
-    let out = bitplan(&[
-        "evaluate",
+    let e = evaluate(
         manifest.to_str().unwrap(),
-        "--model",
         model,
-        "--data",
         data,
-        "--bits",
-        bits.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let e: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        r#"{"proj": 4, "head": 2}"#,
+    );
     let cosine = e["cosine_mean"].as_f64().unwrap();
     assert!(cosine > 0.5 && cosine < 1.0, "{e}");
     assert!(e["rel_l2"].as_f64().unwrap() > 0.0, "{e}");
