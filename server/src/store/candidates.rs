@@ -185,8 +185,8 @@ pub struct CandidatePage {
     pub activations: bool,
 }
 
-/// Rows per INSERT statement, under SQLite's limit of 32,766 bound values.
-const CANDIDATE_ROWS: usize = 2000;
+/// Rows per INSERT statement.
+const CANDIDATE_ROWS: usize = super::rows_per_statement(12);
 
 /// Inserts candidates of `(supernet, plan)` pairs with multi-row statements.
 pub(super) async fn insert_candidates(

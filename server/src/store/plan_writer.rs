@@ -9,8 +9,8 @@ use super::candidates::{insert_candidates, CandidateFields};
 use super::{Db, PlanStatus, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-/// Plans one INSERT statement carries, under SQLite's limit of 32,766 bound values.
-const PLAN_ROWS: usize = 2000;
+/// Plans one INSERT statement carries.
+const PLAN_ROWS: usize = super::rows_per_statement(7);
 
 /// A solved plan to store.
 #[derive(Debug)]
