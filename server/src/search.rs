@@ -3,6 +3,7 @@
 //! search's JSON document. Shared by the CLI, the API and the search job.
 
 use crate::error::ApiError;
+use crate::store::{bits_key, CandidateFields, NewPlan, PlanStatus};
 use clap::ValueEnum;
 use planner::solve::search::{Search, SearchRequest};
 use planner::{Budgets, CostKind, DeviceProfile, Manifest, Problem};
@@ -199,37 +200,198 @@ fn name(v: impl ValueEnum) -> String {
         .replace('-', "_")
 }
 
-/// The search as JSON: its rounds and the measured front, cheapest first. `measured` holds what
-/// each front point measured.
+/// Points of the refitted objective's front a search document draws.
+pub const PREDICTED_POINTS: usize = 400;
+
+/// The exact front of the search's refitted objective under the request's budgets
+/// ([`PREDICTED_POINTS`] of it, spread along the cost), with predicted losses.
+pub fn predicted(
+    problem: &Problem,
+    request: &SearchRequest,
+    found: &Search,
+    halt: &planner::Halt,
+) -> planner::Result<Vec<(Vec<usize>, f64)>> {
+    planner::solve::search::predicted_front(
+        problem,
+        request,
+        &found.objective,
+        PREDICTED_POINTS,
+        halt,
+    )
+}
+
+/// The plan holding a search's points as candidates, and the candidate id of each configuration.
+#[derive(Debug)]
+pub struct SearchPlan {
+    pub plan: NewPlan,
+    pub ids: HashMap<Vec<u8>, String>,
+}
+
+impl SearchPlan {
+    /// Every point the search measured or reused and every point of its predicted front, as one
+    /// plan's candidates: `omega` is the refitted objective's predicted loss (in the metric's
+    /// units), ranked by the search's cost. Sources: `search` (measured), `predicted` (on the
+    /// refitted objective's exact front, its solve `optimal`).
+    pub fn new(
+        problem: &Problem,
+        found: &Search,
+        predicted: &[(Vec<usize>, f64)],
+        body: &SearchBody,
+        search_id: &str,
+        supernet_id: &str,
+    ) -> SearchPlan {
+        let mut points: Vec<(Vec<usize>, Vec<&str>)> = Vec::new();
+        let mut index: HashMap<Vec<usize>, usize> = HashMap::new();
+        let measured = found.measured.iter().map(|m| (&m.picks, "search"));
+        for (picks, source) in measured.chain(predicted.iter().map(|(p, _)| (p, "predicted"))) {
+            match index.get(picks) {
+                Some(&i) => points[i].1.push(source),
+                None => {
+                    index.insert(picks.clone(), points.len());
+                    points.push((picks.clone(), vec![source]));
+                }
+            }
+        }
+        let axis = body.pareto.cost();
+        let mut priced: Vec<_> = points
+            .into_iter()
+            .map(|(picks, sources)| {
+                let omega = found.objective.predict(&picks);
+                (problem.candidate(&picks), omega, sources)
+            })
+            .collect();
+        priced.sort_by(|a, b| {
+            a.0.cost(axis)
+                .total_cmp(&b.0.cost(axis))
+                .then(a.1.total_cmp(&b.1))
+        });
+        let mut ids = HashMap::new();
+        let candidates = priced
+            .into_iter()
+            .enumerate()
+            .map(|(i, (c, omega, sources))| {
+                let id = crate::store::new_id("cand");
+                ids.insert(c.bits.clone(), id.clone());
+                let status = if sources.contains(&"predicted") {
+                    "optimal"
+                } else {
+                    "measured"
+                };
+                CandidateFields {
+                    id,
+                    position: i as i64,
+                    bits: bits_key(&c.bits),
+                    omega,
+                    size_bytes: c.size_bytes,
+                    bops: c.bops,
+                    avg_bits: c.avg_bits,
+                    latency_ms: c.latency_ms,
+                    sources: json!(sources).to_string(),
+                    solve: json!({"status": status, "gap": null}).to_string(),
+                }
+            })
+            .collect();
+        let mut request = json!({
+            "search_id": search_id,
+            "pareto": axis.as_str(),
+            "budgets": body.budgets,
+        });
+        if let Some(device) = &body.device {
+            request["device"] = device.clone();
+        }
+        let result = json!({
+            "status": "search",
+            "sort_by": axis.as_str(),
+            "solves": 0,
+            "solve_time_ms": 0.0,
+            "engine": "search",
+            "objective": "search_refit",
+            "proxy_layers": [],
+            "warnings": [],
+            "infeasible": null,
+        });
+        SearchPlan {
+            plan: NewPlan {
+                id: crate::store::new_id("plan"),
+                supernet_id: supernet_id.to_string(),
+                request: request.to_string(),
+                status: PlanStatus::Ready,
+                result: result.to_string(),
+                created_at: crate::store::now_ms(),
+                candidates,
+            },
+            ids,
+        }
+    }
+}
+
+/// A configuration's bits (by layer name) and predicted costs, with its candidate's id when the
+/// search's points are stored as a plan.
+fn configuration(problem: &Problem, c: &planner::Candidate, plan: Option<&SearchPlan>) -> Value {
+    let mut v = json!({
+        "bits": problem.manifest.bits_json(&c.bits),
+        "size_bytes": c.size_bytes,
+        "bops": c.bops,
+        "avg_bits": c.avg_bits,
+        "latency_ms": c.latency_ms,
+    });
+    if let Some(plan) = plan {
+        v["candidate_id"] = json!(plan.ids.get(&c.bits));
+    }
+    v
+}
+
+/// The search as JSON: its rounds, the measured front (cheapest first), every point it measured
+/// or reused (`points`, with what was predicted before it was measured), and the front its
+/// refitted objective predicts (`predicted_front`, from [`predicted`]). `measured` holds what each
+/// front point measured; `plan`, the plan holding the points as candidates (`plan_id` and each
+/// point's `candidate_id`).
 pub fn document(
     problem: &Problem,
     found: &Search,
     measured: &HashMap<Vec<u8>, Measured>,
     axis: Axis,
     method: Method,
+    predicted: &[(Vec<usize>, f64)],
+    plan: Option<&SearchPlan>,
 ) -> Value {
     let front: Vec<Value> = found
         .front
         .iter()
         .map(|&i| {
             let p = &found.measured[i];
-            let c = &p.candidate;
-            let m = measured.get(&c.bits);
-            json!({
-                "bits": problem.manifest.bits_json(&c.bits),
-                "size_bytes": c.size_bytes,
-                "bops": c.bops,
-                "avg_bits": c.avg_bits,
-                "latency_ms": c.latency_ms,
-                "predicted": {"loss": p.predicted, "round": p.round},
-                "measured": {
-                    "loss": p.loss,
-                    "kl_fp32": m.map(|m| m.kl_fp32),
-                    "agreement_fp32": m.map(|m| m.agreement_fp32),
-                    "accuracy": m.and_then(|m| m.accuracy),
-                    "cosine_mean": m.and_then(|m| m.cosine_mean),
-                },
-            })
+            let m = measured.get(&p.candidate.bits);
+            let mut v = configuration(problem, &p.candidate, plan);
+            v["predicted"] = json!({"loss": p.predicted, "round": p.round});
+            v["measured"] = json!({
+                "loss": p.loss,
+                "kl_fp32": m.map(|m| m.kl_fp32),
+                "agreement_fp32": m.map(|m| m.agreement_fp32),
+                "accuracy": m.and_then(|m| m.accuracy),
+                "cosine_mean": m.and_then(|m| m.cosine_mean),
+            });
+            v
+        })
+        .collect();
+    let points: Vec<Value> = found
+        .measured
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v = configuration(problem, &p.candidate, plan);
+            v["predicted"] = json!(p.predicted);
+            v["loss"] = json!(p.loss);
+            v["round"] = json!(p.round);
+            v["on_front"] = json!(found.front.contains(&i));
+            v
+        })
+        .collect();
+    let predicted_front: Vec<Value> = predicted
+        .iter()
+        .map(|(picks, loss)| {
+            let mut v = configuration(problem, &problem.candidate(picks), plan);
+            v["predicted"] = json!(loss);
+            v
         })
         .collect();
     json!({
@@ -239,6 +401,7 @@ pub fn document(
         "stopped": found.stopped,
         "evaluations": found.evaluations,
         "reused": found.reused,
+        "model": found.objective.model.as_str(),
         "rounds": found.rounds.iter().map(|r| json!({
             "evaluated": r.evaluated,
             "fit": {"spearman": r.fit.spearman, "mae": r.fit.mae},
@@ -247,5 +410,8 @@ pub fn document(
             "model": r.model.as_str(),
         })).collect::<Vec<_>>(),
         "front": front,
+        "points": points,
+        "predicted_front": predicted_front,
+        "plan_id": plan.map(|p| &p.plan.id),
     })
 }

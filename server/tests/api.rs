@@ -417,6 +417,46 @@ async fn supernets_plans_and_candidates() {
         )
         .await;
     assert_eq!(first_field(&r), (400, "limit".into()));
+    // The same page with `bits` as lists: each the object's values in manifest layer order.
+    let r = svc
+        .call(
+            "GET",
+            &format!(
+                "/v1/plans/{pid}/candidates?sort=omega&order=desc&limit=5&max_size_bytes={budget}&bits=list"
+            ),
+            None,
+        )
+        .await;
+    let listed = r.json();
+    let supernet = svc
+        .call("GET", &format!("/v1/supernets/{sn}"), None)
+        .await
+        .json();
+    let layers: Vec<&str> = supernet["manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    for (a, b) in page["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(listed["candidates"].as_array().unwrap())
+    {
+        assert_eq!(a["id"], b["id"]);
+        let by_name: Vec<&Value> = layers.iter().map(|n| &a["bits"][*n]).collect();
+        let list: Vec<&Value> = b["bits"].as_array().unwrap().iter().collect();
+        assert_eq!(by_name, list);
+    }
+    let r = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{pid}/candidates?bits=string"),
+            None,
+        )
+        .await;
+    assert_eq!(first_field(&r), (400, "bits".into()));
 
     // Choose a candidate; the choice is stored; a foreign candidate is refused.
     let first = page["candidates"][0]["id"].as_str().unwrap().to_string();
@@ -1581,6 +1621,78 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
     }
     let listed = svc.call("GET", &searches, None).await.json();
     assert_eq!(listed["searches"][0]["id"], id.as_str());
+
+    // Its points and its predicted front are one plan's candidates, each named by its point.
+    let plan_id = result["plan_id"].as_str().expect("plan_id");
+    let plan = svc
+        .call("GET", &format!("/v1/plans/{plan_id}"), None)
+        .await
+        .json();
+    assert_eq!(plan["request"]["search_id"], id.as_str());
+    assert_eq!(plan["result"]["engine"], "search");
+    let candidates = svc
+        .call(
+            "GET",
+            &format!("/v1/plans/{plan_id}/candidates?limit=10000&bits=list"),
+            None,
+        )
+        .await
+        .json()["candidates"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let points = result["points"].as_array().unwrap();
+    let predicted = result["predicted_front"].as_array().unwrap();
+    assert_eq!(points.len() as u64, made, "{result}");
+    assert!(!predicted.is_empty());
+    let bits_of = |p: &Value| -> Value {
+        json!(["conv1", "conv2", "fc1", "fc2"].map(|l| p["bits"][l].clone()))
+    };
+    let distinct: std::collections::HashSet<String> = points
+        .iter()
+        .chain(predicted)
+        .map(|p| bits_of(p).to_string())
+        .collect();
+    assert_eq!(candidates.len(), distinct.len());
+    let candidate = |p: &Value| {
+        let id = p["candidate_id"].as_str().expect("candidate_id");
+        let c = candidates
+            .iter()
+            .find(|c| c["id"] == id)
+            .expect("a candidate");
+        assert_eq!(c["bits"], bits_of(p), "{p}");
+        c.clone()
+    };
+    for p in points {
+        assert_eq!(candidate(p)["metrics"]["kl_fp32"], p["loss"], "{p}");
+    }
+    let measured = candidates
+        .iter()
+        .filter(|c| !c["metrics"].is_null())
+        .count();
+    assert_eq!(measured, points.len());
+    let mut last = (f64::NEG_INFINITY, f64::INFINITY);
+    for p in predicted {
+        let c = candidate(p);
+        let (cost, loss) = (
+            p["avg_bits"].as_f64().unwrap(),
+            p["predicted"].as_f64().unwrap(),
+        );
+        assert!(cost <= 7.0 + 1e-9 && cost > last.0 && loss < last.1, "{p}");
+        assert_eq!(
+            c["omega"].as_f64().unwrap(),
+            loss,
+            "Omega is the prediction"
+        );
+        assert!(c["sources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("predicted")));
+        last = (cost, loss);
+    }
+    for p in front {
+        candidate(p);
+    }
 
     let r = svc.call("POST", &searches, Some(body)).await;
     let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;

@@ -196,6 +196,28 @@ pub fn search(
     })
 }
 
+/// The exact front of `objective` within the request's budgets, at most `points` spread along
+/// the cost, cheapest first, each with its predicted loss: what a search believes after its
+/// measurements, to draw next to what it measured.
+pub fn predicted_front(
+    problem: &Problem,
+    request: &SearchRequest,
+    objective: &Objective,
+    points: usize,
+    halt: &Halt,
+) -> Result<Vec<(Vec<usize>, f64)>> {
+    let limits = limits_of(&request.budgets.bounds(problem)?);
+    let current = with_objective(problem, &objective.terms);
+    let front = pareto_front(&current, request.pareto, &limits, &[], Some(points), halt)?;
+    Ok(front
+        .into_iter()
+        .map(|p| {
+            let loss = objective.predict(&p);
+            (p, loss)
+        })
+        .collect())
+}
+
 /// The problem's objective, per group, per choice: where a search starts.
 pub fn starting_objective(problem: &Problem) -> Vec<Vec<f64>> {
     problem

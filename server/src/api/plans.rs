@@ -130,6 +130,18 @@ pub struct CandidateQuery {
     max_avg_bits: Option<f64>,
     min_accuracy: Option<f64>,
     min_agreement_fp32: Option<f64>,
+    /// How each candidate's `bits` is spelled (default: an object by layer name).
+    bits: Option<BitsLayout>,
+}
+
+/// `bits` as an object by layer name, or as a list in manifest layer order (a fifth of the bytes
+/// on a deep network: what a client drawing tens of thousands of candidates asks for).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BitsLayout {
+    #[default]
+    Object,
+    List,
 }
 
 const MAX_PAGE: i64 = 10_000;
@@ -146,12 +158,20 @@ pub async fn candidates(
     let page = page_of(&q)?;
     let (total, rows) = state.db.candidate_page(&id, &page).await?;
     let names = layer_names(&*state.manifest(&plan.supernet_id).await?);
+    let layout = q.bits.unwrap_or_default();
+    let body = |c: &crate::store::CandidateRow| {
+        let mut v = c.to_json(&names);
+        if layout == BitsLayout::List {
+            v["bits"] = json!(c.bit_list());
+        }
+        v
+    };
     Ok(Json(json!({
         "plan_id": id,
         "total": total,
         "offset": page.offset,
         "limit": page.limit,
-        "candidates": rows.iter().map(|c| c.to_json(&names)).collect::<Vec<_>>(),
+        "candidates": rows.iter().map(body).collect::<Vec<_>>(),
     })))
 }
 

@@ -5,7 +5,7 @@
 use super::RuntimeArgs;
 use super::{check_batch_size, load_data, load_manifest, load_model, read, Failure};
 use crate::output::Format;
-use crate::search::{document, Axis, Measured, Method, Metric, SearchBody};
+use crate::search::{document, predicted, Axis, Measured, Method, Metric, SearchBody};
 use clap::Args;
 use planner::eval::evaluator::Metrics;
 use planner::{Budgets, Halt};
@@ -138,7 +138,16 @@ pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
                 .iter()
                 .map(|(b, m)| (b.clone(), Measured::from(m)))
                 .collect();
-            let doc = document(&problem, &found, &measured, args.pareto, args.method);
+            let predicted = predicted(&problem, &request, &found, &Halt::default())?;
+            let doc = document(
+                &problem,
+                &found,
+                &measured,
+                args.pareto,
+                args.method,
+                &predicted,
+                None,
+            );
             println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
         }
         Format::Table | Format::Csv => print!("{}", table(&found, &metrics, args.format)),

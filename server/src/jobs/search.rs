@@ -5,7 +5,7 @@
 //! measured again. The rounds and the measured front are stored with the search at the end.
 
 use super::{blocking, Ctx, Inputs, JobError, Outcome};
-use crate::search::{document, Measured, SearchBody};
+use crate::search::{document, predicted, Measured, SearchBody, SearchPlan};
 use crate::store::{bits_key, Held, NewEvaluation, StoreError};
 use planner::eval::{EvalOptions, Evaluator};
 use std::collections::HashMap;
@@ -95,14 +95,15 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
             },
             &halt,
         )?;
-        Ok((found, problem))
+        let predicted = predicted(&problem, &request, &found, &halt)?;
+        Ok((found, problem, predicted))
     })
     .await?;
     // Stopped by the job's halt, or its lease lost: end as the checkpoint says.
     if let Some(o) = ctx.checkpoint() {
         return Ok(o);
     }
-    let (found, problem) = searched?;
+    let (found, problem, predicted) = searched?;
     let measured: HashMap<Vec<u8>, Measured> = state
         .db
         .measurements(&row.supernet_id, false)
@@ -112,8 +113,27 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         .collect();
     let request: SearchBody = serde_json::from_str(&row.request)
         .map_err(|e| JobError::permanent(format!("stored search request: {e}")))?;
-    let doc = document(&problem, &found, &measured, request.pareto, method);
-    state.db.store_search_result(&id, &doc, ctx.held()).await?;
+    let plan = SearchPlan::new(
+        &problem,
+        &found,
+        &predicted,
+        &request,
+        &id,
+        &row.supernet_id,
+    );
+    let doc = document(
+        &problem,
+        &found,
+        &measured,
+        request.pareto,
+        method,
+        &predicted,
+        Some(&plan),
+    );
+    state
+        .db
+        .store_search_result(&id, &doc, &plan.plan, ctx.held())
+        .await?;
     Ok(Outcome::Done(format!(
         "{} measured ({} reused) in {} rounds; {} on the measured front",
         found.evaluations,

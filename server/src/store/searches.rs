@@ -1,7 +1,10 @@
 //! Searches: the request, the job that runs it, and its result (rounds and measured front). The
 //! measurements themselves are evaluations, stored as the job makes them.
 
-use super::{jobs, leases, not_found, now_ms, Conn, Db, JobRow, PlanStatus, StoreResult, Work};
+use super::candidates::insert_candidates;
+use super::{
+    jobs, leases, not_found, now_ms, Conn, Db, JobRow, NewPlan, PlanStatus, StoreResult, Work,
+};
 use serde_json::Value;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -85,19 +88,42 @@ impl Db {
         Ok((search, job))
     }
 
-    /// Stores a search's result, with its job's progress at its end.
+    /// Stores a search's result and the plan holding its points as candidates (so each opens,
+    /// is compared, chosen and exported as any plan's), with its job's progress at its end, in
+    /// one transaction: a search resumed after a crash writes both or neither.
     pub async fn store_search_result(
         &self,
         id: &str,
         doc: &Value,
+        plan: &NewPlan,
         job: super::Held<'_>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO plans (id, supernet_id, request, status, result, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&plan.id)
+        .bind(&plan.supernet_id)
+        .bind(&plan.request)
+        .bind(plan.status.as_str())
+        .bind(&plan.result)
+        .bind(plan.created_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<_> = plan
+            .candidates
+            .iter()
+            .map(|c| (plan.supernet_id.as_str(), plan.id.as_str(), c))
+            .collect();
+        insert_candidates(&mut tx, &rows).await?;
         sqlx::query(
             "UPDATE searches SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
         )
         .bind(doc.to_string())
-        .bind(now_ms())
+        .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await?;

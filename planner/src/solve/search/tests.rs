@@ -410,3 +410,63 @@ fn a_loss_that_grows_as_a_power_of_the_sum_is_fitted_by_the_link() {
         .all(|t| t.is_finite() && *t >= 0.0));
     assert!(with_zeros.link.scale.is_finite() && with_zeros.link.power.is_finite());
 }
+
+#[test]
+fn the_predicted_front_is_the_refitted_objectives_exact_front() {
+    let (problem, truth) = interacting();
+    let request = SearchRequest {
+        budgets: Budgets {
+            max_avg_bits: Some(5.0),
+            ..Budgets::default()
+        },
+        pareto: CostKind::Size,
+        evaluations: 12,
+        per_round: Some(4),
+    };
+    let found = search(
+        &problem,
+        &request,
+        &[],
+        &mut |c| Ok(truth(c)),
+        &Halt::default(),
+    )
+    .unwrap();
+    assert_ne!(
+        found.objective.model,
+        FitModel::Start,
+        "the objective was refitted"
+    );
+    let front = predicted_front(
+        &problem,
+        &request,
+        &found.objective,
+        usize::MAX,
+        &Halt::default(),
+    )
+    .unwrap();
+    // Brute force: every configuration within the budget, priced by the refitted objective;
+    // kept when it predicts less than every cheaper one.
+    let mut priced: Vec<(f64, f64)> = every_configuration(&problem)
+        .iter()
+        .filter(|c| c.avg_bits <= 5.0 + 1e-9)
+        .map(|c| {
+            let picks = problem.picks_from_bits(&c.bits).unwrap();
+            (c.size_bytes, found.objective.predict(&picks))
+        })
+        .collect();
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut oracle: Vec<(f64, f64)> = Vec::new();
+    for (cost, loss) in priced {
+        if oracle.last().is_none_or(|l| loss < l.1 * (1.0 - 1e-12)) {
+            oracle.push((cost, loss));
+        }
+    }
+    assert_eq!(front.len(), oracle.len());
+    for ((picks, loss), (cost, best)) in front.iter().zip(&oracle) {
+        let c = problem.candidate(picks);
+        assert!(c.avg_bits <= 5.0 + 1e-9);
+        assert_eq!(c.size_bytes, *cost);
+        assert!((loss - found.objective.predict(picks)).abs() <= 1e-12 * loss.abs());
+        assert!((loss - best).abs() <= 1e-9 * best.abs(), "{loss} vs {best}");
+    }
+}
