@@ -79,8 +79,13 @@ impl PlanRow {
 impl CandidateRow {
     /// The API body: `bits` maps layer names to bit-widths (given the manifest's layer names).
     pub fn to_json(&self, layer_names: &[String]) -> Value {
-        let c = &self.fields;
         let bits = planner::bits_json(layer_names.iter().map(String::as_str), &self.bit_list());
+        self.to_json_with(bits)
+    }
+
+    /// The API body with `bits` as given (by name, or a list in manifest order).
+    pub fn to_json_with(&self, bits: Value) -> Value {
+        let c = &self.fields;
         json!({
             "id": c.id,
             "plan_id": self.plan_id,

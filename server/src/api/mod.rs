@@ -49,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(web::index))
         .route("/ui/app.js", get(web::app_js))
         .route("/ui/app.css", get(web::app_css))
+        .route("/ui/chart.js", get(web::chart_js))
+        .route("/ui/search.js", get(web::search_js))
+        .route("/ui/plan.js", get(web::plan_js))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.yaml", get(openapi))
@@ -227,7 +230,13 @@ async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> R
     // Probes and the dashboard's static files (which hold no data) stay open.
     let public = matches!(
         req.uri().path(),
-        "/healthz" | "/" | "/ui/app.js" | "/ui/app.css"
+        "/healthz"
+            | "/"
+            | "/ui/app.js"
+            | "/ui/app.css"
+            | "/ui/chart.js"
+            | "/ui/plan.js"
+            | "/ui/search.js"
     );
     if public || (read && !state.config.protect_reads) {
         return next.run(req).await;

@@ -159,12 +159,9 @@ pub async fn candidates(
     let (total, rows) = state.db.candidate_page(&id, &page).await?;
     let names = layer_names(&*state.manifest(&plan.supernet_id).await?);
     let layout = q.bits.unwrap_or_default();
-    let body = |c: &crate::store::CandidateRow| {
-        let mut v = c.to_json(&names);
-        if layout == BitsLayout::List {
-            v["bits"] = json!(c.bit_list());
-        }
-        v
+    let body = |c: &crate::store::CandidateRow| match layout {
+        BitsLayout::Object => c.to_json(&names),
+        BitsLayout::List => c.to_json_with(json!(c.bit_list())),
     };
     Ok(Json(json!({
         "plan_id": id,

@@ -1,5 +1,5 @@
-//! The dashboard (web/): three files compiled into the binary, so it works offline and ships
-//! with the service.
+//! The dashboard (web/): its files compiled into the binary, so it works offline and ships with
+//! the service.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../../../web/index.html");
 const APP_JS: &str = include_str!("../../../web/app.js");
 const APP_CSS: &str = include_str!("../../../web/app.css");
+const CHART_JS: &str = include_str!("../../../web/chart.js");
+const SEARCH_JS: &str = include_str!("../../../web/search.js");
+const PLAN_JS: &str = include_str!("../../../web/plan.js");
 
 fn file(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -29,4 +32,16 @@ pub async fn app_js() -> Response {
 
 pub async fn app_css() -> Response {
     file("text/css; charset=utf-8", APP_CSS)
+}
+
+pub async fn chart_js() -> Response {
+    file("text/javascript; charset=utf-8", CHART_JS)
+}
+
+pub async fn search_js() -> Response {
+    file("text/javascript; charset=utf-8", SEARCH_JS)
+}
+
+pub async fn plan_js() -> Response {
+    file("text/javascript; charset=utf-8", PLAN_JS)
 }
