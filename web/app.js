@@ -215,7 +215,7 @@ function sensitivityCell(layers, i, bits) {
 }
 
 function describeRequest(r) {
-  if (r.search_id) return `the points of search ${r.search_id.slice(0, 16)}… on ${r.pareto} (Ω: the refitted objective's predicted loss)`;
+  if (r.search_id) return `the points of search ${r.search_id.slice(0, 16)}… on ${r.pareto} (Ω: the search's objective after its last measurement)`;
   const parts = Object.entries(r.budgets || {}).map(([k, v]) => `${k.replace("max_", "")} ≤ ${k === "max_avg_bits" ? v : fmt.count(v)}`);
   if (r.pareto) parts.push(`front on ${r.pareto}${r.points ? ` (${r.points} points)` : ""}`);
   if (r.paper_pool) parts.push("paper pool");

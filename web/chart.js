@@ -12,13 +12,21 @@ function scatterChart(spec) {
   canvas.id = spec.id;
   canvas.className = "scatter";
   const L = 70, R = 20, T = 14, B = 40;
-  const tf = (axis, v) => (axis.log ? Math.log10(v) : v);
-  const usable = (axis, v) => v !== null && v !== undefined && Number.isFinite(v) && (!axis.log || v > 0);
-  const series = spec.series.map((s) => ({ ...s, points: s.points.filter((p) => usable(spec.x, p.x) && usable(spec.y, p.y)) }));
+  const usable = (v) => v !== null && v !== undefined && Number.isFinite(v);
+  // On a log axis a value at or below 0 (a loss of 0: full agreement) is drawn at half the least
+  // positive value, the axis's floor.
+  const floorOf = (key) => {
+    let least = Infinity;
+    for (const s of spec.series) for (const p of s.points) if (usable(p[key]) && p[key] > 0 && p[key] < least) least = p[key];
+    return Number.isFinite(least) ? least / 2 : 1;
+  };
+  const floors = { x: spec.x.log ? floorOf("x") : 0, y: spec.y.log ? floorOf("y") : 0 };
+  const tf = (axis, v, key) => (axis.log ? Math.log10(v > 0 ? v : floors[key]) : v);
+  const series = spec.series.map((s) => ({ ...s, points: s.points.filter((p) => usable(p.x) && usable(p.y)) }));
   const all = series.flatMap((s) => s.points);
   const extent = (axis, key) => {
     let lo = Infinity, hi = -Infinity;
-    for (const p of all) { const v = tf(axis, p[key]); if (v < lo) lo = v; if (v > hi) hi = v; }
+    for (const p of all) { const v = tf(axis, p[key], key); if (v < lo) lo = v; if (v > hi) hi = v; }
     if (!Number.isFinite(lo)) return [0, 1];
     if (hi === lo) return [lo - 0.5, hi + 0.5];
     const pad = (hi - lo) * 0.03;
@@ -29,8 +37,8 @@ function scatterChart(spec) {
   let size = { w: 800, h: 380 };
   // Each series' coordinates in axis units (log10 on a log axis), computed once.
   for (const s of series) {
-    s.tx = Float64Array.from(s.points, (p) => tf(spec.x, p.x));
-    s.ty = Float64Array.from(s.points, (p) => tf(spec.y, p.y));
+    s.tx = Float64Array.from(s.points, (p) => tf(spec.x, p.x, "x"));
+    s.ty = Float64Array.from(s.points, (p) => tf(spec.y, p.y, "y"));
   }
   // The points, axes and lines are drawn on `layer`; the canvas shows it with the rings and the
   // hovered point on top, so hovering redraws no point and a drag shifts the layer until the
@@ -45,8 +53,7 @@ function scatterChart(spec) {
 
   function draw() {
     const started = performance.now();
-    const rect = canvas.getBoundingClientRect();
-    size = { w: Math.max(200, rect.width || 800), h: Math.max(160, rect.height || 380) };
+    size = { w: Math.max(200, canvas.clientWidth || 800), h: Math.max(160, canvas.clientHeight || 380) };
     const dpr = window.devicePixelRatio || 1;
     for (const c of [canvas, layer]) {
       if (c.width !== Math.round(size.w * dpr)) c.width = Math.round(size.w * dpr);
@@ -115,15 +122,16 @@ function scatterChart(spec) {
     const ctx = canvas.getContext("2d");
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(layer, 0, 0);
     if (shift) {
-      // The axes stay; the plot area moves with the pointer.
+      // The axes stay; the plot area moves with the pointer (redrawn when the drag ends).
       ctx.save();
       ctx.beginPath(); ctx.rect(L * dpr, T * dpr, (size.w - L - R) * dpr, (size.h - T - B) * dpr); ctx.clip();
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
       ctx.drawImage(layer, shift.x * dpr, shift.y * dpr);
       ctx.restore();
       return;
     }
-    ctx.drawImage(layer, 0, 0);
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.save();
     ctx.beginPath(); ctx.rect(L, T, size.w - L - R, size.h - T - B); ctx.clip();
@@ -134,6 +142,12 @@ function scatterChart(spec) {
     if (hover) ring(series[hover[0]], hover[1], "#1d2330", 1.5);
     ctx.restore();
   }
+
+  /// Where the drawing starts, in client coordinates (inside the canvas's border).
+  const origin = () => {
+    const rect = canvas.getBoundingClientRect();
+    return [rect.left + canvas.clientLeft, rect.top + canvas.clientTop];
+  };
 
   /// The drawn points by screen cell, built when first asked after a draw.
   function cells() {
@@ -155,8 +169,8 @@ function scatterChart(spec) {
   /// The drawn point nearest a client position, within 8 px: [series, index] or null; on a tie
   /// the point drawn last (on top) wins.
   function nearest(clientX, clientY) {
-    const rect = canvas.getBoundingClientRect();
-    const x = clientX - rect.left, y = clientY - rect.top;
+    const [left, top] = origin();
+    const x = clientX - left, y = clientY - top;
     const cx = Math.floor(x / CELL), cy = Math.floor(y / CELL);
     const g = cells();
     let best = null, bestD = 64;
@@ -173,8 +187,12 @@ function scatterChart(spec) {
 
   /// A new view: the cells of the old one no longer say where points are.
   const setView = (v) => { view = v; grid = null; };
-  let frame = 0;
-  const later = (f) => { if (!frame) frame = requestAnimationFrame(() => { frame = 0; f(); }); };
+  // One frame runs what is pending: a full draw when one was asked for, else the overlay.
+  let frame = 0, pending = null;
+  const later = (f) => {
+    pending = f === draw || !pending ? f : pending;
+    if (!frame) frame = requestAnimationFrame(() => { const run = pending; frame = 0; pending = null; run(); });
+  };
   let drag = null;
   canvas.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY, view: { x: view.x.slice(), y: view.y.slice() }, moved: false }; });
   const release = () => {
@@ -208,7 +226,7 @@ function scatterChart(spec) {
     tooltip.style.top = `${Math.min(e.clientY + 12, window.innerHeight - tooltip.offsetHeight - 8)}px`;
     if (changed) later(show);
   });
-  canvas.addEventListener("mouseleave", () => { tooltip.hidden = true; if (drag && drag.moved) release(); if (hover) { hover = null; later(show); } });
+  canvas.addEventListener("mouseleave", () => { tooltip.hidden = true; if (drag) release(); if (hover) { hover = null; later(show); } });
   canvas.addEventListener("click", (e) => {
     if (drag && drag.moved) return;
     const found = nearest(e.clientX, e.clientY);
@@ -216,8 +234,8 @@ function scatterChart(spec) {
   });
   canvas.addEventListener("wheel", (e) => {
     e.preventDefault();
-    const rect = canvas.getBoundingClientRect();
-    const fx = (e.clientX - rect.left - L) / (size.w - L - R), fy = 1 - (e.clientY - rect.top - T) / (size.h - T - B);
+    const [left, top] = origin();
+    const fx = (e.clientX - left - L) / (size.w - L - R), fy = 1 - (e.clientY - top - T) / (size.h - T - B);
     const k = e.deltaY > 0 ? 1.25 : 0.8;
     const zoom = (range, f) => { const at = range[0] + f * (range[1] - range[0]); return [at - (at - range[0]) * k, at + (range[1] - at) * k]; };
     setView({ x: zoom(view.x, fx), y: zoom(view.y, fy) });
@@ -230,13 +248,18 @@ function scatterChart(spec) {
     show,
     lastDrawMs: 0,
     screenOf(si, i) {
-      const rect = canvas.getBoundingClientRect();
-      return [rect.left + sx(series[si], i), rect.top + sy(series[si], i)];
+      const [left, top] = origin();
+      return [left + sx(series[si], i), top + sy(series[si], i)];
     },
     series,
   };
   canvas.chart = chart;
-  // Drawn once the canvas is in the page (its size comes from the layout), and on resizes.
-  new ResizeObserver(() => draw()).observe(canvas);
+  // Drawn once the canvas is in the page (its size comes from the layout), and on resizes; a
+  // chart no longer in the page stops observing.
+  const resized = new ResizeObserver(() => {
+    if (!canvas.isConnected) return resized.disconnect();
+    if (!chart.lastDrawMs) draw(); else later(draw);
+  });
+  resized.observe(canvas);
   return canvas;
 }

@@ -56,11 +56,21 @@ async function planView(id, candidateId) {
     h("div", { class: "grid" }, h("div", {}, chartBox), h("div", {}, h("h2", { style: "margin-top:0" }, "Compare"), compareBox)),
     h("h2", {}, "Candidates"), tableBox, h("h2", {}, "Bit-widths per layer (rows: layers, columns: candidates in table order)"), heatBox);
 
+  // One reload at a time; progress ticks meanwhile ask for one more after it, so the page ends
+  // on the newest state without fetching every page per tick.
+  let loading = null, again = false;
   const reload = async () => {
-    const [p, candidates] = await Promise.all([api("GET", `/v1/plans/${id}`), allCandidates(id, state.plan.candidate_count)]);
-    state.plan = p;
-    state.candidates = candidates;
-    renderAll();
+    if (loading) { again = true; return loading; }
+    loading = (async () => {
+      do {
+        again = false;
+        const [p, candidates] = await Promise.all([api("GET", `/v1/plans/${id}`), allCandidates(id, state.plan.candidate_count)]);
+        state.plan = p;
+        state.candidates = candidates;
+        renderAll();
+      } while (again);
+    })();
+    try { await loading; } finally { loading = null; }
   };
   const renderAll = () => {
     renderHeader();
@@ -187,7 +197,11 @@ function renderTable(state, box, select, actions) {
       state.supernet.model ? h("a", { href: `/v1/candidates/${c.id}/model.onnx`, download: `${c.id}.qdq.onnx` }, "ONNX") : null));
   const tbody = h("tbody");
   const scroll = h("div", { class: "scroll" }, h("table", { id: "candidates" }, h("thead", {}, head), tbody));
+  // A rebuilt table (a tick, a sort) keeps the place it was scrolled to.
+  const previous = box.querySelector(".scroll");
+  const kept = previous ? previous.scrollTop : 0;
   put(box, filterBar, scroll, h("p", { class: "muted" }, `${list.length} of ${state.candidates.length} shown`));
+  scroll.scrollTop = kept;
   if (list.length <= VIRTUAL_ROWS) {
     tbody.append(...list.map(rowOf));
     state.reveal = null;

@@ -37,15 +37,22 @@ async function searchView(id) {
     r ? h("span", { class: "muted" }, `${r.evaluations} measured, ${r.reused} reused, ${r.rounds.length} rounds; stopped: ${r.stopped}`) : null,
     r && r.plan_id ? h("a", { href: `#/plans/${r.plan_id}`, id: "search-plan" }, "open every point as a plan") : null, jobBox);
   if (!r) {
-    put(view, h("h1", {}, `Search on ${supernet.name}`), header, h("p", { class: "muted" }, "The fronts appear when the search's job is done."));
+    const job = search.job_id && ["failed", "cancelled"].includes(search.status) ? await api("GET", `/v1/jobs/${search.job_id}`) : null;
+    put(view, h("h1", {}, `Search on ${supernet.name}`), header,
+      job ? h("p", { class: "bad" }, `The search's job ${job.status}: ${job.error || job.progress.message}`) : h("p", { class: "muted" }, "The fronts appear when the search's job is done."));
     return;
   }
+  // Searches stored by earlier versions have no points or predicted front.
+  const points = r.points || [], predictedFront = r.predicted_front || [];
+  // A baseline (or a search's first round with nothing measured before) predicts with the
+  // manifest's objective, Ω, not in the metric's units: no diagonal then.
+  const fitted = r.model && r.model !== "start";
   const cost = searchCost(r.pareto);
   const loss = LOSS_LABELS[search.request.metric || "kl"];
   const open = (p) => { if (r.plan_id && p.candidate_id) location.hash = `#/plans/${r.plan_id}/${p.candidate_id}`; };
   const tip = (p, label, lines) => [label, h("br"), `${cost.label} ${cost.get(p) === null ? "—" : cost.fmt(cost.get(p))}, size ${fmt.bytes(p.size_bytes)}`, ...lines.flatMap((l) => [h("br"), l]),
     h("br"), `bits ${bitsString(p.bits)}`, p.candidate_id ? h("span", { class: "muted" }, h("br"), "click to open its candidate") : ""];
-  const rounds = [...new Set(r.points.map((p) => p.round))].sort((a, b) => a - b);
+  const rounds = [...new Set(points.map((p) => p.round))].sort((a, b) => a - b);
   const roundName = (k) => (k ? `round ${k}` : "measured before");
 
   // The fronts: what the refitted objective predicts, every measured point by round, and the
@@ -54,15 +61,15 @@ async function searchView(id) {
     id: "search-front",
     x: { label: cost.label, fmt: cost.fmt }, y: { label: `${loss} (log)`, fmt: fmt.sci, log: true },
     series: [
-      { name: "predicted front", points: r.predicted_front.map((p) => ({ x: cost.get(p), y: p.predicted, p })), color: "#9aa3b5", line: true, radius: 1.5 },
-      ...rounds.map((k) => ({ name: roundName(k), points: r.points.filter((p) => p.round === k).map((p) => ({ x: cost.get(p), y: p.loss, p })), color: roundColor(k), radius: 4 })),
+      { name: fitted ? "predicted front" : "front of Ω (the starting objective)", kind: "predicted", points: predictedFront.map((p) => ({ x: cost.get(p), y: p.predicted, p })), color: "#9aa3b5", line: true, radius: 1.5 },
+      ...rounds.map((k) => ({ name: roundName(k), points: points.filter((p) => p.round === k).map((p) => ({ x: cost.get(p), y: p.loss, p })), color: roundColor(k), radius: 4 })),
       { name: "measured front", points: r.front.map((p) => ({ x: cost.get(p), y: p.measured.loss, p })), color: "#1d2330", line: true, radius: 0 },
     ],
-    tip: (pt, s) => tip(pt.p, s.name, s.name === "predicted front" ? [`predicted ${fmt.sci(pt.p.predicted)}`] : [`measured ${fmt.sci(pt.p.loss)}`, `predicted ${pt.p.predicted === null ? "— (measured before)" : fmt.sci(pt.p.predicted)}`]),
+    tip: (pt, s) => tip(pt.p, s.name, s.kind === "predicted" ? [`predicted ${fmt.sci(pt.p.predicted)}`] : [`measured ${fmt.sci(pt.p.loss)}`, `predicted ${pt.p.predicted === null ? "— (measured before)" : fmt.sci(pt.p.predicted)}`]),
     click: (pt) => open(pt.p),
   });
   const legend = h("div", { class: "legend" },
-    h("span", {}, h("i", { style: "background:#9aa3b5;border-color:#9aa3b5" }), "predicted front"),
+    h("span", {}, h("i", { style: "background:#9aa3b5;border-color:#9aa3b5" }), fitted ? "predicted front" : "front of Ω"),
     rounds.map((k) => h("span", {}, h("i", { style: `background:${roundColor(k)};border-color:${roundColor(k)}` }), roundName(k))),
     h("span", {}, h("i", { style: "background:#1d2330;border-color:#1d2330;border-radius:0;height:2px" }), "measured front"));
 
@@ -72,9 +79,9 @@ async function searchView(id) {
     const shown = rounds.filter((k) => k > 0 && (only === "" || k === Number(only)));
     put(fitBox, scatterChart({
       id: "search-fit",
-      x: { label: "predicted (log)", fmt: fmt.sci, log: true }, y: { label: "measured (log)", fmt: fmt.sci, log: true },
-      diagonal: true,
-      series: shown.map((k) => ({ name: roundName(k), points: r.points.filter((p) => p.round === k && p.predicted !== null).map((p) => ({ x: p.predicted, y: p.loss, p })), color: roundColor(k), radius: 4 })),
+      x: { label: fitted ? "predicted (log)" : "Ω predicted (log; not in the metric's units)", fmt: fmt.sci, log: true }, y: { label: "measured (log)", fmt: fmt.sci, log: true },
+      diagonal: fitted,
+      series: shown.map((k) => ({ name: roundName(k), points: points.filter((p) => p.round === k && p.predicted !== null).map((p) => ({ x: p.predicted, y: p.loss, p })), color: roundColor(k), radius: 4 })),
       tip: (pt, s) => tip(pt.p, s.name, [`predicted ${fmt.sci(pt.p.predicted)}`, `measured ${fmt.sci(pt.p.loss)}`]),
       click: (pt) => open(pt.p),
     }));

@@ -1,8 +1,12 @@
 //! Fleet plans around the planner's `plan_fleet`: the service's fleet-plan request, measured
-//! metrics for each distinct chosen configuration (measured once however many devices share it)
-//! and the accuracy gate. Shared by `bitplan fleet`, the API and the service's fleet-plan jobs.
+//! metrics for each distinct chosen configuration (measured once however many devices share it),
+//! the accuracy gate, and the gate on the measured front (a search, then each device's best
+//! measured configuration). Shared by `bitplan fleet`, the API and the service's fleet-plan jobs.
 
-use planner::solve::fleet::{FleetOptions, FleetPlan};
+use crate::search::{Axis, Method, Metric, SearchBody};
+use planner::solve::fleet::{Fleet, FleetOptions, FleetPlan};
+use planner::solve::search::Search;
+use planner::Manifest;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -30,6 +34,24 @@ pub struct FleetPlanBody {
     pub mip_gap: f64,
     #[serde(default = "crate::planning::default_batch_size")]
     pub batch_size: usize,
+    /// Gate on the measured front: search it (the devices' planned choices measured first and
+    /// reused), then give each device the measured configuration of least loss within its
+    /// budgets.
+    #[serde(default)]
+    pub search: bool,
+    /// Measurements the search may make.
+    #[serde(default = "default_search_evaluations")]
+    pub evaluations: usize,
+    /// What the search minimises.
+    #[serde(default)]
+    pub metric: Metric,
+}
+
+/// Measurements a fleet's search makes unless asked otherwise.
+pub const DEFAULT_SEARCH_EVALUATIONS: usize = 40;
+
+fn default_search_evaluations() -> usize {
+    DEFAULT_SEARCH_EVALUATIONS
 }
 
 fn default_neighbours() -> usize {
@@ -56,8 +78,65 @@ impl FleetPlanBody {
     }
 
     pub fn measures(&self) -> bool {
-        self.evaluate || self.min_accuracy.is_some()
+        self.evaluate || self.min_accuracy.is_some() || self.search
     }
+}
+
+/// The search a fleet gates on: the network's measured front against size under no budget of
+/// its own (each device's budgets then choose from it).
+pub fn fleet_search(evaluations: usize, metric: Metric, batch_size: usize) -> SearchBody {
+    SearchBody {
+        pareto: Axis::Size,
+        budgets: planner::Budgets::default(),
+        device: None,
+        evaluations,
+        per_round: None,
+        metric,
+        method: Method::Search,
+        batch_size,
+    }
+}
+
+/// Gives each device of `plan` the measured configuration of least loss it runs within its
+/// budgets (`measured`: bits and loss, in a fixed order, so ties do not depend on a map's);
+/// a device none fits keeps its plan. Returns each device's planned bits (JSON by layer name).
+pub fn choose_measured(
+    manifest: &Manifest,
+    fleet: &Fleet,
+    plan: &mut FleetPlan,
+    measured: &[(Vec<u8>, f64)],
+) -> planner::Result<Vec<Option<Value>>> {
+    let choices = planner::solve::fleet::best_measured(manifest, fleet, measured)?;
+    let mut planned = Vec::new();
+    for (device, choice) in plan.devices.iter_mut().zip(choices) {
+        planned.push(device.best.as_ref().map(|c| manifest.bits_json(&c.bits)));
+        if let Some(choice) = choice {
+            device.best = Some(choice.candidate);
+        }
+    }
+    Ok(planned)
+}
+
+/// Marks each device row of a fleet document with what chose its configuration (`plan` or
+/// `search`) and its planned bits, and adds the search's summary.
+pub fn mark_search(doc: &mut Value, planned: Vec<Option<Value>>, metric: Metric, found: &Search) {
+    let rows = doc["devices"].as_array_mut().expect("devices");
+    for (row, planned) in rows.iter_mut().zip(planned) {
+        row["chosen_by"] = match (&planned, row["bits"].is_null()) {
+            (_, true) => Value::Null,
+            (Some(p), false) if *p == row["bits"] => json!("plan"),
+            _ => json!("search"),
+        };
+        row["planned_bits"] = planned.unwrap_or(Value::Null);
+    }
+    doc["search"] = json!({
+        "metric": metric,
+        "evaluations": found.evaluations,
+        "reused": found.reused,
+        "rounds": found.rounds.len(),
+        "stopped": found.stopped,
+        "measured_front": found.front.len(),
+    });
 }
 
 /// The distinct bit configurations chosen for the fleet's devices, in first-seen order.

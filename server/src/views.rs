@@ -5,6 +5,8 @@ use crate::store::{
     json_column, rfc3339, CandidateRow, DeviceRow, FleetPlanRow, FleetRow, JobRow, MetricsRow,
     PlanRow, SearchRow, SupernetRow,
 };
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 impl SupernetRow {
@@ -80,28 +82,50 @@ impl CandidateRow {
     /// The API body: `bits` maps layer names to bit-widths (given the manifest's layer names).
     pub fn to_json(&self, layer_names: &[String]) -> Value {
         let bits = planner::bits_json(layer_names.iter().map(String::as_str), &self.bit_list());
-        self.to_json_with(bits)
+        serde_json::to_value(self.body(bits)).expect("JSON")
     }
 
-    /// The API body with `bits` as given (by name, or a list in manifest order).
-    pub fn to_json_with(&self, bits: Value) -> Value {
+    /// The API body with `bits` as given (by name, or a list in manifest order), to serialize
+    /// as it is: a page of ten thousand candidates builds no map per candidate.
+    pub fn body<B: Serialize>(&self, bits: B) -> CandidateBody<'_, B> {
         let c = &self.fields;
-        json!({
-            "id": c.id,
-            "plan_id": self.plan_id,
-            "supernet_id": self.supernet_id,
-            "rank": c.position,
-            "bits": bits,
-            "omega": c.omega,
-            "size_bytes": c.size_bytes,
-            "bops": c.bops,
-            "avg_bits": c.avg_bits,
-            "latency_ms": c.latency_ms,
-            "sources": json_column(&c.sources),
-            "solve": json_column(&c.solve),
-            "metrics": self.measurement().map(|m| m.to_json()),
-        })
+        fn raw(text: &str) -> &RawValue {
+            serde_json::from_str(text).unwrap_or(RawValue::NULL)
+        }
+        CandidateBody {
+            id: &c.id,
+            plan_id: &self.plan_id,
+            supernet_id: &self.supernet_id,
+            rank: c.position,
+            bits,
+            omega: c.omega,
+            size_bytes: c.size_bytes,
+            bops: c.bops,
+            avg_bits: c.avg_bits,
+            latency_ms: c.latency_ms,
+            sources: raw(&c.sources),
+            solve: raw(&c.solve),
+            metrics: self.measurement().map(|m| m.to_json()),
+        }
     }
+}
+
+/// A candidate as the API spells it (openapi.yaml's `Candidate`).
+#[derive(Debug, Serialize)]
+pub struct CandidateBody<'a, B> {
+    id: &'a str,
+    plan_id: &'a str,
+    supernet_id: &'a str,
+    rank: i64,
+    bits: B,
+    omega: f64,
+    size_bytes: f64,
+    bops: f64,
+    avg_bits: f64,
+    latency_ms: Option<f64>,
+    sources: &'a RawValue,
+    solve: &'a RawValue,
+    metrics: Option<Value>,
 }
 
 impl MetricsRow {

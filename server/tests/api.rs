@@ -114,6 +114,18 @@ impl Svc {
         sqlx::AnyPool::connect(&url).await.unwrap()
     }
 
+    /// A connection that writes: to leave the store as only a crash would.
+    async fn crash_writer(&self) -> sqlx::AnyPool {
+        let url = match &self.state.config.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.state.config.data_dir.join("bitplan.db").display()
+            ),
+        };
+        sqlx::AnyPool::connect(&url).await.unwrap()
+    }
+
     async fn send(&self, req: Request<Body>) -> Resp {
         let method = req.method().to_string();
         let path = req.uri().to_string();
@@ -1693,6 +1705,29 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
     for p in front {
         candidate(p);
     }
+    // Its job run again (as after a worker lost between storing the result and ending the job)
+    // stores no second plan and keeps the result.
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = NULL WHERE id = $1",
+    )
+    .bind(job["id"].as_str().unwrap())
+    .execute(&svc.crash_writer().await)
+    .await
+    .unwrap();
+    let rerun = svc.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(rerun["status"], "succeeded", "{rerun}");
+    let plans: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE request LIKE '%search_id%'")
+            .fetch_one(&svc.oracle().await)
+            .await
+            .unwrap();
+    assert_eq!(plans, 1);
+    let after = svc
+        .call("GET", &format!("/v1/searches/{id}"), None)
+        .await
+        .json();
+    assert_eq!(after["result"], search["result"]);
 
     let r = svc.call("POST", &searches, Some(body)).await;
     let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
@@ -1724,4 +1759,117 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.json());
+}
+
+#[tokio::test]
+async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement() {
+    let svc = Svc::new(|_| {}, true).await;
+    let sn = svc.digits().await;
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/fleets/roofline.fleet.json")).unwrap(),
+    )
+    .unwrap();
+    let fleet = svc
+        .call("POST", "/v1/fleets", Some(file.clone()))
+        .await
+        .json();
+    let fid = fleet["id"].as_str().unwrap();
+    let plans = format!("/v1/supernets/{sn}/fleet-plans");
+    let r = svc
+        .call(
+            "POST",
+            &plans,
+            Some(json!({"fleet_id": fid, "search": true, "evaluations": 0})),
+        )
+        .await;
+    assert_eq!(first_field(&r), (422, "evaluations".into()));
+    let r = svc
+        .call(
+            "POST",
+            &plans,
+            Some(
+                json!({"fleet_id": fid, "search": true, "evaluations": 12, "metric": "agreement"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let doc = svc
+        .call(
+            "GET",
+            &format!("/v1/fleet-plans/{}", r.json()["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json()["result"]
+        .clone();
+    let search = &doc["search"];
+    let made = search["evaluations"].as_u64().unwrap();
+    assert!((1..=12).contains(&made), "{search}");
+    assert_eq!(search["metric"], "agreement");
+    // Every measurement is stored once: the planned choices, then the search's.
+    // The loss of each: 1 - agreement with fp32.
+    let stored: Vec<(String, f64)> =
+        sqlx::query_as("SELECT bits, 1.0 - agreement_fp32 FROM evaluations")
+            .fetch_all(&svc.oracle().await)
+            .await
+            .unwrap();
+    let rows = doc["devices"].as_array().unwrap();
+    let order = ["conv1", "conv2", "fc1", "fc2"];
+    let key =
+        |bits: &Value| serde_json::to_string(&order.map(|l| bits[l].as_u64().unwrap())).unwrap();
+    let planned: std::collections::HashSet<String> = rows
+        .iter()
+        .filter(|r| !r["planned_bits"].is_null())
+        .map(|r| key(&r["planned_bits"]))
+        .collect();
+    assert_eq!(stored.len() as u64, planned.len() as u64 + made);
+    assert_eq!(search["reused"].as_u64().unwrap(), planned.len() as u64);
+    // Each device: the least loss measured among the configurations it runs within its budgets
+    // (the planner's brute-force-tested choice over every stored measurement), never worse than
+    // its plan's.
+    let manifest = planner::Manifest::from_json(
+        &std::fs::read_to_string(repo().join("examples/digits-cnn.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let mut measured: Vec<(Vec<u8>, f64)> = stored
+        .iter()
+        .map(|(b, loss)| (serde_json::from_str(b).unwrap(), *loss))
+        .collect();
+    measured.sort_by(|a, b| a.0.cmp(&b.0));
+    let best = planner::solve::fleet::best_measured(
+        &manifest,
+        &planner::solve::fleet::Fleet::from_value(file).unwrap(),
+        &measured,
+    )
+    .unwrap();
+    let loss_of = |k: &str| stored.iter().find(|(b, _)| b == k).map(|s| s.1);
+    let mut by_search = 0;
+    for (row, best) in rows.iter().zip(&best) {
+        if row["bits"].is_null() {
+            assert!(row["chosen_by"].is_null(), "{row}");
+            continue;
+        }
+        let chosen = key(&row["bits"]);
+        let expected = best.as_ref().expect("a measured point fits");
+        assert_eq!(
+            chosen,
+            serde_json::to_string(&expected.candidate.bits).unwrap(),
+            "{row}"
+        );
+        let agreement = row["metrics"]["agreement_fp32"].as_f64().unwrap();
+        assert!(
+            (1.0 - agreement - loss_of(&chosen).unwrap()).abs() < 1e-12,
+            "{row}"
+        );
+        let planned_loss = loss_of(&key(&row["planned_bits"])).unwrap();
+        assert!(loss_of(&chosen).unwrap() <= planned_loss, "{row}");
+        let by = row["chosen_by"].as_str().unwrap();
+        assert_eq!(by == "plan", chosen == key(&row["planned_bits"]), "{row}");
+        by_search += usize::from(by == "search");
+    }
+    // As with `bitplan fleet --search` on these inputs, the search finds better points for
+    // some devices than their plans.
+    assert!(by_search >= 1, "{doc}");
 }

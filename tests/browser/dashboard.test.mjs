@@ -231,12 +231,22 @@ try {
     const [hx, hy] = await page.evaluate(() => document.querySelector("canvas#search-fit").chart.screenOf(0, 0));
     await page.mouse.move(hx, hy);
     await page.waitForSelector("#tooltip:not([hidden])");
-    assert.match(await page.textContent("#tooltip"), /predicted [0-9.e-]+measured [0-9.e-]+/);
+    assert.match(await page.textContent("#tooltip"), /predicted [0-9.e+-]+measured [0-9.e+-]+/);
     await page.screenshot({ path: join(artifacts, "search.png"), fullPage: true });
     // A measured point opens its candidate in the search's plan, selected, with its measurement.
-    const si = await page.evaluate(() => document.querySelector("canvas#search-front").chart.series.findIndex((s) => s.name.startsWith("round")));
-    const [px, py, cid] = await page.evaluate((si) => { const c = document.querySelector("canvas#search-front").chart; return [...c.screenOf(si, 0), c.series[si].points[0].p.candidate_id]; }, si);
-    await page.mouse.click(px, py);
+    // The measured point farthest from any other drawn point, so the click names it alone.
+    const [px, py, cid] = await page.evaluate(() => {
+      const c = document.querySelector("canvas#search-front").chart;
+      const drawn = c.series.flatMap((s, si) => (s.radius === 0 ? [] : s.points.map((p, i) => [si, i])));
+      let best = null;
+      for (const [si, i] of drawn.filter(([si]) => c.series[si].name.startsWith("round"))) {
+        const [x, y] = c.screenOf(si, i);
+        const gap = Math.min(...drawn.filter(([sj, j]) => sj !== si || j !== i).map(([sj, j]) => { const [u, v] = c.screenOf(sj, j); return Math.hypot(u - x, v - y); }));
+        if (!best || gap > best[3]) best = [x, y, c.series[si].points[i].p.candidate_id, gap];
+      }
+      return best;
+    });
+    await page.mouse.click(Math.round(px), Math.round(py));
     await page.waitForFunction((id) => location.hash.endsWith(id), cid);
     await page.waitForSelector(`table#candidates tr.highlight[data-id="${cid}"]`);
     assert.match(await page.textContent(`table#candidates tr[data-id="${cid}"]`), /%/, "its measurement is joined");

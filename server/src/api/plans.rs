@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -153,23 +153,45 @@ pub async fn candidates(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<CandidateQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let plan = state.db.plan(&id).await?;
     let page = page_of(&q)?;
     let (total, rows) = state.db.candidate_page(&id, &page).await?;
     let names = layer_names(&*state.manifest(&plan.supernet_id).await?);
-    let layout = q.bits.unwrap_or_default();
-    let body = |c: &crate::store::CandidateRow| match layout {
-        BitsLayout::Object => c.to_json(&names),
-        BitsLayout::List => c.to_json_with(json!(c.bit_list())),
+    /// A page, serialized as it is.
+    #[derive(Serialize)]
+    struct Page<'a, T> {
+        plan_id: &'a str,
+        total: i64,
+        offset: i64,
+        limit: i64,
+        candidates: Vec<T>,
+    }
+    let (offset, limit) = (page.offset, page.limit);
+    let page = |candidates| Page {
+        plan_id: &id,
+        total,
+        offset,
+        limit,
+        candidates,
     };
-    Ok(Json(json!({
-        "plan_id": id,
-        "total": total,
-        "offset": page.offset,
-        "limit": page.limit,
-        "candidates": rows.iter().map(body).collect::<Vec<_>>(),
-    })))
+    Ok(match q.bits.unwrap_or_default() {
+        BitsLayout::Object => {
+            Json(page(rows.iter().map(|c| c.to_json(&names)).collect())).into_response()
+        }
+        BitsLayout::List => {
+            let bits: Vec<Vec<u8>> = rows.iter().map(|c| c.bit_list()).collect();
+            let listed: Vec<_> = rows.iter().zip(&bits).map(|(c, b)| c.body(b)).collect();
+            Json(Page {
+                plan_id: &id,
+                total,
+                offset,
+                limit,
+                candidates: listed,
+            })
+            .into_response()
+        }
+    })
 }
 
 /// The page of a plan's candidates a query asks for, each parameter checked (400 naming it).

@@ -6,10 +6,11 @@ use super::{
     EXIT_INFEASIBLE,
 };
 use crate::output::{self, Format};
-use crate::search::{Axis, Measured, Method, Metric, SearchBody};
+use crate::search::{Measured, Metric};
 use clap::Args;
 use planner::eval::evaluator::Metrics;
 use planner::solve::fleet::FleetOptions;
+use planner::solve::search::Search;
 use planner::Halt;
 use serde_json::json;
 use std::collections::HashMap;
@@ -40,7 +41,7 @@ pub(super) struct FleetArgs {
     #[arg(long, requires_all = ["model", "data"])]
     search: bool,
     /// Measurements the search may make.
-    #[arg(long, value_name = "N", default_value_t = 40, requires = "search")]
+    #[arg(long, value_name = "N", default_value_t = crate::fleet::DEFAULT_SEARCH_EVALUATIONS, requires = "search")]
     evaluations: usize,
     /// What the search minimises.
     #[arg(long, value_enum, default_value = "kl", requires = "search")]
@@ -131,17 +132,8 @@ pub(super) fn fleet(args: FleetArgs) -> Result<u8, Failure> {
         .collect();
     crate::fleet::attach_metrics(&mut doc, &plan, &measured, args.min_accuracy);
     doc["evaluated_configs"] = json!(measured.len());
-    if let Some((search, planned)) = searched {
-        let rows = doc["devices"].as_array_mut().expect("devices");
-        for (row, planned) in rows.iter_mut().zip(planned) {
-            row["chosen_by"] = match (&planned, row["bits"].is_null()) {
-                (_, true) => serde_json::Value::Null,
-                (Some(p), false) if *p == row["bits"] => json!("plan"),
-                _ => json!("search"),
-            };
-            row["planned_bits"] = planned.unwrap_or(serde_json::Value::Null);
-        }
-        doc["search"] = search;
+    if let Some((found, planned)) = searched {
+        crate::fleet::mark_search(&mut doc, planned, args.metric, &found);
     }
     print!("{}", output::render_fleet(&doc, args.format));
     Ok(exit_code(&doc))
@@ -157,7 +149,7 @@ fn exit_code(doc: &serde_json::Value) -> u8 {
 
 /// `--search`: searches the measured front (the planned choices, measured already, reused),
 /// then makes each device's choice in `plan` the least loss it runs within its budgets. Returns
-/// the search's summary and each device's planned bits (JSON, by layer name).
+/// the search and each device's planned bits (JSON, by layer name).
 fn search_measured<B: planner::eval::Backend + Clone>(
     args: &FleetArgs,
     manifest: &planner::Manifest,
@@ -165,17 +157,8 @@ fn search_measured<B: planner::eval::Backend + Clone>(
     plan: &mut planner::solve::fleet::FleetPlan,
     evaluator: &mut planner::eval::Evaluator<B>,
     metrics: &mut HashMap<Vec<u8>, Metrics>,
-) -> Result<(serde_json::Value, Vec<Option<serde_json::Value>>), Failure> {
-    let body = SearchBody {
-        pareto: Axis::Size,
-        budgets: planner::Budgets::default(),
-        device: None,
-        evaluations: args.evaluations,
-        per_round: None,
-        metric: args.metric,
-        method: Method::Search,
-        batch_size: args.batch_size,
-    };
+) -> Result<(Search, Vec<Option<serde_json::Value>>), Failure> {
+    let body = crate::fleet::fleet_search(args.evaluations, args.metric, args.batch_size);
     let (problem, request) = body.prepare(manifest).map_err(|e| {
         Failure::invalid(
             e.fields
@@ -220,23 +203,7 @@ fn search_measured<B: planner::eval::Backend + Clone>(
         return Err(f);
     }
     let found = found?;
-    let all = losses(metrics)?;
-    let choices = planner::solve::fleet::best_measured(manifest, fleet, &all)
+    let planned = crate::fleet::choose_measured(manifest, fleet, plan, &losses(metrics)?)
         .map_err(in_file(&args.fleet))?;
-    let mut planned = Vec::new();
-    for (device, choice) in plan.devices.iter_mut().zip(choices) {
-        planned.push(device.best.as_ref().map(|c| manifest.bits_json(&c.bits)));
-        if let Some(choice) = choice {
-            device.best = Some(choice.candidate);
-        }
-    }
-    let summary = json!({
-        "metric": args.metric,
-        "evaluations": found.evaluations,
-        "reused": found.reused,
-        "rounds": found.rounds.len(),
-        "stopped": found.stopped,
-        "measured_front": found.front.len(),
-    });
-    Ok((summary, planned))
+    Ok((found, planned))
 }

@@ -1,12 +1,15 @@
 //! The fleet plan job: plans every device of a stored fleet, optionally measures the chosen
-//! configurations and gates them on accuracy, and stores the fleet plan document.
+//! configurations, gates them on accuracy, or gates them on the measured front (a search, then
+//! each device's best measured configuration), and stores the fleet plan document.
 
 use super::evaluate::measure;
-use super::{blocking, Ctx, JobError, Outcome};
+use super::search::{prior_losses, StoredMeasure};
+use super::{blocking, Ctx, Inputs, JobError, Outcome};
 use crate::fleet::FleetPlanBody;
 use crate::store::{bits_key, StoreError};
-use planner::eval::EvalOptions;
+use planner::eval::{EvalOptions, Evaluator};
 use planner::solve::fleet::FleetPlan;
+use planner::solve::search::Search;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -27,20 +30,40 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     let fleet = planner::solve::fleet::Fleet::from_json(&row.fleet)?;
     let manifest = state.manifest(&row.supernet_id).await?;
     let options = body.options(state.config.max_solve_time_s);
-    let (m, halt) = (manifest.clone(), ctx.halt());
+    let (m, f, halt) = (manifest.clone(), fleet.clone(), ctx.halt());
     let planned =
-        blocking(move || planner::solve::fleet::plan_fleet_halting(&m, &fleet, &options, &halt))
+        blocking(move || planner::solve::fleet::plan_fleet_halting(&m, &f, &options, &halt))
             .await?;
     // Stopped by the job's halt: end as the checkpoint says (cancelled, overdue, ...).
     if let Some(o) = ctx.checkpoint() {
         return Ok(o);
     }
-    let planned = planned?;
+    let mut planned = planned?;
     state.metrics.solve(planned.time_ms / 1e3);
+    let searched = if body.search {
+        match search_fleet(ctx, &row.supernet_id, &body, &fleet, &mut planned).await? {
+            Ok(searched) => Some(searched),
+            Err(stopped) => return Ok(stopped),
+        }
+    } else {
+        None
+    };
     let mut doc = planned.to_json(&manifest);
+    if let Some((found, before)) = searched {
+        crate::fleet::mark_search(&mut doc, before, body.metric, &found);
+    }
     if body.measures() {
-        if let Some(o) =
-            attach_measurements(ctx, &row.supernet_id, &body, &planned, &mut doc).await?
+        // After a search every choice is measured already.
+        let measure_first = !body.search;
+        if let Some(o) = attach_measurements(
+            ctx,
+            &row.supernet_id,
+            &body,
+            &planned,
+            &mut doc,
+            measure_first,
+        )
+        .await?
         {
             return Ok(o);
         }
@@ -62,15 +85,76 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
     )))
 }
 
-/// Measures each distinct chosen configuration not stored yet, then attaches the stored metrics
-/// (and the accuracy gate) to the fleet plan document. Returns the outcome when a checkpoint
-/// stops the measuring.
+/// The gate on the measured front: the planned choices measured (and stored), then a search
+/// with every stored measurement reused and each new one stored as it is made (counted after
+/// the planning step and the planned choices, so a job resumed after a crash stays within its
+/// budget); then each device's choice becomes its best measured configuration within its
+/// budgets. Returns the search and each device's planned bits, or the outcome when a checkpoint
+/// stops it.
+async fn search_fleet(
+    ctx: &Ctx,
+    supernet_id: &str,
+    body: &FleetPlanBody,
+    fleet: &planner::solve::fleet::Fleet,
+    plan: &mut FleetPlan,
+) -> Result<Result<(Search, Vec<Option<Value>>), Outcome>, JobError> {
+    let state = &ctx.state;
+    let keys: Vec<String> = crate::fleet::distinct_configs(plan)
+        .iter()
+        .map(|b| bits_key(b))
+        .collect();
+    let options = EvalOptions {
+        batch_size: body.batch_size,
+        quantize_activations: false,
+    };
+    if let Some(o) = measure(ctx, supernet_id, &keys, options, 1).await? {
+        return Ok(Err(o));
+    }
+    let search = crate::fleet::fleet_search(body.evaluations, body.metric, body.batch_size);
+    let inputs = Inputs::load(state, supernet_id).await?;
+    let manifest = inputs.manifest.clone();
+    let (problem, mut request) = search.prepare(&manifest)?;
+    let offset = 1 + keys.len();
+    let made_before = usize::try_from(ctx.job.progress_done)
+        .unwrap_or(0)
+        .saturating_sub(offset);
+    request.evaluations = body.evaluations.saturating_sub(made_before);
+    let prior = prior_losses(state, supernet_id, body.metric).await?;
+    let mut measurer = StoredMeasure::new(ctx, supernet_id, &prior, body.metric, offset);
+    measurer.made = made_before;
+    measurer.total = body.evaluations;
+    let halt = ctx.halt();
+    let found = blocking(move || -> planner::Result<Search> {
+        let (backend, model, data) = inputs.open()?;
+        let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
+        search.run(
+            &problem,
+            &request,
+            &prior,
+            &mut |c| measurer.measure(&mut evaluator, c),
+            &halt,
+        )
+    })
+    .await?;
+    if let Some(o) = ctx.checkpoint() {
+        return Ok(Err(o));
+    }
+    let found = found?;
+    let measured = prior_losses(state, supernet_id, body.metric).await?;
+    let before = crate::fleet::choose_measured(&manifest, fleet, plan, &measured)?;
+    Ok(Ok((found, before)))
+}
+
+/// Measures each distinct chosen configuration not stored yet (with `measure_first`), then
+/// attaches the stored metrics (and the accuracy gate) to the fleet plan document. Returns the
+/// outcome when a checkpoint stops the measuring.
 async fn attach_measurements(
     ctx: &Ctx,
     supernet_id: &str,
     body: &FleetPlanBody,
     planned: &FleetPlan,
     doc: &mut Value,
+    measure_first: bool,
 ) -> Result<Option<Outcome>, JobError> {
     let configs = crate::fleet::distinct_configs(planned);
     let keys: Vec<String> = configs.iter().map(|b| bits_key(b)).collect();
@@ -78,8 +162,10 @@ async fn attach_measurements(
         batch_size: body.batch_size,
         quantize_activations: false,
     };
-    if let Some(o) = measure(ctx, supernet_id, &keys, options, 1).await? {
-        return Ok(Some(o));
+    if measure_first {
+        if let Some(o) = measure(ctx, supernet_id, &keys, options, 1).await? {
+            return Ok(Some(o));
+        }
     }
     let metrics: HashMap<String, Value> = ctx
         .state

@@ -257,6 +257,10 @@ const STATEMENT_VALUES: usize = 384;
 
 /// Rows of `columns` values one multi-row INSERT carries (see [`STATEMENT_VALUES`]).
 const fn rows_per_statement(columns: usize) -> usize {
+    assert!(
+        columns > 0 && columns <= STATEMENT_VALUES,
+        "a row's values fit one statement"
+    );
     STATEMENT_VALUES / columns
 }
 
