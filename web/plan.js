@@ -62,13 +62,20 @@ async function planView(id, candidateId) {
   const reload = async () => {
     if (loading) { again = true; return loading; }
     loading = (async () => {
+      let failed = null;
       do {
         again = false;
-        const [p, candidates] = await Promise.all([api("GET", `/v1/plans/${id}`), allCandidates(id, state.plan.candidate_count)]);
-        state.plan = p;
-        state.candidates = candidates;
-        renderAll();
+        try {
+          const [p, candidates] = await Promise.all([api("GET", `/v1/plans/${id}`), allCandidates(id, state.plan.candidate_count)]);
+          state.plan = p;
+          state.candidates = candidates;
+          renderAll();
+          failed = null;
+        } catch (e) {
+          failed = e; // a later pass may still succeed
+        }
       } while (again);
+      if (failed) throw failed;
     })();
     try { await loading; } finally { loading = null; }
   };
@@ -94,7 +101,7 @@ async function planView(id, candidateId) {
   const runJob = (job) => {
     const update = (j, done) => {
       put(jobBox, progressBar(j));
-      if (done || j.progress.done !== (update.last || 0)) { update.last = j.progress.done; reload(); }
+      if (done || j.progress.done !== (update.last || 0)) { update.last = j.progress.done; reload().catch(showError); }
     };
     update(job, false);
     followJob(job.id, update);
@@ -201,9 +208,9 @@ function renderTable(state, box, select, actions) {
   const previous = box.querySelector(".scroll");
   const kept = previous ? previous.scrollTop : 0;
   put(box, filterBar, scroll, h("p", { class: "muted" }, `${list.length} of ${state.candidates.length} shown`));
-  scroll.scrollTop = kept;
   if (list.length <= VIRTUAL_ROWS) {
     tbody.append(...list.map(rowOf));
+    scroll.scrollTop = kept;
     state.reveal = null;
     return;
   }
@@ -220,7 +227,13 @@ function renderTable(state, box, select, actions) {
   };
   paint();
   const measured = tbody.rows[1] && tbody.rows[1].getBoundingClientRect().height;
-  if (measured) { rowHeight = measured; first = -1; paint(); }
+  if (measured) rowHeight = measured;
+  // The spacers give the table its full height: the kept place can be scrolled to now.
+  first = -1;
+  paint();
+  scroll.scrollTop = kept;
+  first = -1;
+  paint();
   scroll.addEventListener("scroll", () => requestAnimationFrame(paint));
   state.reveal = (cid) => {
     const i = list.findIndex((c) => c.id === cid);

@@ -1787,6 +1787,18 @@ async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement
         .call(
             "POST",
             &plans,
+            Some(json!({"fleet_id": fid, "evaluations": 0})),
+        )
+        .await;
+    assert_eq!(
+        first_field(&r),
+        (422, "evaluations".into()),
+        "checked without search too"
+    );
+    let r = svc
+        .call(
+            "POST",
+            &plans,
             Some(
                 json!({"fleet_id": fid, "search": true, "evaluations": 12, "metric": "agreement"}),
             ),
@@ -1795,6 +1807,8 @@ async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement
     assert_eq!(r.status, 202, "{}", r.json());
     let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+    // Steps: the planning, a measurement per device at most, the search's measurements.
+    assert_eq!(job["progress"]["total"], 1 + 5 + 12, "{job}");
     let doc = svc
         .call(
             "GET",
@@ -1869,6 +1883,32 @@ async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement
         assert_eq!(by == "plan", chosen == key(&row["planned_bits"]), "{row}");
         by_search += usize::from(by == "search");
     }
+    // Its job run again (as after a worker lost between storing the table and ending the job)
+    // measures nothing and keeps the table.
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+         finished_at = NULL WHERE id = $1",
+    )
+    .bind(job["id"].as_str().unwrap())
+    .execute(&svc.crash_writer().await)
+    .await
+    .unwrap();
+    let rerun = svc.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(rerun["status"], "succeeded", "{rerun}");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+        .fetch_one(&svc.oracle().await)
+        .await
+        .unwrap();
+    assert_eq!(count as usize, stored.len());
+    let again = svc
+        .call(
+            "GET",
+            &format!("/v1/fleet-plans/{}", r.json()["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(again["result"], doc);
     // As with `bitplan fleet --search` on these inputs, the search finds better points for
     // some devices than their plans.
     assert!(by_search >= 1, "{doc}");

@@ -209,7 +209,7 @@ pub async fn create_fleet_plan(
         }
     }
     super::check_batch_size(body.batch_size)?;
-    if body.search && !(1..=crate::search::MAX_EVALUATIONS).contains(&body.evaluations) {
+    if !(1..=crate::search::MAX_EVALUATIONS).contains(&body.evaluations) {
         return Err(ApiError::invalid(
             "evaluations",
             format!("must be within 1..={}", crate::search::MAX_EVALUATIONS),
@@ -241,7 +241,12 @@ pub async fn create_fleet_plan(
         }
     }
     let _queueing = state.admit_job().await?;
-    let v = queue_fleet_plan(&state, &supernet_id, &body, &doc).await?;
+    // Progress: the planning, each device's choice measured, then the search's measurements.
+    let devices = fleet.devices.len();
+    let steps = 1
+        + if body.measures() { devices } else { 0 }
+        + if body.search { body.evaluations } else { 0 };
+    let v = queue_fleet_plan(&state, &supernet_id, &body, &doc, steps as i64).await?;
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }
 
@@ -252,11 +257,12 @@ async fn queue_fleet_plan(
     supernet_id: &str,
     body: &FleetPlanBody,
     doc: &Value,
+    steps: i64,
 ) -> ApiResult<Value> {
     let options = serde_json::to_string(body).expect("JSON");
     let (plan, job) = state
         .db
-        .queue_fleet_plan(supernet_id, &body.fleet_id, doc, &options)
+        .queue_fleet_plan(supernet_id, &body.fleet_id, doc, &options, steps)
         .await?;
     state.jobs.wake.notify_one();
     let mut v = plan.to_json();

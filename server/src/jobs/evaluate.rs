@@ -38,8 +38,12 @@ pub(super) async fn measure(
     let remaining: Vec<&String> = keys.iter().filter(|b| !measured.contains(*b)).collect();
     let total = offset + keys.len();
     let mut done = total - remaining.len();
-    ctx.progress(done, &format!("{done} of {total} done"))
-        .await?;
+    // Progress never goes back: a job resumed past these steps (a fleet plan's search) counts
+    // its budget from it.
+    if done as i64 >= ctx.job.progress_done {
+        ctx.progress(done, &format!("{done} of {total} done"))
+            .await?;
+    }
     if remaining.is_empty() {
         return Ok(None);
     }

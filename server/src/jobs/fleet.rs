@@ -25,6 +25,11 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         }
         Err(e) => return Err(e.into()),
     };
+    // Its table is stored before the job is marked done: a job run again after that (its worker
+    // lost between the two) has nothing left to do, and measures nothing again.
+    if row.result.is_some() {
+        return Ok(Outcome::Done("the fleet plan's table is stored".into()));
+    }
     let body: FleetPlanBody = serde_json::from_str(&row.options)
         .map_err(|e| JobError::permanent(format!("stored fleet plan request: {e}")))?;
     let fleet = planner::solve::fleet::Fleet::from_json(&row.fleet)?;
@@ -109,6 +114,19 @@ async fn search_fleet(
     };
     if let Some(o) = measure(ctx, supernet_id, &keys, options, 1).await? {
         return Ok(Err(o));
+    }
+    // A metric the stored measurements cannot give (accuracy without labels) fails here, before
+    // any measurement is spent on the search.
+    if let Some(m) = state
+        .db
+        .measurements(supernet_id, false)
+        .await?
+        .iter()
+        .find(|m| keys.contains(&m.bits))
+    {
+        body.metric
+            .loss(&crate::search::Measured::from(m))
+            .map_err(|e| JobError::permanent(format!("metric: {e}")))?;
     }
     let search = crate::fleet::fleet_search(body.evaluations, body.metric, body.batch_size);
     let inputs = Inputs::load(state, supernet_id).await?;

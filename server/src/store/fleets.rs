@@ -215,14 +215,15 @@ impl Db {
         )
     }
 
-    /// Stores a fleet plan as pending, with a snapshot of the fleet and the job that plans it;
-    /// returns both rows as committed.
+    /// Stores a fleet plan as pending, with a snapshot of the fleet and the job that plans it
+    /// (`steps` of progress at most); returns both rows as committed.
     pub async fn queue_fleet_plan(
         &self,
         supernet_id: &str,
         fleet_id: &str,
         fleet: &Value,
         options: &str,
+        steps: i64,
     ) -> StoreResult<(FleetPlanRow, JobRow)> {
         let id = super::new_id("fleetplan");
         let job_id = super::new_id("job");
@@ -242,8 +243,15 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let job =
-            jobs::insert(&mut tx, &job_id, supernet_id, Some(&id), &Work::Fleet {}, 1).await?;
+        let job = jobs::insert(
+            &mut tx,
+            &job_id,
+            supernet_id,
+            Some(&id),
+            &Work::Fleet {},
+            steps,
+        )
+        .await?;
         let plan = fleet_plan_on(&mut tx, &id).await?;
         tx.commit().await?;
         Ok((plan, job))
