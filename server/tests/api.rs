@@ -114,8 +114,9 @@ impl Svc {
         sqlx::AnyPool::connect(&url).await.unwrap()
     }
 
-    /// A connection that writes: to leave the store as only a crash would.
-    async fn crash_writer(&self) -> sqlx::AnyPool {
+    /// Queues a finished job again, as a worker lost between storing its result and ending the
+    /// job leaves it, and waits for its second run.
+    async fn run_again(&self, job_id: &str) -> Value {
         let url = match &self.state.config.database_url {
             Some(url) => url.clone(),
             None => format!(
@@ -123,7 +124,15 @@ impl Svc {
                 self.state.config.data_dir.join("bitplan.db").display()
             ),
         };
-        sqlx::AnyPool::connect(&url).await.unwrap()
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+             finished_at = NULL WHERE id = $1",
+        )
+        .bind(job_id)
+        .execute(&sqlx::AnyPool::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+        self.wait_job(job_id).await
     }
 
     async fn send(&self, req: Request<Body>) -> Resp {
@@ -1707,15 +1716,7 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
     }
     // Its job run again (as after a worker lost between storing the result and ending the job)
     // stores no second plan and keeps the result.
-    sqlx::query(
-        "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
-         finished_at = NULL WHERE id = $1",
-    )
-    .bind(job["id"].as_str().unwrap())
-    .execute(&svc.crash_writer().await)
-    .await
-    .unwrap();
-    let rerun = svc.wait_job(job["id"].as_str().unwrap()).await;
+    let rerun = svc.run_again(job["id"].as_str().unwrap()).await;
     assert_eq!(rerun["status"], "succeeded", "{rerun}");
     let plans: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM plans WHERE request LIKE '%search_id%'")
@@ -1885,15 +1886,7 @@ async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement
     }
     // Its job run again (as after a worker lost between storing the table and ending the job)
     // measures nothing and keeps the table.
-    sqlx::query(
-        "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
-         finished_at = NULL WHERE id = $1",
-    )
-    .bind(job["id"].as_str().unwrap())
-    .execute(&svc.crash_writer().await)
-    .await
-    .unwrap();
-    let rerun = svc.wait_job(job["id"].as_str().unwrap()).await;
+    let rerun = svc.run_again(job["id"].as_str().unwrap()).await;
     assert_eq!(rerun["status"], "succeeded", "{rerun}");
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
         .fetch_one(&svc.oracle().await)

@@ -79,29 +79,9 @@ pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
         method: args.method,
         batch_size: args.batch_size,
     };
-    let (problem, request) = body.prepare(&manifest).map_err(|e| {
-        // The request's fields are this command's flags, and a device's its file's.
-        let device = args.device.as_deref().map(|p| p.display().to_string());
-        let lines: Vec<String> = e
-            .fields
-            .iter()
-            .map(|f| match (f.path.strip_prefix("device"), &device) {
-                (Some(rest), Some(file)) => {
-                    format!("{file}: {}: {}", rest.trim_start_matches('.'), f.reason)
-                }
-                _ => format!(
-                    "--{}: {}",
-                    f.path.trim_start_matches("budgets.").replace('_', "-"),
-                    f.reason
-                ),
-            })
-            .collect();
-        Failure::invalid(if lines.is_empty() {
-            e.message
-        } else {
-            lines.join("\n")
-        })
-    })?;
+    let (problem, request) = body
+        .prepare(&manifest)
+        .map_err(|e| as_flags(e, args.device.as_deref()))?;
     check_batch_size(args.batch_size)?;
     let model = load_model(&args.model)?;
     let data = load_data(&args.data)?;
@@ -228,4 +208,29 @@ fn table(
         ));
     }
     out
+}
+
+/// A search request's error as this command's flags (`--max-avg-bits: …`), a device's fields as
+/// its file's (`DEVICE.json: roofline: …`).
+pub(super) fn as_flags(e: crate::error::ApiError, device: Option<&std::path::Path>) -> Failure {
+    let device = device.map(|p| p.display().to_string());
+    let lines: Vec<String> = e
+        .fields
+        .iter()
+        .map(|f| match (f.path.strip_prefix("device"), &device) {
+            (Some(rest), Some(file)) => {
+                format!("{file}: {}: {}", rest.trim_start_matches('.'), f.reason)
+            }
+            _ => format!(
+                "--{}: {}",
+                f.path.trim_start_matches("budgets.").replace('_', "-"),
+                f.reason
+            ),
+        })
+        .collect();
+    Failure::invalid(if lines.is_empty() {
+        e.message
+    } else {
+        lines.join("\n")
+    })
 }
