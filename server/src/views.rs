@@ -187,6 +187,18 @@ impl FleetRow {
 }
 
 impl SearchRow {
+    /// As [`SearchRow::to_json`], the result without its points and predicted front, which grow
+    /// with the measurements: a list of searches stays light.
+    pub fn to_summary_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Some(result) = v["result"].as_object_mut() {
+            for heavy in ["points", "predicted_front"] {
+                result.remove(heavy);
+            }
+        }
+        v
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "id": self.id,

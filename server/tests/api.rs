@@ -1640,8 +1640,12 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
         let kl = stored.iter().find(|(b, _)| *b == key).expect("stored").1;
         assert_eq!(kl, loss, "{p}");
     }
+    // The list leaves out what grows with the measurements.
     let listed = svc.call("GET", &searches, None).await.json();
     assert_eq!(listed["searches"][0]["id"], id.as_str());
+    let summary = &listed["searches"][0]["result"];
+    assert_eq!(summary["front"], result["front"]);
+    assert!(summary.get("points").is_none() && summary.get("predicted_front").is_none());
 
     // Its points and its predicted front are one plan's candidates, each named by its point.
     let plan_id = result["plan_id"].as_str().expect("plan_id");
@@ -1760,6 +1764,32 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
         )
         .await;
     assert_eq!(r.status, 409, "{}", r.json());
+
+    // Its plan goes only with it (a link to a deleted plan would dangle); its measurements stay.
+    let r = svc.call("DELETE", &format!("/v1/plans/{plan_id}"), None).await;
+    assert_eq!(r.status, 409, "{}", r.json());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("DELETE /v1/searches/{id}")),
+        "{}",
+        r.json()
+    );
+    let r = svc.call("DELETE", &format!("/v1/searches/{id}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["with"]["plan"], plan_id);
+    assert_eq!(r.json()["with"]["candidates"], candidates.len());
+    for gone in [format!("/v1/searches/{id}"), format!("/v1/plans/{plan_id}")] {
+        assert_eq!(svc.call("GET", &gone, None).await.status, 404, "{gone}");
+    }
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+        .fetch_one(&svc.oracle().await)
+        .await
+        .unwrap();
+    assert_eq!(kept, now);
+    let r = svc.call("DELETE", &format!("/v1/searches/{id}"), None).await;
+    assert_eq!(r.status, 404, "{}", r.json());
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 mod pg;
 
 use bitplan::store::{
-    Db, Ending, EvaluateWork, Held, JobStatus, Lease, PlanStatus, StoreError, Work,
+    Db, Ending, EvaluateWork, Held, JobStatus, Lease, NewPlan, PlanStatus, StoreError, Work,
 };
 use std::time::Duration;
 
@@ -247,6 +247,46 @@ async fn cancelling_stops_a_queued_job_at_once_and_a_running_one_at_its_heartbea
     );
 }
 on_both!(cancelling_stops_a_queued_job_at_once_and_a_running_one_at_its_heartbeat);
+
+/// A search deleted while its job runs: the job is asked to stop, and its result, should it
+/// still arrive, writes nothing (no plan left behind without its search).
+async fn a_search_deleted_while_it_runs_stores_no_plan(db: &Db) {
+    let sn = supernet(db).await;
+    let (search, job) = db
+        .queue_search(&sn, &serde_json::json!({}), 4)
+        .await
+        .unwrap();
+    let claimed = db.claim("A", true, HOUR).await.unwrap().unwrap();
+    assert_eq!(claimed.id, job.id);
+    let deleted = db.delete_search(&search.id).await.unwrap();
+    assert_eq!((deleted.jobs, deleted.plan_id), (vec![job.id.clone()], None));
+    assert_eq!(
+        db.renew(&job.id, "A").await.unwrap(),
+        Lease::Held { cancel: true }
+    );
+    let plan = NewPlan {
+        id: "plan_of_search".into(),
+        supernet_id: sn.clone(),
+        request: "{}".into(),
+        status: PlanStatus::Ready,
+        result: "{}".into(),
+        created_at: bitplan::store::now_ms(),
+        candidates: Vec::new(),
+    };
+    let doc = serde_json::json!({"plan_id": "plan_of_search"});
+    let stored = db
+        .store_search_result(&search.id, &doc, &plan, held(&job.id, "A"))
+        .await;
+    assert!(
+        matches!(stored, Err(StoreError::NotFound { what: "search", .. })),
+        "{stored:?}"
+    );
+    assert!(matches!(
+        db.plan("plan_of_search").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+on_both!(a_search_deleted_while_it_runs_stores_no_plan);
 
 async fn concurrent_workers_claim_every_job_exactly_once(db: &Db) {
     let sn = supernet(db).await;

@@ -103,7 +103,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/supernets/{id}/searches",
             get(searches::list).post(searches::create),
         )
-        .route("/v1/searches/{id}", get(searches::get))
+        .route(
+            "/v1/searches/{id}",
+            get(searches::get).delete(searches::delete),
+        )
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

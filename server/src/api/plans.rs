@@ -76,6 +76,15 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let plan = state.db.plan(&id).await?;
+    if let Some(search) = serde_json::from_str::<Value>(&plan.request)
+        .ok()
+        .and_then(|r| r.get("search_id").and_then(Value::as_str).map(str::to_string))
+    {
+        return Err(ApiError::conflict(format!(
+            "plan {id:?} holds the points of search {search:?}: delete the search \
+             (DELETE /v1/searches/{search}), which takes its plan with it"
+        )));
+    }
     let jobs = state.db.delete_plan(&id).await?;
     for j in &jobs {
         state.jobs.changed(j);

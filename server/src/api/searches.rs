@@ -42,16 +42,37 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(v)).into_response())
 }
 
-/// `GET /v1/supernets/{id}/searches`: the supernet's searches, newest first.
+/// `GET /v1/supernets/{id}/searches`: the supernet's searches, newest first, each result
+/// without its points and predicted front (`GET /v1/searches/{id}` has them).
 pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     state.db.supernet(&id).await?;
     let rows = state.db.searches_of(&id).await?;
     Ok(Json(
-        json!({"searches": rows.iter().map(SearchRow::to_json).collect::<Vec<_>>()}),
+        json!({"searches": rows.iter().map(SearchRow::to_summary_json).collect::<Vec<_>>()}),
     ))
 }
 
 /// `GET /v1/searches/{id}`: the search, with its result once its job is done.
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(state.db.search(&id).await?.to_json()))
+}
+
+/// `DELETE /v1/searches/{id}`: the search and the plan holding its points (a running job is
+/// cancelled); its measurements stay, they belong to the supernet's bit configurations.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let deleted = state.db.delete_search(&id).await?;
+    for j in &deleted.jobs {
+        state.jobs.changed(j);
+    }
+    Ok(Json(json!({
+        "deleted": id,
+        "with": {
+            "plan": deleted.plan_id,
+            "candidates": deleted.candidates,
+            "jobs_cancelled": deleted.jobs.len(),
+        },
+    })))
 }

@@ -90,10 +90,16 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         &predicted,
         Some(&plan),
     );
-    state
+    match state
         .db
         .store_search_result(&id, &doc, &plan.plan, ctx.held())
-        .await?;
+        .await
+    {
+        Err(StoreError::NotFound { .. }) => {
+            return Ok(Outcome::Cancelled("the search was deleted".into()))
+        }
+        stored => stored?,
+    }
     Ok(Outcome::Done(format!(
         "{} measured ({} reused) in {} rounds; {} on the measured front",
         found.evaluations,

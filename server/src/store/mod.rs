@@ -75,7 +75,7 @@ pub use jobs::{EvaluateWork, JobRow, JobStatus, SensitivityWork, Work, MAX_ATTEM
 pub use leases::{Ending, Held, Lease, LEASE};
 pub use plan_writer::{NewPlan, PlanWriter};
 pub use plans::{PlanRow, PlanStatus};
-pub use searches::SearchRow;
+pub use searches::{DeletedSearch, SearchRow};
 pub use supernets::{Deleted, Dependents, SupernetRow, Upload};
 
 use serde_json::Value;

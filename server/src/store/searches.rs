@@ -3,7 +3,8 @@
 
 use super::candidates::insert_candidates;
 use super::{
-    jobs, leases, not_found, now_ms, Conn, Db, JobRow, NewPlan, PlanStatus, StoreResult, Work,
+    jobs, leases, not_found, now_ms, Conn, Db, JobRow, NewPlan, PlanStatus, StoreError,
+    StoreResult, Work,
 };
 use serde_json::Value;
 
@@ -119,7 +120,7 @@ impl Db {
             .map(|c| (plan.supernet_id.as_str(), plan.id.as_str(), c))
             .collect();
         insert_candidates(&mut tx, &rows).await?;
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE searches SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
         )
         .bind(doc.to_string())
@@ -127,8 +128,59 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        // Deleted while it ran: its plan is not written either (the transaction rolls back).
+        if updated.rows_affected() == 0 {
+            return Err(not_found("search", id));
+        }
         leases::set_done_all(&mut tx, job).await?;
         tx.commit().await?;
         Ok(())
     }
+
+    /// Deletes a search, the plan holding its points (with its candidates) and its queued or
+    /// running job (cancelled); its measurements stay, they are the supernet's evaluations.
+    pub async fn delete_search(&self, id: &str) -> StoreResult<DeletedSearch> {
+        let mut tx = self.begin().await?;
+        let row = search_on(&mut tx, id).await?;
+        let jobs = jobs::cancel_for_plan(&mut tx, id, "search deleted").await?;
+        let plan_id = match &row.result {
+            Some(result) => serde_json::from_str::<Value>(result)
+                .map_err(|e| StoreError::Corrupt(format!("search {id}'s result: {e}")))?
+                .get("plan_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            None => None,
+        };
+        let mut candidates = 0;
+        if let Some(plan_id) = &plan_id {
+            candidates = sqlx::query_scalar("SELECT COUNT(*) FROM candidates WHERE plan_id = $1")
+                .bind(plan_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM plans WHERE id = $1")
+                .bind(plan_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM searches WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DeletedSearch {
+            jobs,
+            plan_id,
+            candidates,
+        })
+    }
+}
+
+/// What deleting a search took with it.
+#[derive(Debug)]
+pub struct DeletedSearch {
+    /// Jobs asked to stop.
+    pub jobs: Vec<String>,
+    /// The plan that held its points.
+    pub plan_id: Option<String>,
+    pub candidates: i64,
 }
