@@ -111,6 +111,7 @@ function scatterChart(spec) {
     show();
     chart.lastDrawMs = performance.now() - started;
     canvas.dataset.points = String(series.reduce((n, s) => n + (s.radius === 0 ? 0 : s.points.length), 0));
+    canvas.dataset.diagonal = spec.diagonal ? "yes" : "no";
     canvas.dataset.drawMs = chart.lastDrawMs.toFixed(1);
   }
 

@@ -73,14 +73,21 @@ async function searchView(id) {
     rounds.map((k) => h("span", {}, h("i", { style: `background:${roundColor(k)};border-color:${roundColor(k)}` }), roundName(k))),
     h("span", {}, h("i", { style: "background:#1d2330;border-color:#1d2330;border-radius:0;height:2px" }), "measured front"));
 
-  // Predicted against measured, per round (the diagonal is a perfect prediction).
-  const fitBox = h("div");
+  // Predicted against measured, per round (the diagonal is a perfect prediction). A round
+  // planned on the start predicted Ω, not a loss: it shares no axis with the fitted rounds, so
+  // "every round" shows the fitted ones when there are any, and it is drawn alone.
+  const fitBox = h("div"), fitNote = h("span");
+  const inLoss = (k) => (r.rounds[k - 1] ? r.rounds[k - 1].model !== "start" : fitted);
   const drawFit = (only) => {
-    const shown = rounds.filter((k) => k > 0 && (only === "" || k === Number(only)));
+    let shown = rounds.filter((k) => k > 0 && (only === "" || k === Number(only)));
+    const apart = only === "" && shown.some(inLoss) ? shown.filter((k) => !inLoss(k)) : [];
+    shown = shown.filter((k) => !apart.includes(k));
+    const units = shown.some(inLoss);
+    put(fitNote, apart.length ? ` ${apart.map(roundName).join(", ")} predicted Ω: choose ${apart.length > 1 ? "each" : "it"} alone.` : "");
     put(fitBox, scatterChart({
       id: "search-fit",
-      x: { label: fitted ? "predicted (log)" : "Ω predicted (log; not in the metric's units)", fmt: fmt.sci, log: true }, y: { label: "measured (log)", fmt: fmt.sci, log: true },
-      diagonal: fitted,
+      x: { label: units ? "predicted (log)" : "Ω predicted (log; not in the metric's units)", fmt: fmt.sci, log: true }, y: { label: "measured (log)", fmt: fmt.sci, log: true },
+      diagonal: units,
       series: shown.map((k) => ({ name: roundName(k), points: points.filter((p) => p.round === k && p.predicted !== null).map((p) => ({ x: p.predicted, y: p.loss, p })), color: roundColor(k), radius: 4 })),
       tip: (pt, s) => tip(pt.p, s.name, [`predicted ${fmt.sci(pt.p.predicted)}`, `measured ${fmt.sci(pt.p.loss)}`]),
       click: (pt) => open(pt.p),
@@ -104,7 +111,7 @@ async function searchView(id) {
     h("div", { class: "grid" },
       h("div", {}, h("h2", { style: "margin-top:0" }, "Measured front over the predicted one"), frontChart, legend),
       h("div", {}, h("h2", { style: "margin-top:0" }, "Predicted against measured ", roundPick), fitBox,
-        h("p", { class: "muted" }, `each point: a measured configuration, predicted before it was measured; dashed: prediction = measurement. Last fit: ${r.model}.`))),
+        h("p", { class: "muted" }, `each point: a measured configuration, predicted before it was measured; dashed: prediction = measurement. Last fit: ${r.model}.`, fitNote))),
     h("h2", {}, "Rounds"),
     h("table", { id: "rounds" }, h("thead", {}, h("tr", {}, ["round", "measured", "fit planned on", "Spearman", "MAE", "front points", "added to the front"].map((c) => h("th", {}, c)))), h("tbody", {}, roundRows)),
     h("h2", {}, `Measured front (${r.front.length} points)`),

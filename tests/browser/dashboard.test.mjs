@@ -220,13 +220,20 @@ try {
     assert.ok(r.rounds.length >= 1 && r.evaluations > 0, JSON.stringify({ stopped: r.stopped, rounds: r.rounds }));
     await page.waitForSelector("canvas#search-front[data-points]", { timeout: 20000 });
     assert.equal(Number(await page.getAttribute("canvas#search-front", "data-points")), r.predicted_front.length + r.points.length);
+    // Every round on the fit chart: those whose predictions are losses (a round planned on the
+    // start predicted Omega, drawn alone), against the diagonal.
+    const fittedRound = (k) => r.rounds[k - 1].model !== "start";
     const predictedThenMeasured = r.points.filter((p) => p.round > 0 && p.predicted !== null);
-    assert.equal(Number(await page.getAttribute("canvas#search-fit", "data-points")), predictedThenMeasured.length);
+    const inLoss = predictedThenMeasured.some((p) => fittedRound(p.round))
+      ? predictedThenMeasured.filter((p) => fittedRound(p.round)) : predictedThenMeasured;
+    assert.equal(Number(await page.getAttribute("canvas#search-fit", "data-points")), inLoss.length);
+    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), inLoss.some((p) => fittedRound(p.round)) ? "yes" : "no");
     assert.equal(await page.locator("table#rounds tbody tr").count(), r.rounds.length);
     assert.equal(await page.locator("table#search-front-table tbody tr").count(), r.front.length);
     // One round alone on the fit chart.
     await page.selectOption("#fit-round", "1");
     await page.waitForFunction((n) => document.querySelector("canvas#search-fit").dataset.points === String(n), predictedThenMeasured.filter((p) => p.round === 1).length);
+    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), fittedRound(1) ? "yes" : "no");
     // Hovering a point names its prediction and measurement.
     const [hx, hy] = await page.evaluate(() => document.querySelector("canvas#search-fit").chart.screenOf(0, 0));
     await page.mouse.move(hx, hy);
@@ -251,6 +258,29 @@ try {
     await page.waitForSelector(`table#candidates tr.highlight[data-id="${cid}"]`);
     assert.match(await page.textContent(`table#candidates tr[data-id="${cid}"]`), /%/, "its measurement is joined");
     assert.match(await page.textContent("main"), /points of search/);
+  });
+
+  await step("a search with nothing measured before: its first round (Omega) drawn apart from the fitted ones", async () => {
+    const manifest = JSON.parse(readFileSync(join(repo, "examples/digits-cnn.manifest.json"), "utf8"));
+    const fresh = await json(base, "POST", "/v1/supernets", { ...manifest, name: "digits, nothing measured" });
+    for (const [what, file] of [["model", "testdata/digits-cnn/digits_cnn.onnx"], ["validation", "testdata/digits-cnn/digits_val.npz"]]) {
+      const r = await fetch(`${base}/v1/supernets/${fresh.id}/${what}`, { method: "PUT", headers: { "content-type": "application/octet-stream" }, body: readFileSync(join(repo, file)) });
+      assert.ok(r.ok, `${what}: ${r.status} ${await r.text()}`);
+    }
+    const created = await json(base, "POST", `/v1/supernets/${fresh.id}/searches`, { pareto: "avg_bits", evaluations: 8, per_round: 4 });
+    await waitJob(base, created.job.id);
+    const r = (await json(base, "GET", `/v1/searches/${created.id}`)).result;
+    assert.deepEqual(r.rounds.map((x) => x.model !== "start"), [false, ...r.rounds.slice(1).map(() => true)], JSON.stringify(r.rounds));
+    assert.ok(r.rounds.length >= 2, JSON.stringify(r.rounds));
+    await page.goto(`${base}/#/searches/${created.id}`);
+    await page.waitForSelector("canvas#search-fit[data-points]", { timeout: 20000 });
+    const later = r.points.filter((p) => p.round > 1).length;
+    assert.equal(Number(await page.getAttribute("canvas#search-fit", "data-points")), later);
+    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), "yes");
+    assert.match(await page.textContent("main"), /round 1 predicted Ω: choose it alone/);
+    await page.selectOption("#fit-round", "1");
+    await page.waitForFunction((n) => document.querySelector("canvas#search-fit").dataset.points === String(n), r.points.filter((p) => p.round === 1).length);
+    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), "no");
   });
 
   await step("a ResNet-50-scale front draws on a canvas within 2 s; pan and hover stay smooth; the table is virtual", async () => {
