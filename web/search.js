@@ -53,6 +53,9 @@ async function searchView(id) {
   const tip = (p, label, lines) => [label, h("br"), `${cost.label} ${cost.get(p) === null ? "—" : cost.fmt(cost.get(p))}, size ${fmt.bytes(p.size_bytes)}`, ...lines.flatMap((l) => [h("br"), l]),
     h("br"), `bits ${bitsString(p.bits)}`, p.candidate_id ? h("span", { class: "muted" }, h("br"), "click to open its candidate") : ""];
   const rounds = [...new Set(points.map((p) => p.round))].sort((a, b) => a - b);
+  // Whether round k's predictions are losses: a round planned on the start predicted Ω.
+  const inLoss = (k) => (r.rounds[k - 1] ? r.rounds[k - 1].model !== "start" : fitted);
+  const predictedAs = (k, v) => (v === null || v === undefined ? "— (measured before)" : `${inLoss(k) ? "" : "Ω "}${fmt.sci(v)}`);
   const roundName = (k) => (k ? `round ${k}` : "measured before");
 
   // The fronts: what the refitted objective predicts, every measured point by round, and the
@@ -65,7 +68,7 @@ async function searchView(id) {
       ...rounds.map((k) => ({ name: roundName(k), points: points.filter((p) => p.round === k).map((p) => ({ x: cost.get(p), y: p.loss, p })), color: roundColor(k), radius: 4 })),
       { name: "measured front", points: r.front.map((p) => ({ x: cost.get(p), y: p.measured.loss, p })), color: "#1d2330", line: true, radius: 0 },
     ],
-    tip: (pt, s) => tip(pt.p, s.name, s.kind === "predicted" ? [`predicted ${fmt.sci(pt.p.predicted)}`] : [`measured ${fmt.sci(pt.p.loss)}`, `predicted ${pt.p.predicted === null ? "— (measured before)" : fmt.sci(pt.p.predicted)}`]),
+    tip: (pt, s) => tip(pt.p, s.name, s.kind === "predicted" ? [`predicted ${fmt.sci(pt.p.predicted)}`] : [`measured ${fmt.sci(pt.p.loss)}`, `predicted ${predictedAs(pt.p.round, pt.p.predicted)}`]),
     click: (pt) => open(pt.p),
   });
   const legend = h("div", { class: "legend" },
@@ -77,7 +80,6 @@ async function searchView(id) {
   // planned on the start predicted Ω, not a loss: it shares no axis with the fitted rounds, so
   // "every round" shows the fitted ones when there are any, and it is drawn alone.
   const fitBox = h("div"), fitNote = h("span");
-  const inLoss = (k) => (r.rounds[k - 1] ? r.rounds[k - 1].model !== "start" : fitted);
   const drawFit = (only) => {
     let shown = rounds.filter((k) => k > 0 && (only === "" || k === Number(only)));
     const apart = only === "" && shown.some(inLoss) ? shown.filter((k) => !inLoss(k)) : [];
@@ -89,7 +91,7 @@ async function searchView(id) {
       x: { label: units ? "predicted (log)" : "Ω predicted (log; not in the metric's units)", fmt: fmt.sci, log: true }, y: { label: "measured (log)", fmt: fmt.sci, log: true },
       diagonal: units,
       series: shown.map((k) => ({ name: roundName(k), points: points.filter((p) => p.round === k && p.predicted !== null).map((p) => ({ x: p.predicted, y: p.loss, p })), color: roundColor(k), radius: 4 })),
-      tip: (pt, s) => tip(pt.p, s.name, [`predicted ${fmt.sci(pt.p.predicted)}`, `measured ${fmt.sci(pt.p.loss)}`]),
+      tip: (pt, s) => tip(pt.p, s.name, [`predicted ${predictedAs(pt.p.round, pt.p.predicted)}`, `measured ${fmt.sci(pt.p.loss)}`]),
       click: (pt) => open(pt.p),
     }));
   };
@@ -99,11 +101,11 @@ async function searchView(id) {
 
   const roundRows = r.rounds.map((x, i) => h("tr", { "data-round": i + 1 },
     h("td", {}, h("i", { class: "swatch", style: `background:${roundColor(i + 1)}` }), ` ${i + 1}`), h("td", { class: "num" }, x.evaluated), h("td", {}, x.model),
-    h("td", { class: "num" }, x.fit.spearman === null ? "—" : x.fit.spearman.toFixed(3)), h("td", { class: "num" }, fmt.sci(x.fit.mae)),
+    h("td", { class: "num" }, x.fit.spearman === null ? "—" : x.fit.spearman.toFixed(3)), h("td", { class: "num" }, x.model === "start" ? "— (Ω)" : fmt.sci(x.fit.mae)),
     h("td", { class: "num" }, x.front), h("td", { class: "num" }, x.improved)));
   const frontRows = r.front.map((p) => h("tr", { "data-candidate": p.candidate_id || null },
     h("td", { class: "num" }, cost.get(p) === null ? "—" : cost.fmt(cost.get(p))), h("td", { class: "num" }, fmt.bytes(p.size_bytes)),
-    h("td", { class: "num" }, p.predicted.loss === null ? "—" : fmt.sci(p.predicted.loss)), h("td", { class: "num" }, fmt.sci(p.measured.loss)),
+    h("td", { class: "num" }, p.predicted.loss === null ? "—" : predictedAs(p.predicted.round, p.predicted.loss)), h("td", { class: "num" }, fmt.sci(p.measured.loss)),
     h("td", { class: "num" }, fmt.sci(p.measured.kl_fp32)), h("td", { class: "num" }, fmt.pct(p.measured.agreement_fp32)), h("td", { class: "num" }, fmt.pct(p.measured.accuracy)),
     h("td", {}, roundName(p.predicted.round)), h("td", { class: "bits" }, bitsString(p.bits)),
     h("td", {}, p.candidate_id ? h("a", { href: `#/plans/${r.plan_id}/${p.candidate_id}` }, "open") : "")));

@@ -259,7 +259,10 @@ async fn a_search_deleted_while_it_runs_stores_no_plan(db: &Db) {
     let claimed = db.claim("A", true, HOUR).await.unwrap().unwrap();
     assert_eq!(claimed.id, job.id);
     let deleted = db.delete_search(&search.id).await.unwrap();
-    assert_eq!((deleted.jobs, deleted.plan_id), (vec![job.id.clone()], None));
+    assert_eq!(
+        (deleted.jobs, deleted.plan_id),
+        (vec![job.id.clone()], None)
+    );
     assert_eq!(
         db.renew(&job.id, "A").await.unwrap(),
         Lease::Held { cancel: true }
@@ -284,6 +287,38 @@ async fn a_search_deleted_while_it_runs_stores_no_plan(db: &Db) {
     assert!(matches!(
         db.plan("plan_of_search").await,
         Err(StoreError::NotFound { .. })
+    ));
+
+    // Queued: its job is cancelled at once and never claimed.
+    let (queued, job) = db
+        .queue_search(&sn, &serde_json::json!({}), 4)
+        .await
+        .unwrap();
+    db.delete_search(&queued.id).await.unwrap();
+    assert_eq!(db.job(&job.id).await.unwrap().status, JobStatus::Cancelled);
+    assert!(db.claim("B", true, HOUR).await.unwrap().is_none());
+
+    // Done: the plan its result names goes with it.
+    let (done, job) = db
+        .queue_search(&sn, &serde_json::json!({}), 4)
+        .await
+        .unwrap();
+    db.claim("C", true, HOUR).await.unwrap().unwrap();
+    db.store_search_result(&done.id, &doc, &plan, held(&job.id, "C"))
+        .await
+        .unwrap();
+    assert!(db.plan("plan_of_search").await.is_ok());
+    let deleted = db.delete_search(&done.id).await.unwrap();
+    assert_eq!(deleted.plan_id.as_deref(), Some("plan_of_search"));
+    // Its worker has not ended the job yet: it is asked to stop.
+    assert_eq!(deleted.jobs, vec![job.id.clone()]);
+    assert!(matches!(
+        db.plan("plan_of_search").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        db.delete_search(&done.id).await,
+        Err(StoreError::NotFound { what: "search", .. })
     ));
 }
 on_both!(a_search_deleted_while_it_runs_stores_no_plan);

@@ -220,20 +220,18 @@ try {
     assert.ok(r.rounds.length >= 1 && r.evaluations > 0, JSON.stringify({ stopped: r.stopped, rounds: r.rounds }));
     await page.waitForSelector("canvas#search-front[data-points]", { timeout: 20000 });
     assert.equal(Number(await page.getAttribute("canvas#search-front", "data-points")), r.predicted_front.length + r.points.length);
-    // Every round on the fit chart: those whose predictions are losses (a round planned on the
-    // start predicted Omega, drawn alone), against the diagonal.
-    const fittedRound = (k) => r.rounds[k - 1].model !== "start";
+    // The demo measured before, so every round planned on a fit: all on the fit chart, against
+    // the diagonal.
+    assert.ok(r.rounds.every((x) => x.model !== "start"), JSON.stringify(r.rounds));
     const predictedThenMeasured = r.points.filter((p) => p.round > 0 && p.predicted !== null);
-    const inLoss = predictedThenMeasured.some((p) => fittedRound(p.round))
-      ? predictedThenMeasured.filter((p) => fittedRound(p.round)) : predictedThenMeasured;
-    assert.equal(Number(await page.getAttribute("canvas#search-fit", "data-points")), inLoss.length);
-    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), inLoss.some((p) => fittedRound(p.round)) ? "yes" : "no");
+    assert.equal(Number(await page.getAttribute("canvas#search-fit", "data-points")), predictedThenMeasured.length);
+    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), "yes");
     assert.equal(await page.locator("table#rounds tbody tr").count(), r.rounds.length);
     assert.equal(await page.locator("table#search-front-table tbody tr").count(), r.front.length);
     // One round alone on the fit chart.
     await page.selectOption("#fit-round", "1");
     await page.waitForFunction((n) => document.querySelector("canvas#search-fit").dataset.points === String(n), predictedThenMeasured.filter((p) => p.round === 1).length);
-    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), fittedRound(1) ? "yes" : "no");
+    assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), "yes");
     // Hovering a point names its prediction and measurement.
     const [hx, hy] = await page.evaluate(() => document.querySelector("canvas#search-fit").chart.screenOf(0, 0));
     await page.mouse.move(hx, hy);
@@ -267,7 +265,7 @@ try {
       const r = await fetch(`${base}/v1/supernets/${fresh.id}/${what}`, { method: "PUT", headers: { "content-type": "application/octet-stream" }, body: readFileSync(join(repo, file)) });
       assert.ok(r.ok, `${what}: ${r.status} ${await r.text()}`);
     }
-    const created = await json(base, "POST", `/v1/supernets/${fresh.id}/searches`, { pareto: "avg_bits", evaluations: 8, per_round: 4 });
+    const created = await json(base, "POST", `/v1/supernets/${fresh.id}/searches`, { pareto: "avg_bits", evaluations: 7, per_round: 4 });
     await waitJob(base, created.job.id);
     const r = (await json(base, "GET", `/v1/searches/${created.id}`)).result;
     assert.deepEqual(r.rounds.map((x) => x.model !== "start"), [false, ...r.rounds.slice(1).map(() => true)], JSON.stringify(r.rounds));
@@ -281,6 +279,12 @@ try {
     await page.selectOption("#fit-round", "1");
     await page.waitForFunction((n) => document.querySelector("canvas#search-fit").dataset.points === String(n), r.points.filter((p) => p.round === 1).length);
     assert.equal(await page.getAttribute("canvas#search-fit", "data-diagonal"), "no");
+    // Round 1's predictions are Omega wherever they are shown: no MAE against a loss.
+    assert.match(await page.textContent('table#rounds tr[data-round="1"]'), /— \(Ω\)/);
+    assert.doesNotMatch(await page.textContent('table#rounds tr[data-round="2"]'), /Ω/);
+    const fromRound1 = r.front.filter((p) => p.predicted.round === 1).length;
+    const omegas = await page.$$eval("table#search-front-table tbody tr", (rows) => rows.filter((tr) => tr.cells[2].textContent.startsWith("Ω ")).length);
+    assert.equal(omegas, fromRound1);
   });
 
   await step("a ResNet-50-scale front draws on a canvas within 2 s; pan and hover stay smooth; the table is virtual", async () => {

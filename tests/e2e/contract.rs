@@ -1,6 +1,6 @@
 //! The OpenAPI contract as a test oracle: every response a test sees must have a documented
 //! status for its route and method, and a JSON body must validate against the documented schema.
-//! Shared by the in-process API tests (server/tests/api.rs) and the end-to-end tests.
+//! Shared by the in-process API tests (server/tests/api/) and the end-to-end tests.
 
 #![allow(dead_code)] // each test crate uses a subset
 

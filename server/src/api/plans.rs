@@ -76,10 +76,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let plan = state.db.plan(&id).await?;
-    if let Some(search) = serde_json::from_str::<Value>(&plan.request)
-        .ok()
-        .and_then(|r| r.get("search_id").and_then(Value::as_str).map(str::to_string))
-    {
+    if let Some(search) = state.db.search_holding(&plan).await? {
         return Err(ApiError::conflict(format!(
             "plan {id:?} holds the points of search {search:?}: delete the search \
              (DELETE /v1/searches/{search}), which takes its plan with it"

@@ -41,6 +41,30 @@ impl Db {
         search_on(&mut *self.read.acquire().await?, id).await
     }
 
+    /// The search whose points `plan` holds, if it still exists and names the plan.
+    pub async fn search_holding(&self, plan: &super::PlanRow) -> StoreResult<Option<String>> {
+        let Some(search_id) = serde_json::from_str::<Value>(&plan.request)
+            .ok()
+            .and_then(|r| {
+                r.get("search_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+        else {
+            return Ok(None);
+        };
+        let row = match self.search(&search_id).await {
+            Ok(row) => row,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let holds = match &row.result {
+            Some(result) => plan_of(&search_id, result)?.as_deref() == Some(plan.id.as_str()),
+            None => false,
+        };
+        Ok(holds.then_some(search_id))
+    }
+
     /// A supernet's searches, newest first.
     pub async fn searches_of(&self, supernet_id: &str) -> StoreResult<Vec<SearchRow>> {
         Ok(sqlx::query_as::<_, SearchRow>(sqlx::AssertSqlSafe(format!(
@@ -91,7 +115,9 @@ impl Db {
 
     /// Stores a search's result and the plan holding its points as candidates (so each opens,
     /// is compared, chosen and exported as any plan's), with its job's progress at its end, in
-    /// one transaction: a search resumed after a crash writes both or neither.
+    /// one transaction: a search resumed after a crash writes both or neither. The search row is
+    /// written first, so a search deleted meanwhile writes nothing, and this and
+    /// [`Db::delete_search`] lock the search before the job (never the other way round).
     pub async fn store_search_result(
         &self,
         id: &str,
@@ -101,6 +127,17 @@ impl Db {
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE searches SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(doc.to_string())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found("search", id));
+        }
         sqlx::query(
             "INSERT INTO plans (id, supernet_id, request, status, result, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -120,39 +157,31 @@ impl Db {
             .map(|c| (plan.supernet_id.as_str(), plan.id.as_str(), c))
             .collect();
         insert_candidates(&mut tx, &rows).await?;
-        let updated = sqlx::query(
-            "UPDATE searches SET status = 'ready', result = $1, updated_at = $2 WHERE id = $3",
-        )
-        .bind(doc.to_string())
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        // Deleted while it ran: its plan is not written either (the transaction rolls back).
-        if updated.rows_affected() == 0 {
-            return Err(not_found("search", id));
-        }
         leases::set_done_all(&mut tx, job).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Deletes a search, the plan holding its points (with its candidates) and its queued or
-    /// running job (cancelled); its measurements stay, they are the supernet's evaluations.
+    /// Deletes a search, the plan holding its points (with its candidates) and the queued or
+    /// running jobs of either (cancelled); its measurements stay, they are the supernet's
+    /// evaluations. The search row goes first: on Postgres that waits for a result being
+    /// stored, and its plan, once committed, is read back from the row and deleted too.
     pub async fn delete_search(&self, id: &str) -> StoreResult<DeletedSearch> {
         let mut tx = self.begin().await?;
-        let row = search_on(&mut tx, id).await?;
-        let jobs = jobs::cancel_for_plan(&mut tx, id, "search deleted").await?;
-        let plan_id = match &row.result {
-            Some(result) => serde_json::from_str::<Value>(result)
-                .map_err(|e| StoreError::Corrupt(format!("search {id}'s result: {e}")))?
-                .get("plan_id")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+        let result: Option<Option<String>> =
+            sqlx::query_scalar("DELETE FROM searches WHERE id = $1 RETURNING result")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let result = result.ok_or_else(|| not_found("search", id))?;
+        let mut jobs = jobs::cancel_for_plan(&mut tx, id, "search deleted").await?;
+        let plan_id = match &result {
+            Some(result) => plan_of(id, result)?,
             None => None,
         };
         let mut candidates = 0;
         if let Some(plan_id) = &plan_id {
+            jobs.extend(jobs::cancel_for_plan(&mut tx, plan_id, "search deleted").await?);
             candidates = sqlx::query_scalar("SELECT COUNT(*) FROM candidates WHERE plan_id = $1")
                 .bind(plan_id)
                 .fetch_one(&mut *tx)
@@ -162,10 +191,6 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM searches WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(DeletedSearch {
             jobs,
@@ -173,6 +198,15 @@ impl Db {
             candidates,
         })
     }
+}
+
+/// The plan a search's stored result names.
+fn plan_of(id: &str, result: &str) -> StoreResult<Option<String>> {
+    Ok(serde_json::from_str::<Value>(result)
+        .map_err(|e| StoreError::Corrupt(format!("search {id}'s result: {e}")))?
+        .get("plan_id")
+        .and_then(Value::as_str)
+        .map(str::to_string))
 }
 
 /// What deleting a search took with it.
