@@ -134,15 +134,22 @@ pub struct SearchBody {
     pub batch_size: usize,
 }
 
+/// A count of measurements to make: within `1..=MAX_EVALUATIONS` (422 naming `evaluations`).
+pub fn check_evaluations(evaluations: usize) -> Result<(), ApiError> {
+    if (1..=MAX_EVALUATIONS).contains(&evaluations) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "evaluations",
+            format!("must be within 1..={MAX_EVALUATIONS}"),
+        ))
+    }
+}
+
 impl SearchBody {
     /// The problem and the planner's request, checked: 422 naming the field otherwise.
     pub fn prepare(&self, manifest: &Manifest) -> Result<(Problem, SearchRequest), ApiError> {
-        if self.evaluations == 0 || self.evaluations > MAX_EVALUATIONS {
-            return Err(ApiError::invalid(
-                "evaluations",
-                format!("must be within 1..={MAX_EVALUATIONS}"),
-            ));
-        }
+        check_evaluations(self.evaluations)?;
         if self.per_round == Some(0) {
             return Err(ApiError::invalid("per_round", "must be at least 1"));
         }

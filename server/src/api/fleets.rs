@@ -209,12 +209,7 @@ pub async fn create_fleet_plan(
         }
     }
     super::check_batch_size(body.batch_size)?;
-    if !(1..=crate::search::MAX_EVALUATIONS).contains(&body.evaluations) {
-        return Err(ApiError::invalid(
-            "evaluations",
-            format!("must be within 1..={}", crate::search::MAX_EVALUATIONS),
-        ));
-    }
+    crate::search::check_evaluations(body.evaluations)?;
     let max_time = state.config.max_solve_time_s;
     for (field, limit) in [
         ("time_limit_s", body.time_limit_s),

@@ -164,40 +164,41 @@ pub async fn candidates(
     let page = page_of(&q)?;
     let (total, rows) = state.db.candidate_page(&id, &page).await?;
     let names = layer_names(&*state.manifest(&plan.supernet_id).await?);
-    /// A page, serialized as it is.
-    #[derive(Serialize)]
-    struct Page<'a, T> {
-        plan_id: &'a str,
-        total: i64,
-        offset: i64,
-        limit: i64,
-        candidates: Vec<T>,
-    }
-    let (offset, limit) = (page.offset, page.limit);
-    let page = |candidates| Page {
-        plan_id: &id,
-        total,
-        offset,
-        limit,
-        candidates,
-    };
+    let head = (id.as_str(), total, page.offset, page.limit);
     Ok(match q.bits.unwrap_or_default() {
         BitsLayout::Object => {
-            Json(page(rows.iter().map(|c| c.to_json(&names)).collect())).into_response()
+            let listed = rows.iter().map(|c| c.to_json(&names)).collect();
+            Json(CandidatesPage::new(head, listed)).into_response()
         }
         BitsLayout::List => {
             let bits: Vec<Vec<u8>> = rows.iter().map(|c| c.bit_list()).collect();
-            let listed: Vec<_> = rows.iter().zip(&bits).map(|(c, b)| c.body(b)).collect();
-            Json(Page {
-                plan_id: &id,
-                total,
-                offset,
-                limit,
-                candidates: listed,
-            })
-            .into_response()
+            let listed = rows.iter().zip(&bits).map(|(c, b)| c.body(b)).collect();
+            Json(CandidatesPage::new(head, listed)).into_response()
         }
     })
+}
+
+/// A page of candidates, serialized as it is (no map per candidate).
+#[derive(Serialize)]
+struct CandidatesPage<'a, T> {
+    plan_id: &'a str,
+    total: i64,
+    offset: i64,
+    limit: i64,
+    candidates: Vec<T>,
+}
+
+impl<'a, T> CandidatesPage<'a, T> {
+    /// `head`: the plan's id, its candidate count, the page's offset and limit.
+    fn new((plan_id, total, offset, limit): (&'a str, i64, i64, i64), candidates: Vec<T>) -> Self {
+        CandidatesPage {
+            plan_id,
+            total,
+            offset,
+            limit,
+            candidates,
+        }
+    }
 }
 
 /// The page of a plan's candidates a query asks for, each parameter checked (400 naming it).
