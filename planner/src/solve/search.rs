@@ -1,6 +1,7 @@
 //! Search: plan, measure, refit, re-plan. A measured Pareto front within an evaluation budget.
 //!
-//! Each round solves the exact front of the current objective, measures the points most likely to
+//! Each round solves the exact front of the current objective, no term lowered further than the
+//! measurements determine it ([`Objective::planned`]), measures the points most likely to
 //! improve the measured front, and refits the objective to every measurement so far
 //! ([`refit`]: a term per (group, choice) under an increasing link to the loss, its fit, ridge and
 //! link chosen by cross-validation). The terms stay one value per (group, choice), so the exact
@@ -129,7 +130,7 @@ pub fn search(
         if made >= request.evaluations {
             break "the evaluation budget is spent";
         }
-        let current = with_objective(problem, &objective.terms);
+        let current = with_objective(problem, &objective.planned(&start, &measured));
         let front = pareto_front(&current, axis, &limits, &[], Some(FRONT_SAMPLE), halt)?;
         if front.is_empty() && measured.is_empty() {
             return Err(Error::invalid(

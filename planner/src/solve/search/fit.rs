@@ -11,7 +11,7 @@
 
 use super::{Fit, MeasuredPoint};
 use crate::problem::Problem;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The ridge strengths [`refit`] cross-validates, relative to the mean weight the measurements
 /// give an unknown: from barely held (measurements decide) to held firmly to the start.
@@ -23,6 +23,10 @@ pub const RIDGES: [f64; 4] = [0.03, 0.3, 3.0, 30.0];
 /// measured ten points 10 to 40 times above their predictions). Raising is not bounded: it only
 /// steers the search away from a choice.
 const MAX_CORRECTION: f64 = 4.0;
+
+/// Measurements per term used at which [`Objective::planned`] lets a fitted term fall the whole
+/// [`MAX_CORRECTION`] below the start: half as many measurements as the terms they use.
+const DETERMINED: f64 = 0.5;
 
 /// Most unknowns a fit solves for (a dense system): past this, [`fit`] fits only the starting
 /// objective's scale and [`fit_groups`] leaves the start as it is.
@@ -138,6 +142,48 @@ impl Objective {
     /// The loss predicted for `picks`.
     pub fn predict(&self, picks: &[usize]) -> f64 {
         self.link.loss(self.sum(picks))
+    }
+
+    /// The terms a search plans on: the fitted terms, none below the start rescaled to the
+    /// measurements divided by a factor that grows from 1 to [`MAX_CORRECTION`] with the
+    /// measurements per term they use (reached at [`DETERMINED`]). With hundreds of terms and
+    /// tens of measurements, some terms are lowered by chance, and the exact solver seeks out
+    /// exactly those (the optimizer's curse): on ResNet-50-thin, planning on the unbounded fit
+    /// measured fronts 0.25 above proxy-only's in log KL, planning on these 0.06. Where
+    /// measurements determine the terms, a fit may lower them as far as it fits them, which a
+    /// measured interaction needs: lowering the other layers' terms is how an additive model
+    /// makes room for two layers whose errors compound. The starting terms (nothing fitted)
+    /// are returned as they are.
+    pub fn planned(&self, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
+        let measured = usable(measured);
+        if matches!(self.model, FitModel::Start | FitModel::Link) || measured.is_empty() {
+            return self.terms.clone();
+        }
+        let used: HashSet<(usize, usize)> = measured
+            .iter()
+            .flat_map(|m| m.picks.iter().copied().enumerate())
+            .collect();
+        let determined = (measured.len() as f64 / used.len().max(1) as f64 / DETERMINED).min(1.0);
+        let factor = 1.0 + (MAX_CORRECTION - 1.0) * determined;
+        let on_scale: Vec<MeasuredPoint> = measured
+            .iter()
+            .map(|m| MeasuredPoint {
+                loss: self.link.sum(m.loss),
+                ..m.clone()
+            })
+            .collect();
+        let scale = scale_of(start, &on_scale);
+        self.terms
+            .iter()
+            .zip(start)
+            .map(|(terms, from)| {
+                terms
+                    .iter()
+                    .zip(from)
+                    .map(|(&t, &s)| t.max(scale * s / factor))
+                    .collect()
+            })
+            .collect()
     }
 }
 

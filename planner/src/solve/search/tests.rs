@@ -470,3 +470,55 @@ fn the_predicted_front_is_the_refitted_objectives_exact_front() {
         assert!((loss - best).abs() <= 1e-9 * best.abs(), "{loss} vs {best}");
     }
 }
+
+/// The search plans on a lowered term no lower than the start rescaled to the measurements
+/// divided by a factor that grows with the measurements per term they use: a few measurements
+/// of many terms hold it near the start, enough measurements let it fall four times below.
+/// Raised terms and an objective nothing was fitted to are planned as they are.
+#[test]
+fn a_search_plans_on_lowered_terms_only_as_far_as_measurements_determine_them() {
+    let problem = Problem::new(&synth::resnet18(3), None).unwrap();
+    let start = starting_objective(&problem);
+    let mut rng = synth::Rng::new(13);
+    // Twice the start: the rescaled start is 2 × start.
+    let loss = |picks: &[usize]| -> f64 {
+        2.0 * picks
+            .iter()
+            .enumerate()
+            .map(|(g, &c)| start[g][c])
+            .sum::<f64>()
+    };
+    let few = measure_random(&problem, &mut rng, 4, loss);
+    let many = measure_random(&problem, &mut rng, 400, loss);
+    let mut terms: Vec<Vec<f64>> = start
+        .iter()
+        .map(|g| g.iter().map(|t| 0.2 * t).collect())
+        .collect();
+    terms[0] = start[0].iter().map(|t| 5.0 * t).collect();
+    let fitted = Objective {
+        terms,
+        model: FitModel::Terms,
+        ..Objective::start(&start)
+    };
+    let used = |measured: &[MeasuredPoint]| -> f64 {
+        let mut pairs: Vec<(usize, usize)> = measured
+            .iter()
+            .flat_map(|m| m.picks.iter().copied().enumerate())
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs.len() as f64
+    };
+    let held = 2.0 / (1.0 + 3.0 * (2.0 * 4.0 / used(&few)));
+    assert!(held > 2.0 / 1.5 && held < 2.0, "{held}");
+    for (measured, lowest) in [(&few, held), (&many, 0.5)] {
+        let planned = fitted.planned(&start, measured);
+        for (g, (p, s)) in planned.iter().zip(&start).enumerate() {
+            for (&p, &s) in p.iter().zip(s) {
+                let want = if g == 0 { 5.0 * s } else { lowest * s };
+                assert!((p - want).abs() <= 1e-9 * want.abs(), "{p} against {want}");
+            }
+        }
+    }
+    assert_eq!(Objective::start(&start).planned(&start, &few), start);
+}
