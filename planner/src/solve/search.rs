@@ -1,10 +1,10 @@
 //! Search: plan, measure, refit, re-plan. A measured Pareto front within an evaluation budget.
 //!
-//! Each round solves the exact front of the current objective, no term lowered further than the
-//! measurements determine it ([`Objective::planned`]), measures the points most likely to
+//! Each round solves the exact front of the current objective, measures the points most likely to
 //! improve the measured front, and refits the objective to every measurement so far
 //! ([`refit`]: a term per (group, choice) under an increasing link to the loss, its fit, ridge and
-//! link chosen by cross-validation). The terms stay one value per (group, choice), so the exact
+//! link chosen by cross-validation), planning on it with no term lowered further than the
+//! measurements per term allow ([`Objective::cautious`]). The terms stay one value per (group, choice), so the exact
 //! solvers keep answering them. Measuring is the caller's (a callback), so the module stays pure;
 //! what was measured before (any plan, fleet or earlier search) is passed in and never measured
 //! again.
@@ -80,7 +80,8 @@ pub struct Search {
     pub front: Vec<usize>,
     /// Why it stopped.
     pub stopped: &'static str,
-    /// The objective refitted to every measurement.
+    /// The objective refitted to every measurement, held as the search plans on it
+    /// ([`Objective::cautious`]).
     pub objective: Objective,
 }
 
@@ -121,7 +122,8 @@ pub fn search(
         }
     }
     let reused = measured.len();
-    let refit = |measured: &[MeasuredPoint]| refit(problem, &start, measured);
+    let refit =
+        |measured: &[MeasuredPoint]| refit(problem, &start, measured).cautious(&start, measured);
     let mut objective = refit(&measured);
     let mut rounds = Vec::new();
     let mut made = 0;
@@ -130,7 +132,7 @@ pub fn search(
         if made >= request.evaluations {
             break "the evaluation budget is spent";
         }
-        let current = with_objective(problem, &objective.planned(&start, &measured));
+        let current = with_objective(problem, &objective.terms);
         let front = pareto_front(&current, axis, &limits, &[], Some(FRONT_SAMPLE), halt)?;
         if front.is_empty() && measured.is_empty() {
             return Err(Error::invalid(

@@ -24,8 +24,9 @@ pub const RIDGES: [f64; 4] = [0.03, 0.3, 3.0, 30.0];
 /// steers the search away from a choice.
 const MAX_CORRECTION: f64 = 4.0;
 
-/// Measurements per term used at which [`Objective::planned`] lets a fitted term fall the whole
-/// [`MAX_CORRECTION`] below the start: half as many measurements as the terms they use.
+/// Measurements per term used at which [`Objective::cautious`] lets a fitted term fall the whole
+/// [`MAX_CORRECTION`] below the start: half as many measurements as the terms they use (chosen
+/// on the tuning sets; the fit is still underdetermined there).
 const DETERMINED: f64 = 0.5;
 
 /// Most unknowns a fit solves for (a dense system): past this, [`fit`] fits only the starting
@@ -144,20 +145,22 @@ impl Objective {
         self.link.loss(self.sum(picks))
     }
 
-    /// The terms a search plans on: the fitted terms, none below the start rescaled to the
+    /// The objective a search plans on: this fit with no term below the start rescaled to the
     /// measurements divided by a factor that grows from 1 to [`MAX_CORRECTION`] with the
-    /// measurements per term they use (reached at [`DETERMINED`]). With hundreds of terms and
-    /// tens of measurements, some terms are lowered by chance, and the exact solver seeks out
-    /// exactly those (the optimizer's curse): on ResNet-50-thin, planning on the unbounded fit
-    /// measured fronts 0.25 above proxy-only's in log KL, planning on these 0.06. Where
-    /// measurements determine the terms, a fit may lower them as far as it fits them, which a
-    /// measured interaction needs: lowering the other layers' terms is how an additive model
-    /// makes room for two layers whose errors compound. The starting terms (nothing fitted)
-    /// are returned as they are.
-    pub fn planned(&self, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Vec<Vec<f64>> {
+    /// measurements per (group, choice) term they use (reached at [`DETERMINED`]); link, model
+    /// and raised terms as fitted. With hundreds of terms and tens of measurements, some terms
+    /// are lowered by chance, and the exact solver seeks out exactly those (the optimizer's
+    /// curse): on ResNet-50-thin, planning on the unbounded fit measured fronts 0.25 above the
+    /// better baseline in log KL (mean over 6 to 4 bits, three runs), planning on these 0.06.
+    /// The terms are counted whatever the model, since a per-group weight fitted from the
+    /// choices measured is carried to the others too. With more measurements per term a fit may
+    /// lower terms further, which a measured interaction needs: lowering the other layers' terms
+    /// is how an additive model makes room for two layers whose errors compound. The start, and
+    /// the start under a fitted link, are returned as they are.
+    pub fn cautious(self, start: &[Vec<f64>], measured: &[MeasuredPoint]) -> Objective {
         let measured = usable(measured);
         if matches!(self.model, FitModel::Start | FitModel::Link) || measured.is_empty() {
-            return self.terms.clone();
+            return self;
         }
         let used: HashSet<(usize, usize)> = measured
             .iter()
@@ -173,7 +176,8 @@ impl Objective {
             })
             .collect();
         let scale = scale_of(start, &on_scale);
-        self.terms
+        let terms = self
+            .terms
             .iter()
             .zip(start)
             .map(|(terms, from)| {
@@ -183,7 +187,8 @@ impl Objective {
                     .map(|(&t, &s)| t.max(scale * s / factor))
                     .collect()
             })
-            .collect()
+            .collect();
+        Objective { terms, ..self }
     }
 }
 
@@ -211,7 +216,8 @@ impl FitModel {
     }
 }
 
-/// The objective the search plans on next: of the per-group and the per-term fits, at each of
+/// The objective fitted to the measurements (a search plans on it [`Objective::cautious`]): of
+/// the per-group and the per-term fits, at each of
 /// [`RIDGES`], with the link's power 1 or fitted, the one that best predicts measurements it was
 /// not fitted to (mean squared error of the log loss, k-fold; the first on a tie). Below
 /// [`MIN_CROSS_VALIDATED`] measurements, the starting terms under a fitted scale. The plain
