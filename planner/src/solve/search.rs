@@ -3,11 +3,11 @@
 //! Each round solves the exact front of the current objective, measures the points most likely to
 //! improve the measured front, and refits the objective to every measurement so far
 //! ([`refit`]: a term per (group, choice) under an increasing link to the loss, its fit, ridge and
-//! link chosen by cross-validation), planning on it with no term lowered further than the
-//! measurements per term allow ([`Objective::cautious`]). The terms stay one value per (group, choice), so the exact
-//! solvers keep answering them. Measuring is the caller's (a callback), so the module stays pure;
-//! what was measured before (any plan, fleet or earlier search) is passed in and never measured
-//! again.
+//! link chosen by cross-validation), held so that no term is lowered further than the
+//! measurements per term allow ([`Objective::cautious`]). The terms stay one value per (group,
+//! choice), so the exact solvers keep answering them. Measuring is the caller's (a callback), so
+//! the module stays pure; what was measured before (any plan, fleet or earlier search) is passed
+//! in and never measured again.
 
 use crate::error::{Error, Result};
 use crate::problem::budget::{limits_of, Budgets};

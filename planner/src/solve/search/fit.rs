@@ -216,10 +216,10 @@ impl FitModel {
     }
 }
 
-/// The objective fitted to the measurements (a search plans on it [`Objective::cautious`]): of
-/// the per-group and the per-term fits, at each of
-/// [`RIDGES`], with the link's power 1 or fitted, the one that best predicts measurements it was
-/// not fitted to (mean squared error of the log loss, k-fold; the first on a tie). Below
+/// The objective fitted to the measurements (a search plans on it held by
+/// [`Objective::cautious`]): of the per-group and the per-term fits, at each of [`RIDGES`], with
+/// the link's power 1 or fitted, the one that best predicts measurements it was not fitted to
+/// (mean squared error of the log loss, k-fold; the first on a tie). Below
 /// [`MIN_CROSS_VALIDATED`] measurements, the starting terms under a fitted scale. The plain
 /// start under a link is not a candidate: with nothing but measurements along its own front it
 /// tends to predict those best, and then never learns what a round that leaves that front
