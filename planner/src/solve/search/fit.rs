@@ -146,8 +146,8 @@ impl Objective {
     }
 
     /// The objective a search plans on: this fit with no term below the start rescaled to the
-    /// measurements divided by a factor that grows from 1 to [`MAX_CORRECTION`] with the
-    /// measurements per (group, choice) term they use (reached at [`DETERMINED`]); link, model
+    /// measurements divided by a factor that grows from 1 to `MAX_CORRECTION` (4) with the
+    /// measurements per (group, choice) term they use (reached at `DETERMINED`, 0.5); link, model
     /// and raised terms as fitted. With hundreds of terms and tens of measurements, some terms
     /// are lowered by chance, and the exact solver seeks out exactly those (the optimizer's
     /// curse): on ResNet-50-thin, planning on the unbounded fit measured fronts 0.25 above the
@@ -220,7 +220,7 @@ impl FitModel {
 /// [`Objective::cautious`]): of the per-group and the per-term fits, at each of [`RIDGES`], with
 /// the link's power 1 or fitted, the one that best predicts measurements it was not fitted to
 /// (mean squared error of the log loss, k-fold; the first on a tie). Below
-/// [`MIN_CROSS_VALIDATED`] measurements, the starting terms under a fitted scale. The plain
+/// `MIN_CROSS_VALIDATED` measurements, the starting terms under a fitted scale. The plain
 /// start under a link is not a candidate: with nothing but measurements along its own front it
 /// tends to predict those best, and then never learns what a round that leaves that front
 /// shows (two layers whose errors compound).
