@@ -379,6 +379,7 @@ fn area(points: &[(f64, f64)], reference: (f64, f64)) -> f64 {
 
 mod baselines;
 mod fit;
+mod normal;
 
 pub use baselines::{greedy, greedy_path, proxy_only};
 pub use fit::{fit, fit_groups, fit_of, refit, FitModel, Link, Objective, RIDGES};
