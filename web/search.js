@@ -102,6 +102,7 @@ async function searchView(id) {
   const roundRows = r.rounds.map((x, i) => h("tr", { "data-round": i + 1 },
     h("td", {}, h("i", { class: "swatch", style: `background:${roundColor(i + 1)}` }), ` ${i + 1}`), h("td", { class: "num" }, x.evaluated), h("td", {}, x.model),
     h("td", { class: "num" }, x.fit.spearman === null ? "—" : x.fit.spearman.toFixed(3)), h("td", { class: "num" }, x.model === "start" ? "— (Ω)" : fmt.sci(x.fit.mae)),
+    h("td", { class: "num" }, x.fit.ratio == null ? "—" : `${x.fit.ratio.toFixed(2)}×`),
     h("td", { class: "num" }, x.front), h("td", { class: "num" }, x.improved)));
   const frontRows = r.front.map((p) => h("tr", { "data-candidate": p.candidate_id || null },
     h("td", { class: "num" }, cost.get(p) === null ? "—" : cost.fmt(cost.get(p))), h("td", { class: "num" }, fmt.bytes(p.size_bytes)),
@@ -115,7 +116,7 @@ async function searchView(id) {
       h("div", {}, h("h2", { style: "margin-top:0" }, "Predicted against measured ", roundPick), fitBox,
         h("p", { class: "muted" }, `each point: a measured configuration, predicted before it was measured; dashed: prediction = measurement. Last fit: ${r.model}.`, fitNote))),
     h("h2", {}, "Rounds"),
-    h("table", { id: "rounds" }, h("thead", {}, h("tr", {}, ["round", "measured", "fit planned on", "Spearman", "MAE", "front points", "added to the front"].map((c) => h("th", {}, c)))), h("tbody", {}, roundRows)),
+    h("table", { id: "rounds" }, h("thead", {}, h("tr", {}, ["round", "measured", "fit planned on", "Spearman", "MAE", "measured / predicted", "front points", "added to the front"].map((c) => h("th", {}, c)))), h("tbody", {}, roundRows)),
     h("h2", {}, `Measured front (${r.front.length} points)`),
     h("div", { class: "scroll" }, h("table", { id: "search-front-table" }, h("thead", {}, h("tr", {}, [cost.label, "size", "predicted", loss, "KL", "agreement", "accuracy", "measured in", "bits", ""].map((c) => h("th", {}, c)))), h("tbody", {}, frontRows))));
 }

@@ -411,7 +411,7 @@ pub fn document(
         "model": found.objective.model.as_str(),
         "rounds": found.rounds.iter().map(|r| json!({
             "evaluated": r.evaluated,
-            "fit": {"spearman": r.fit.spearman, "mae": r.fit.mae},
+            "fit": {"spearman": r.fit.spearman, "mae": r.fit.mae, "ratio": r.fit.ratio},
             "front": r.front,
             "improved": r.improved,
             "model": r.model.as_str(),

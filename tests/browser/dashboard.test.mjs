@@ -282,6 +282,11 @@ try {
     // Round 1's predictions are Omega wherever they are shown: no MAE against a loss.
     assert.match(await page.textContent('table#rounds tr[data-round="1"]'), /— \(Ω\)/);
     assert.doesNotMatch(await page.textContent('table#rounds tr[data-round="2"]'), /Ω/);
+    // Measured over predicted, as the API gives it: none for round 1, its value for round 2.
+    const ratioCell = (k) => page.textContent(`table#rounds tr[data-round="${k}"] td:nth-child(6)`);
+    assert.equal(r.rounds[0].fit.ratio, null);
+    assert.equal(await ratioCell(1), "—");
+    assert.equal(await ratioCell(2), `${r.rounds[1].fit.ratio.toFixed(2)}×`);
     const fromRound1 = r.front.filter((p) => p.predicted.round === 1).length;
     const omegas = await page.$$eval("table#search-front-table tbody tr", (rows) => rows.filter((tr) => tr.cells[2].textContent.startsWith("Ω ")).length);
     assert.equal(omegas, fromRound1);

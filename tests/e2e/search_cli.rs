@@ -41,6 +41,30 @@ fn the_reported_front_is_measured_non_dominated_and_within_budget() {
         .map(|r| r["evaluated"].as_u64().unwrap())
         .sum();
     assert_eq!(per_round, evaluations);
+    // Each round's ratio of measured to predicted, recomputed from the points it measured; the
+    // first round predicts Omega under the starting objective, not a loss, so it has none.
+    assert!(rounds.len() >= 2, "{doc}");
+    for (i, r) in rounds.iter().enumerate() {
+        let logs: Vec<f64> = doc["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["round"] == i + 1)
+            .map(|p| (p["loss"].as_f64().unwrap() / p["predicted"].as_f64().unwrap()).ln())
+            .collect();
+        assert_eq!(logs.len() as u64, r["evaluated"].as_u64().unwrap());
+        if r["model"] == "start" {
+            assert!(r["fit"]["ratio"].is_null(), "{r}");
+        } else {
+            let ratio = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+            let reported = r["fit"]["ratio"].as_f64().unwrap();
+            assert!(
+                (ratio - reported).abs() <= 1e-9 * ratio,
+                "{ratio} against {r}"
+            );
+        }
+    }
+    assert_eq!(rounds[0]["model"], "start");
     let front = doc["front"].as_array().unwrap();
     assert!(front.len() >= 3, "{doc}");
     let mut last: Option<(f64, f64)> = None;
@@ -99,6 +123,8 @@ fn the_baselines_measure_one_round_within_their_budgets() {
         assert!((2..=6).contains(&evaluations), "{doc}");
         assert_eq!(doc["rounds"].as_array().unwrap().len(), 1);
         assert_eq!(doc["rounds"][0]["evaluated"], evaluations);
+        // Their predictions are the manifest's Omega, not losses: no ratio of the two.
+        assert!(doc["rounds"][0]["fit"]["ratio"].is_null(), "{doc}");
         let front = doc["front"].as_array().unwrap();
         assert!(!front.is_empty());
         assert!(

@@ -51,6 +51,11 @@ pub struct Fit {
     pub spearman: Option<f64>,
     /// Mean absolute error of the predictions, in the loss's units.
     pub mae: f64,
+    /// Geometric mean of measured over predicted loss: 4 says the round measured four times what
+    /// it predicted, the planning objective's optimism that a rank and a mean absolute error hide.
+    /// `None` where the predictions are not losses (the starting objective's Ω) or no pair has
+    /// both positive.
+    pub ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,7 +182,7 @@ pub fn search(
         let improved = after.iter().filter(|i| !before.contains(i)).count();
         rounds.push(SearchRound {
             evaluated: pairs.len(),
-            fit: fit_of(&pairs),
+            fit: round_fit(&pairs, objective.model),
             front: after.len(),
             improved,
             model: objective.model,
@@ -197,6 +202,16 @@ pub fn search(
         stopped,
         objective,
     })
+}
+
+/// How well a round's predictions, made under `model`, fitted what it measured. The starting
+/// objective predicts Ω, not a loss, so its rounds have no ratio of measured to predicted.
+fn round_fit(pairs: &[(f64, f64)], model: FitModel) -> Fit {
+    let fit = fit_of(pairs);
+    match model {
+        FitModel::Start => Fit { ratio: None, ..fit },
+        _ => fit,
+    }
 }
 
 /// The exact front of `objective` within the request's budgets, at most `points` spread along

@@ -191,7 +191,7 @@ fn table(
     }
     if matches!(format, Format::Table) {
         out.push_str(&format!(
-            "# {} evaluations in {} rounds ({}); fit per round (spearman, mae): {}\n",
+            "# {} evaluations in {} rounds ({}); fit per round (spearman, mae, measured/predicted): {}\n",
             found.evaluations,
             found.rounds.len(),
             found.stopped,
@@ -199,9 +199,10 @@ fn table(
                 .rounds
                 .iter()
                 .map(|r| format!(
-                    "({}, {:.3e})",
+                    "({}, {:.3e}, {})",
                     r.fit.spearman.map_or("-".into(), |s| format!("{s:.2}")),
-                    r.fit.mae
+                    r.fit.mae,
+                    r.fit.ratio.map_or("-".into(), |q| format!("{q:.2}"))
                 ))
                 .collect::<Vec<_>>()
                 .join(" ")

@@ -2,7 +2,7 @@
 //! objective) and greedy (AIMET's path), each measuring its points in one round.
 
 use super::{candidate_within, measured_front, starting_objective, Measure, MeasuredPoint};
-use super::{fit_of, FitModel, Objective, Search, SearchRequest, SearchRound};
+use super::{round_fit, FitModel, Objective, Search, SearchRequest, SearchRound};
 use crate::error::{Error, Result};
 use crate::problem::budget::limits_of;
 use crate::problem::cost::CostKind;
@@ -146,7 +146,7 @@ fn measure_once(
     Ok(Search {
         rounds: vec![SearchRound {
             evaluated: measured.len(),
-            fit: fit_of(&pairs),
+            fit: round_fit(&pairs, FitModel::Start),
             front: front.len(),
             improved: front.len(),
             model: FitModel::Start,

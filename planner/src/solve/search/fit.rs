@@ -493,7 +493,8 @@ fn relative_weight(loss: f64, mean_loss: f64) -> f64 {
     1.0 / loss.abs().max(mean_loss * 1e-9).max(1e-300).powi(2)
 }
 
-/// Spearman's rank correlation and the mean absolute error of (predicted, measured) pairs.
+/// Spearman's rank correlation, the mean absolute error and the geometric mean ratio of measured
+/// to predicted of (predicted, measured) pairs (the ratio over the pairs with both positive).
 pub fn fit_of(pairs: &[(f64, f64)]) -> Fit {
     let n = pairs.len();
     let mae = if n == 0 {
@@ -534,5 +535,15 @@ pub fn fit_of(pairs: &[(f64, f64)]) -> Fit {
             sab / (saa * sbb).sqrt()
         }
     });
-    Fit { spearman, mae }
+    let logs: Vec<f64> = pairs
+        .iter()
+        .filter(|(p, m)| *p > 0.0 && *m > 0.0)
+        .map(|(p, m)| (m / p).ln())
+        .collect();
+    let ratio = (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp());
+    Fit {
+        spearman,
+        mae,
+        ratio,
+    }
 }

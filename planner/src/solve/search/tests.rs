@@ -366,7 +366,12 @@ fn spearman_and_mae_match_hand_computed_values() {
     // Ranks (0,1,2,3) and (0,2,1,3): d^2 sums to 2, so 1 - 6*2/(4*15) = 0.8.
     assert!((f.spearman.unwrap() - 0.8).abs() < 1e-12);
     assert!((f.mae - (9.0 + 28.0 + 17.0 + 36.0) / 4.0).abs() < 1e-12);
+    // Measured over predicted: 10, 15, 20/3 and 10, whose product is 10^4.
+    assert!((f.ratio.unwrap() - 10.0).abs() < 1e-12);
     assert_eq!(fit_of(&[(1.0, 2.0)]).spearman, None);
+    // Pairs without both sides positive have no logarithm: left out, or no ratio at all.
+    assert!((fit_of(&[(2.0, 8.0), (0.0, 5.0), (3.0, 0.0)]).ratio.unwrap() - 4.0).abs() < 1e-12);
+    assert_eq!(fit_of(&[(0.0, 1.0), (-1.0, 2.0)]).ratio, None);
 }
 
 /// A loss that grows as the square root of the starting sum (as PP-OCR's KL does): the link
