@@ -494,7 +494,9 @@ fn relative_weight(loss: f64, mean_loss: f64) -> f64 {
 }
 
 /// Spearman's rank correlation, the mean absolute error and the geometric mean ratio of measured
-/// to predicted of (predicted, measured) pairs (the ratio over the pairs with both positive).
+/// to predicted of (predicted, measured) pairs: the ratio over the pairs with a positive
+/// prediction, a measured loss at or below 0 taken as half the least positive one (no ratio
+/// when no measured loss is positive).
 pub fn fit_of(pairs: &[(f64, f64)]) -> Fit {
     let n = pairs.len();
     let mae = if n == 0 {
@@ -535,10 +537,22 @@ pub fn fit_of(pairs: &[(f64, f64)]) -> Fit {
             sab / (saa * sbb).sqrt()
         }
     });
-    let logs: Vec<f64> = pairs
+    // A measured loss at or below 0 (full agreement with fp32) counts as half the least positive
+    // one, as in the fits: left out, it would hide the predictions it shows too high.
+    let used: Vec<(f64, f64)> = pairs
         .iter()
-        .filter(|(p, m)| *p > 0.0 && *m > 0.0)
-        .map(|(p, m)| (m / p).ln())
+        .copied()
+        .filter(|(p, m)| *p > 0.0 && p.is_finite() && m.is_finite())
+        .collect();
+    let least = used
+        .iter()
+        .map(|p| p.1)
+        .filter(|&m| m > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let logs: Vec<f64> = used
+        .iter()
+        .filter(|_| least.is_finite())
+        .map(|&(p, m)| if m > 0.0 { m } else { least / 2.0 }.ln() - p.ln())
         .collect();
     let ratio = (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp());
     Fit {

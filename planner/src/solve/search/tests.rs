@@ -369,9 +369,14 @@ fn spearman_and_mae_match_hand_computed_values() {
     // Measured over predicted: 10, 15, 20/3 and 10, whose product is 10^4.
     assert!((f.ratio.unwrap() - 10.0).abs() < 1e-12);
     assert_eq!(fit_of(&[(1.0, 2.0)]).spearman, None);
-    // Pairs without both sides positive have no logarithm: left out, or no ratio at all.
-    assert!((fit_of(&[(2.0, 8.0), (0.0, 5.0), (3.0, 0.0)]).ratio.unwrap() - 4.0).abs() < 1e-12);
+    // A prediction of 0 has no logarithm: left out. A measured 0 (full agreement with fp32)
+    // counts as half the least positive loss measured: 8/2 and (8/2)/4 give a ratio of 2.
+    assert!((fit_of(&[(2.0, 8.0), (0.0, 5.0), (4.0, 0.0)]).ratio.unwrap() - 2.0).abs() < 1e-12);
     assert_eq!(fit_of(&[(0.0, 1.0), (-1.0, 2.0)]).ratio, None);
+    assert_eq!(fit_of(&[(1.0, 0.0)]).ratio, None);
+    assert_eq!(fit_of(&[]).ratio, None);
+    // Logarithms, not quotients: 1e310 and its inverse overflow an f64, their mean log does not.
+    assert!((fit_of(&[(1e-300, 1e10), (1e10, 1e-300)]).ratio.unwrap() - 1.0).abs() < 1e-9);
 }
 
 /// A loss that grows as the square root of the starting sum (as PP-OCR's KL does): the link
