@@ -53,8 +53,8 @@ pub struct Fit {
     pub mae: f64,
     /// Geometric mean of measured over predicted loss: 4 says the round measured four times what
     /// it predicted, the planning objective's optimism that a rank and a mean absolute error hide.
-    /// `None` where the predictions are not losses (the starting objective's Ω) or no pair has
-    /// both positive.
+    /// `None` where the predictions are not losses (the starting objective's Ω) or no measured loss
+    /// is positive ([`fit_of`] says how it counts a measured 0).
     pub ratio: Option<f64>,
 }
 

@@ -274,12 +274,7 @@ pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) 
 /// with fp32) raised to half the least positive one, as good as anything measured but with a
 /// logarithm and a finite weight in a relative fit.
 fn usable(measured: &[MeasuredPoint]) -> Vec<MeasuredPoint> {
-    let least = measured
-        .iter()
-        .map(|m| m.loss)
-        .filter(|l| l.is_finite() && *l > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let floor = if least.is_finite() { least / 2.0 } else { 1.0 };
+    let floor = zero_loss(measured.iter().map(|m| m.loss)).unwrap_or(1.0);
     measured
         .iter()
         .filter(|m| m.loss.is_finite())
@@ -288,6 +283,15 @@ fn usable(measured: &[MeasuredPoint]) -> Vec<MeasuredPoint> {
             ..m.clone()
         })
         .collect()
+}
+
+/// What a measured loss at or below 0 counts as: half the least positive, finite one of
+/// `losses` (`None` when there is none).
+fn zero_loss(losses: impl Iterator<Item = f64>) -> Option<f64> {
+    let least = losses
+        .filter(|l| l.is_finite() && *l > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    least.is_finite().then_some(least / 2.0)
 }
 
 /// The squared error of a prediction in log loss (a prediction at or below zero counts as a
@@ -544,17 +548,10 @@ pub fn fit_of(pairs: &[(f64, f64)]) -> Fit {
         .copied()
         .filter(|(p, m)| *p > 0.0 && p.is_finite() && m.is_finite())
         .collect();
-    let least = used
-        .iter()
-        .map(|p| p.1)
-        .filter(|&m| m > 0.0)
-        .fold(f64::INFINITY, f64::min);
-    let logs: Vec<f64> = used
-        .iter()
-        .filter(|_| least.is_finite())
-        .map(|&(p, m)| if m > 0.0 { m } else { least / 2.0 }.ln() - p.ln())
-        .collect();
-    let ratio = (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp());
+    let ratio = zero_loss(used.iter().map(|p| p.1)).map(|zero| {
+        let logs = used.iter().map(|&(p, m)| m.max(zero).ln() - p.ln());
+        (logs.sum::<f64>() / used.len() as f64).exp()
+    });
     Fit {
         spearman,
         mae,
