@@ -92,7 +92,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
 
 /// The gate on the measured front: the planned choices measured (and stored), then a search
 /// with every stored measurement reused and each new one stored as it is made (counted after
-/// the planning step and the planned choices, so a job resumed after a crash stays within its
+/// the planning step and a step per device, so a job resumed after a crash stays within its
 /// budget); then each device's choice becomes its best measured configuration within its
 /// budgets. Returns the search and each device's planned bits, or the outcome when a checkpoint
 /// stops it.
@@ -132,7 +132,9 @@ async fn search_fleet(
     let inputs = Inputs::load(state, supernet_id).await?;
     let manifest = inputs.manifest.clone();
     let (problem, mut request) = search.prepare(&manifest)?;
-    let offset = 1 + keys.len();
+    // The search's steps follow the planning and a measurement per device at most: fixed by
+    // the fleet, so a resumed job (whose re-planning may choose differently) counts the same.
+    let offset = 1 + fleet.devices.len();
     let made_before = usize::try_from(ctx.job.progress_done)
         .unwrap_or(0)
         .saturating_sub(offset);
@@ -142,16 +144,19 @@ async fn search_fleet(
     measurer.made = made_before;
     measurer.total = body.evaluations;
     let halt = ctx.halt();
-    let found = blocking(move || -> planner::Result<Search> {
-        let (backend, model, data) = inputs.open()?;
-        let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
-        search.run(
-            &problem,
-            &request,
-            &prior,
-            &mut |c| measurer.measure(&mut evaluator, c),
-            &halt,
-        )
+    let found = blocking(move || {
+        let found = (|| -> planner::Result<Search> {
+            let (backend, model, data) = inputs.open()?;
+            let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
+            search.run(
+                &problem,
+                &request,
+                &prior,
+                &mut |c| measurer.measure(&mut evaluator, c),
+                &halt,
+            )
+        })();
+        measurer.settle(found)
     })
     .await?;
     if let Some(o) = ctx.checkpoint() {

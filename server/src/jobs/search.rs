@@ -45,18 +45,21 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         batch_size: body.batch_size,
         quantize_activations: false,
     };
-    let searched = blocking(move || -> planner::Result<_> {
-        let (backend, model, data) = inputs.open()?;
-        let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
-        let found = body.run(
-            &problem,
-            &request,
-            &prior,
-            &mut |c| measurer.measure(&mut evaluator, c),
-            &halt,
-        )?;
-        let predicted = predicted(&problem, &request, &found, &halt)?;
-        Ok((found, problem, predicted))
+    let searched = blocking(move || {
+        let searched = (|| -> planner::Result<_> {
+            let (backend, model, data) = inputs.open()?;
+            let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
+            let found = body.run(
+                &problem,
+                &request,
+                &prior,
+                &mut |c| measurer.measure(&mut evaluator, c),
+                &halt,
+            )?;
+            let predicted = predicted(&problem, &request, &found, &halt)?;
+            Ok((found, problem, predicted))
+        })();
+        measurer.settle(searched)
     })
     .await?;
     // Stopped by the job's halt, or its lease lost: end as the checkpoint says.
@@ -149,6 +152,9 @@ pub(super) struct StoredMeasure {
     pub made: usize,
     /// Measurements the job may make.
     pub total: usize,
+    /// The store's fault that stopped the measuring: the search sees a runtime error, the job
+    /// this (a database fault is tried again, as anywhere in a job).
+    store_error: Option<StoreError>,
 }
 
 impl StoredMeasure {
@@ -174,6 +180,16 @@ impl StoredMeasure {
             offset,
             made: 0,
             total: 0,
+            store_error: None,
+        }
+    }
+
+    /// What a search measured through this ends in: the store's fault when one stopped it,
+    /// otherwise the search's own result.
+    pub(super) fn settle<T>(&mut self, searched: planner::Result<T>) -> Result<T, JobError> {
+        match self.store_error.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(searched?),
         }
     }
 
@@ -203,9 +219,14 @@ impl StoredMeasure {
         };
         let message = format!("{} of {} measured", self.made, self.total);
         let done = self.offset + self.made;
-        self.handle
-            .block_on(self.db.store_evaluation(&evaluation, held, done, &message))
-            .map_err(|e| planner::Error::Runtime(e.to_string()))?;
+        if let Err(e) =
+            self.handle
+                .block_on(self.db.store_evaluation(&evaluation, held, done, &message))
+        {
+            let message = e.to_string();
+            self.store_error = Some(e);
+            return Err(planner::Error::Runtime(message));
+        }
         self.jobs.changed(&self.job_id);
         if !self.pause.is_zero() {
             std::thread::sleep(self.pause);

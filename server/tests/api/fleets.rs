@@ -159,12 +159,18 @@ async fn fleet_plans_cover_every_device_and_share_measurements() {
 
 #[tokio::test]
 async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement() {
-    let svc = Svc::new(|_| {}, true).await;
+    // Paused after each measurement, so the job is seen while its search measures.
+    let svc = Svc::new(|c| c.eval_pause = Duration::from_millis(30), true).await;
     let sn = svc.digits().await;
-    let file: Value = serde_json::from_str(
+    let mut file: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("examples/fleets/roofline.fleet.json")).unwrap(),
     )
     .unwrap();
+    // A twin of the first device: two devices, one planned configuration.
+    let devices = file["devices"].as_array_mut().unwrap();
+    let mut twin = devices[0].clone();
+    twin["name"] = json!(format!("{}-twin", twin["name"].as_str().unwrap()));
+    devices.push(twin);
     let fleet = svc
         .call("POST", "/v1/fleets", Some(file.clone()))
         .await
@@ -201,10 +207,30 @@ async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.json());
-    let job = svc.wait_job(r.json()["job"]["id"].as_str().unwrap()).await;
+    let job_id = r.json()["job"]["id"].as_str().unwrap().to_string();
+    // Steps: the planning, a measurement per device at most, the search's measurements. The
+    // search's come after a step per device, however many configurations the devices share
+    // (the twins, one): a resumed job counts its budget from there whatever re-planning chooses.
+    let mut seen = 0;
+    let job = loop {
+        let j = svc
+            .call("GET", &format!("/v1/jobs/{job_id}"), None)
+            .await
+            .json();
+        if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
+            break j;
+        }
+        let message = j["progress"]["message"].as_str().unwrap_or("");
+        if let Some(made) = message.strip_suffix(" of 12 measured") {
+            let made: u64 = made.parse().unwrap();
+            assert_eq!(j["progress"]["done"], 1 + 6 + made, "{j}");
+            seen += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(seen > 0, "the search was seen measuring: {job}");
     assert_eq!(job["status"], "succeeded", "{job}");
-    // Steps: the planning, a measurement per device at most, the search's measurements.
-    assert_eq!(job["progress"]["total"], 1 + 5 + 12, "{job}");
+    assert_eq!(job["progress"]["total"], 1 + 6 + 12, "{job}");
     let doc = svc
         .call(
             "GET",

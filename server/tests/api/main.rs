@@ -120,9 +120,9 @@ impl Svc {
         sqlx::AnyPool::connect(&url).await.unwrap()
     }
 
-    /// Queues a finished job again, as a worker lost between storing its result and ending the
-    /// job leaves it, and waits for its second run.
-    async fn run_again(&self, job_id: &str) -> Value {
+    /// A writable connection of its own to the service's database, for faults the service
+    /// meets from outside (another process, an operator).
+    async fn writer(&self) -> sqlx::AnyPool {
         let url = match &self.state.config.database_url {
             Some(url) => url.clone(),
             None => format!(
@@ -130,12 +130,18 @@ impl Svc {
                 self.state.config.data_dir.join("bitplan.db").display()
             ),
         };
+        sqlx::AnyPool::connect(&url).await.unwrap()
+    }
+
+    /// Queues a finished job again, as a worker lost between storing its result and ending the
+    /// job leaves it, and waits for its second run.
+    async fn run_again(&self, job_id: &str) -> Value {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
              finished_at = NULL WHERE id = $1",
         )
         .bind(job_id)
-        .execute(&sqlx::AnyPool::connect(&url).await.unwrap())
+        .execute(&self.writer().await)
         .await
         .unwrap();
         self.wait_job(job_id).await

@@ -256,3 +256,88 @@ async fn a_search_measures_stores_and_is_reused_by_the_next() {
         .await;
     assert_eq!(r.status, 404, "{}", r.json());
 }
+
+/// A database fault while a search stores a measurement is a server-side fault like any other in
+/// a job: the attempt fails with the database's reason and the job is tried again, resuming
+/// within its budget once the store takes writes again.
+#[tokio::test]
+async fn a_store_fault_during_a_search_is_retried() {
+    let svc = Svc::new(|c| c.retry_base = Duration::from_millis(1500), true).await;
+    let sn = svc.digits().await;
+    let db = svc.writer().await;
+    let (fault, heal): (&[&'static str], &[&'static str]) = if on_postgres() {
+        (
+            &[
+                "CREATE FUNCTION store_fault() RETURNS trigger AS $$ BEGIN \
+                 RAISE EXCEPTION 'injected store fault'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER store_fault BEFORE INSERT ON evaluations \
+                 FOR EACH ROW EXECUTE FUNCTION store_fault()",
+            ],
+            &[
+                "DROP TRIGGER store_fault ON evaluations",
+                "DROP FUNCTION store_fault()",
+            ],
+        )
+    } else {
+        (
+            &["CREATE TRIGGER store_fault BEFORE INSERT ON evaluations \
+               BEGIN SELECT RAISE(ABORT, 'injected store fault'); END"],
+            &["DROP TRIGGER store_fault"],
+        )
+    };
+    for &q in fault {
+        sqlx::query(q).execute(&db).await.unwrap();
+    }
+    let r = svc
+        .call(
+            "POST",
+            &format!("/v1/supernets/{sn}/searches"),
+            Some(json!({"pareto": "avg_bits", "evaluations": 6})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let (id, job_id) = (
+        r.json()["id"].as_str().unwrap().to_string(),
+        r.json()["job"]["id"].as_str().unwrap().to_string(),
+    );
+    // The first attempt fails on the fault and waits for its retry.
+    let mut waited = 0;
+    let failed = loop {
+        let j = svc
+            .call("GET", &format!("/v1/jobs/{job_id}"), None)
+            .await
+            .json();
+        assert_ne!(j["status"], "failed", "a store fault is retried: {j}");
+        if j["error"].is_string() {
+            break j;
+        }
+        waited += 1;
+        assert!(waited < 3000, "{j}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(failed["status"], "queued", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("injected store fault"),
+        "{failed}"
+    );
+    for &q in heal {
+        sqlx::query(q).execute(&db).await.unwrap();
+    }
+    let job = svc.wait_job(&job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let search = svc
+        .call("GET", &format!("/v1/searches/{id}"), None)
+        .await
+        .json();
+    let made = search["result"]["evaluations"].as_u64().unwrap();
+    assert!((1..=6).contains(&made), "{search}");
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT bits FROM evaluations")
+        .fetch_all(&svc.oracle().await)
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, made, "{search}");
+}
