@@ -213,10 +213,7 @@ async fn a_fleet_gated_on_the_measured_front_takes_each_devices_best_measurement
     // (the twins, one): a resumed job counts its budget from there whatever re-planning chooses.
     let mut seen = 0;
     let job = loop {
-        let j = svc
-            .call("GET", &format!("/v1/jobs/{job_id}"), None)
-            .await
-            .json();
+        let j = svc.job(&job_id).await;
         if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
             break j;
         }

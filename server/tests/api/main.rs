@@ -227,11 +227,16 @@ impl Svc {
         id
     }
 
+    /// The job as the API shows it now.
+    async fn job(&self, id: &str) -> Value {
+        let r = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
     async fn wait_job(&self, id: &str) -> Value {
         for _ in 0..3000 {
-            let r = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
-            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-            let j = r.json();
+            let j = self.job(id).await;
             if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
                 return j;
             }

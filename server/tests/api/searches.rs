@@ -303,10 +303,7 @@ async fn a_store_fault_during_a_search_is_retried() {
     // The first attempt fails on the fault and waits for its retry.
     let mut waited = 0;
     let failed = loop {
-        let j = svc
-            .call("GET", &format!("/v1/jobs/{job_id}"), None)
-            .await
-            .json();
+        let j = svc.job(&job_id).await;
         assert_ne!(j["status"], "failed", "a store fault is retried: {j}");
         if j["error"].is_string() {
             break j;
