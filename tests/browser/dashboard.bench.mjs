@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { json, launchBrowser, panAndHover, resnet50Manifest, startServer } from "./harness.mjs";
+import { canvasDrawn, json, launchBrowser, panAndHover, resnet50Manifest, startServer } from "./harness.mjs";
 
 const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const dataDir = mkdtempSync(join(tmpdir(), "bitplan-browser-bench-"));
@@ -31,7 +31,7 @@ try {
     }, [plan.id, n]));
     const t = Date.now();
     await page.goto(`${base}/#/plans/${plan.id}`);
-    await page.waitForFunction((n) => { const c = document.querySelector("canvas#pareto-canvas"); return c && c.dataset.points === String(n); }, n, { timeout: 120000 });
+    await canvasDrawn(page, n, 120000);
     runs.drawn.push(Date.now() - t);
     const f = await panAndHover(page, "pareto-canvas");
     runs.draw.push(f.draw);

@@ -5,7 +5,7 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import { json, launchBrowser, panAndHover, repo, resnet50Manifest, startServer, waitJob } from "./harness.mjs";
+import { canvasDrawn, json, launchBrowser, panAndHover, repo, resnet50Manifest, startServer, waitJob } from "./harness.mjs";
 
 const artifacts = join(repo, "tests", "artifacts");
 mkdirSync(artifacts, { recursive: true });
@@ -265,7 +265,7 @@ try {
     assert.ok(plan.candidate_count >= 29348, `${plan.candidate_count} candidates`);
     const t = Date.now();
     await page.goto(`${base}/#/plans/${plan.id}`);
-    await page.waitForFunction((n) => { const c = document.querySelector("canvas#pareto-canvas"); return c && c.dataset.points === String(n); }, plan.candidate_count, { timeout: 60000 });
+    await canvasDrawn(page, plan.candidate_count, 60000);
     results.push(`     (${plan.candidate_count} candidates fetched and drawn in ${Date.now() - t} ms)`);
     // The drag moved the points with the mouse: 150 px right, 60 px down.
     const { moved } = await panAndHover(page, "pareto-canvas");

@@ -61,6 +61,11 @@ export function resnet50Manifest() {
   return { name: "resnet50-scale", bits: [8, 6, 5, 4, 3, 2], layers: layers.map((l) => ({ name: l.name, params: l.params, macs: l.params * l.hw, hessian_trace: Math.exp(4 * (rand() - 0.5)) * l.params / 1e4 })) };
 }
 
+/// Resolves once the plan page's canvas has drawn `n` points.
+export function canvasDrawn(page, n, timeout) {
+  return page.waitForFunction((n) => { const c = document.querySelector("canvas#pareto-canvas"); return c && c.dataset.points === String(n); }, n, { timeout });
+}
+
 /// Frames while panning (a drag of 30 steps) and hovering (40 moves) the chart on `canvasId`, each
 /// awaited: mean ms per frame, the last full draw, and how far the drag moved point 0 of series 0.
 export function panAndHover(page, canvasId) {
