@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Output-linearized surrogate against bitplan's search and its baselines, as measured.
+
+Usage: linearized_surrogate.py BITPLAN OUTPUT_LOGITS MODEL_DIR [--evaluations N] [--budgets 6 5 4.5 4 3]
+
+An experiment, not a bitplan method. MODEL_DIR holds model.onnx, calib.npz and val.npz (as
+search_vs_baselines.py). Needs numpy and scipy. OUTPUT_LOGITS is the `output_logits` example (cargo build --release
+--workspace --example output_logits).
+
+The single-layer sensitivity pass runs every layer alone at each width and keeps one number: the
+KL of that run's output from fp32. Added up, those numbers cannot say that two layers' errors
+cancel or compound. This keeps the runs' outputs instead (the same runs: no evaluation of a
+configuration) and predicts a configuration's output as fp32's log-probabilities plus the sum of
+its layers' single-layer changes to them, and its loss as the KL of that from fp32 (first order in
+the output: every pair of layers interacts through the sum).
+
+Methods, each measuring at most N configurations on calib.npz:
+- linearized: the greedy path on the surrogate (lower, one step at a time, the layer whose next
+  width adds least predicted KL per bit saved; a step may lower the prediction), N points spread
+  along it by average bits, each improved by single- and paired-layer moves that lower the
+  prediction within its average bits;
+- search, proxy-only, greedy: `bitplan search --method ...` with the same N.
+For each method and budget, the measured point of least KL on calib.npz within the budget, and
+that point's KL on val.npz (held out); the area under each measured front on calib.npz
+(staircase, from the least budget to 8 bits). Also how well each proxy orders every point the
+methods measured (Spearman). Prints Markdown, then one JSON line.
+"""
+import argparse, json, os, subprocess, sys, tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from search_vs_baselines import staircase_area  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("bitplan")
+ap.add_argument("output_logits")
+ap.add_argument("folder")
+ap.add_argument("--evaluations", type=int, default=40)
+ap.add_argument("--budgets", type=float, nargs="+", default=[6, 5, 4.5, 4, 3])
+a = ap.parse_args()
+folder = a.folder
+model, calib, val, manifest_path = (os.path.join(folder, f) for f in ("model.onnx", "calib.npz", "val.npz", "manifest.json"))
+if not os.path.exists(manifest_path):
+    out = subprocess.run([a.bitplan, "manifest", model, "--data", calib], check=True, capture_output=True, text=True).stdout
+    open(manifest_path, "w").write(out)
+manifest = json.load(open(manifest_path))
+names = [l["name"] for l in manifest["layers"]]
+choices = [sorted(l.get("bits") or manifest["bits"], reverse=True) for l in manifest["layers"]]
+pins = [l.get("pin") for l in manifest["layers"]]
+params = np.array([l["params"] for l in manifest["layers"]], float)
+lib = os.environ["BITPLAN_ORT_LIB"]
+tmp = tempfile.mkdtemp()
+
+
+def avg_bits(c):
+    return float((params * np.array(c)).sum() / params.sum())
+
+
+def log_probs(z):
+    """Log-probabilities of outputs that are probabilities already (rows summing to 1) or logits."""
+    if np.all(z >= 0) and np.allclose(z.sum(-1), 1, atol=1e-3):
+        return np.log(np.clip(z, 1e-12, None))
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def outputs(configs, data):
+    """Log-probabilities of each configuration's output on `data`, [configs, samples, classes]."""
+    path = os.path.join(tmp, "configs.json")
+    json.dump([[int(b) for b in c] for c in configs], open(path, "w"))
+    out = subprocess.run([a.output_logits, lib, model, manifest_path, data, path], check=True, capture_output=True, text=True).stdout
+    n = len(np.load(data)[next(iter(np.load(data).keys()))])
+    z = np.array(json.loads(out), dtype=np.float64).reshape(len(configs), n, -1)
+    return np.array([log_probs(x) for x in z])
+
+
+def kl(l0, l1):
+    """Mean KL(p0 || p1) over samples, from log-probabilities (l1 renormalised)."""
+    m = l1.max(-1, keepdims=True)
+    l1 = l1 - m - np.log(np.exp(l1 - m).sum(-1, keepdims=True))
+    return float(np.mean(np.sum(np.exp(l0) * (l0 - l1), -1)))
+
+
+# The single-layer runs' outputs on calib (the sensitivity pass's runs), cached beside the model.
+cache = os.path.join(folder, "single_outputs.npy")
+singles = [[0] * len(names)] + [[b if j == i else 0 for j in range(len(names))] for i, ch in enumerate(choices) for b in ch]
+if not os.path.exists(cache):
+    np.save(cache, outputs(singles, calib))
+L = np.load(cache)
+l0 = L[0]
+delta, k = {}, 1
+for i, ch in enumerate(choices):
+    for b in ch:
+        delta[(i, b)] = L[k] - l0
+        k += 1
+single_kl = {key: kl(l0, l0 + d) for key, d in delta.items()}
+
+
+def linearized(c):
+    return kl(l0, l0 + sum(delta[(i, b)] for i, b in enumerate(c)))
+
+
+def additive(c):
+    return sum(single_kl[(i, b)] for i, b in enumerate(c))
+
+
+def greedy_path():
+    c = [pins[i] or ch[0] for i, ch in enumerate(choices)]
+    D = sum(delta[(i, b)] for i, b in enumerate(c))
+    now = kl(l0, l0 + D)
+    path = [list(c)]
+    while True:
+        best = None
+        for i, ch in enumerate(choices):
+            j = ch.index(c[i])
+            if pins[i] is not None or j + 1 == len(ch):
+                continue
+            v = kl(l0, l0 + D - delta[(i, c[i])] + delta[(i, ch[j + 1])])
+            rate = (v - now) / (params[i] * (c[i] - ch[j + 1]))
+            if best is None or rate < best[0]:
+                best = (rate, i, ch[j + 1], v)
+        if best is None:
+            return path[::-1]  # cheapest first
+        _, i, b, now = best
+        D = D - delta[(i, c[i])] + delta[(i, b)]
+        c[i] = b
+        path.append(list(c))
+
+
+def polish(c):
+    """Single-layer moves, then paired ones (one layer up a step, another down), that lower the
+    prediction without raising the average bits, best first, until none does."""
+    c, budget = list(c), avg_bits(c)
+    D = sum(delta[(i, b)] for i, b in enumerate(c))
+    now = kl(l0, l0 + D)
+    free = [i for i in range(len(c)) if pins[i] is None]
+    while True:
+        best = None
+        for i in free:
+            for b in choices[i]:
+                if b != c[i] and avg_bits(c[:i] + [b] + c[i + 1:]) <= budget + 1e-9:
+                    v = kl(l0, l0 + D - delta[(i, c[i])] + delta[(i, b)])
+                    if v < now - 1e-15 and (best is None or v < best[0]):
+                        best = (v, [(i, b)])
+        if best is None:
+            for i in free:
+                ji = choices[i].index(c[i])
+                if ji == 0:
+                    continue
+                up = choices[i][ji - 1]
+                Di = D - delta[(i, c[i])] + delta[(i, up)]
+                for j in free:
+                    for b in choices[j][choices[j].index(c[j]) + 1:] if j != i else []:
+                        moved = list(c)
+                        moved[i], moved[j] = up, b
+                        if avg_bits(moved) <= budget + 1e-9:
+                            v = kl(l0, l0 + Di - delta[(j, c[j])] + delta[(j, b)])
+                            if v < now - 1e-15 and (best is None or v < best[0]):
+                                best = (v, [(i, up), (j, b)])
+        if best is None:
+            return c
+        for i, b in best[1]:
+            D = D - delta[(i, c[i])] + delta[(i, b)]
+            c[i] = b
+        now = best[0]
+
+
+path = greedy_path()
+costs = [avg_bits(c) for c in path]
+picked = []
+for target in np.linspace(costs[0], costs[-1], a.evaluations):
+    c = polish(path[max(i for i, x in enumerate(costs) if x <= target + 1e-9)])
+    if c not in picked:
+        picked.append(c)
+points = {"linearized": [(avg_bits(c), kl(l0, l), c) for c, l in zip(picked, outputs(picked, calib))]}
+for method in ["search", "proxy-only", "greedy"]:
+    out = json.loads(subprocess.run([a.bitplan, "search", manifest_path, "--model", model, "--data", calib, "--pareto", "avg_bits",
+                                     "--evaluations", str(a.evaluations), "--method", method, "--format", "json"],
+                                    check=True, capture_output=True, text=True).stdout)
+    points[method] = [(p["avg_bits"], p["loss"], [p["bits"][n] for n in names]) for p in out["points"]]
+
+# Held out: each method's pick at each budget, measured on val.
+picks = {m: {} for m in points}
+for m, pts in points.items():
+    for b in a.budgets:
+        within = [p for p in pts if p[0] <= b + 1e-9]
+        picks[m][b] = min(within, key=lambda p: p[1]) if within else None
+configs = [p[2] for m in picks for p in picks[m].values() if p]
+val_out = outputs([[0] * len(names)] + configs, val)
+val_kl = {json.dumps(c): kl(val_out[0], l) for c, l in zip(configs, val_out[1:])}
+
+from scipy.stats import spearmanr  # noqa: E402
+every = [p for pts in points.values() for p in pts]
+measured = [p[1] for p in every]
+order = {"additive (single-layer KL summed)": spearmanr([additive(p[2]) for p in every], measured)[0],
+         "linearized": spearmanr([linearized(p[2]) for p in every], measured)[0]}
+
+print(f"{os.path.basename(os.path.normpath(folder))}: {len(names)} layers, {a.evaluations} evaluations per method")
+print("Spearman of each proxy with the KL measured on calib.npz, over every point measured (%d): %s" % (
+    len(every), ", ".join(f"{k} {v:.3f}" for k, v in order.items())))
+print("| method | " + " | ".join(f"≤ {b:g} bits calib (val)" for b in a.budgets) + " | area [%g, 8] | evaluations |" % min(a.budgets))
+print("| --- " * (len(a.budgets) + 3) + "|")
+rows = {}
+for m, pts in points.items():
+    cells = []
+    for b in a.budgets:
+        p = picks[m][b]
+        cells.append(None if p is None else (p[1], val_kl[json.dumps(p[2])]))
+    area = staircase_area([(x, l) for x, l, _ in pts], min(a.budgets), 8.0)
+    rows[m] = {"cells": cells, "area": area, "evaluations": len(pts)}
+    print(f"| {m} | " + " | ".join("none" if c is None else f"{c[0]:.2e} ({c[1]:.2e})" for c in cells) + f" | {area:.3e} | {len(pts)} |")
+print(json.dumps({"model": os.path.basename(os.path.normpath(folder)), "budgets": a.budgets, "spearman": order, "rows": rows}))
