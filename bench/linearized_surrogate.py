@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Output-linearized surrogate against bitplan's search and its baselines, as measured.
 
-Usage: linearized_surrogate.py BITPLAN OUTPUT_LOGITS MODEL_DIR [--evaluations N] [--budgets 6 5 4.5 4 3]
+Usage: linearized_surrogate.py BITPLAN OUTPUT_LOGITS MODEL_DIR [--evaluations N]
+                               [--budgets 6 5 4.5 4 3]
 
 An experiment, not a bitplan method. MODEL_DIR holds model.onnx, calib.npz and val.npz (as
-search_vs_baselines.py). Needs numpy and scipy. OUTPUT_LOGITS is the `output_logits` example (cargo build --release
---workspace --example output_logits).
+search_vs_baselines.py). Needs numpy and scipy. OUTPUT_LOGITS is the `output_logits` example
+(cargo build --release --workspace --example output_logits).
 
 The single-layer sensitivity pass runs every layer alone at each width and keeps one number: the
 KL of that run's output from fp32. Added up, those numbers cannot say that two layers' errors
