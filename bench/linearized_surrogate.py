@@ -2,7 +2,7 @@
 """Output-linearized surrogate against bitplan's search and its baselines, as measured.
 
 Usage: linearized_surrogate.py BITPLAN OUTPUT_LOGITS MODEL_DIR [--evaluations N]
-                               [--budgets 6 5 4.5 4 3]
+                               [--budgets 6 5 4.5 4 3] [--interaction G] [--exhaustive-limit K]
 
 An experiment, not a bitplan method. MODEL_DIR holds model.onnx, calib.npz and val.npz (as
 search_vs_baselines.py). Needs numpy and scipy. OUTPUT_LOGITS is the `output_logits` example
@@ -12,21 +12,25 @@ The single-layer sensitivity pass runs every layer alone at each width and keeps
 KL of that run's output from fp32. Added up, those numbers cannot say that two layers' errors
 cancel or compound. This keeps the runs' outputs instead (the same runs: no evaluation of a
 configuration) and predicts a configuration's output as fp32's log-probabilities plus the sum of
-its layers' single-layer changes to them, and its loss as the KL of that from fp32 (first order in
-the output: every pair of layers interacts through the sum).
+its layers' single-layer changes to them, and its loss by the second-order KL of that from fp32:
+half the squared norm of the sum of each layer's change whitened by fp32's softmax Fisher,
+u = sqrt(p) * (d - p.d), averaged over samples. Every pair of layers interacts through the sum
+(cross terms u_l . u_m, negative where their errors cancel); --interaction G keeps a share G of
+the cross terms (1: all, 0: the summed single-layer terms alone).
 
 Methods, each measuring at most N configurations on calib.npz:
-- linearized: the greedy path on the surrogate (lower, one step at a time, the layer whose next
-  width adds least predicted KL per bit saved; a step may lower the prediction), N points spread
-  along it by average bits, each improved by single- and paired-layer moves that lower the
-  prediction within its average bits;
+- linearized: with at most --exhaustive-limit configurations, the surrogate's exact front, N
+  points spread along it by rank; else the greedy path on the surrogate (lower, one step at a
+  time, the layer whose next width adds least predicted KL per bit saved; a step may lower the
+  prediction), N points spread along it by average bits, each improved by single- and
+  paired-layer moves that lower the prediction within its average bits;
 - search, proxy-only, greedy: `bitplan search --method ...` with the same N.
 For each method and budget, the measured point of least KL on calib.npz within the budget, and
 that point's KL on val.npz (held out); the area under each measured front on calib.npz
 (staircase, from the least budget to 8 bits). Also how well each proxy orders every point the
 methods measured (Spearman). Prints Markdown, then one JSON line.
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, itertools, json, os, subprocess, sys, tempfile
 
 import numpy as np
 
@@ -39,6 +43,8 @@ ap.add_argument("output_logits")
 ap.add_argument("folder")
 ap.add_argument("--evaluations", type=int, default=40)
 ap.add_argument("--budgets", type=float, nargs="+", default=[6, 5, 4.5, 4, 3])
+ap.add_argument("--interaction", type=float, default=1.0)
+ap.add_argument("--exhaustive-limit", type=int, default=50000)
 a = ap.parse_args()
 folder = a.folder
 model, calib, val, manifest_path = (os.path.join(folder, f) for f in ("model.onnx", "calib.npz", "val.npz", "manifest.json"))
@@ -96,10 +102,28 @@ for i, ch in enumerate(choices):
         delta[(i, b)] = L[k] - l0
         k += 1
 single_kl = {key: kl(l0, l0 + d) for key, d in delta.items()}
+samples = l0.shape[0]
+p0 = np.exp(l0)
+# Whitened changes, and with --interaction G < 1 a block of their own per layer carrying (1 - G)
+# of each squared norm: the squared norm of a sum of these is G |sum u|^2 + (1 - G) sum |u|^2.
+g = a.interaction
+width = l0.size
+vec = {}
+for (i, b), d in delta.items():
+    u = (np.sqrt(p0) * (d - (p0 * d).sum(-1, keepdims=True))).ravel()
+    v = np.zeros(width * (1 + (len(names) if g < 1 else 0)))
+    v[:width] = np.sqrt(g) * u
+    if g < 1:
+        v[width * (i + 1):width * (i + 2)] = np.sqrt(1 - g) * u
+    vec[(i, b)] = v
+
+
+def predict(total):
+    return 0.5 * float(total @ total) / samples
 
 
 def linearized(c):
-    return kl(l0, l0 + sum(delta[(i, b)] for i, b in enumerate(c)))
+    return predict(sum(vec[(i, b)] for i, b in enumerate(c)))
 
 
 def additive(c):
@@ -108,8 +132,8 @@ def additive(c):
 
 def greedy_path():
     c = [pins[i] or ch[0] for i, ch in enumerate(choices)]
-    D = sum(delta[(i, b)] for i, b in enumerate(c))
-    now = kl(l0, l0 + D)
+    D = sum(vec[(i, b)] for i, b in enumerate(c))
+    now = predict(D)
     path = [list(c)]
     while True:
         best = None
@@ -117,14 +141,14 @@ def greedy_path():
             j = ch.index(c[i])
             if pins[i] is not None or j + 1 == len(ch):
                 continue
-            v = kl(l0, l0 + D - delta[(i, c[i])] + delta[(i, ch[j + 1])])
+            v = predict(D - vec[(i, c[i])] + vec[(i, ch[j + 1])])
             rate = (v - now) / (params[i] * (c[i] - ch[j + 1]))
             if best is None or rate < best[0]:
                 best = (rate, i, ch[j + 1], v)
         if best is None:
             return path[::-1]  # cheapest first
         _, i, b, now = best
-        D = D - delta[(i, c[i])] + delta[(i, b)]
+        D = D - vec[(i, c[i])] + vec[(i, b)]
         c[i] = b
         path.append(list(c))
 
@@ -133,15 +157,15 @@ def polish(c):
     """Single-layer moves, then paired ones (one layer up a step, another down), that lower the
     prediction without raising the average bits, best first, until none does."""
     c, budget = list(c), avg_bits(c)
-    D = sum(delta[(i, b)] for i, b in enumerate(c))
-    now = kl(l0, l0 + D)
+    D = sum(vec[(i, b)] for i, b in enumerate(c))
+    now = predict(D)
     free = [i for i in range(len(c)) if pins[i] is None]
     while True:
         best = None
         for i in free:
             for b in choices[i]:
                 if b != c[i] and avg_bits(c[:i] + [b] + c[i + 1:]) <= budget + 1e-9:
-                    v = kl(l0, l0 + D - delta[(i, c[i])] + delta[(i, b)])
+                    v = predict(D - vec[(i, c[i])] + vec[(i, b)])
                     if v < now - 1e-15 and (best is None or v < best[0]):
                         best = (v, [(i, b)])
         if best is None:
@@ -150,30 +174,41 @@ def polish(c):
                 if ji == 0:
                     continue
                 up = choices[i][ji - 1]
-                Di = D - delta[(i, c[i])] + delta[(i, up)]
+                Di = D - vec[(i, c[i])] + vec[(i, up)]
                 for j in free:
                     for b in choices[j][choices[j].index(c[j]) + 1:] if j != i else []:
                         moved = list(c)
                         moved[i], moved[j] = up, b
                         if avg_bits(moved) <= budget + 1e-9:
-                            v = kl(l0, l0 + Di - delta[(j, c[j])] + delta[(j, b)])
+                            v = predict(Di - vec[(j, c[j])] + vec[(j, b)])
                             if v < now - 1e-15 and (best is None or v < best[0]):
                                 best = (v, [(i, up), (j, b)])
         if best is None:
             return c
         for i, b in best[1]:
-            D = D - delta[(i, c[i])] + delta[(i, b)]
+            D = D - vec[(i, c[i])] + vec[(i, b)]
             c[i] = b
         now = best[0]
 
 
-path = greedy_path()
-costs = [avg_bits(c) for c in path]
-picked = []
-for target in np.linspace(costs[0], costs[-1], a.evaluations):
-    c = polish(path[max(i for i, x in enumerate(costs) if x <= target + 1e-9)])
-    if c not in picked:
-        picked.append(c)
+free = [ch if pins[i] is None else [pins[i]] for i, ch in enumerate(choices)]
+if np.prod([len(ch) for ch in free], dtype=float) <= a.exhaustive_limit:
+    # Few enough configurations: the surrogate's exact front, N points spread along it by rank.
+    every = sorted((avg_bits(c), linearized(c), list(c)) for c in itertools.product(*free))
+    front, least = [], float("inf")
+    for x, loss, c in every:
+        if loss < least:
+            least = loss
+            front.append(c)
+    picked = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, a.evaluations).round().astype(int)))]
+else:
+    path = greedy_path()
+    costs = [avg_bits(c) for c in path]
+    picked = []
+    for target in np.linspace(costs[0], costs[-1], a.evaluations):
+        c = polish(path[max(i for i, x in enumerate(costs) if x <= target + 1e-9)])
+        if c not in picked:
+            picked.append(c)
 points = {"linearized": [(avg_bits(c), kl(l0, l), c) for c, l in zip(picked, outputs(picked, calib))]}
 for method in ["search", "proxy-only", "greedy"]:
     out = json.loads(subprocess.run([a.bitplan, "search", manifest_path, "--model", model, "--data", calib, "--pareto", "avg_bits",
@@ -197,7 +232,7 @@ measured = [p[1] for p in every]
 order = {"additive (single-layer KL summed)": spearmanr([additive(p[2]) for p in every], measured)[0],
          "linearized": spearmanr([linearized(p[2]) for p in every], measured)[0]}
 
-print(f"{os.path.basename(os.path.normpath(folder))}: {len(names)} layers, {a.evaluations} evaluations per method")
+print(f"{os.path.basename(os.path.normpath(folder))}: {len(names)} layers, {a.evaluations} evaluations per method, interaction {g:g}")
 print("Spearman of each proxy with the KL measured on calib.npz, over every point measured (%d): %s" % (
     len(every), ", ".join(f"{k} {v:.3f}" for k, v in order.items())))
 print("| method | " + " | ".join(f"≤ {b:g} bits calib (val)" for b in a.budgets) + " | area [%g, 8] | evaluations |" % min(a.budgets))
@@ -211,4 +246,4 @@ for m, pts in points.items():
     area = staircase_area([(x, l) for x, l, _ in pts], min(a.budgets), 8.0)
     rows[m] = {"cells": cells, "area": area, "evaluations": len(pts)}
     print(f"| {m} | " + " | ".join("none" if c is None else f"{c[0]:.2e} ({c[1]:.2e})" for c in cells) + f" | {area:.3e} | {len(pts)} |")
-print(json.dumps({"model": os.path.basename(os.path.normpath(folder)), "budgets": a.budgets, "spearman": order, "rows": rows}))
+print(json.dumps({"model": os.path.basename(os.path.normpath(folder)), "interaction": g, "budgets": a.budgets, "spearman": order, "rows": rows}))
