@@ -27,10 +27,13 @@ Methods, each measuring at most N configurations on calib.npz:
 - search, proxy-only, greedy: `bitplan search --method ...` with the same N.
 For each method and budget, the measured point of least KL on calib.npz within the budget, and
 that point's KL on val.npz (held out); the area under each measured front on calib.npz
-(staircase, from the least budget to 8 bits). Also how well each proxy orders every point the
-methods measured (Spearman). Prints Markdown, then one JSON line.
+(staircase, from the least budget to 8 bits). Also how well each proxy orders every configuration
+the methods measured (Spearman), over all of them and within half-bit bands of average bits.
+Each method runs once per call: where a method's points fall under a budget moves its cells
+(search_vs_baselines.py runs five counts for that reason), so one call compares one draw each.
+Prints Markdown, then one JSON line.
 """
-import argparse, itertools, json, os, subprocess, sys, tempfile
+import argparse, atexit, hashlib, itertools, json, os, shutil, subprocess, sys, tempfile
 
 import numpy as np
 
@@ -46,6 +49,8 @@ ap.add_argument("--budgets", type=float, nargs="+", default=[6, 5, 4.5, 4, 3])
 ap.add_argument("--interaction", type=float, default=1.0)
 ap.add_argument("--exhaustive-limit", type=int, default=50000)
 a = ap.parse_args()
+if not 0 <= a.interaction <= 1:
+    ap.error("--interaction: must be within [0, 1] (the share of the cross terms kept)")
 folder = a.folder
 model, calib, val, manifest_path = (os.path.join(folder, f) for f in ("model.onnx", "calib.npz", "val.npz", "manifest.json"))
 if not os.path.exists(manifest_path):
@@ -58,28 +63,34 @@ pins = [l.get("pin") for l in manifest["layers"]]
 params = np.array([l["params"] for l in manifest["layers"]], float)
 lib = os.environ["BITPLAN_ORT_LIB"]
 tmp = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 
 
 def avg_bits(c):
     return float((params * np.array(c)).sum() / params.sum())
 
 
-def log_probs(z):
-    """Log-probabilities of outputs that are probabilities already (rows summing to 1) or logits."""
-    if np.all(z >= 0) and np.allclose(z.sum(-1), 1, atol=1e-3):
+def log_probs(z, probabilities):
+    """Log-probabilities of outputs that are probabilities already, or of logits."""
+    if probabilities:
         return np.log(np.clip(z, 1e-12, None))
     z = z - z.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def outputs(configs, data):
-    """Log-probabilities of each configuration's output on `data`, [configs, samples, classes]."""
+    """fp32's log-probabilities on `data`, [samples, classes], and each configuration's,
+    [configs, samples, classes]. Whether the model outputs probabilities or logits is decided
+    once, from fp32's output (rows of non-negative numbers summing to 1), as bitplan does."""
     path = os.path.join(tmp, "configs.json")
-    json.dump([[int(b) for b in c] for c in configs], open(path, "w"))
+    json.dump([[0] * len(names)] + [[int(b) for b in c] for c in configs], open(path, "w"))
     out = subprocess.run([a.output_logits, lib, model, manifest_path, data, path], check=True, capture_output=True, text=True).stdout
-    n = len(np.load(data)[next(iter(np.load(data).keys()))])
-    z = np.array(json.loads(out), dtype=np.float64).reshape(len(configs), n, -1)
-    return np.array([log_probs(x) for x in z])
+    with np.load(data) as arrays:
+        n = len(arrays[next(iter(arrays.keys()))])
+    z = np.array(json.loads(out), dtype=np.float64).reshape(len(configs) + 1, n, -1)
+    probabilities = bool(np.all(z[0] >= 0) and np.allclose(z[0].sum(-1), 1, atol=1e-3))
+    lp = np.array([log_probs(x, probabilities) for x in z])
+    return lp[0], lp[1:]
 
 
 def kl(l0, l1):
@@ -89,11 +100,15 @@ def kl(l0, l1):
     return float(np.mean(np.sum(np.exp(l0) * (l0 - l1), -1)))
 
 
-# The single-layer runs' outputs on calib (the sensitivity pass's runs), cached beside the model.
-cache = os.path.join(folder, "single_outputs.npy")
-singles = [[0] * len(names)] + [[b if j == i else 0 for j in range(len(names))] for i, ch in enumerate(choices) for b in ch]
+# The single-layer runs' outputs on calib (runs like the sensitivity pass's, made again here and
+# not counted as evaluations), cached beside the model under a key of the manifest's layers and
+# widths and of the calibration file, so a changed manifest or set is run again.
+singles = [[b if j == i else 0 for j in range(len(names))] for i, ch in enumerate(choices) for b in ch]
+key = hashlib.sha1(json.dumps([names, choices, os.path.getsize(calib), os.path.getmtime(calib)]).encode()).hexdigest()[:12]
+cache = os.path.join(folder, f"single_outputs-{key}.npy")
 if not os.path.exists(cache):
-    np.save(cache, outputs(singles, calib))
+    fp32, changed = outputs(singles, calib)
+    np.save(cache, np.concatenate([fp32[None], changed]))
 L = np.load(cache)
 l0 = L[0]
 delta, k = {}, 1
@@ -209,7 +224,7 @@ else:
         c = polish(path[max(i for i, x in enumerate(costs) if x <= target + 1e-9)])
         if c not in picked:
             picked.append(c)
-points = {"linearized": [(avg_bits(c), kl(l0, l), c) for c, l in zip(picked, outputs(picked, calib))]}
+points = {"linearized": [(avg_bits(c), kl(l0, l), c) for c, l in zip(picked, outputs(picked, calib)[1])]}
 for method in ["search", "proxy-only", "greedy"]:
     out = json.loads(subprocess.run([a.bitplan, "search", manifest_path, "--model", model, "--data", calib, "--pareto", "avg_bits",
                                      "--evaluations", str(a.evaluations), "--method", method, "--format", "json"],
@@ -223,18 +238,35 @@ for m, pts in points.items():
         within = [p for p in pts if p[0] <= b + 1e-9]
         picks[m][b] = min(within, key=lambda p: p[1]) if within else None
 configs = [p[2] for m in picks for p in picks[m].values() if p]
-val_out = outputs([[0] * len(names)] + configs, val)
-val_kl = {json.dumps(c): kl(val_out[0], l) for c, l in zip(configs, val_out[1:])}
+val_fp32, val_out = outputs(configs, val)
+val_kl = {json.dumps(c): kl(val_fp32, l) for c, l in zip(configs, val_out)}
 
 from scipy.stats import spearmanr  # noqa: E402
-every = [p for pts in points.values() for p in pts]
-measured = [p[1] for p in every]
-order = {"additive (single-layer KL summed)": spearmanr([additive(p[2]) for p in every], measured)[0],
-         "linearized": spearmanr([linearized(p[2]) for p in every], measured)[0]}
+# Every configuration measured (once, whichever methods measured it). Over all of them the bit
+# count alone sets most of the order, so also: within bands of half a bit of average bits (the
+# choice a budget leaves), the mean Spearman over bands of at least 5 points, weighted by size.
+unique = {json.dumps(p[2]): p for pts in points.values() for p in pts}
+every = list(unique.values())
+proxies = {"additive (single-layer KL summed)": additive, "linearized": linearized}
+
+
+def order(proxy, pts):
+    return spearmanr([proxy(p[2]) for p in pts], [p[1] for p in pts])[0]
+
+
+bands = {}
+for p in every:
+    bands.setdefault(int(p[0] // 0.5), []).append(p)
+bands = [b for b in bands.values() if len(b) >= 5]
+ordering = {name: {"all": order(f, every),
+                   "within half a bit": sum(len(b) * order(f, b) for b in bands) / max(1, sum(map(len, bands)))}
+            for name, f in proxies.items()}
 
 print(f"{os.path.basename(os.path.normpath(folder))}: {len(names)} layers, {a.evaluations} evaluations per method, interaction {g:g}")
-print("Spearman of each proxy with the KL measured on calib.npz, over every point measured (%d): %s" % (
-    len(every), ", ".join(f"{k} {v:.3f}" for k, v in order.items())))
+print("Spearman of each proxy with the KL measured on calib.npz, over the %d configurations measured "
+      "(within half-bit bands, %d of them in %d bands): %s" % (
+          len(every), sum(map(len, bands)), len(bands),
+          ", ".join(f"{k} {v['all']:.3f} ({v['within half a bit']:.3f})" for k, v in ordering.items())))
 print("| method | " + " | ".join(f"≤ {b:g} bits calib (val)" for b in a.budgets) + " | area [%g, 8] | evaluations |" % min(a.budgets))
 print("| --- " * (len(a.budgets) + 3) + "|")
 rows = {}
@@ -246,4 +278,4 @@ for m, pts in points.items():
     area = staircase_area([(x, l) for x, l, _ in pts], min(a.budgets), 8.0)
     rows[m] = {"cells": cells, "area": area, "evaluations": len(pts)}
     print(f"| {m} | " + " | ".join("none" if c is None else f"{c[0]:.2e} ({c[1]:.2e})" for c in cells) + f" | {area:.3e} | {len(pts)} |")
-print(json.dumps({"model": os.path.basename(os.path.normpath(folder)), "interaction": g, "budgets": a.budgets, "spearman": order, "rows": rows}))
+print(json.dumps({"model": os.path.basename(os.path.normpath(folder)), "interaction": g, "budgets": a.budgets, "spearman": ordering, "rows": rows}))
