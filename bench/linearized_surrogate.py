@@ -23,7 +23,9 @@ Methods, each measuring at most N configurations on calib.npz:
   points spread along it by rank; else the greedy path on the surrogate (lower, one step at a
   time, the layer whose next width adds least predicted KL per bit saved; a step may lower the
   prediction), N points spread along it by average bits, each improved by single- and
-  paired-layer moves that lower the prediction within its average bits;
+  paired-layer moves that lower the prediction within its average bits; with --optimizer mm,
+  at N budgets spread from the highest width to the lowest, exact knapsack DPs on a separable
+  bound of the surrogate (majorize-minimize) from the summed single-layer terms' exact point;
 - search, proxy-only, greedy: `bitplan search --method ...` with the same N.
 For each method and budget, the measured point of least KL on calib.npz within the budget, and
 that point's KL on val.npz (held out); the area under each measured front on calib.npz
@@ -48,6 +50,7 @@ ap.add_argument("--evaluations", type=int, default=40)
 ap.add_argument("--budgets", type=float, nargs="+", default=[6, 5, 4.5, 4, 3])
 ap.add_argument("--interaction", type=float, default=1.0)
 ap.add_argument("--exhaustive-limit", type=int, default=50000)
+ap.add_argument("--optimizer", choices=["greedy", "mm"], default="greedy")
 a = ap.parse_args()
 if not 0 <= a.interaction <= 1:
     ap.error("--interaction: must be within [0, 1] (the share of the cross terms kept)")
@@ -207,6 +210,59 @@ def polish(c):
 
 
 free = [ch if pins[i] is None else [pins[i]] for i, ch in enumerate(choices)]
+
+
+def dp(terms, budget, unit):
+    """The exact minimum of a separable objective (a term per layer and width) within an average
+    bit-width budget, costs in units of `unit` parameter-bits (rounded): a knapsack DP."""
+    top = int(budget * params.sum() / unit) + 1
+    best = np.full(top + 1, np.inf)
+    best[0] = 0.0
+    back = []
+    for i in range(len(names)):
+        now, arg = np.full(top + 1, np.inf), np.full(top + 1, -1)
+        for j, b in enumerate(free[i]):
+            c = int(round(params[i] * b / unit))
+            if c > top:
+                continue
+            shifted = np.full(top + 1, np.inf)
+            shifted[c:] = best[:top + 1 - c] + terms[(i, b)]
+            better = shifted < now
+            now[better], arg[better] = shifted[better], j
+        back.append(arg)
+        best = now
+    e, c = int(np.argmin(best)), []
+    for i in range(len(names) - 1, -1, -1):
+        b = free[i][back[i][e]]
+        c.append(b)
+        e -= int(round(params[i] * b / unit))
+    return c[::-1]
+
+
+def majorize_minimize(budget):
+    """From the exact front of the summed single-layer terms at `budget`, lower the surrogate by
+    exact DP steps: the prediction after moves D_l is at most the current one plus, per layer,
+    G (2 S.D_l + K |D_l|^2) + (1 - G)(|u_new|^2 - |u_old|^2) when K is at least the number of
+    layers moved (S: the current sum), so the DP minimizes that bound; K doubles while a step
+    does not lower the prediction and halves after one that does."""
+    unit = max(1.0, params.sum() * 8 / 6000)
+    own = {key: v @ v for key, v in vec.items()}
+    c, k = dp(own, budget, unit), 1.0
+    while k <= 64:
+        S = sum(vec[(i, b)] for i, b in enumerate(c))
+        terms = {}
+        for i in range(len(names)):
+            for b in free[i]:
+                step = vec[(i, b)] - vec[(i, c[i])]
+                terms[(i, b)] = 2 * S @ step + k * step @ step
+        nxt = dp(terms, budget, unit)
+        if linearized(nxt) < linearized(c) * (1 - 1e-12):
+            c, k = nxt, max(1.0, k / 2)
+        else:
+            k *= 2
+    return c
+
+
 if np.prod([len(ch) for ch in free], dtype=float) <= a.exhaustive_limit:
     # Few enough configurations: the surrogate's exact front, N points spread along it by rank.
     every = sorted((avg_bits(c), linearized(c), list(c)) for c in itertools.product(*free))
@@ -216,6 +272,12 @@ if np.prod([len(ch) for ch in free], dtype=float) <= a.exhaustive_limit:
             least = loss
             front.append(c)
     picked = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, a.evaluations).round().astype(int)))]
+elif a.optimizer == "mm":
+    picked = []
+    for budget in np.linspace(max(max(ch) for ch in free), min(min(ch) for ch in free), a.evaluations):
+        c = majorize_minimize(budget)
+        if c not in picked:
+            picked.append(c)
 else:
     path = greedy_path()
     costs = [avg_bits(c) for c in path]
