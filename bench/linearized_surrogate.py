@@ -61,8 +61,9 @@ if not os.path.exists(manifest_path):
     open(manifest_path, "w").write(out)
 manifest = json.load(open(manifest_path))
 names = [l["name"] for l in manifest["layers"]]
-choices = [sorted(l.get("bits") or manifest["bits"], reverse=True) for l in manifest["layers"]]
-pins = [l.get("pin") for l in manifest["layers"]]
+# The widths each layer may take, highest first (a pinned layer: its pin alone).
+free = [[l["pin"]] if l.get("pin") is not None else sorted(l.get("bits") or manifest["bits"], reverse=True)
+        for l in manifest["layers"]]
 params = np.array([l["params"] for l in manifest["layers"]], float)
 lib = os.environ["BITPLAN_ORT_LIB"]
 tmp = tempfile.mkdtemp()
@@ -97,17 +98,15 @@ def outputs(configs, data):
 
 
 def kl(l0, l1):
-    """Mean KL(p0 || p1) over samples, from log-probabilities (l1 renormalised)."""
-    m = l1.max(-1, keepdims=True)
-    l1 = l1 - m - np.log(np.exp(l1 - m).sum(-1, keepdims=True))
+    """Mean KL(p0 || p1) over samples, from log-probabilities."""
     return float(np.mean(np.sum(np.exp(l0) * (l0 - l1), -1)))
 
 
 # The single-layer runs' outputs on calib (runs like the sensitivity pass's, made again here and
 # not counted as evaluations), cached beside the model under a key of the manifest's layers and
 # widths and of the calibration file, so a changed manifest or set is run again.
-singles = [[b if j == i else 0 for j in range(len(names))] for i, ch in enumerate(choices) for b in ch]
-key = hashlib.sha1(json.dumps([names, choices, os.path.getsize(calib), os.path.getmtime(calib)]).encode()).hexdigest()[:12]
+singles = [[b if j == i else 0 for j in range(len(names))] for i, ch in enumerate(free) for b in ch]
+key = hashlib.sha1(json.dumps([names, free, os.path.getsize(calib), os.path.getmtime(calib)]).encode()).hexdigest()[:12]
 cache = os.path.join(folder, f"single_outputs-{key}.npy")
 if not os.path.exists(cache):
     fp32, changed = outputs(singles, calib)
@@ -115,11 +114,11 @@ if not os.path.exists(cache):
 L = np.load(cache)
 l0 = L[0]
 delta, k = {}, 1
-for i, ch in enumerate(choices):
+for i, ch in enumerate(free):
     for b in ch:
         delta[(i, b)] = L[k] - l0
         k += 1
-single_kl = {key: kl(l0, l0 + d) for key, d in delta.items()}
+single_kl = {choice: kl(l0, l0 + d) for choice, d in delta.items()}
 samples = l0.shape[0]
 p0 = np.exp(l0)
 # Whitened changes, and with --interaction G < 1 a block of their own per layer carrying (1 - G)
@@ -149,15 +148,15 @@ def additive(c):
 
 
 def greedy_path():
-    c = [pins[i] or ch[0] for i, ch in enumerate(choices)]
+    c = [ch[0] for ch in free]
     D = sum(vec[(i, b)] for i, b in enumerate(c))
     now = predict(D)
     path = [list(c)]
     while True:
         best = None
-        for i, ch in enumerate(choices):
+        for i, ch in enumerate(free):
             j = ch.index(c[i])
-            if pins[i] is not None or j + 1 == len(ch):
+            if j + 1 == len(ch):
                 continue
             v = predict(D - vec[(i, c[i])] + vec[(i, ch[j + 1])])
             rate = (v - now) / (params[i] * (c[i] - ch[j + 1]))
@@ -177,24 +176,24 @@ def polish(c):
     c, budget = list(c), avg_bits(c)
     D = sum(vec[(i, b)] for i, b in enumerate(c))
     now = predict(D)
-    free = [i for i in range(len(c)) if pins[i] is None]
+    movable = [i for i in range(len(c)) if len(free[i]) > 1]
     while True:
         best = None
-        for i in free:
-            for b in choices[i]:
+        for i in movable:
+            for b in free[i]:
                 if b != c[i] and avg_bits(c[:i] + [b] + c[i + 1:]) <= budget + 1e-9:
                     v = predict(D - vec[(i, c[i])] + vec[(i, b)])
                     if v < now - 1e-15 and (best is None or v < best[0]):
                         best = (v, [(i, b)])
         if best is None:
-            for i in free:
-                ji = choices[i].index(c[i])
+            for i in movable:
+                ji = free[i].index(c[i])
                 if ji == 0:
                     continue
-                up = choices[i][ji - 1]
+                up = free[i][ji - 1]
                 Di = D - vec[(i, c[i])] + vec[(i, up)]
-                for j in free:
-                    for b in choices[j][choices[j].index(c[j]) + 1:] if j != i else []:
+                for j in movable:
+                    for b in free[j][free[j].index(c[j]) + 1:] if j != i else []:
                         moved = list(c)
                         moved[i], moved[j] = up, b
                         if avg_bits(moved) <= budget + 1e-9:
@@ -207,9 +206,6 @@ def polish(c):
             D = D - vec[(i, c[i])] + vec[(i, b)]
             c[i] = b
         now = best[0]
-
-
-free = [ch if pins[i] is None else [pins[i]] for i, ch in enumerate(choices)]
 
 
 def dp(terms, budget, unit):
@@ -240,13 +236,13 @@ def dp(terms, budget, unit):
 
 
 def majorize_minimize(budget):
-    """From the exact front of the summed single-layer terms at `budget`, lower the surrogate by
-    exact DP steps: the prediction after moves D_l is at most the current one plus, per layer,
-    G (2 S.D_l + K |D_l|^2) + (1 - G)(|u_new|^2 - |u_old|^2) when K is at least the number of
-    layers moved (S: the current sum), so the DP minimizes that bound; K doubles while a step
-    does not lower the prediction and halves after one that does."""
+    """From the exact point of the summed single-layer terms at `budget`, lower the surrogate by
+    exact DP steps. With S the current sum of the layers' vectors and D_l = v_new - v_old a
+    layer's move, |S + sum D_l|^2 is at most |S|^2 + sum (2 S.D_l + K |D_l|^2) when K is at least
+    the number of layers moved: one term per layer and width, which the DP minimizes. K doubles
+    while a step does not lower the prediction and halves after one that does."""
     unit = max(1.0, params.sum() * 8 / 6000)
-    own = {key: v @ v for key, v in vec.items()}
+    own = {choice: v @ v for choice, v in vec.items()}
     c, k = dp(own, budget, unit), 1.0
     while k <= 64:
         S = sum(vec[(i, b)] for i, b in enumerate(c))
@@ -265,9 +261,9 @@ def majorize_minimize(budget):
 
 if np.prod([len(ch) for ch in free], dtype=float) <= a.exhaustive_limit:
     # Few enough configurations: the surrogate's exact front, N points spread along it by rank.
-    every = sorted((avg_bits(c), linearized(c), list(c)) for c in itertools.product(*free))
+    configurations = sorted((avg_bits(c), linearized(c), list(c)) for c in itertools.product(*free))
     front, least = [], float("inf")
-    for x, loss, c in every:
+    for x, loss, c in configurations:
         if loss < least:
             least = loss
             front.append(c)
