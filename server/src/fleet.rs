@@ -3,7 +3,7 @@
 //! the accuracy gate, and the gate on the measured front (a search, then each device's best
 //! measured configuration). Shared by `bitplan fleet`, the API and the service's fleet-plan jobs.
 
-use crate::search::{Axis, Method, Metric, SearchBody};
+use crate::search::{Axis, Method, Metric, PlannedOn, SearchBody};
 use planner::solve::fleet::{Fleet, FleetOptions, FleetPlan};
 use planner::solve::search::Search;
 use planner::Manifest;
@@ -93,6 +93,7 @@ pub fn fleet_search(evaluations: usize, metric: Metric, batch_size: usize) -> Se
         per_round: None,
         metric,
         method: Method::Search,
+        objective: PlannedOn::Output,
         batch_size,
     }
 }

@@ -5,11 +5,12 @@
 use crate::error::ApiError;
 use crate::store::{bits_key, CandidateFields, NewPlan, PlanStatus};
 use clap::ValueEnum;
-use planner::solve::search::{Search, SearchRequest};
+use planner::solve::search::{OutputModel, Search, SearchRequest};
 use planner::{Budgets, CostKind, DeviceProfile, Manifest, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Most measurements one search may ask for.
 pub const MAX_EVALUATIONS: usize = 10_000;
@@ -63,6 +64,18 @@ pub enum Method {
     /// AIMET-style: lower the layer that costs least objective per unit of cost saved, one step
     /// at a time; the evaluations spread evenly along that path.
     Greedy,
+}
+
+/// What the search plans on (`--objective`; the baselines plan on the manifest's objective).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedOn {
+    /// The single-layer runs' output changes added up (a sensitivity pass on the data first,
+    /// forward only, not counted as evaluations): sees layers whose errors cancel or compound.
+    #[default]
+    Output,
+    /// A term per layer and width, from the manifest's objective.
+    Additive,
 }
 
 /// What a measurement said, as far as a search reads it.
@@ -130,6 +143,8 @@ pub struct SearchBody {
     pub metric: Metric,
     #[serde(default)]
     pub method: Method,
+    #[serde(default)]
+    pub objective: PlannedOn,
     #[serde(default = "crate::planning::default_batch_size")]
     pub batch_size: usize,
 }
@@ -177,8 +192,31 @@ impl SearchBody {
             pareto: self.pareto.cost(),
             evaluations: self.evaluations,
             per_round: self.per_round,
+            output: None,
         };
         Ok((problem, request))
+    }
+
+    /// The output-space model a search plans on (method `search`, objective `output`): the
+    /// sensitivity pass on `evaluator`'s data, each run's output change kept; `None` otherwise.
+    pub fn output_model<B: planner::eval::Backend + Clone>(
+        &self,
+        problem: &Problem,
+        evaluator: &mut planner::eval::Evaluator<B>,
+        halt: &planner::Halt,
+    ) -> planner::Result<Option<Arc<OutputModel>>> {
+        if self.method != Method::Search || self.objective != PlannedOn::Output {
+            return Ok(None);
+        }
+        let changes = evaluator.output_changes(&problem.manifest, |_| {
+            if halt.check().is_err() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })?;
+        halt.check()?;
+        Ok(Some(Arc::new(OutputModel::new(problem, &changes)?)))
     }
 
     /// Runs the chosen method.
@@ -408,7 +446,8 @@ pub fn document(
         "stopped": found.stopped,
         "evaluations": found.evaluations,
         "reused": found.reused,
-        "model": found.objective.model.as_str(),
+        "model": found.objective.model().as_str(),
+        "interaction": found.objective.interaction(),
         "rounds": found.rounds.iter().map(|r| json!({
             "evaluated": r.evaluated,
             "fit": {"spearman": r.fit.spearman, "mae": r.fit.mae, "ratio": r.fit.ratio},

@@ -231,7 +231,7 @@ try {
       const r = await fetch(`${base}/v1/supernets/${fresh.id}/${what}`, { method: "PUT", headers: { "content-type": "application/octet-stream" }, body: readFileSync(join(repo, file)) });
       assert.ok(r.ok, `${what}: ${r.status} ${await r.text()}`);
     }
-    const created = await json(base, "POST", `/v1/supernets/${fresh.id}/searches`, { pareto: "avg_bits", evaluations: 7, per_round: 4 });
+    const created = await json(base, "POST", `/v1/supernets/${fresh.id}/searches`, { pareto: "avg_bits", evaluations: 7, per_round: 4, objective: "additive" });
     await waitJob(base, created.job.id);
     const r = (await json(base, "GET", `/v1/searches/${created.id}`)).result;
     assert.deepEqual(r.rounds.map((x) => x.model !== "start"), [false, ...r.rounds.slice(1).map(() => true)], JSON.stringify(r.rounds));

@@ -164,6 +164,48 @@ pub fn divergence(
     }
 }
 
+/// A run's output change from the reference, as a vector `u` whose squared norm over the rows
+/// approximates [`divergence`] to second order: `|u|^2 / rows`. So the changes of several layers
+/// that each moved the output can be added, and `|sum of u|^2 / rows` predicts the divergence of
+/// all of them together, cross terms included (negative where their changes cancel).
+///
+/// KL: per row, with `p` the reference's distribution and `d` the change of the log-probabilities,
+/// `u = sqrt(p / 2) * (d - p.d)`: the change whitened by the softmax's Fisher information, whose
+/// quadratic form is KL's second-order term. MSE: `(out - reference)` over the reference's root
+/// sum of squares, times `sqrt(rows)`.
+pub fn output_change(
+    metric: Divergence,
+    kind: OutputKind,
+    reference: &[f32],
+    out: &[f32],
+    width: usize,
+) -> Vec<f64> {
+    let width = width.max(1);
+    let rows = reference.len() / width;
+    match metric {
+        Divergence::Kl => {
+            let mut u = Vec::with_capacity(reference.len());
+            for (r, o) in reference.chunks(width).zip(out.chunks(width)) {
+                let (lp, lq) = (kind.log_distribution(r), kind.log_distribution(o));
+                let p: Vec<f64> = lp.iter().map(|l| l.exp()).collect();
+                let d: Vec<f64> = lq.iter().zip(&lp).map(|(q, p)| q - p).collect();
+                let mean: f64 = p.iter().zip(&d).map(|(p, d)| p * d).sum();
+                u.extend(p.iter().zip(&d).map(|(p, d)| (p / 2.0).sqrt() * (d - mean)));
+            }
+            u
+        }
+        Divergence::Mse => {
+            let norm: f64 = reference.iter().map(|&a| f64::from(a).powi(2)).sum();
+            let scale = (rows as f64 / if norm > 0.0 { norm } else { 1.0 }).sqrt();
+            reference
+                .iter()
+                .zip(out)
+                .map(|(&a, &b)| (f64::from(b) - f64::from(a)) * scale)
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +249,63 @@ mod tests {
         assert!((c.rel_l2 - (1.0f64 / 5.0).sqrt()).abs() < 1e-12);
         let mse = divergence(Divergence::Mse, OutputKind::Logits, &reference, &out, 2);
         assert!((mse - 0.2).abs() < 1e-12);
+    }
+
+    /// The second-order change agrees with the exact divergence as the change shrinks, on logits,
+    /// on probabilities and for MSE; and two changes' sum predicts the divergence of both.
+    #[test]
+    fn output_change_is_the_divergence_to_second_order() {
+        let reference = [0.3f32, -1.2, 2.0, 0.5, 0.1, -0.4];
+        let direction = [0.7f32, -0.2, 0.4, -0.9, 0.3, 0.5];
+        let squared = |u: &[f64]| u.iter().map(|x| x * x).sum::<f64>() / 2.0;
+        for (metric, kind, base) in [
+            (Divergence::Kl, OutputKind::Logits, reference.to_vec()),
+            (Divergence::Mse, OutputKind::Logits, reference.to_vec()),
+            (
+                Divergence::Kl,
+                OutputKind::Probabilities,
+                vec![0.2, 0.5, 0.3, 0.6, 0.3, 0.1],
+            ),
+        ] {
+            for step in [1e-1f32, 1e-2] {
+                let moved: Vec<f32> = match kind {
+                    OutputKind::Logits => base
+                        .iter()
+                        .zip(&direction)
+                        .map(|(a, d)| a + step * d)
+                        .collect(),
+                    // A move that keeps the rows distributions: mass between neighbours.
+                    OutputKind::Probabilities => {
+                        let m = [step, -step, 0.0, 0.0, step, -step];
+                        base.iter().zip(m).map(|(a, d)| a + d * 0.5).collect()
+                    }
+                };
+                let exact = divergence(metric, kind, &base, &moved, 3);
+                let u = output_change(metric, kind, &base, &moved, 3);
+                let relative = (squared(&u) / exact - 1.0).abs();
+                assert!(
+                    relative < 3.0 * f64::from(step),
+                    "{metric:?} {kind:?} step {step}: {} vs {exact}",
+                    squared(&u)
+                );
+            }
+        }
+        // Two changes in opposite directions cancel in the sum, as in the outputs.
+        let up: Vec<f32> = reference
+            .iter()
+            .zip(&direction)
+            .map(|(a, d)| a + 0.01 * d)
+            .collect();
+        let down: Vec<f32> = reference
+            .iter()
+            .zip(&direction)
+            .map(|(a, d)| a - 0.01 * d)
+            .collect();
+        let (a, b) = (
+            output_change(Divergence::Kl, OutputKind::Logits, &reference, &up, 3),
+            output_change(Divergence::Kl, OutputKind::Logits, &reference, &down, 3),
+        );
+        let sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert!(squared(&sum) < 1e-6 * squared(&a), "{}", squared(&sum));
     }
 }

@@ -495,6 +495,11 @@ impl<B: Backend + Clone> Evaluator<B> {
         )
     }
 
+    /// The fp32 model's scored output over the validation set.
+    pub(crate) fn fp32_output(&self) -> &Tensor {
+        &self.fp32_logits
+    }
+
     /// Values per sample of the scored output.
     pub(crate) fn output_width(&self) -> usize {
         width(&self.fp32_logits)

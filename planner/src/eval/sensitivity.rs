@@ -6,8 +6,12 @@
 //! a layer's configurations run only from its own segment on, with the segments after it reusing
 //! one fp32 session each. So the work is about half the forward passes a naive loop needs, and one
 //! small session build per (layer, bit-width) instead of a whole model's.
+//!
+//! The same runs can keep each output's change from fp32 ([`OutputChanges`]): the output-space
+//! objective a search plans on adds them up, so it sees layers whose errors cancel or compound.
 
 use crate::error::{Error, Result};
+use crate::eval::compare::output_change;
 use crate::eval::{Backend, Evaluator, Scheme, Tensor, FULL_PRECISION};
 use crate::problem::manifest::{Divergence, Manifest};
 use std::collections::BTreeMap;
@@ -40,6 +44,21 @@ impl Progress {
 /// manifest order.
 pub type Sensitivities = Vec<BTreeMap<u8, f64>>;
 
+/// Most numbers one output change keeps: a larger output (samples times classes) is
+/// count-sketched to this many, each number added with a pseudo-random sign to a pseudo-random
+/// slot, which keeps inner products in expectation (8,192 f32 per run: 10 MB for 324 runs).
+pub const MAX_CHANGE_LEN: usize = 8192;
+
+/// Each layer's output change from fp32 at each bit-width it may take, in manifest order
+/// ([`output_change`], sketched past [`MAX_CHANGE_LEN`]): `|sum of changes|^2 / rows` predicts
+/// the divergence of the layers together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputChanges {
+    /// Rows of the output (samples) the changes span.
+    pub rows: usize,
+    pub layers: Vec<BTreeMap<u8, Vec<f32>>>,
+}
+
 impl<B: Backend + Clone> Evaluator<B> {
     /// Measures every layer of `manifest` (the one this evaluator was built for) alone at each of
     /// its allowed bit-widths; `progress` hears of each measurement and may stop the pass there
@@ -49,7 +68,52 @@ impl<B: Backend + Clone> Evaluator<B> {
         &mut self,
         manifest: &Manifest,
         metric: Divergence,
+        progress: impl FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<Sensitivities> {
+        self.pass(manifest, metric, progress, |_, _, _| {})
+    }
+
+    /// [`Evaluator::sensitivity`], keeping each run's output change as well.
+    pub fn sensitivity_and_changes(
+        &mut self,
+        manifest: &Manifest,
+        metric: Divergence,
+        progress: impl FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<(Sensitivities, OutputChanges)> {
+        let width = self.output_width();
+        let reference = self.fp32_output().data.clone();
+        let rows = reference.len() / width.max(1);
+        let mut layers = vec![BTreeMap::new(); manifest.layers.len()];
+        let kind = self.output_kind();
+        let sensitivities = self.pass(manifest, metric, progress, |l, b, y| {
+            let change = output_change(metric, kind, &reference, &y.data, width);
+            layers[l].insert(b, sketch(&change, MAX_CHANGE_LEN));
+        })?;
+        Ok((sensitivities, OutputChanges { rows, layers }))
+    }
+
+    /// Each layer's output change at each bit-width it may take, in KL for outputs of at least
+    /// two columns, else in relative MSE (the sensitivities of the same runs are dropped).
+    pub fn output_changes(
+        &mut self,
+        manifest: &Manifest,
+        progress: impl FnMut(Progress) -> ControlFlow<()>,
+    ) -> Result<OutputChanges> {
+        let metric = if self.output_width() >= 2 {
+            Divergence::Kl
+        } else {
+            Divergence::Mse
+        };
+        Ok(self.sensitivity_and_changes(manifest, metric, progress)?.1)
+    }
+
+    /// The pass: `keep` sees each run's layer, bit-width and output.
+    fn pass(
+        &mut self,
+        manifest: &Manifest,
+        metric: Divergence,
         mut progress: impl FnMut(Progress) -> ControlFlow<()>,
+        mut keep: impl FnMut(usize, u8, &Tensor),
     ) -> Result<Sensitivities> {
         self.check_pass(manifest, metric)?;
         let layers = manifest.layers.len();
@@ -80,6 +144,7 @@ impl<B: Backend + Clone> Evaluator<B> {
                         )));
                     }
                     out[l].insert(b, value);
+                    keep(l, b, &y);
                     done += 1;
                     let step = progress(Progress {
                         done,
@@ -165,5 +230,54 @@ impl<B: Backend + Clone> Evaluator<B> {
             y = self.run_segment(t, &own, Some(&y), activations)?.0;
         }
         Ok(y)
+    }
+}
+
+/// `values` as at most `len` numbers: as they are when they fit, else count-sketched (each value
+/// added, with a sign, to one slot, both from a hash of its index, the same for every run).
+fn sketch(values: &[f64], len: usize) -> Vec<f32> {
+    if values.len() <= len {
+        return values.iter().map(|&v| v as f32).collect();
+    }
+    let mut out = vec![0f64; len];
+    for (i, &v) in values.iter().enumerate() {
+        let h = splitmix64(i as u64);
+        let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+        out[(h % len as u64) as usize] += sign * v;
+    }
+    out.into_iter().map(|v| v as f32).collect()
+}
+
+/// SplitMix64's output function: a well-mixed hash of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sketch keeps short vectors exactly, and long ones' inner products and norms close (the
+    /// error of a count sketch shrinks as one over the root of its length).
+    #[test]
+    fn sketch_keeps_inner_products() {
+        assert_eq!(sketch(&[1.0, -2.0], 4), vec![1.0f32, -2.0]);
+        let n = 40_000;
+        // Positive values: a sketch without signs would add every collision to the products.
+        let a: Vec<f64> = (0..n).map(|i| (i * 7919 % 1000) as f64 / 1000.0).collect();
+        let b: Vec<f64> = (0..n)
+            .map(|i| a[i] * 0.6 + ((i * 104_729) % 997) as f64 / 997.0)
+            .collect();
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(x, y)| x * y).sum::<f64>();
+        let (sa, sb) = (sketch(&a, MAX_CHANGE_LEN), sketch(&b, MAX_CHANGE_LEN));
+        let to64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let (sa, sb) = (to64(&sa), to64(&sb));
+        assert_eq!(sa.len(), MAX_CHANGE_LEN);
+        for (got, want) in [(dot(&sa, &sa), dot(&a, &a)), (dot(&sa, &sb), dot(&a, &b))] {
+            assert!((got / want - 1.0).abs() < 0.05, "{got} vs {want}");
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! Search: plan, measure, refit, re-plan. A measured Pareto front within an evaluation budget.
 //!
-//! Each round solves the exact front of the current objective, measures the points most likely to
-//! improve the measured front, and refits the objective to every measurement so far
-//! ([`refit`]: a term per (group, choice) under an increasing link to the loss, its fit, ridge and
-//! link chosen by cross-validation), held so that no term is lowered further than the
-//! measurements per term allow ([`Objective::cautious`]). The terms stay one value per (group,
-//! choice), so the exact solvers keep answering them. Measuring is the caller's (a callback), so
-//! the module stays pure; what was measured before (any plan, fleet or earlier search) is passed
-//! in and never measured again.
+//! Each round finds the front of the current objective, measures the points most likely to
+//! improve the measured front, and refits the objective to every measurement so far. Given the
+//! single-layer runs' output changes ([`SearchRequest::output`]), the objective is the
+//! output-space one ([`output`]: the changes added up, cross terms included, so layers whose
+//! errors cancel or compound are seen; the share of cross terms and the link fitted by
+//! cross-validation). Without them it is additive ([`refit`]: a term per (group, choice) under an
+//! increasing link to the loss, its fit, ridge and link chosen by cross-validation), held so that
+//! no term is lowered further than the measurements per term allow ([`Objective::cautious`]),
+//! and the exact solvers find its front. Measuring is the caller's (a callback), so the module
+//! stays pure; what was measured before (any plan, fleet or earlier search) is passed in and
+//! never measured again.
 
 use crate::error::{Error, Result};
 use crate::problem::budget::{limits_of, Budgets};
@@ -16,6 +19,7 @@ use crate::problem::{Candidate, Problem};
 use crate::solve::front::{pareto_front, spread};
 use crate::solve::halt::Halt;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Front points each round chooses among.
 const FRONT_SAMPLE: usize = 400;
@@ -30,6 +34,9 @@ pub struct SearchRequest {
     pub evaluations: usize,
     /// Measurements per round (default: a quarter of `evaluations`, at least 2).
     pub per_round: Option<usize>,
+    /// The single-layer runs' output changes: when given, [`search`] plans on the output-space
+    /// objective ([`output`]); else on the additive one.
+    pub output: Option<Arc<OutputModel>>,
 }
 
 /// One measured configuration: its choices, its costs, and the loss measured (lower is better).
@@ -85,9 +92,63 @@ pub struct Search {
     pub front: Vec<usize>,
     /// Why it stopped.
     pub stopped: &'static str,
-    /// The objective refitted to every measurement, held as the search plans on it
-    /// ([`Objective::cautious`]).
-    pub objective: Objective,
+    /// The objective refitted to every measurement, as the search plans on it.
+    pub objective: Fitted,
+}
+
+/// An objective a search plans on, fitted to its measurements.
+#[derive(Debug, Clone)]
+pub enum Fitted {
+    /// A term per (group, choice), held ([`Objective::cautious`]).
+    Additive(Objective),
+    /// The output-space objective.
+    Output(OutputObjective),
+}
+
+impl Fitted {
+    /// The loss predicted for `picks`.
+    pub fn predict(&self, picks: &[usize]) -> f64 {
+        match self {
+            Fitted::Additive(o) => o.predict(picks),
+            Fitted::Output(o) => o.predict(picks),
+        }
+    }
+
+    /// The fitted model.
+    pub fn model(&self) -> FitModel {
+        match self {
+            Fitted::Additive(o) => o.model,
+            Fitted::Output(_) => FitModel::Output,
+        }
+    }
+
+    /// The share of the cross terms the output-space objective keeps.
+    pub fn interaction(&self) -> Option<f64> {
+        match self {
+            Fitted::Additive(_) => None,
+            Fitted::Output(o) => Some(o.interaction),
+        }
+    }
+
+    /// At most `points` configurations along the objective's front within `limits`, cheapest
+    /// on `axis` first: the exact front of an additive objective, the output-space objective's
+    /// as [`output`] finds it.
+    pub fn front(
+        &self,
+        problem: &Problem,
+        limits: &crate::problem::cost::Limits,
+        axis: CostKind,
+        points: usize,
+        halt: &Halt,
+    ) -> Result<Vec<Vec<usize>>> {
+        match self {
+            Fitted::Additive(o) => {
+                let current = with_objective(problem, &o.terms);
+                pareto_front(&current, axis, limits, &[], Some(points), halt)
+            }
+            Fitted::Output(o) => o.front(problem, limits, axis, points, halt),
+        }
+    }
 }
 
 /// Measures one configuration (bit-width per layer); returns its loss, lower better.
@@ -127,8 +188,10 @@ pub fn search(
         }
     }
     let reused = measured.len();
-    let refit =
-        |measured: &[MeasuredPoint]| refit(problem, &start, measured).cautious(&start, measured);
+    let refit = |measured: &[MeasuredPoint]| match &request.output {
+        Some(model) => Fitted::Output(refit_output(model, measured)),
+        None => Fitted::Additive(refit(problem, &start, measured).cautious(&start, measured)),
+    };
     let mut objective = refit(&measured);
     let mut rounds = Vec::new();
     let mut made = 0;
@@ -137,8 +200,7 @@ pub fn search(
         if made >= request.evaluations {
             break "the evaluation budget is spent";
         }
-        let current = with_objective(problem, &objective.terms);
-        let front = pareto_front(&current, axis, &limits, &[], Some(FRONT_SAMPLE), halt)?;
+        let front = objective.front(problem, &limits, axis, FRONT_SAMPLE, halt)?;
         if front.is_empty() && measured.is_empty() {
             return Err(Error::invalid(
                 "search request",
@@ -151,7 +213,11 @@ pub fn search(
             break "every point of the objective's front is measured";
         }
         let want = per_round.min(request.evaluations - made);
-        let chosen = choose(&current, &objective.link, axis, &fresh, &measured, want);
+        let priced: Vec<(f64, f64)> = fresh
+            .iter()
+            .map(|p| (problem.candidate(p).cost(axis), objective.predict(p)))
+            .collect();
+        let chosen = choose(&priced, &measured, axis, want);
         let before = measured_front(&measured, axis);
         let round = rounds.len() + 1;
         let mut pairs = Vec::new();
@@ -182,10 +248,10 @@ pub fn search(
         let improved = after.iter().filter(|i| !before.contains(i)).count();
         rounds.push(SearchRound {
             evaluated: pairs.len(),
-            fit: round_fit(&pairs, objective.model),
+            fit: round_fit(&pairs, objective.model()),
             front: after.len(),
             improved,
-            model: objective.model,
+            model: objective.model(),
         });
         objective = refit(&measured);
         if improved == 0 && round > 1 {
@@ -220,13 +286,12 @@ fn round_fit(pairs: &[(f64, f64)], model: FitModel) -> Fit {
 pub fn predicted_front(
     problem: &Problem,
     request: &SearchRequest,
-    objective: &Objective,
+    objective: &Fitted,
     points: usize,
     halt: &Halt,
 ) -> Result<Vec<(Vec<usize>, f64)>> {
     let limits = limits_of(&request.budgets.bounds(problem)?);
-    let current = with_objective(problem, &objective.terms);
-    let front = pareto_front(&current, request.pareto, &limits, &[], Some(points), halt)?;
+    let front = objective.front(problem, &limits, request.pareto, points, halt)?;
     Ok(front
         .into_iter()
         .map(|p| {
@@ -284,26 +349,18 @@ pub fn measured_front(measured: &[MeasuredPoint], axis: CostKind) -> Vec<usize> 
     out
 }
 
-/// Chooses `want` of the `fresh` front points: with nothing measured, spread evenly along the
-/// cost; else greedily the point that, at its predicted loss, most enlarges the area the known
-/// points dominate (cost against log loss, so every decade of loss counts alike), known being the
-/// measured points and those already chosen, taken at their prediction: a round spreads over the
-/// front's gaps. Ties go to the point nearest a measurement the objective predicted worst.
+/// Chooses `want` of the fresh front points, `priced` as (cost, predicted loss), cheapest first:
+/// with nothing measured, spread evenly along the cost; else greedily the point that, at its
+/// predicted loss, most enlarges the area the known points dominate (cost against log loss, so
+/// every decade of loss counts alike), known being the measured points and those already
+/// chosen, taken at their prediction: a round spreads over the front's gaps. Ties go to the
+/// point nearest a measurement the objective predicted worst.
 fn choose(
-    current: &Problem,
-    link: &Link,
-    axis: CostKind,
-    fresh: &[Vec<usize>],
+    priced: &[(f64, f64)],
     measured: &[MeasuredPoint],
+    axis: CostKind,
     want: usize,
 ) -> Vec<usize> {
-    let priced: Vec<(f64, f64)> = fresh
-        .iter()
-        .map(|p| {
-            let c = current.candidate(p);
-            (c.cost(axis), link.loss(c.omega))
-        })
-        .collect();
     if measured.is_empty() {
         let costs: Vec<f64> = priced.iter().map(|p| p.0).collect();
         return spread(&costs, want);
@@ -351,14 +408,14 @@ fn choose(
             .map_or(0.0, |m| m.1)
     };
     let mut chosen: Vec<usize> = Vec::new();
-    while chosen.len() < want.min(fresh.len()) {
+    while chosen.len() < want.min(priced.len()) {
         let base = area(&known, reference);
         let gain = |i: usize| {
             let mut with = known.clone();
             with.push((priced[i].0, log(priced[i].1)));
             (area(&with, reference) - base, miss_near(priced[i].0))
         };
-        let Some(next) = (0..fresh.len())
+        let Some(next) = (0..priced.len())
             .filter(|i| !chosen.contains(i))
             .max_by(|&a, &b| {
                 let (ga, gb) = (gain(a), gain(b));
@@ -395,9 +452,11 @@ fn area(points: &[(f64, f64)], reference: (f64, f64)) -> f64 {
 mod baselines;
 mod fit;
 mod normal;
+pub mod output;
 
 pub use baselines::{greedy, greedy_path, proxy_only};
 pub use fit::{fit, fit_groups, fit_of, refit, FitModel, Link, Objective, RIDGES};
+pub use output::{refit_output, OutputModel, OutputObjective};
 
 #[cfg(test)]
 mod tests;

@@ -159,9 +159,10 @@ fn search_measured<B: planner::eval::Backend + Clone>(
     metrics: &mut HashMap<Vec<u8>, Metrics>,
 ) -> Result<(Search, Vec<Option<serde_json::Value>>), Failure> {
     let body = crate::fleet::fleet_search(args.evaluations, args.metric, args.batch_size);
-    let (problem, request) = body
+    let (problem, mut request) = body
         .prepare(manifest)
         .map_err(|e| super::search::as_flags(e, None))?;
+    request.output = body.output_model(&problem, evaluator, &planner::Halt::default())?;
     let flagged = |message: String| Failure::invalid(format!("--metric: {message}"));
     // Every measurement and its loss, in the order of their bits, so that the search and the
     // ties between devices' choices do not depend on a hash map's order.

@@ -5,7 +5,7 @@
 use super::RuntimeArgs;
 use super::{check_batch_size, load_data, load_manifest, load_model, read, Failure};
 use crate::output::Format;
-use crate::search::{document, predicted, Axis, Measured, Method, Metric, SearchBody};
+use crate::search::{document, predicted, Axis, Measured, Method, Metric, PlannedOn, SearchBody};
 use clap::Args;
 use planner::eval::evaluator::Metrics;
 use planner::{Budgets, Halt};
@@ -47,6 +47,10 @@ pub(super) struct SearchArgs {
     /// How the configurations to measure are chosen (the baselines measure in one round).
     #[arg(long, value_enum, default_value = "search")]
     method: Method,
+    /// What the search plans on: output (the single-layer runs' output changes added up, from a
+    /// forward-only pass over --data first) or additive (the manifest's objective).
+    #[arg(long, value_enum, default_value = "output")]
+    objective: PlannedOn,
     #[arg(long, default_value_t = planner::eval::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
     #[command(flatten)]
@@ -77,9 +81,10 @@ pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
         per_round: args.per_round,
         metric: args.metric,
         method: args.method,
+        objective: args.objective,
         batch_size: args.batch_size,
     };
-    let (problem, request) = body
+    let (problem, mut request) = body
         .prepare(&manifest)
         .map_err(|e| as_flags(e, args.device.as_deref()))?;
     check_batch_size(args.batch_size)?;
@@ -91,6 +96,7 @@ pub(super) fn run(args: SearchArgs) -> Result<u8, Failure> {
         quantize_activations: false,
     };
     let mut evaluator = planner::eval::Evaluator::new(&backend, &model, &manifest, data, options)?;
+    request.output = body.output_model(&problem, &mut evaluator, &Halt::default())?;
     let mut metrics: HashMap<Vec<u8>, Metrics> = HashMap::new();
     let mut failure = None;
     let found = body.run(

@@ -148,6 +148,7 @@ async fn search_fleet(
         let found = (|| -> planner::Result<Search> {
             let (backend, model, data) = inputs.open()?;
             let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
+            request.output = search.output_model(&problem, &mut evaluator, &halt)?;
             search.run(
                 &problem,
                 &request,

@@ -49,6 +49,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Outcome, JobError> {
         let searched = (|| -> planner::Result<_> {
             let (backend, model, data) = inputs.open()?;
             let mut evaluator = Evaluator::new(&backend, &model, &inputs.manifest, data, options)?;
+            request.output = body.output_model(&problem, &mut evaluator, &halt)?;
             let found = body.run(
                 &problem,
                 &request,

@@ -2,7 +2,7 @@
 //! objective) and greedy (AIMET's path), each measuring its points in one round.
 
 use super::{candidate_within, measured_front, starting_objective, Measure, MeasuredPoint};
-use super::{round_fit, FitModel, Objective, Search, SearchRequest, SearchRound};
+use super::{round_fit, FitModel, Fitted, Objective, Search, SearchRequest, SearchRound};
 use crate::error::{Error, Result};
 use crate::problem::budget::limits_of;
 use crate::problem::cost::CostKind;
@@ -153,7 +153,7 @@ fn measure_once(
         }],
         evaluations: measured.len(),
         reused: 0,
-        objective: Objective::start(&starting_objective(problem)),
+        objective: Fitted::Additive(Objective::start(&starting_objective(problem))),
         measured,
         front,
         stopped: "the points are measured",

@@ -80,12 +80,20 @@ impl Link {
     /// towards 1 ([`LINK_PRIOR`]) and kept within [`MAX_POWER`]; the power is 1 when not
     /// `power_free` or below two usable measurements.
     fn fit(start: &[Vec<f64>], measured: &[MeasuredPoint], power_free: bool) -> Link {
-        let logs: Vec<(f64, f64)> = measured
-            .iter()
-            .filter_map(|m| {
+        Link::fit_pairs(
+            measured.iter().map(|m| {
                 let sum: f64 = m.picks.iter().enumerate().map(|(g, &c)| start[g][c]).sum();
-                (sum > 0.0 && m.loss > 0.0).then(|| (sum.ln(), m.loss.ln()))
-            })
+                (sum, m.loss)
+            }),
+            power_free,
+        )
+    }
+
+    /// [`Link::fit`] on (sum, loss) pairs.
+    pub(super) fn fit_pairs(pairs: impl Iterator<Item = (f64, f64)>, power_free: bool) -> Link {
+        let logs: Vec<(f64, f64)> = pairs
+            .filter(|&(sum, loss)| sum > 0.0 && loss > 0.0)
+            .map(|(sum, loss)| (sum.ln(), loss.ln()))
             .collect();
         let n = logs.len() as f64;
         if logs.is_empty() {
@@ -204,6 +212,9 @@ pub enum FitModel {
     Groups,
     /// Each (group, choice) term a measurement uses, moved from the per-group fit.
     Terms,
+    /// The output-space objective (`output`): the single-layer runs' output changes added up,
+    /// a share of their cross terms kept, under a fitted link.
+    Output,
 }
 
 impl FitModel {
@@ -213,6 +224,7 @@ impl FitModel {
             FitModel::Link => "link",
             FitModel::Groups => "groups",
             FitModel::Terms => "terms",
+            FitModel::Output => "output",
         }
     }
 }
@@ -273,7 +285,7 @@ pub fn refit(problem: &Problem, start: &[Vec<f64>], measured: &[MeasuredPoint]) 
 /// The measurements a fit can use: finite losses, those at or below 0 (such as full agreement
 /// with fp32) raised to half the least positive one, as good as anything measured but with a
 /// logarithm and a finite weight in a relative fit.
-fn usable(measured: &[MeasuredPoint]) -> Vec<MeasuredPoint> {
+pub(super) fn usable(measured: &[MeasuredPoint]) -> Vec<MeasuredPoint> {
     let floor = zero_loss(measured.iter().map(|m| m.loss)).unwrap_or(1.0);
     measured
         .iter()
@@ -296,7 +308,7 @@ fn zero_loss(losses: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// The squared error of a prediction in log loss (a prediction at or below zero counts as a
 /// millionth of the loss).
-fn log_error(predicted: f64, loss: f64) -> f64 {
+pub(super) fn log_error(predicted: f64, loss: f64) -> f64 {
     if loss <= 0.0 {
         return 0.0;
     }
@@ -322,7 +334,7 @@ fn fit_model(
         })
         .collect();
     let terms = match model {
-        FitModel::Start | FitModel::Link => start.to_vec(),
+        FitModel::Start | FitModel::Link | FitModel::Output => start.to_vec(),
         FitModel::Groups => fit_groups(start, &on_scale, ridge),
         FitModel::Terms => {
             let groups = fit_groups(start, &on_scale, ridge);
