@@ -125,3 +125,34 @@ fn activation_quantization_is_refused_by_the_pass() {
         .unwrap_err();
     assert!(err.to_string().contains("quantize_activations"), "{err}");
 }
+
+/// The changes the pass keeps for the output objective, against the whole model with one layer
+/// quantized, whitened here by its own softmax: `sqrt(p / 2) * (d - p.d)` per sample.
+#[test]
+fn each_kept_output_change_is_the_whole_models_whitened_change() {
+    let (mut ev, backend, model, manifest, data) = evaluator(EvalOptions::default());
+    let changes = ev
+        .output_changes(&manifest, |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(changes.rows, 540);
+    let reference = fixture_logits();
+    for (l, b) in [(1, 2), (2, 4), (3, 8)] {
+        let out = whole_model_with_one_layer(&backend, &model, &manifest, &data, l, b, 0);
+        let got = &changes.layers[l][&b];
+        assert_eq!(got.len(), 5400);
+        for r in 0..540 {
+            let p = softmax(&reference[r * 10..(r + 1) * 10]);
+            let q = softmax(&out[r * 10..(r + 1) * 10]);
+            let d: Vec<f64> = p.iter().zip(&q).map(|(p, q)| q.ln() - p.ln()).collect();
+            let mean: f64 = p.iter().zip(&d).map(|(p, d)| p * d).sum();
+            for c in 0..10 {
+                let want = (p[c] / 2.0).sqrt() * (d[c] - mean);
+                let got = f64::from(got[r * 10 + c]);
+                assert!(
+                    (got - want).abs() <= 1e-4 + 1e-3 * want.abs(),
+                    "{l} at {b}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -208,6 +208,7 @@ impl SearchBody {
         if self.method != Method::Search || self.objective != PlannedOn::Output {
             return Ok(None);
         }
+        OutputModel::check_size(problem)?;
         let changes = evaluator.output_changes(&problem.manifest, |_| {
             if halt.check().is_err() {
                 std::ops::ControlFlow::Break(())

@@ -70,54 +70,57 @@ impl<B: Backend + Clone> Evaluator<B> {
         metric: Divergence,
         progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<Sensitivities> {
-        self.pass(manifest, metric, progress, |_, _, _| {})
+        self.pass(manifest, metric, true, progress, |_, _, _| {})
     }
 
-    /// [`Evaluator::sensitivity`], keeping each run's output change as well.
-    pub fn sensitivity_and_changes(
-        &mut self,
-        manifest: &Manifest,
-        metric: Divergence,
-        progress: impl FnMut(Progress) -> ControlFlow<()>,
-    ) -> Result<(Sensitivities, OutputChanges)> {
-        let width = self.output_width();
-        let reference = self.fp32_output().data.clone();
-        let rows = reference.len() / width.max(1);
-        let mut layers = vec![BTreeMap::new(); manifest.layers.len()];
-        let kind = self.output_kind();
-        let sensitivities = self.pass(manifest, metric, progress, |l, b, y| {
-            let change = output_change(metric, kind, &reference, &y.data, width);
-            layers[l].insert(b, sketch(&change, MAX_CHANGE_LEN));
-        })?;
-        Ok((sensitivities, OutputChanges { rows, layers }))
-    }
-
-    /// Each layer's output change at each bit-width it may take, in KL for outputs of at least
-    /// two columns, else in relative MSE (the sensitivities of the same runs are dropped).
+    /// Each layer's output change at each bit-width it may take ([`OutputChanges`]), in KL for
+    /// outputs of at least two columns, else in relative MSE: the sensitivity pass's runs, their
+    /// outputs kept. A layer with no ONNX weight gets no change at any width (zeros), as an
+    /// evaluation ignores it.
     pub fn output_changes(
         &mut self,
         manifest: &Manifest,
         progress: impl FnMut(Progress) -> ControlFlow<()>,
     ) -> Result<OutputChanges> {
-        let metric = if self.output_width() >= 2 {
+        let width = self.output_width();
+        let metric = if width >= 2 {
             Divergence::Kl
         } else {
             Divergence::Mse
         };
-        Ok(self.sensitivity_and_changes(manifest, metric, progress)?.1)
+        let reference = self.fp32_output().data.clone();
+        let rows = reference.len() / width.max(1);
+        let mut layers = vec![BTreeMap::new(); manifest.layers.len()];
+        let kind = self.output_kind();
+        self.pass(manifest, metric, false, progress, |l, b, y| {
+            let change = output_change(metric, kind, &reference, &y.data, width);
+            layers[l].insert(b, sketch(&change, MAX_CHANGE_LEN));
+        })?;
+        let len = reference.len().min(MAX_CHANGE_LEN);
+        for (layer, changes) in manifest.layers.iter().zip(&mut layers) {
+            if changes.is_empty() {
+                changes.extend(layer.choices().into_iter().map(|b| (b, vec![0.0; len])));
+            }
+        }
+        Ok(OutputChanges { rows, layers })
     }
 
-    /// The pass: `keep` sees each run's layer, bit-width and output.
+    /// The pass over the layers linked to a weight (refused unless `every_layer` is): `keep`
+    /// sees each run's layer, bit-width and output.
     fn pass(
         &mut self,
         manifest: &Manifest,
         metric: Divergence,
+        every_layer: bool,
         mut progress: impl FnMut(Progress) -> ControlFlow<()>,
         mut keep: impl FnMut(usize, u8, &Tensor),
     ) -> Result<Sensitivities> {
-        self.check_pass(manifest, metric)?;
+        self.check_pass(manifest, metric, every_layer)?;
         let layers = manifest.layers.len();
-        let total: usize = manifest.layers.iter().map(|l| l.choices().len()).sum();
+        let total: usize = (0..layers)
+            .filter(|&l| self.segments.iter().any(|s| s.slots.contains(&l)))
+            .map(|l| manifest.layers[l].choices().len())
+            .sum();
         let started = Instant::now();
         let fp32 = vec![FULL_PRECISION; layers];
         let no_activations = vec![None; layers];
@@ -175,7 +178,7 @@ impl<B: Backend + Clone> Evaluator<B> {
 
     /// What a sensitivity pass needs: weights alone quantized, every layer linked to its weight,
     /// and for `kl` an output of at least two columns.
-    fn check_pass(&self, manifest: &Manifest, metric: Divergence) -> Result<()> {
+    fn check_pass(&self, manifest: &Manifest, metric: Divergence, every_layer: bool) -> Result<()> {
         if self.quantizes_activations() {
             return Err(Error::invalid(
                 "sensitivity pass",
@@ -187,7 +190,7 @@ impl<B: Backend + Clone> Evaluator<B> {
             .filter(|&l| !self.segments.iter().any(|s| s.slots.contains(&l)))
             .map(|l| manifest.layers[l].name.clone())
             .collect();
-        if !unlinked.is_empty() {
+        if every_layer && !unlinked.is_empty() {
             return Err(Error::invalid(
                 "sensitivity pass",
                 "layers",

@@ -45,6 +45,9 @@ const MIN_CROSS_VALIDATED: usize = 3;
 /// Folds of the cross-validation (fewer when fewer measurements).
 const FOLDS: usize = 5;
 
+/// Most moves a polish makes, per group.
+const MAX_POLISH_MOVES_PER_GROUP: usize = 20;
+
 /// Relative slack of a move that "lowers" the prediction: below it, a move is rounding.
 const LOWERS: f64 = 1e-12;
 
@@ -83,14 +86,7 @@ impl OutputModel {
                 ),
             ));
         }
-        let terms: usize = problem.groups.iter().map(|g| g.choices.len()).sum();
-        if terms > MAX_TERMS {
-            return Err(Error::invalid(
-                "output changes",
-                "layers",
-                format!("{terms} (group, bit-width) terms: the output-space objective takes at most {MAX_TERMS}"),
-            ));
-        }
+        let terms = Self::check_size(problem)?;
         let mut offsets = Vec::with_capacity(problem.groups.len());
         let mut vectors: Vec<Vec<f64>> = Vec::with_capacity(terms);
         let mut len = None;
@@ -141,6 +137,20 @@ impl OutputModel {
             gram,
             rows: changes.rows.max(1) as f64,
         })
+    }
+
+    /// The (group, choice) terms of `problem`, refused past [`MAX_TERMS`]: checked before the
+    /// sensitivity pass runs, so a problem too large is refused before hours of runs.
+    pub fn check_size(problem: &Problem) -> Result<usize> {
+        let terms: usize = problem.groups.iter().map(|g| g.choices.len()).sum();
+        if terms > MAX_TERMS {
+            return Err(Error::invalid(
+                "search request",
+                "objective",
+                format!("{terms} (group, bit-width) terms: the output objective takes at most {MAX_TERMS}; use the additive objective"),
+            ));
+        }
+        Ok(terms)
     }
 
     fn dot(&self, i: usize, j: usize) -> f64 {
@@ -195,8 +205,11 @@ impl OutputObjective {
         halt: &Halt,
     ) -> Result<Vec<Vec<usize>>> {
         let sizes: Vec<usize> = problem.groups.iter().map(|g| g.choices.len()).collect();
+        // Enumeration prices each configuration in O(groups^2): bounded in work, not in count.
+        let work = sizes.len().pow(2).max(1);
         let count = sizes.iter().try_fold(1usize, |n, &s| {
-            n.checked_mul(s).filter(|&n| n <= EXHAUSTIVE)
+            n.checked_mul(s)
+                .filter(|&n| n <= EXHAUSTIVE && n.saturating_mul(work) <= EXHAUSTIVE * 400)
         });
         let found = match count {
             Some(_) => self.enumerated(problem, limits, axis, &sizes, halt)?,
@@ -239,21 +252,12 @@ impl OutputObjective {
                 halt.check()?;
             }
         }
-        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let mut best = f64::INFINITY;
-        Ok(all
-            .into_iter()
-            .filter(|(_, value, _)| {
-                let lower = *value < best;
-                best = best.min(*value);
-                lower
-            })
-            .map(|(_, _, picks)| picks)
-            .collect())
+        Ok(staircase(all))
     }
 
     /// The greedy path on the prediction within `limits`, `points` of it spread by cost, each
-    /// polished ([`Walk::polish`]); cheapest first, each cheaper than the one before it.
+    /// polished ([`Walk::polish`]); of those, the ones no cheaper one predicts as low, cheapest
+    /// first.
     fn polished_path(
         &self,
         problem: &Problem,
@@ -308,16 +312,30 @@ impl OutputObjective {
                 out.push(walk.picks);
             }
         }
-        let mut priced: Vec<(f64, f64, Vec<usize>)> = out
+        let priced: Vec<(f64, f64, Vec<usize>)> = out
             .into_iter()
             .map(|p| {
                 let value = self.model.value(&p, self.interaction);
                 (problem.candidate(&p).cost(axis), value, p)
             })
             .collect();
-        priced.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        Ok(priced.into_iter().map(|p| p.2).collect())
+        Ok(staircase(priced))
     }
+}
+
+/// Of (cost, value, picks), those whose value is below every cheaper one's, cheapest first.
+fn staircase(mut priced: Vec<(f64, f64, Vec<usize>)>) -> Vec<Vec<usize>> {
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut best = f64::INFINITY;
+    priced
+        .into_iter()
+        .filter(|(_, value, _)| {
+            let lower = *value < best;
+            best = best.min(*value);
+            lower
+        })
+        .map(|(_, _, picks)| picks)
+        .collect()
 }
 
 /// The costs of `picks`, summed over groups.
@@ -434,7 +452,9 @@ impl<'a> Walk<'a> {
     /// a step costlier and another to any cheaper choice.
     fn polish(&mut self, limits: &Limits, axis: CostKind, budget: f64) {
         let groups = self.problem.groups.len();
-        loop {
+        // Every move lowers the prediction, so it ends; the cap guards against rounding letting
+        // two moves of no true gain undo each other.
+        for _ in 0..MAX_POLISH_MOVES_PER_GROUP * groups.max(1) {
             let floor = -LOWERS * self.value().abs();
             let mut best: Option<(f64, Vec<(usize, usize)>)> = None;
             let consider =

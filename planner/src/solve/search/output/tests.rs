@@ -135,6 +135,19 @@ fn the_prediction_is_the_summed_changes_and_a_walk_keeps_it() {
             assert!((before + delta - after).abs() <= 1e-9 * after.abs().max(1e-12));
             assert!((walk.value() - after).abs() <= 1e-9 * after.abs().max(1e-12));
             assert_eq!(walk.costs, costs_of(&problem, &walk.picks));
+            // A paired move, priced as the polish prices it, against the model after both.
+            let h = (g + 1) % problem.groups.len();
+            let d = rng.below(problem.groups[h].choices.len() as u64) as usize;
+            let (i, j) = (model.term(g, walk.picks[g]), model.term(g, c ^ 1));
+            let (k, l) = (model.term(h, walk.picks[h]), model.term(h, d));
+            let paired = walk.change(i, j, Some((k, l)));
+            let mut moved = walk.picks.clone();
+            (moved[g], moved[h]) = (c ^ 1, d);
+            let want = model.value(&moved, interaction) - after;
+            assert!(
+                (paired - want).abs() <= 1e-9 * after.abs().max(1e-12),
+                "{paired} vs {want}"
+            );
         }
     }
     // A layer without a change at a width it may take is refused, naming it.
