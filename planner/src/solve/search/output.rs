@@ -164,6 +164,12 @@ impl OutputModel {
     /// The prediction's value for `picks` (before the link), keeping `interaction` of the
     /// cross terms.
     pub fn value(&self, picks: &[usize], interaction: f64) -> f64 {
+        self.mix(self.parts(picks), interaction)
+    }
+
+    /// The prediction's two parts for `picks`: the squared norm of the summed changes, and the
+    /// sum of their own squared norms.
+    fn parts(&self, picks: &[usize]) -> (f64, f64) {
         let t: Vec<usize> = picks
             .iter()
             .enumerate()
@@ -174,6 +180,12 @@ impl OutputModel {
             .iter()
             .map(|&i| t.iter().map(|&j| self.dot(i, j)).sum::<f64>())
             .sum();
+        (total, own)
+    }
+
+    /// The prediction's value from its parts (or their changes), keeping `interaction` of the
+    /// cross terms.
+    fn mix(&self, (total, own): (f64, f64), interaction: f64) -> f64 {
         (interaction * total + (1.0 - interaction) * own) / self.rows
     }
 }
@@ -406,16 +418,15 @@ impl<'a> Walk<'a> {
             total += t + 2.0 * (m.dot(j, l) - m.dot(j, k) - m.dot(i, l) + m.dot(i, k));
             own += o;
         }
-        (self.interaction * total + (1.0 - self.interaction) * own) / m.rows
+        m.mix((total, own), self.interaction)
     }
 
     /// The prediction's value at the current picks.
     fn value(&self) -> f64 {
         let m = self.model;
         let picked = self.picks.iter().enumerate().map(|(g, &c)| m.term(g, c));
-        let (total, own) =
-            picked.fold((0.0, 0.0), |(t, o), p| (t + self.along[p], o + m.dot(p, p)));
-        (self.interaction * total + (1.0 - self.interaction) * own) / m.rows
+        let parts = picked.fold((0.0, 0.0), |(t, o), p| (t + self.along[p], o + m.dot(p, p)));
+        m.mix(parts, self.interaction)
     }
 
     /// How the prediction's value changes when group `g` takes choice `c`.
@@ -503,19 +514,21 @@ impl<'a> Walk<'a> {
 /// prediction as it is (in the divergence the changes were measured in).
 pub fn refit_output(model: &Arc<OutputModel>, measured: &[MeasuredPoint]) -> OutputObjective {
     let measured = &usable(measured);
-    let fitted = |interaction: f64, train: &[&MeasuredPoint], power_free: bool| OutputObjective {
+    // Each measurement's parts, priced once for every share and fold.
+    let parts: Vec<(f64, f64)> = measured.iter().map(|m| model.parts(&m.picks)).collect();
+    let link = |interaction: f64, train: &mut dyn Iterator<Item = usize>, power_free: bool| {
+        Link::fit_pairs(
+            train.map(|i| (model.mix(parts[i], interaction), measured[i].loss)),
+            power_free,
+        )
+    };
+    let fitted = |interaction: f64, power_free: bool| OutputObjective {
         model: Arc::clone(model),
         interaction,
-        link: Link::fit_pairs(
-            train
-                .iter()
-                .map(|m| (model.value(&m.picks, interaction), m.loss)),
-            power_free,
-        ),
+        link: link(interaction, &mut (0..measured.len()), power_free),
     };
-    let all: Vec<&MeasuredPoint> = measured.iter().collect();
     if measured.len() < MIN_CROSS_VALIDATED {
-        return fitted(INTERACTIONS[0], &all, false);
+        return fitted(INTERACTIONS[0], false);
     }
     let folds = FOLDS.min(measured.len());
     let mut best = (INTERACTIONS[0], false, f64::INFINITY);
@@ -523,18 +536,17 @@ pub fn refit_output(model: &Arc<OutputModel>, measured: &[MeasuredPoint]) -> Out
         for power_free in [false, true] {
             let mut error = 0.0;
             for fold in 0..folds {
-                let train: Vec<&MeasuredPoint> = all
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| i % folds != fold)
-                    .map(|(_, m)| *m)
-                    .collect();
-                let objective = fitted(interaction, &train, power_free);
-                error += all
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| i % folds == fold)
-                    .map(|(_, m)| log_error(objective.predict(&m.picks), m.loss))
+                let trained = link(
+                    interaction,
+                    &mut (0..measured.len()).filter(|i| i % folds != fold),
+                    power_free,
+                );
+                error += (0..measured.len())
+                    .filter(|i| i % folds == fold)
+                    .map(|i| {
+                        let predicted = trained.loss(model.mix(parts[i], interaction).max(0.0));
+                        log_error(predicted, measured[i].loss)
+                    })
                     .sum::<f64>();
             }
             if error < best.2 {
@@ -542,7 +554,7 @@ pub fn refit_output(model: &Arc<OutputModel>, measured: &[MeasuredPoint]) -> Out
             }
         }
     }
-    fitted(best.0, &all, best.1)
+    fitted(best.0, best.1)
 }
 
 #[cfg(test)]
